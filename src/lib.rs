@@ -1,0 +1,9 @@
+//! Portico: a Kubernetes ingress controller.
+//!
+//! Sources ([`source`]) turn a cluster or a directory of manifests into events; the
+//! [`controller`] applies them to the [`store`], rebuilds a [`snapshot::Snapshot`] with the pure
+//! [`snapshot::build`] and publishes it atomically. Data planes read the snapshot and never
+//! import a source. See ARCHITECTURE.md.
+
+pub mod source;
+pub mod store;
