@@ -1,0 +1,103 @@
+//! `build()`: the objects of the store → one [`Snapshot`] plus diagnostics. Pure and
+//! deterministic: no I/O, no clock, and the same objects in any order give an equal snapshot.
+
+mod class;
+mod ingress;
+mod tls;
+
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+
+use super::Snapshot;
+use super::diagnostics::Diagnostic;
+use super::routes::RouteTableBuilder;
+use super::services::ServiceTable;
+use crate::store::ObjectStore;
+
+/// The `spec.controller` of the IngressClasses Portico serves.
+pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
+
+/// What `build()` needs besides the objects.
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    /// The class name taken from the deprecated `kubernetes.io/ingress.class` annotation
+    /// (`--ingress-class`, default `portico`).
+    pub ingress_class: String,
+    /// Also serve Ingresses that name no class (`--watch-ingress-without-class`).
+    pub watch_ingress_without_class: bool,
+    /// A `kubernetes.io/tls` Secret (namespace, name) to serve to clients whose SNI matches no
+    /// certificate (`--default-ssl-certificate`).
+    pub default_certificate: Option<(String, String)>,
+    /// The certificate served when no other applies (self-signed, generated at start).
+    pub fallback_certificate: Arc<CertifiedKey>,
+}
+
+// === impl BuildConfig ===
+
+impl BuildConfig {
+    /// The defaults, with this fallback certificate.
+    pub fn new(fallback_certificate: Arc<CertifiedKey>) -> Self {
+        BuildConfig {
+            ingress_class: "portico".to_string(),
+            watch_ingress_without_class: false,
+            default_certificate: None,
+            fallback_certificate,
+        }
+    }
+}
+
+/// The result of one build.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The snapshot (generation 0: the publisher numbers it).
+    pub snapshot: Snapshot,
+    /// Everything left out or suspicious, sorted and without duplicates.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Builds a snapshot from the objects. Never fails as a whole: what cannot be used is left
+/// out with a diagnostic naming the object, the field and the reason.
+pub fn build(store: &ObjectStore, config: &BuildConfig) -> Built {
+    let mut diagnostics = Vec::new();
+    let services = ServiceTable::build(store, &mut diagnostics);
+    let ours = class::our_ingresses(store, config, &mut diagnostics);
+    let certs = tls::cert_table(store, config, &ours, &mut diagnostics);
+    let tls_hosts = tls::tls_hosts(&ours);
+    let mut routes = RouteTableBuilder::default();
+    let mut default_backend = None;
+    for (age, ingress) in ours.iter().enumerate() {
+        let context = ingress::Context {
+            store,
+            services: &services,
+            tls_hosts: &tls_hosts,
+            age,
+        };
+        ingress::add_ingress(
+            &context,
+            ingress,
+            &mut routes,
+            &mut default_backend,
+            &mut diagnostics,
+        );
+    }
+    if let Some(route) = default_backend {
+        routes.default_backend(route);
+    }
+    let routes = routes.finish(&mut diagnostics);
+    diagnostics.sort();
+    diagnostics.dedup();
+    let snapshot = Snapshot {
+        generation: 0,
+        routes,
+        services,
+        certs,
+    };
+    Built {
+        snapshot,
+        diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests;

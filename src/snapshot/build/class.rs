@@ -1,0 +1,109 @@
+//! Which Ingresses are Portico's, and in which order they take precedence.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use super::{BuildConfig, CONTROLLER_NAME};
+use crate::snapshot::diagnostics::Diagnostic;
+use crate::source::{Kind, ObjectKey};
+use crate::store::ObjectStore;
+
+/// The deprecated class annotation.
+const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// Marks the cluster's default IngressClass.
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// One of our Ingresses.
+pub(super) struct OurIngress<'a> {
+    pub key: ObjectKey,
+    pub ingress: &'a Arc<Ingress>,
+}
+
+/// Our Ingresses, oldest first (creationTimestamp; objects without one count as newest; then
+/// namespace/name): the order in which conflicting claims are settled.
+pub(super) fn our_ingresses<'a>(
+    store: &'a ObjectStore,
+    config: &BuildConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<OurIngress<'a>> {
+    let mut ours: Vec<OurIngress<'a>> = store
+        .ingresses
+        .iter()
+        .filter(|(_, ing)| is_ours(store, config, ing, diagnostics))
+        .map(|((ns, name), ingress)| OurIngress {
+            key: ObjectKey::new(Kind::Ingress, ns, name),
+            ingress,
+        })
+        .collect();
+    ours.sort_by(|a, b| {
+        let created =
+            |o: &OurIngress<'_>| o.ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let (ca, cb) = (created(a), created(b));
+        (ca.is_none(), ca, &a.key).cmp(&(cb.is_none(), cb, &b.key))
+    });
+    ours
+}
+
+fn is_ours(
+    store: &ObjectStore,
+    config: &BuildConfig,
+    ing: &Ingress,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let spec_class = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref());
+    let annotation = ing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLASS_ANNOTATION));
+    match (spec_class, annotation) {
+        (Some(class), _) => {
+            let known = store
+                .ingress_classes
+                .get(&(String::new(), class.to_string()));
+            if known.is_none() && class == config.ingress_class {
+                let key = ObjectKey::new(
+                    Kind::Ingress,
+                    ing.metadata.namespace.as_deref().unwrap_or_default(),
+                    ing.metadata.name.as_deref().unwrap_or_default(),
+                );
+                let reason = format!(
+                    "IngressClass {class:?} does not exist; the Ingress is not served until it does"
+                );
+                diagnostics.push(Diagnostic::warning(&key, "spec.ingressClassName", reason));
+            }
+            known.is_some_and(|c| is_our_class(c))
+        }
+        (None, Some(class)) => {
+            *class == config.ingress_class
+                || store
+                    .ingress_classes
+                    .get(&(String::new(), class.clone()))
+                    .is_some_and(|c| is_our_class(c))
+        }
+        (None, None) => {
+            config.watch_ingress_without_class
+                || store
+                    .ingress_classes
+                    .values()
+                    .any(|c| is_our_class(c) && is_default_class(c))
+        }
+    }
+}
+
+fn is_our_class(class: &IngressClass) -> bool {
+    class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+}
+
+fn is_default_class(class: &IngressClass) -> bool {
+    class
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}

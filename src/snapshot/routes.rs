@@ -1,0 +1,401 @@
+//! Host and path routing: exact hosts, `*.wildcard` hosts and a host-less catch-all, each with
+//! a matchit router over Ingress paths; plus the default backend.
+//!
+//! Path semantics follow the Kubernetes Ingress path-matching table. They are carried by a small
+//! encoding into matchit keys (see [`keys_for`]) and resolved at build time, so a lookup is one
+//! hash probe and one matchit walk, with no allocation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::diagnostics::Diagnostic;
+use super::host::{self, MAX_HOST};
+use super::services::ServicePortId;
+use crate::source::ObjectKey;
+
+/// An Ingress path type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PathType {
+    /// Byte-exact, case-sensitive match of the whole path.
+    Exact,
+    /// Element-by-element prefix match on '/'.
+    Prefix,
+    /// Portico treats ImplementationSpecific exactly as Prefix.
+    ImplementationSpecific,
+}
+
+// === impl PathType ===
+
+impl PathType {
+    /// The type used for matching (ImplementationSpecific behaves as Prefix).
+    pub fn effective(self) -> PathType {
+        match self {
+            PathType::ImplementationSpecific => PathType::Prefix,
+            t => t,
+        }
+    }
+
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathType::Exact => "Exact",
+            PathType::Prefix => "Prefix",
+            PathType::ImplementationSpecific => "ImplementationSpecific",
+        }
+    }
+}
+
+/// The Ingress a route came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct IngressRef {
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+}
+
+/// A Service port as an Ingress backend names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    /// `port.number`.
+    Number(u16),
+    /// `port.name`.
+    Name(Box<str>),
+}
+
+/// Where requests for a route go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upstream {
+    /// A Service port of the snapshot's service table: pick one of its ready endpoints.
+    Service(ServicePortId),
+    /// An ExternalName Service: connect to this DNS name and port.
+    External {
+        /// The DNS name.
+        host: Box<str>,
+        /// The port.
+        port: u16,
+    },
+    /// The backend could not be resolved (missing Service or port, unsupported resource): 503.
+    Unavailable,
+}
+
+/// The backend of a route: the Service the Ingress names, and what it resolved to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    /// Service name (in the Ingress's namespace); empty for a resource backend.
+    pub service: Arc<str>,
+    /// The Service port named.
+    pub port: PortRef,
+    /// What it resolved to.
+    pub upstream: Upstream,
+}
+
+/// One routing decision: what a request that matched gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The rule's host pattern; None for host-less rules and the default backend.
+    pub host: Option<Box<str>>,
+    /// The path as written; None for the default backend.
+    pub path: Option<Box<str>>,
+    /// The path type as written; None for the default backend.
+    pub path_type: Option<PathType>,
+    /// The Ingress that declared it.
+    pub ingress: IngressRef,
+    /// Where requests go.
+    pub backend: Backend,
+    /// Plain-HTTP requests get a 308 to HTTPS (the host is in some Ingress's `spec.tls`).
+    pub ssl_redirect: bool,
+}
+
+/// A host pattern of an Ingress rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `foo.com` (lower-case).
+    Exact(Box<str>),
+    /// `*.foo.com`, stored as the suffix `foo.com` (lower-case).
+    Wildcard(Box<str>),
+    /// No host: every host that matched no other rule.
+    Any,
+}
+
+/// The routes of one host pattern: a matchit router over path keys.
+#[derive(Clone, Debug)]
+pub struct HostRoutes {
+    router: matchit::Router<usize>,
+    /// Routes that win at least one key, sorted by (path, type).
+    routes: Vec<Route>,
+    /// (matchit key, index into `routes`), sorted: the data the router was built from.
+    slots: Vec<(String, usize)>,
+}
+
+impl PartialEq for HostRoutes {
+    fn eq(&self, other: &Self) -> bool {
+        // The router is derived from `slots`.
+        self.routes == other.routes && self.slots == other.slots
+    }
+}
+
+// === impl HostRoutes ===
+
+impl HostRoutes {
+    /// The route for this path (already cut at '?'), if any of this host's paths match.
+    pub fn lookup(&self, path: &str) -> Option<&Route> {
+        let matched = self.router.at(path).ok()?;
+        self.routes.get(*matched.value)
+    }
+
+    /// The routes, sorted by path and type.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+/// The whole routing table of a snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, HostRoutes>,
+    wildcard: HashMap<Box<str>, HostRoutes>,
+    catch_all: Option<HostRoutes>,
+    default_backend: Option<Route>,
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// The route for a request's Host (or `:authority`) and path; None means the built-in 404.
+    ///
+    /// Exact host, then `*.` wildcard (one label), then host-less rules. A host that matched
+    /// but whose paths did not goes to the default backend, never to other rules.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let mut buf = [0u8; MAX_HOST];
+        let rules = host::normalize(host, &mut buf).and_then(|h| self.host_rules(h));
+        let found = match rules {
+            Some(rules) => rules.lookup(path),
+            None => self.catch_all.as_ref().and_then(|c| c.lookup(path)),
+        };
+        found.or(self.default_backend.as_ref())
+    }
+
+    fn host_rules(&self, host: &str) -> Option<&HostRoutes> {
+        if let Some(rules) = self.exact.get(host) {
+            return Some(rules);
+        }
+        // `*.foo.com` matches exactly one more label: strip the first label and look up the rest.
+        self.wildcard.get(host::wildcard_suffix(host)?)
+    }
+
+    /// The default backend, if any of our Ingresses declares one.
+    pub fn default_backend(&self) -> Option<&Route> {
+        self.default_backend.as_ref()
+    }
+
+    /// Every host pattern with its routes: exact hosts, then wildcards, then host-less rules,
+    /// each sorted by name.
+    pub fn hosts(&self) -> Vec<(HostPattern, &HostRoutes)> {
+        let mut exact: Vec<_> = self.exact.iter().collect();
+        exact.sort_by(|a, b| a.0.cmp(b.0));
+        let mut wildcard: Vec<_> = self.wildcard.iter().collect();
+        wildcard.sort_by(|a, b| a.0.cmp(b.0));
+        let exact = exact
+            .into_iter()
+            .map(|(h, r)| (HostPattern::Exact(h.clone()), r));
+        let wildcard = wildcard
+            .into_iter()
+            .map(|(h, r)| (HostPattern::Wildcard(h.clone()), r));
+        let any = self.catch_all.iter().map(|r| (HostPattern::Any, r));
+        exact.chain(wildcard).chain(any).collect()
+    }
+
+    /// Number of routes over all hosts (the default backend not counted).
+    pub fn len(&self) -> usize {
+        self.exact.values().map(|r| r.routes.len()).sum::<usize>()
+            + self
+                .wildcard
+                .values()
+                .map(|r| r.routes.len())
+                .sum::<usize>()
+            + self.catch_all.as_ref().map_or(0, |r| r.routes.len())
+    }
+
+    /// True when there is no route at all (and no default backend).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.default_backend.is_none()
+    }
+}
+
+/// A route offered by one Ingress path, before precedence is applied.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// The route it would install.
+    pub route: Route,
+    /// Precedence among equal claims: lower is older (creationTimestamp, namespace/name,
+    /// then position in the Ingress).
+    pub age: (usize, usize, usize),
+    /// The Ingress, for diagnostics.
+    pub object: ObjectKey,
+    /// The field path of the path entry, for diagnostics.
+    pub field: String,
+}
+
+impl Candidate {
+    fn path(&self) -> &str {
+        self.route.path.as_deref().unwrap_or("/")
+    }
+
+    fn path_type(&self) -> PathType {
+        self.route.path_type.unwrap_or(PathType::Prefix).effective()
+    }
+}
+
+/// Collects candidates per host pattern and resolves precedence into a [`RouteTable`].
+#[derive(Debug, Default)]
+pub struct RouteTableBuilder {
+    hosts: BTreeMap<HostPattern, Vec<Candidate>>,
+    default_backend: Option<Route>,
+}
+
+// === impl RouteTableBuilder ===
+
+impl RouteTableBuilder {
+    /// Offers a path of a rule with this host pattern.
+    pub fn add(&mut self, host: HostPattern, candidate: Candidate) {
+        self.hosts.entry(host).or_default().push(candidate);
+    }
+
+    /// Sets the default backend (the caller picks the oldest).
+    pub fn default_backend(&mut self, route: Route) {
+        self.default_backend = Some(route);
+    }
+
+    /// Resolves precedence and builds the routers; conflicts become diagnostics.
+    pub fn finish(self, diagnostics: &mut Vec<Diagnostic>) -> RouteTable {
+        let mut table = RouteTable {
+            default_backend: self.default_backend,
+            ..RouteTable::default()
+        };
+        for (host, candidates) in self.hosts {
+            let routes = build_host(candidates, diagnostics);
+            match host {
+                HostPattern::Exact(h) => drop(table.exact.insert(h, routes)),
+                HostPattern::Wildcard(h) => drop(table.wildcard.insert(h, routes)),
+                HostPattern::Any => table.catch_all = Some(routes),
+            }
+        }
+        table
+    }
+}
+
+/// Builds one host's router: equal claims go to the oldest Ingress, then every matchit key
+/// goes to the longest declared path, Exact before Prefix on equal length.
+fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+    candidates
+        .sort_by(|a, b| (a.path(), a.path_type(), a.age).cmp(&(b.path(), b.path_type(), b.age)));
+    let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        match kept.last() {
+            Some(w) if w.path() == c.path() && w.path_type() == c.path_type() => {
+                diagnostics.push(conflict(&c, w));
+            }
+            _ => kept.push(c),
+        }
+    }
+    let mut slots: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, c) in kept.iter().enumerate() {
+        for key in keys_for(c.path(), c.path_type()) {
+            let slot = slots.entry(key).or_insert(i);
+            if rank(c) > rank(&kept[*slot]) {
+                *slot = i;
+            }
+        }
+    }
+    finish_host(kept, slots, diagnostics)
+}
+
+/// Precedence inside one matchit key: the longest declared path, then Exact over Prefix.
+fn rank(c: &Candidate) -> (usize, bool) {
+    (c.path().len(), c.path_type() == PathType::Exact)
+}
+
+fn conflict(loser: &Candidate, winner: &Candidate) -> Diagnostic {
+    let host = loser.route.host.as_deref().unwrap_or("*");
+    Diagnostic::error(
+        &loser.object,
+        loser.field.clone(),
+        format!(
+            "host {host} path {} ({}) is already claimed by Ingress {}/{} (older); ignored",
+            loser.path(),
+            loser.path_type().as_str(),
+            winner.route.ingress.namespace,
+            winner.route.ingress.name,
+        ),
+    )
+}
+
+/// Inserts the winning keys into a router; routes that win no key are reported as shadowed.
+fn finish_host(
+    kept: Vec<Candidate>,
+    slots: BTreeMap<String, usize>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HostRoutes {
+    let mut index = vec![None; kept.len()];
+    let mut routes = Vec::new();
+    let mut router = matchit::Router::new();
+    let mut table = Vec::with_capacity(slots.len());
+    for (key, winner) in slots {
+        let idx = *index[winner].get_or_insert_with(|| {
+            routes.push(kept[winner].route.clone());
+            routes.len() - 1
+        });
+        match router.insert(key.clone(), idx) {
+            Ok(()) => table.push((key, idx)),
+            Err(e) => diagnostics.push(Diagnostic::error(
+                &kept[winner].object,
+                kept[winner].field.clone(),
+                format!("path cannot be routed ({e}); ignored"),
+            )),
+        }
+    }
+    for (c, i) in kept.iter().zip(&index) {
+        if i.is_none() {
+            diagnostics.push(Diagnostic::warning(
+                &c.object,
+                c.field.clone(),
+                format!(
+                    "path {} is shadowed by a longer path on the same host",
+                    c.path()
+                ),
+            ));
+        }
+    }
+    HostRoutes {
+        router,
+        routes,
+        slots: table,
+    }
+}
+
+/// The matchit keys that carry a path's semantics.
+///
+/// Exact `p` is the key `p`. Prefix `p` (trailing '/' trimmed to `t`) is `t`, `t/` and
+/// `t/{*rest}`: the catch-all never matches an empty rest, so `/aaa/bbb` covers `/aaa/bbb`,
+/// `/aaa/bbb/` and `/aaa/bbb/...` but not `/aaa/bbbxyz`. matchit prefers static keys and the
+/// longest static prefix, and backtracks, which gives "longest matching prefix wins".
+pub fn keys_for(path: &str, path_type: PathType) -> Vec<String> {
+    let escaped = path.replace('{', "{{").replace('}', "}}");
+    match path_type.effective() {
+        PathType::Exact => vec![escaped],
+        _ => {
+            let t = escaped.strip_suffix('/').unwrap_or(&escaped);
+            if t.is_empty() {
+                vec!["/".to_string(), "/{*rest}".to_string()]
+            } else {
+                vec![t.to_string(), format!("{t}/"), format!("{t}/{{*rest}}")]
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Endpoints of a Service port from EndpointSlices (or, for Services without any slice, from
+//! the Endpoints object), with the target port resolved per endpoint.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::{Endpoint, Protocol, ServicePort, ServiceType, TargetPort};
+use crate::snapshot::diagnostics::Diagnostic;
+use crate::source::{Kind, ObjectKey};
+use crate::store::{ObjectStore, Objects};
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A port as an EndpointSlice or Endpoints subset lists it: (name, number, protocol).
+type ListedPort<'a> = (Option<&'a str>, Option<i32>, Option<&'a str>);
+
+/// EndpointSlices grouped by the Service they belong to.
+pub(super) struct EndpointIndex<'a> {
+    slices: HashMap<(&'a str, &'a str), Vec<(&'a str, &'a EndpointSlice)>>,
+    endpoints: &'a Objects<Endpoints>,
+}
+
+// === impl EndpointIndex ===
+
+impl<'a> EndpointIndex<'a> {
+    pub(super) fn new(store: &'a ObjectStore, diagnostics: &mut Vec<Diagnostic>) -> Self {
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for ((ns, name), slice) in &store.endpoint_slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            match service {
+                Some(svc) => slices
+                    .entry((ns.as_str(), svc.as_str()))
+                    .or_default()
+                    .push((name.as_str(), &**slice)),
+                None => diagnostics.push(Diagnostic::warning(
+                    &ObjectKey::new(Kind::EndpointSlice, ns, name),
+                    format!("metadata.labels[{SERVICE_NAME_LABEL}]"),
+                    "no Service label; ignored",
+                )),
+            }
+        }
+        EndpointIndex {
+            slices,
+            endpoints: &store.endpoints,
+        }
+    }
+
+    /// The endpoints of one Service port (not yet sorted or de-duplicated).
+    pub(super) fn resolve(
+        &self,
+        service: &ObjectKey,
+        port: &ServicePort,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Vec<Endpoint> {
+        if port.service_type == ServiceType::ExternalName {
+            return Vec::new();
+        }
+        let (ns, name) = (service.namespace.as_str(), service.name.as_str());
+        if let Some(slices) = self.slices.get(&(ns, name)) {
+            let mut out = Vec::new();
+            for (slice_name, slice) in slices {
+                let key = ObjectKey::new(Kind::EndpointSlice, ns, *slice_name);
+                from_slice(&key, slice, port, &mut out, diagnostics);
+            }
+            return out;
+        }
+        match self.endpoints.get(&(ns.to_string(), name.to_string())) {
+            Some(eps) => from_endpoints(
+                &ObjectKey::new(Kind::Endpoints, ns, name),
+                eps,
+                port,
+                diagnostics,
+            ),
+            None => Vec::new(),
+        }
+    }
+}
+
+fn from_slice(
+    key: &ObjectKey,
+    slice: &EndpointSlice,
+    port: &ServicePort,
+    out: &mut Vec<Endpoint>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+        let reason = format!(
+            "addressType {:?} is not supported; ignored",
+            slice.address_type
+        );
+        diagnostics.push(Diagnostic::warning(key, "addressType", reason));
+        return;
+    }
+    let listed = slice.ports.as_deref().map(|ports| {
+        ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref()))
+            .collect::<Vec<_>>()
+    });
+    let Some(target) = target_port(port, listed.as_deref()) else {
+        diagnostics.push(no_port(key, "ports", port));
+        return;
+    };
+    for (i, ep) in slice.endpoints.iter().flatten().enumerate() {
+        // Consumers use the first address only; the EndpointSlice controller writes exactly one.
+        let Some(ip) = ep.addresses.first().and_then(|a| parse_ip(a)) else {
+            let reason = format!("invalid address {:?}; ignored", ep.addresses.first());
+            diagnostics.push(Diagnostic::error(
+                key,
+                format!("endpoints[{i}].addresses[0]"),
+                reason,
+            ));
+            continue;
+        };
+        let conditions = ep.conditions.as_ref();
+        // A nil `ready` means ready; terminating endpoints get no new traffic.
+        let ready = conditions.and_then(|c| c.ready).unwrap_or(true)
+            && !conditions.and_then(|c| c.terminating).unwrap_or(false);
+        out.push(Endpoint {
+            addr: SocketAddr::new(ip, target),
+            ready,
+            node_name: ep.node_name.as_deref().map(Box::from),
+        });
+    }
+}
+
+fn from_endpoints(
+    key: &ObjectKey,
+    eps: &Endpoints,
+    port: &ServicePort,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for (i, subset) in eps.subsets.iter().flatten().enumerate() {
+        let listed = subset.ports.as_deref().map(|ports| {
+            ports
+                .iter()
+                .map(|p| (p.name.as_deref(), Some(p.port), p.protocol.as_deref()))
+                .collect::<Vec<_>>()
+        });
+        let Some(target) = target_port(port, listed.as_deref()) else {
+            diagnostics.push(no_port(key, &format!("subsets[{i}].ports"), port));
+            continue;
+        };
+        let ready = subset.addresses.iter().flatten().map(|a| (a, true));
+        let not_ready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .map(|a| (a, false));
+        for (address, ready) in ready.chain(not_ready) {
+            let Some(ip) = parse_ip(&address.ip) else {
+                let reason = format!("invalid address {:?}; ignored", address.ip);
+                diagnostics.push(Diagnostic::error(
+                    key,
+                    format!("subsets[{i}].addresses"),
+                    reason,
+                ));
+                continue;
+            };
+            out.push(Endpoint {
+                addr: SocketAddr::new(ip, target),
+                ready,
+                node_name: address.node_name.as_deref().map(Box::from),
+            });
+        }
+    }
+    out
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse().ok()
+}
+
+fn no_port(key: &ObjectKey, field: &str, port: &ServicePort) -> Diagnostic {
+    let name = port
+        .name
+        .as_deref()
+        .map_or(String::new(), |n| format!(" ({n})"));
+    let reason = format!(
+        "lists no port for Service port {}{name}; its endpoints are ignored for it",
+        port.port
+    );
+    Diagnostic::warning(key, field, reason)
+}
+
+/// The target port on the endpoints of one slice or subset, from the ports it lists.
+///
+/// The EndpointSlice controller names each listed port after the Service port and gives the
+/// resolved container port, so the Service port's name decides. Hand-written objects may name
+/// the container port instead (`targetPort: web`) or list only the number: both are accepted.
+/// An object that lists no ports at all uses a numeric targetPort as it is.
+fn target_port(port: &ServicePort, listed: Option<&[ListedPort<'_>]>) -> Option<u16> {
+    let number = |p: &ListedPort<'_>| p.1.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0);
+    let Some(listed) = listed.filter(|l| !l.is_empty()) else {
+        return match port.target_port {
+            TargetPort::Number(n) => Some(n),
+            TargetPort::Name(_) => None,
+        };
+    };
+    let protocol = |p: &&ListedPort<'_>| protocol_of(p.2) == Some(port.protocol);
+    let by_service_name = listed
+        .iter()
+        .filter(protocol)
+        .find(|p| p.0.filter(|n| !n.is_empty()) == port.name.as_deref());
+    let fallback = || match &port.target_port {
+        TargetPort::Name(name) => listed
+            .iter()
+            .filter(protocol)
+            .find(|p| p.0 == Some(&**name)),
+        TargetPort::Number(n) => listed
+            .iter()
+            .filter(protocol)
+            .find(|p| number(p) == Some(*n)),
+    };
+    by_service_name.or_else(fallback).and_then(number)
+}
+
+fn protocol_of(p: Option<&str>) -> Option<Protocol> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        "SCTP" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
