@@ -5,6 +5,7 @@
 //! [`snapshot::build`] and publishes it atomically. Data planes read the snapshot and never
 //! import a source. See ARCHITECTURE.md.
 
+pub mod controller;
 pub mod snapshot;
 pub mod source;
 pub mod store;
