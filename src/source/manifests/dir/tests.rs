@@ -1,0 +1,205 @@
+//! Tests of the directory state: listing, diffing, conflicts and reporting problems once.
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::*;
+use crate::source::Kind;
+use crate::source::manifests::load_dir;
+use crate::source::manifests::tests::{ingress, keys, port, service, svc_key, write};
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n";
+
+fn applied_keys(rescan: &Rescan) -> Vec<ObjectKey> {
+    let applied = rescan.events.iter().filter_map(|e| match e {
+        Event::Applied(o) => Some(o.key()),
+        _ => None,
+    });
+    applied.collect()
+}
+
+fn dir_with(files: &[(&str, String)]) -> (tempfile::TempDir, ManifestDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        write(&tmp.path().join(name), text);
+    }
+    let state = ManifestDir::new(tmp.path().to_path_buf()).unwrap();
+    (tmp, state)
+}
+
+#[test]
+fn nested_files_are_read_and_dot_entries_skipped() {
+    let (_tmp, mut state) = dir_with(&[
+        ("a.yaml", service("a", 80)),
+        ("sub/deeper/b.yml", ingress("b", "b.example")),
+        (
+            "c.json",
+            r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"c"}}"#.into(),
+        ),
+        (".hidden.yaml", service("hidden", 80)),
+        (".git/d.yaml", service("d", 80)),
+        ("..data/e.yaml", service("e", 80)),
+        ("notes.txt", service("txt", 80)),
+        ("upper.YAML", service("upper", 80)),
+    ]);
+    let rescan = state.rescan();
+    let want = vec![
+        ObjectKey::new(Kind::Ingress, "web", "b"),
+        svc_key("a"),
+        svc_key("c"),
+    ];
+    assert_eq!(applied_keys(&rescan), want);
+    assert!(rescan.new_problems.is_empty(), "{:?}", rescan.new_problems);
+    assert_eq!(state.rescan(), Rescan::default(), "nothing changed");
+}
+
+#[cfg(unix)]
+#[test]
+fn links_are_followed_once_and_configmap_volumes_read_once() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    write(&outside.path().join("o.yaml"), &service("o", 80));
+    let (tmp, mut state) = dir_with(&[("..2024_01_01/x.yaml", service("x", 80))]);
+    let root = tmp.path();
+    symlink("..2024_01_01", root.join("..data")).unwrap();
+    symlink("..data/x.yaml", root.join("x.yaml")).unwrap();
+    symlink(outside.path(), root.join("linked")).unwrap();
+    symlink(root, root.join("loop")).unwrap();
+    let rescan = state.rescan();
+    assert_eq!(applied_keys(&rescan), vec![svc_key("o"), svc_key("x")]);
+    assert!(rescan.new_problems.is_empty(), "{:?}", rescan.new_problems);
+}
+
+#[test]
+fn the_later_file_wins_a_conflict() {
+    let (_tmp, mut state) = dir_with(&[("a.yaml", service("s", 80)), ("b.yaml", service("s", 81))]);
+    let rescan = state.rescan();
+    assert_eq!(rescan.events.len(), 1);
+    let objects: Vec<_> = state.objects().collect();
+    assert_eq!(port(objects[0]), Some(81));
+    let [problem] = rescan.new_problems.as_slice() else {
+        panic!("{:?}", rescan.new_problems)
+    };
+    assert!(
+        problem.file.ends_with("b.yaml") && !problem.is_error(),
+        "{problem}"
+    );
+    assert!(problem.reason.contains("a.yaml") && problem.reason.contains("Service default/s"));
+    assert!(state.rescan().new_problems.is_empty(), "reported once");
+}
+
+#[test]
+fn broken_files_keep_their_objects_and_are_reported_once() {
+    let (tmp, mut state) = dir_with(&[("a.yaml", service("a", 80))]);
+    let path = tmp.path().join("a.yaml");
+    assert_eq!(applied_keys(&state.rescan()), vec![svc_key("a")]);
+
+    write(&path, &format!("{}---\nkind: [", service("a", 81)));
+    let rescan = state.rescan();
+    assert!(
+        rescan.events.is_empty(),
+        "last good objects stay: {:?}",
+        rescan.events
+    );
+    assert_eq!(rescan.new_problems.len(), 1);
+    assert_eq!(
+        state.rescan(),
+        Rescan::default(),
+        "unchanged: not reported again"
+    );
+    assert_eq!(state.problems().len(), 1, "but still standing");
+
+    write(&path, &format!("{}---\nkind: {{", service("a", 81)));
+    let rescan = state.rescan();
+    assert!(rescan.events.is_empty());
+    assert_eq!(
+        rescan.new_problems.len(),
+        1,
+        "changed and still broken: reported"
+    );
+
+    write(&path, &service("a", 82));
+    let rescan = state.rescan();
+    assert!(rescan.new_problems.is_empty());
+    assert!(state.problems().is_empty());
+    assert!(matches!(&rescan.events[..], [Event::Applied(o)] if port(o) == Some(82)));
+
+    fs::remove_file(&path).unwrap();
+    assert_eq!(state.rescan().events, vec![Event::Deleted(svc_key("a"))]);
+}
+
+#[test]
+fn a_broken_file_never_good_contributes_nothing() {
+    let (_tmp, mut state) = dir_with(&[("a.yaml", "kind: [".into()), ("b.yaml", service("b", 80))]);
+    let rescan = state.rescan();
+    assert_eq!(applied_keys(&rescan), vec![svc_key("b")]);
+    assert_eq!(rescan.new_problems.len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn unreadable_files_keep_their_objects() {
+    let (tmp, mut state) = dir_with(&[("a.yaml", service("a", 80))]);
+    let (path, outside) = (tmp.path().join("a.yaml"), tempfile::tempdir().unwrap());
+    let target = outside.path().join("a.yaml");
+    state.rescan();
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let rescan = state.rescan();
+    assert!(rescan.events.is_empty());
+    let [problem] = rescan.new_problems.as_slice() else {
+        panic!("{:?}", rescan.new_problems)
+    };
+    assert!(
+        problem.reason.starts_with("cannot read the file") && problem.is_error(),
+        "{problem}"
+    );
+    assert_eq!(state.rescan(), Rescan::default(), "reported once");
+    fs::write(&target, service("a", 80)).unwrap();
+    assert_eq!(
+        state.rescan(),
+        Rescan::default(),
+        "readable again, same object"
+    );
+}
+
+#[test]
+fn a_vanished_directory_keeps_everything_until_it_returns() {
+    let (tmp, mut state) = dir_with(&[("a.yaml", service("a", 80))]);
+    let root: PathBuf = tmp.path().to_path_buf();
+    state.rescan();
+    fs::remove_dir_all(&root).unwrap();
+    let rescan = state.rescan();
+    assert!(rescan.events.is_empty() && !state.is_readable());
+    assert!(
+        rescan.new_problems[0]
+            .reason
+            .starts_with("cannot read the directory")
+    );
+    assert!(rescan.new_problems[0].is_error());
+    assert_eq!(state.rescan(), Rescan::default(), "reported once");
+    write(&root.join("b.yaml"), &service("b", 80));
+    let rescan = state.rescan();
+    assert!(state.is_readable());
+    let want = vec![
+        Event::Deleted(svc_key("a")),
+        Event::Applied(state.objects().next().unwrap().clone()),
+    ];
+    assert_eq!(rescan.events, want);
+}
+
+#[test]
+fn load_dir_reads_once_and_names_a_missing_directory() {
+    let (tmp, _) = dir_with(&[("a.yaml", format!("{DEPLOYMENT}---\n{}", service("a", 80)))]);
+    let (objects, problems) = load_dir(tmp.path()).unwrap();
+    assert_eq!(keys(&objects), vec![svc_key("a")]);
+    assert_eq!(problems.len(), 1);
+    let missing = tmp.path().join("nope");
+    let e = load_dir(&missing).unwrap_err();
+    assert!(matches!(e, ManifestsError::Dir { .. }));
+    assert!(e.to_string().contains(&*missing.to_string_lossy()), "{e}");
+    assert!(
+        load_dir(&tmp.path().join("a.yaml")).is_err(),
+        "a file is not a directory"
+    );
+}
