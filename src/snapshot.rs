@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod host;
 pub mod routes;
 pub mod services;
+pub mod table;
 
 use std::sync::Arc;
 

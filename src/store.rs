@@ -83,10 +83,18 @@ impl ObjectStore {
     pub fn get(&self, key: &ObjectKey) -> Option<Object> {
         let k = (key.namespace.clone(), key.name.clone());
         match key.kind {
-            Kind::IngressClass => self.ingress_classes.get(&k).cloned().map(Object::IngressClass),
+            Kind::IngressClass => self
+                .ingress_classes
+                .get(&k)
+                .cloned()
+                .map(Object::IngressClass),
             Kind::Ingress => self.ingresses.get(&k).cloned().map(Object::Ingress),
             Kind::Service => self.services.get(&k).cloned().map(Object::Service),
-            Kind::EndpointSlice => self.endpoint_slices.get(&k).cloned().map(Object::EndpointSlice),
+            Kind::EndpointSlice => self
+                .endpoint_slices
+                .get(&k)
+                .cloned()
+                .map(Object::EndpointSlice),
             Kind::Endpoints => self.endpoints.get(&k).cloned().map(Object::Endpoints),
             Kind::Secret => self.secrets.get(&k).cloned().map(Object::Secret),
             Kind::Namespace => self.namespaces.get(&k).cloned().map(Object::Namespace),
@@ -151,8 +159,14 @@ mod tests {
     fn apply_reports_changes_only() {
         let mut store = ObjectStore::new();
         assert!(store.apply(Event::Applied(svc("a", "s", 80))));
-        assert!(!store.apply(Event::Applied(svc("a", "s", 80))), "same object again");
-        assert!(store.apply(Event::Applied(svc("a", "s", 81))), "changed object");
+        assert!(
+            !store.apply(Event::Applied(svc("a", "s", 80))),
+            "same object again"
+        );
+        assert!(
+            store.apply(Event::Applied(svc("a", "s", 81))),
+            "changed object"
+        );
         assert!(!store.apply(Event::Synced(Kind::Service)));
         let key = ObjectKey::new(Kind::Service, "a", "s");
         assert!(store.get(&key).is_some());
@@ -189,6 +203,9 @@ mod tests {
         let e = Object::from_value(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "x"}, "spec": {"ports": "nope"}}))
         .unwrap_err();
-        assert!(e.to_string().contains("Service does not match its schema"), "{e}");
+        assert!(
+            e.to_string().contains("Service does not match its schema"),
+            "{e}"
+        );
     }
 }

@@ -290,7 +290,8 @@ impl RouteTableBuilder {
     }
 }
 
-/// Builds one host's router: equal claims go to the oldest Ingress, then every matchit key
+/// Builds one host's router: equal claims go to the oldest Ingress (a diagnostic for the
+/// others unless they name the same backend), then every matchit key
 /// goes to the longest declared path, Exact before Prefix on equal length.
 fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
     candidates
@@ -299,7 +300,10 @@ fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
     for c in candidates {
         match kept.last() {
             Some(w) if w.path() == c.path() && w.path_type() == c.path_type() => {
-                diagnostics.push(conflict(&c, w));
+                // Claims that agree on the backend lose nothing: only a different one conflicts.
+                if w.route.backend != c.route.backend {
+                    diagnostics.push(conflict(&c, w));
+                }
             }
             _ => kept.push(c),
         }
@@ -327,7 +331,7 @@ fn conflict(loser: &Candidate, winner: &Candidate) -> Diagnostic {
         &loser.object,
         loser.field.clone(),
         format!(
-            "host {host} path {} ({}) is already claimed by Ingress {}/{} (older); ignored",
+            "host {host} path {} ({}) is already claimed by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored",
             loser.path(),
             loser.path_type().as_str(),
             winner.route.ingress.namespace,

@@ -61,7 +61,7 @@ pub(super) fn add_ingress(
             }
             Some(older) => {
                 let reason = format!(
-                    "a default backend is already set by Ingress {}/{} (older); ignored",
+                    "a default backend is already set by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored",
                     older.ingress.namespace, older.ingress.name
                 );
                 diagnostics.push(Diagnostic::warning(key, "spec.defaultBackend", reason));

@@ -115,7 +115,7 @@ fn add_host_cert(
         && let Some(older) = table.entry(host).filter(|e| e.secret != *secret)
     {
         let reason = format!(
-            "host {host} already has the certificate of Secret {}/{} (older Ingress); ignored",
+            "host {host} already has the certificate of Secret {}/{} from an Ingress that takes precedence; ignored",
             older.secret.namespace, older.secret.name
         );
         diagnostics.push(Diagnostic::warning(ingress, field, reason));

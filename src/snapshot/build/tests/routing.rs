@@ -230,6 +230,35 @@ fn oldest_ingress_wins_conflicts() {
 }
 
 #[test]
+fn equal_claims_with_the_same_backend_are_not_conflicts() {
+    // The myblog tutorial: `myblog` and `myblog-tls` route the same host and path to one Service.
+    let plain = ing(
+        "myblog",
+        json!({"rules": [rule("h.com", &[("/", "Prefix", "s", 80)])]}),
+    );
+    let tls = ing(
+        "myblog-tls",
+        json!({"rules": [rule("h.com", &[("/", "Prefix", "s", 80)])],
+                                        "tls": [{"hosts": ["h.com"], "secretName": "missing"}]}),
+    );
+    let built = build_of(vec![our_class(), svc("s"), plain, tls]);
+    assert!(
+        diags(&built, "already claimed").is_empty(),
+        "{:?}",
+        built.diagnostics
+    );
+    assert_eq!(served(&built, "h.com", "/"), "s:80");
+    assert!(
+        built
+            .snapshot
+            .routes
+            .route("h.com", "/")
+            .unwrap()
+            .ssl_redirect
+    );
+}
+
+#[test]
 fn default_backend_oldest_wins_else_404() {
     let d = |name: &str, svc_name: &str, ts: &str| {
         with_meta(

@@ -1,0 +1,132 @@
+//! `portico check --manifests DIR`: build once, print the route table, the certificates and
+//! every problem; a linter for users' own CI.
+
+use std::fmt::Write;
+
+use crate::snapshot::table::{RouteRow, route_rows};
+use crate::snapshot::{Built, Severity};
+use crate::source::manifests::ManifestProblem;
+
+/// The outcome of a check.
+#[derive(Debug)]
+pub struct Report {
+    /// The text to print.
+    pub text: String,
+    /// Errors found (build errors and unreadable manifests): the exit status is 1 when > 0.
+    pub errors: usize,
+}
+
+/// Renders the result of a build of the manifests.
+pub fn report(built: &Built, problems: &[ManifestProblem]) -> Report {
+    let mut text = String::new();
+    let rows = route_rows(&built.snapshot);
+    if rows.is_empty() {
+        text.push_str("No routes: every request gets the built-in 404.\n");
+    } else {
+        text.push_str(&render_rows(&rows));
+    }
+    let mut errors = 0;
+    let mut warnings = 0;
+    if !problems.is_empty() || !built.diagnostics.is_empty() {
+        text.push_str("\nProblems:\n");
+    }
+    for p in problems {
+        let severity = if p.is_error() { "error" } else { "warning" };
+        let _ = writeln!(text, "  {severity}: {p}");
+        if p.is_error() {
+            errors += 1
+        } else {
+            warnings += 1
+        }
+    }
+    for d in &built.diagnostics {
+        let _ = writeln!(text, "  {d}");
+        match d.severity {
+            Severity::Error => errors += 1,
+            Severity::Warning => warnings += 1,
+        }
+    }
+    let _ = writeln!(
+        text,
+        "\n{} routes, {} service ports, {} certificates; {errors} errors, {warnings} warnings",
+        rows.len(),
+        built.snapshot.services.len(),
+        built.snapshot.certs.entries().count(),
+    );
+    Report { text, errors }
+}
+
+fn render_rows(rows: &[RouteRow]) -> String {
+    let header = ["HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "TLS"].map(String::from);
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            let mut endpoints = if r.endpoints.is_empty() {
+                "-".to_string()
+            } else {
+                r.endpoints.join(",")
+            };
+            if r.not_ready > 0 {
+                let _ = write!(endpoints, " ({} not ready)", r.not_ready);
+            }
+            if let Some(why) = &r.unavailable {
+                let _ = write!(endpoints, " [503: {why}]");
+            }
+            let tls = if r.ssl_redirect {
+                format!("{} (redirect)", r.tls)
+            } else {
+                r.tls.clone()
+            };
+            [
+                r.host.clone(),
+                r.path.clone(),
+                r.path_type.clone(),
+                r.backend.clone(),
+                endpoints,
+                tls,
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&cells) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// Runs `portico check`: prints the report and returns the exit status.
+pub fn run(args: &crate::config::CheckArgs) -> Result<std::process::ExitCode, CheckError> {
+    let (objects, problems) = crate::source::manifests::load_dir(&args.manifests)?;
+    let fallback = crate::snapshot::certs::TlsCert::self_signed(&[crate::DEFAULT_CERT_NAME])?.key;
+    let store = crate::store::ObjectStore::from_objects(objects);
+    let built = crate::snapshot::build(&store, &args.build.build_config(fallback));
+    let report = report(&built, &problems);
+    print!("{}", report.text);
+    Ok(if report.errors > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// Why `portico check` could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The directory could not be read.
+    #[error(transparent)]
+    Manifests(#[from] crate::source::manifests::ManifestsError),
+    /// The fallback certificate could not be made.
+    #[error("cannot generate the default certificate: {0}")]
+    Cert(#[from] crate::snapshot::certs::CertError),
+}

@@ -1,0 +1,85 @@
+//! `portico check` as users run it: the table, the problems, the exit status.
+
+use std::process::Command;
+
+fn check(dir: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "--manifests"])
+        .arg(dir)
+        .output()
+        .expect("run portico");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_myblog_example_passes() {
+    let (code, out) = check(std::path::Path::new("examples/myblog"));
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let cols = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        cols(lines[0]),
+        ["HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "TLS"]
+    );
+    assert_eq!(
+        cols(lines[1]),
+        [
+            "myblog.devops.cn",
+            "/",
+            "Prefix",
+            "demo/myblog:80",
+            "127.0.0.1:8002,127.0.0.2:8002",
+            "demo/https-secret",
+            "(redirect)"
+        ]
+    );
+    assert!(out.contains("0 errors, 0 warnings"), "{out}");
+}
+
+#[test]
+fn errors_are_listed_and_fail_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "kind: Service\nmetadata: [\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ing.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  defaultBackend: {service: {name: nope, port: {number: 80}}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("class.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: portico\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec: {controller: portico.dev/ingress-controller}\n",
+    )
+    .unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("broken.yaml: document 1, line"), "{out}");
+    assert!(
+        out.contains(
+            "error: Ingress default/i spec.defaultBackend.service: Service default/nope not found"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("*     *     default  default/nope:80"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_directory_is_a_clear_error() {
+    let (code, _) = check(std::path::Path::new("/nonexistent/portico-test"));
+    assert_eq!(code, 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "--manifests", "/nonexistent/portico-test"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/portico-test"), "{err}");
+}
