@@ -34,6 +34,19 @@ impl Default for Debounce {
 /// The diagnostics of the latest build.
 pub type Diagnostics = Arc<Vec<Diagnostic>>;
 
+/// What the latest build produced, for the admin listener and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct BuildStatus {
+    /// The generation currently published (0 before the first).
+    pub generation: u64,
+    /// Number of builds run (published or not).
+    pub builds: u64,
+    /// How long the latest build took.
+    pub build_duration: Duration,
+    /// The latest build's diagnostics.
+    pub diagnostics: Diagnostics,
+}
+
 /// Applies events to the store and publishes snapshots.
 #[derive(Debug)]
 pub struct Controller {
@@ -44,7 +57,7 @@ pub struct Controller {
     synced: BTreeSet<Kind>,
     /// Diagnostics already logged: each is logged once when it appears.
     reported: BTreeSet<Diagnostic>,
-    diagnostics: watch::Sender<Diagnostics>,
+    status: watch::Sender<BuildStatus>,
 }
 
 /// Changes waiting for a rebuild: when the first and the latest arrived.
@@ -59,7 +72,7 @@ struct Pending {
 impl Controller {
     /// A controller that publishes through `publisher`.
     pub fn new(config: BuildConfig, publisher: SnapshotPublisher, debounce: Debounce) -> Self {
-        let (diagnostics, _) = watch::channel(Arc::new(Vec::new()));
+        let (status, _) = watch::channel(BuildStatus::default());
         Controller {
             store: ObjectStore::new(),
             config,
@@ -67,13 +80,13 @@ impl Controller {
             debounce,
             synced: BTreeSet::new(),
             reported: BTreeSet::new(),
-            diagnostics,
+            status,
         }
     }
 
-    /// Follows the diagnostics of each build.
-    pub fn diagnostics(&self) -> watch::Receiver<Diagnostics> {
-        self.diagnostics.subscribe()
+    /// Follows the result of each build.
+    pub fn status(&self) -> watch::Receiver<BuildStatus> {
+        self.status.subscribe()
     }
 
     /// Runs until every event sender is gone. Nothing is published before every kind has
@@ -136,20 +149,25 @@ impl Controller {
         let current = self.publisher.handle().load_full();
         let routes = built.snapshot.routes.len();
         let services = built.snapshot.services.len();
-        if current.generation > 0 && *current == built.snapshot {
+        let generation = if current.generation > 0 && *current == built.snapshot {
             debug!(?elapsed, "rebuilt an unchanged snapshot; not published");
+            current.generation
         } else {
             let generation = self.publisher.publish(built.snapshot);
+            let build_ms = elapsed.as_secs_f64() * 1e3;
+            let objects = self.store.len();
             info!(
                 generation,
-                routes,
-                services,
-                objects = self.store.len(),
-                build_ms = elapsed.as_secs_f64() * 1e3,
-                "snapshot published"
+                routes, services, objects, build_ms, "snapshot published"
             );
-        }
-        self.diagnostics.send_replace(Arc::new(built.diagnostics));
+            generation
+        };
+        self.status.send_modify(|status| {
+            status.generation = generation;
+            status.builds += 1;
+            status.build_duration = elapsed;
+            status.diagnostics = Arc::new(built.diagnostics);
+        });
     }
 
     /// Logs the diagnostics that were not there in the previous build.

@@ -5,9 +5,12 @@
 //! [`snapshot::build`] and publishes it atomically. Data planes read the snapshot and never
 //! import a source. See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod check;
 pub mod config;
 pub mod controller;
+pub mod echo;
+pub mod metrics;
 pub mod snapshot;
 pub mod source;
 pub mod store;

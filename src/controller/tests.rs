@@ -20,12 +20,12 @@ fn service(name: &str, port: i32) -> Event {
 fn start() -> (
     mpsc::Sender<Event>,
     SnapshotHandle,
-    watch::Receiver<Diagnostics>,
+    watch::Receiver<BuildStatus>,
 ) {
     let cert = TlsCert::self_signed(&["test"]).unwrap().key;
     let (publisher, handle) = channel(Snapshot::empty(cert.clone()));
     let controller = Controller::new(BuildConfig::new(cert), publisher, Debounce::default());
-    let diagnostics = controller.diagnostics();
+    let diagnostics = controller.status();
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(controller.run(rx));
     (tx, handle, diagnostics)
@@ -144,7 +144,7 @@ async fn diagnostics_follow_each_build() {
     sync_all(&tx).await;
     sleep(Duration::from_millis(200)).await;
     assert_eq!(handle.generation(), 1);
-    let current = diagnostics.borrow_and_update().clone();
+    let current = diagnostics.borrow_and_update().diagnostics.clone();
     assert_eq!(current.len(), 1);
     assert!(
         current[0]
@@ -153,7 +153,7 @@ async fn diagnostics_follow_each_build() {
     );
     tx.send(service("ghost", 80)).await.unwrap();
     sleep(Duration::from_millis(200)).await;
-    assert!(diagnostics.borrow_and_update().is_empty());
+    assert!(diagnostics.borrow_and_update().diagnostics.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
