@@ -1,1 +1,184 @@
-//! (being written)
+//! The admin listener (`--admin-addr`, default 127.0.0.1:10254): liveness, readiness,
+//! Prometheus metrics and a JSON dump of the current snapshot.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/healthz` | 200 `ok` while the process serves |
+//! | `/readyz` | 200 `ready` once the first snapshot is published, else 503 |
+//! | `/metrics` | OpenMetrics text ([`Metrics::encode`]) |
+//! | `/debug/snapshot` | `{"generation", "routes", "diagnostics"}` |
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::controller::BuildStatus;
+use crate::metrics::{ListenerKind, Metrics};
+use crate::snapshot::SnapshotHandle;
+use crate::snapshot::diagnostics::Diagnostic;
+use crate::snapshot::table::{RouteRow, route_rows};
+
+/// How long open admin connections get to finish after shutdown starts.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// How long to wait after a failed `accept` before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The content type of `/metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the admin listener reports on.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    /// The published snapshot (readiness, `/debug/snapshot`).
+    pub snapshot: SnapshotHandle,
+    /// The controller's latest build (snapshot metrics, diagnostics).
+    pub status: watch::Receiver<BuildStatus>,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves the admin endpoints on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves,
+/// then lets open connections finish (for a few seconds).
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "admin accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let guard = state.metrics.connection_opened(ListenerKind::Admin);
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let response = respond(&state, &req);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                debug!(%peer, %error, "admin connection failed");
+            }
+            drop(guard);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        debug!("admin connections still open after the grace period");
+    }
+    Ok(())
+}
+
+/// Routes one request. The handlers only read memory, so they run inline.
+fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readyz(state),
+        "/metrics" => {
+            let status = state.status.borrow().clone();
+            body(StatusCode::OK, OPENMETRICS, state.metrics.encode(&status))
+        }
+        "/debug/snapshot" => debug_snapshot(state),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
+    if state.snapshot.generation() >= 1 {
+        text(StatusCode::OK, "ready")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no snapshot published yet",
+        )
+    }
+}
+
+/// The body of `/debug/snapshot`.
+#[derive(Debug, Serialize)]
+struct DebugSnapshot<'a> {
+    generation: u64,
+    routes: Vec<RouteRow>,
+    diagnostics: &'a [Diagnostic],
+}
+
+fn debug_snapshot(state: &AdminState) -> Response<Full<Bytes>> {
+    let snapshot = state.snapshot.load();
+    let diagnostics = state.status.borrow().diagnostics.clone();
+    let dump = DebugSnapshot {
+        generation: snapshot.generation,
+        routes: route_rows(&snapshot),
+        diagnostics: &diagnostics,
+    };
+    match serde_json::to_vec_pretty(&dump) {
+        Ok(mut json) => {
+            json.push(b'\n');
+            body(StatusCode::OK, "application/json", json)
+        }
+        Err(error) => {
+            warn!(%error, "encoding the snapshot failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the snapshot\n",
+            )
+        }
+    }
+}
+
+fn text(status: StatusCode, message: &'static str) -> Response<Full<Bytes>> {
+    body(status, "text/plain; charset=utf-8", message)
+}
+
+fn body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests;

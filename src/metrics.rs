@@ -1,1 +1,191 @@
-//! (being written)
+//! Prometheus metrics: request counts and latencies, upstream failures, open connections,
+//! and the controller's build status, served by the admin listener as OpenMetrics text.
+//!
+//! Recording is cheap: a request's labels are `Arc<str>` clones and enums, and the counter
+//! family takes a read lock and hashes the labels (a write lock only for a new label set).
+
+mod labels;
+
+use std::fmt;
+use std::time::Duration;
+
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tracing::warn;
+
+pub use labels::{ListenerKind, MethodClass, RequestLabels, StatusClass};
+use labels::{ListenerLabels, SeverityLabels};
+
+use crate::controller::BuildStatus;
+use crate::snapshot::Severity;
+
+/// Every metric name starts with this.
+const PREFIX: &str = "portico";
+
+/// Upper bounds of the request duration buckets, in seconds: 0.5 ms (a local upstream) to
+/// 30 s (a slow upload or a long poll); slower requests land in `+Inf`.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
+/// The metrics of one Portico process: create once, share as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histogram,
+    connect_errors: Counter,
+    retries: Counter,
+    /// One gauge per [`ListenerKind`], in [`ListenerKind::ALL`] order, so opening a connection
+    /// needs no family lookup.
+    open: [Gauge; 3],
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Registers every metric, all at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests served", requests.clone());
+        let duration = Histogram::new(DURATION_BUCKETS);
+        registry.register_with_unit(
+            "request_duration",
+            "Time from receiving a request to the end of its response",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let connect_errors = Counter::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed connection attempts to upstream endpoints",
+            connect_errors.clone(),
+        );
+        let retries = Counter::default();
+        registry.register(
+            "upstream_retries",
+            "Requests retried on another upstream endpoint",
+            retries.clone(),
+        );
+        let open_family = Family::<ListenerLabels, Gauge>::default();
+        let open = ListenerKind::ALL.map(|listener| {
+            open_family
+                .get_or_create(&ListenerLabels { listener })
+                .clone()
+        });
+        registry.register("open_connections", "Open client connections", open_family);
+        Metrics {
+            registry,
+            requests,
+            duration,
+            connect_errors,
+            retries,
+            open,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, labels: RequestLabels, duration: Duration) {
+        self.requests.get_or_create(&labels).inc();
+        self.duration.observe(duration.as_secs_f64());
+    }
+
+    /// Records a failed connection attempt to an upstream endpoint.
+    pub fn upstream_connect_error(&self) {
+        self.connect_errors.inc();
+    }
+
+    /// Records a request retried on another upstream endpoint.
+    pub fn upstream_retry(&self) {
+        self.retries.inc();
+    }
+
+    /// Counts a connection open on `listener` until the returned guard is dropped.
+    pub fn connection_opened(&self, listener: ListenerKind) -> ConnectionGuard {
+        let gauge = self.open[listener.index()].clone();
+        gauge.inc();
+        ConnectionGuard { gauge }
+    }
+
+    /// The OpenMetrics text exposition of every metric, with the snapshot metrics taken from
+    /// `status`; ends with `# EOF`.
+    pub fn encode(&self, status: &BuildStatus) -> String {
+        let mut out = String::with_capacity(4096);
+        if let Err(error) = self.try_encode(status, &mut out) {
+            // Writing to a String cannot fail; a metric that cannot encode its value can.
+            warn!(%error, "encoding metrics failed");
+        }
+        out
+    }
+
+    fn try_encode(&self, status: &BuildStatus, out: &mut String) -> fmt::Result {
+        text::encode_registry(out, &self.registry)?;
+        text::encode_registry(out, &snapshot_registry(status))?;
+        text::encode_eof(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The snapshot metrics, made afresh from `status` at each scrape: no state to keep in sync.
+fn snapshot_registry(status: &BuildStatus) -> Registry {
+    let mut registry = Registry::with_prefix(PREFIX);
+    registry.register(
+        "snapshot_generation",
+        "Generation of the published snapshot (0 before the first)",
+        ConstGauge::new(status.generation),
+    );
+    registry.register_with_unit(
+        "snapshot_build_duration",
+        "How long the latest snapshot build took",
+        Unit::Seconds,
+        ConstGauge::new(status.build_duration.as_secs_f64()),
+    );
+    registry.register(
+        "snapshot_builds",
+        "Snapshot builds run, published or not",
+        ConstCounter::new(status.builds),
+    );
+    let diagnostics = Family::<SeverityLabels, Gauge>::default();
+    for (severity, label) in [(Severity::Error, "error"), (Severity::Warning, "warning")] {
+        let count = status
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count();
+        let gauge = diagnostics.get_or_create(&SeverityLabels { severity: label });
+        gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "config_diagnostics",
+        "Diagnostics of the latest snapshot build, by severity",
+        diagnostics,
+    );
+    registry
+}
+
+/// Keeps a connection counted in `portico_open_connections`; dropping it uncounts it.
+#[derive(Debug)]
+#[must_use = "the connection is uncounted when the guard is dropped"]
+pub struct ConnectionGuard {
+    gauge: Gauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests;
