@@ -108,7 +108,8 @@ fn render_rows(rows: &[RouteRow]) -> String {
 /// Runs `portico check`: prints the report and returns the exit status.
 pub fn run(args: &crate::config::CheckArgs) -> Result<std::process::ExitCode, CheckError> {
     let (objects, problems) = crate::source::manifests::load_dir(&args.manifests)?;
-    let fallback = crate::snapshot::certs::TlsCert::self_signed(&[crate::DEFAULT_CERT_NAME])?.key;
+    let fallback =
+        crate::snapshot::certs::TlsCert::self_signed(&[crate::run::DEFAULT_CERT_NAME])?.key;
     let store = crate::store::ObjectStore::from_objects(objects);
     let built = crate::snapshot::build(&store, &args.build.build_config(fallback));
     let report = report(&built, &problems);

@@ -1,6 +1,8 @@
 //! Command-line flags (and their environment variables), parsed and validated once.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -24,6 +26,31 @@ pub enum Command {
     /// Build the configuration of a manifests directory once, print the route table and every
     /// problem, and exit 1 when there are errors.
     Check(CheckArgs),
+    /// An echo backend for demos and tests: answers every request with JSON describing it.
+    Echo(crate::echo::EchoArgs),
+    /// The myblog demo in one command: two echo backends and Portico on examples/myblog, on
+    /// ports that need no root (HTTP 8080, HTTPS 8443).
+    Demo(DemoArgs),
+}
+
+/// Flags of `portico demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The manifests to serve.
+    #[arg(long, value_name = "DIR", default_value = "examples/myblog")]
+    pub manifests: PathBuf,
+    /// Addresses of the echo backends (the endpoints in the manifests).
+    #[arg(long = "backend", value_name = "ADDR", default_values = ["127.0.0.1:8002", "127.0.0.2:8002"])]
+    pub backends: Vec<SocketAddr>,
+    /// Plain HTTP listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// HTTPS listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    pub https_addr: SocketAddr,
+    /// Admin listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
+    pub admin_addr: SocketAddr,
 }
 
 /// Flags of the controller.
@@ -35,6 +62,9 @@ pub struct RunArgs {
     /// How Ingresses become routes.
     #[command(flatten)]
     pub build: BuildArgs,
+    /// Listeners, timeouts and limits of the proxy.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTICO_LOG_FORMAT", global = true)]
     pub log_format: LogFormat,
@@ -94,6 +124,79 @@ impl BuildArgs {
             default_certificate: self.default_ssl_certificate.clone(),
             fallback_certificate: fallback,
         }
+    }
+}
+
+/// Listeners, timeouts and limits of the proxy.
+#[derive(Clone, Debug, Args)]
+pub struct ProxyArgs {
+    /// Plain HTTP listener (repeat for several, e.g. IPv4 and IPv6).
+    #[arg(long = "http-addr", value_name = "ADDR", default_values = ["0.0.0.0:80"])]
+    pub http_addrs: Vec<SocketAddr>,
+    /// HTTPS listener (repeatable).
+    #[arg(long = "https-addr", value_name = "ADDR", default_values = ["0.0.0.0:443"])]
+    pub https_addrs: Vec<SocketAddr>,
+    /// Admin listener: /healthz, /readyz, /metrics, /debug/snapshot.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
+    pub admin_addr: SocketAddr,
+    /// Connecting to an endpoint; past it the client gets 504.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// From sending a request upstream to its response headers; past it the client gets 504.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_response_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+    /// Reading a client's request headers (and the idle time between its keep-alive requests).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub client_header_timeout: Duration,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Largest request head accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most request headers accepted.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_headers: usize,
+    /// One log line per request (target `portico::access`); `--access-log false` turns it off.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+}
+
+// === impl ProxyArgs ===
+
+impl ProxyArgs {
+    /// The proxy configuration these flags describe.
+    pub fn proxy_config(&self) -> crate::proxy::ProxyConfig {
+        crate::proxy::ProxyConfig {
+            connect_timeout: self.upstream_connect_timeout,
+            response_timeout: self.upstream_response_timeout,
+            client_header_timeout: self.client_header_timeout,
+            upstream_idle_timeout: self.upstream_idle_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            https_port: self.https_addrs.first().map_or(443, |a| a.port()),
+            access_log: self.access_log,
+            ..crate::proxy::ProxyConfig::default()
+        }
+    }
+}
+
+/// `500ms`, `5s`, `2m`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
     }
 }
 

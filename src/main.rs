@@ -18,7 +18,11 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Some(Command::Check(args)) => portico::check::run(&args).context("check failed"),
-        None => run(cli.run),
+        Some(Command::Echo(args)) => block_on(async move { Ok(portico::echo::run(args).await?) }),
+        Some(Command::Demo(args)) => {
+            block_on(async move { Ok(portico::run::demo(args, cli.run).await?) })
+        }
+        None => block_on(async move { Ok(portico::run(cli.run).await?) }),
     };
     match result {
         Ok(code) => code,
@@ -29,12 +33,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: portico::config::RunArgs) -> anyhow::Result<ExitCode> {
+fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(portico::run(args))?;
+    runtime.block_on(work)?;
     Ok(ExitCode::SUCCESS)
 }
 

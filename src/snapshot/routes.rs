@@ -109,6 +109,33 @@ pub struct Route {
     pub backend: Backend,
     /// Plain-HTTP requests get a 308 to HTTPS (the host is in some Ingress's `spec.tls`).
     pub ssl_redirect: bool,
+    /// Labels for metrics and logs, formatted once at build time.
+    pub labels: RouteLabels,
+}
+
+/// A route's names as metrics label values: `namespace/ingress` and `namespace/service:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteLabels {
+    /// `namespace/name` of the Ingress.
+    pub ingress: Arc<str>,
+    /// `namespace/service:port` of the backend.
+    pub service: Arc<str>,
+}
+
+// === impl RouteLabels ===
+
+impl RouteLabels {
+    /// The labels of a backend declared by an Ingress.
+    pub fn new(ingress: &IngressRef, backend: &Backend) -> Self {
+        let port = match &backend.port {
+            PortRef::Number(n) => n.to_string(),
+            PortRef::Name(n) => n.to_string(),
+        };
+        RouteLabels {
+            ingress: format!("{}/{}", ingress.namespace, ingress.name).into(),
+            service: format!("{}/{}:{port}", ingress.namespace, backend.service).into(),
+        }
+    }
 }
 
 /// A host pattern of an Ingress rule.

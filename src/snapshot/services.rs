@@ -122,7 +122,36 @@ pub struct ServicePort {
     /// Endpoints: the ready ones first, each group sorted by address.
     pub endpoints: Vec<Endpoint>,
     ready: usize,
+    /// Round-robin position of this port in this snapshot.
+    #[serde(skip)]
+    pub cursor: Cursor,
 }
+
+/// A lock-free counter carried by each Service port for round robin. It is not part of the
+/// port's value: clones start again at 0 and comparisons ignore it.
+#[derive(Debug, Default)]
+pub struct Cursor(std::sync::atomic::AtomicUsize);
+
+impl Cursor {
+    /// The next position.
+    pub fn next(&self) -> usize {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for Cursor {
+    fn clone(&self) -> Self {
+        Cursor::default()
+    }
+}
+
+impl PartialEq for Cursor {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Cursor {}
 
 // === impl ServicePort ===
 
@@ -307,6 +336,7 @@ fn service_ports(
             session_affinity,
             endpoints: Vec::new(),
             ready: 0,
+            cursor: Cursor::default(),
         });
     }
     out

@@ -9,8 +9,8 @@ use super::class::OurIngress;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::host;
 use crate::snapshot::routes::{
-    Backend, Candidate, HostPattern, IngressRef, PathType, PortRef, Route, RouteTableBuilder,
-    Upstream,
+    Backend, Candidate, HostPattern, IngressRef, PathType, PortRef, Route, RouteLabels,
+    RouteTableBuilder, Upstream,
 };
 use crate::snapshot::services::{FindError, ServiceTable, ServiceType};
 use crate::source::ObjectKey;
@@ -47,26 +47,7 @@ pub(super) fn add_ingress(
     };
     if let Some(b) = &spec.default_backend {
         let backend = resolve_backend(cx, key, b, "spec.defaultBackend", diagnostics);
-        match default_backend {
-            None => {
-                let route = Route {
-                    host: None,
-                    path: None,
-                    path_type: None,
-                    ingress: ingress.clone(),
-                    backend,
-                    ssl_redirect: false,
-                };
-                *default_backend = Some(route);
-            }
-            Some(older) => {
-                let reason = format!(
-                    "a default backend is already set by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored",
-                    older.ingress.namespace, older.ingress.name
-                );
-                diagnostics.push(Diagnostic::warning(key, "spec.defaultBackend", reason));
-            }
-        }
+        set_default_backend(key, &ingress, backend, default_backend, diagnostics);
     }
     let redirect = ssl_redirect_enabled(our, diagnostics);
     for (ri, rule) in spec.rules.iter().flatten().enumerate() {
@@ -98,6 +79,7 @@ pub(super) fn add_ingress(
                 path: Some(path),
                 path_type: Some(path_type),
                 ingress: ingress.clone(),
+                labels: RouteLabels::new(&ingress, &backend),
                 backend,
                 ssl_redirect,
             };
@@ -108,6 +90,36 @@ pub(super) fn add_ingress(
                 field,
             };
             routes.add(pattern.clone(), candidate);
+        }
+    }
+}
+
+/// Sets the default backend unless an Ingress that takes precedence already did.
+fn set_default_backend(
+    key: &ObjectKey,
+    ingress: &IngressRef,
+    backend: Backend,
+    default_backend: &mut Option<Route>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    match default_backend {
+        None => {
+            *default_backend = Some(Route {
+                host: None,
+                path: None,
+                path_type: None,
+                ingress: ingress.clone(),
+                labels: RouteLabels::new(ingress, &backend),
+                backend,
+                ssl_redirect: false,
+            });
+        }
+        Some(older) => {
+            let reason = format!(
+                "a default backend is already set by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored",
+                older.ingress.namespace, older.ingress.name
+            );
+            diagnostics.push(Diagnostic::warning(key, "spec.defaultBackend", reason));
         }
     }
 }

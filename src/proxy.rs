@@ -1,0 +1,112 @@
+//! The L7 proxy: HTTP and HTTPS listeners that route each request by the current snapshot
+//! and forward it to a ready endpoint over pooled keep-alive HTTP/1.1 connections.
+
+pub mod access;
+pub mod balance;
+pub mod body;
+pub mod errors;
+mod handler;
+pub mod headers;
+pub mod listener;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use self::balance::EndpointPicker;
+use self::body::UpstreamBody;
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotHandle;
+
+/// Timeouts, limits and behaviour of the proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Connecting to an endpoint (default 5 s); a timeout answers 504.
+    pub connect_timeout: Duration,
+    /// From sending the request to the upstream's response headers (default 60 s).
+    pub response_timeout: Duration,
+    /// Reading a client's request headers, and the idle time between requests of a
+    /// keep-alive connection (default 60 s).
+    pub client_header_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this long (default 90 s).
+    pub upstream_idle_timeout: Duration,
+    /// The TLS handshake must finish within this (default 10 s).
+    pub tls_handshake_timeout: Duration,
+    /// Largest request head (request line and headers) accepted (default 64 KiB).
+    pub max_header_bytes: usize,
+    /// Most request headers accepted (default 100).
+    pub max_headers: usize,
+    /// The HTTPS port named in redirects (default 443: not written).
+    pub https_port: u16,
+    /// Write one access-log line per request.
+    pub access_log: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(90),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            https_port: 443,
+            access_log: true,
+        }
+    }
+}
+
+/// What every connection of the proxy shares.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: SnapshotHandle,
+    client: Client<HttpConnector, UpstreamBody>,
+    picker: Arc<dyn EndpointPicker>,
+    metrics: Arc<Metrics>,
+    config: ProxyConfig,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// A proxy reading `snapshot` and picking endpoints with `picker`.
+    pub fn new(
+        snapshot: SnapshotHandle,
+        picker: Arc<dyn EndpointPicker>,
+        metrics: Arc<Metrics>,
+        config: ProxyConfig,
+    ) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Arc::new(Proxy {
+            snapshot,
+            client,
+            picker,
+            metrics,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}

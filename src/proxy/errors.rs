@@ -1,0 +1,96 @@
+//! Every failure of the proxy, and the one place that turns it into an HTTP response.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No rule and no default backend matched.
+    #[error("no route")]
+    NoRoute,
+    /// The route's backend did not resolve (missing Service or port).
+    #[error("backend unavailable")]
+    BackendUnavailable,
+    /// The Service has no ready endpoint.
+    #[error("no ready endpoints")]
+    NoEndpoints,
+    /// Connecting to the upstream failed (after the retry, when there was one).
+    #[error("upstream connect failed: {0}")]
+    Connect(String),
+    /// The upstream did not answer in time (connect or response headers).
+    #[error("upstream timed out")]
+    Timeout,
+    /// The upstream broke the exchange after it started.
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    /// The request cannot be forwarded as it is.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// The status a client gets for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BackendUnavailable | ProxyError::NoEndpoints => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short response: JSON when the client accepts JSON, plain text otherwise.
+    pub fn response(&self, wants_json: bool) -> Response<ProxyBody> {
+        let status = self.status();
+        let reason = match self {
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => "upstream error",
+            ProxyError::BadRequest(r) => r,
+            other => static_reason(other),
+        };
+        let (body, content_type) = if wants_json {
+            let body = serde_json::json!({"status": status.as_u16(), "error": reason}).to_string();
+            (Bytes::from(body), "application/json")
+        } else {
+            let text = format!(
+                "{} {}: {reason}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+            (Bytes::from(text), "text/plain; charset=utf-8")
+        };
+        let mut response = Response::new(ProxyBody::full(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
+}
+
+fn static_reason(e: &ProxyError) -> &'static str {
+    match e {
+        ProxyError::NoRoute => "no route",
+        ProxyError::BackendUnavailable => "backend unavailable",
+        ProxyError::NoEndpoints => "no ready endpoints",
+        ProxyError::Timeout => "upstream timed out",
+        _ => "error",
+    }
+}
+
+/// Whether the request's Accept header asks for JSON.
+pub fn wants_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json") || v.contains("+json"))
+}

@@ -1,0 +1,190 @@
+//! Listeners: bind, accept, TLS handshakes, and one hyper connection per client (HTTP/1.1 and
+//! HTTP/2 on both plain and TLS listeners), drained gracefully on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::headers::ConnHeaders;
+use super::{Proxy, ProxyConfig};
+use crate::metrics::ListenerKind;
+
+/// Pending connections the kernel may queue per listener.
+const BACKLOG: i32 = 4096;
+
+/// A listener that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Which listener.
+    pub what: &'static str,
+    /// The reason (for example, address already in use).
+    pub source: std::io::Error,
+}
+
+/// Binds a TCP listener. IPv6 addresses are bound v6-only, so `0.0.0.0:80` and `[::]:80`
+/// can both be listened on.
+pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
+    let open = || -> std::io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        TcpListener::from_std(socket.into())
+    };
+    open().map_err(|source| BindError { addr, what, source })
+}
+
+/// The hyper connection builder for client connections, with the proxy's limits.
+pub fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.client_header_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Accepts connections until `shutdown` turns true; each is served until it ends or the
+/// graceful shutdown drains it. The caller keeps `graceful` and, once every listener has
+/// returned (dropping its reference), calls `shutdown()` on it to drain.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = connection_builder(proxy.config());
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        let local = stream.local_addr().ok().or(local).unwrap_or(peer);
+        let conn = Connection {
+            proxy: proxy.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            peer,
+            local,
+        };
+        match &tls {
+            None => drop(tokio::spawn(conn.serve_plain(stream))),
+            Some(acceptor) => drop(tokio::spawn(conn.serve_tls(stream, acceptor.clone()))),
+        }
+    }
+    debug!(?local, "listener closed");
+}
+
+/// Resolves once the flag turns true (or its sender is gone).
+async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}
+
+/// One accepted client connection.
+struct Connection {
+    proxy: Arc<Proxy>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+impl Connection {
+    async fn serve_plain(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let _open = self.proxy.metrics().connection_opened(ListenerKind::Http);
+        let headers = ConnHeaders::new(self.peer, self.local, false);
+        self.serve(stream, headers).await;
+    }
+
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let _ = stream.set_nodelay(true);
+        let _open = self.proxy.metrics().connection_opened(ListenerKind::Https);
+        let handshake = tokio::time::timeout(
+            self.proxy.config().tls_handshake_timeout,
+            acceptor.accept(stream),
+        );
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return debug!(peer = %self.peer, %error, "TLS handshake failed"),
+            Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
+        };
+        let headers = ConnHeaders::new(self.peer, self.local, true);
+        self.serve(stream, headers).await;
+    }
+
+    async fn serve<I>(self, io: I, headers: ConnHeaders)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (proxy, conn) = (self.proxy, Arc::new(headers));
+        let service = service_fn(move |req| {
+            let (proxy, conn) = (proxy.clone(), conn.clone());
+            async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
+        });
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(error) = self.watcher.watch(connection).await {
+            debug!(peer = %self.peer, %error, "connection ended with an error");
+        }
+    }
+}
+
+/// Joins an upgraded client connection to an upgraded upstream connection (WebSocket and
+/// other `Upgrade` protocols) and copies both ways until either side closes.
+pub(super) fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(error) => return debug!(%error, "upgrade failed"),
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
+            Err(error) => debug!(%error, "upgraded connection failed"),
+        }
+    });
+}

@@ -1,0 +1,225 @@
+//! Running Portico: bind every listener, start the source, the controller, the proxy and the
+//! admin listener; stop accepting and drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{DemoArgs, RunArgs};
+use crate::controller::{Controller, Debounce};
+use crate::metrics::Metrics;
+use crate::proxy::balance::RoundRobin;
+use crate::proxy::listener::{self, BindError};
+use crate::proxy::{Proxy, tls};
+use crate::snapshot::certs::{CertError, TlsCert};
+use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::source::manifests::{self, ManifestsError};
+
+/// The name in the self-signed certificate served when no other applies.
+pub const DEFAULT_CERT_NAME: &str = "portico.invalid";
+
+/// Events a source may queue ahead of the controller.
+const EVENT_QUEUE: usize = 4096;
+
+/// Why Portico could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No source was configured.
+    #[error("no source of objects: pass --manifests DIR")]
+    NoSource,
+    /// A listener could not be opened.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The manifests source failed.
+    #[error(transparent)]
+    Manifests(#[from] ManifestsError),
+    /// The fallback certificate could not be made.
+    #[error("cannot generate the default certificate: {0}")]
+    Cert(#[from] CertError),
+    /// The TLS configuration could not be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsConfigError),
+    /// An I/O error of a listener.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running Portico.
+#[derive(Debug)]
+pub struct Portico {
+    /// The bound HTTP listeners.
+    pub http: Vec<SocketAddr>,
+    /// The bound HTTPS listeners.
+    pub https: Vec<SocketAddr>,
+    /// The bound admin listener.
+    pub admin: SocketAddr,
+    /// The published snapshots.
+    pub snapshot: SnapshotHandle,
+    stop: watch::Sender<bool>,
+    listeners: JoinSet<()>,
+    graceful: Arc<GracefulShutdown>,
+    source: tokio::task::JoinHandle<Result<(), ManifestsError>>,
+    drain_timeout: Duration,
+}
+
+/// Binds every listener (all or nothing), then starts serving.
+pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
+    let dir = args.source.manifests.clone().ok_or(RunError::NoSource)?;
+    let p = &args.proxy;
+    let http = bind_all(&p.http_addrs, "HTTP")?;
+    let https = bind_all(&p.https_addrs, "HTTPS")?;
+    let admin = listener::bind(p.admin_addr, "admin")?;
+    let fallback = TlsCert::self_signed(&[DEFAULT_CERT_NAME])?.key;
+    let (publisher, snapshot) = crate::snapshot::channel(Snapshot::empty(fallback.clone()));
+    let controller = Controller::new(
+        args.build.build_config(fallback),
+        publisher,
+        Debounce::default(),
+    );
+    let status = controller.status();
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    info!(dir = %dir.display(), "reading manifests");
+    let source = tokio::spawn(manifests::run(dir, tx));
+    tokio::spawn(controller.run(rx));
+    let metrics = Arc::new(Metrics::new());
+    let mut config = p.proxy_config();
+    // Redirects name the port actually bound (it differs from the flag with port 0).
+    if let Some(bound) = https.first().and_then(|l| l.local_addr().ok()) {
+        config.https_port = bound.port();
+    }
+    let proxy = Proxy::new(
+        snapshot.clone(),
+        Arc::new(RoundRobin),
+        metrics.clone(),
+        config,
+    );
+    let acceptor = TlsAcceptor::from(tls::server_config(snapshot.clone())?);
+    let (stop, stopped) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut portico = Portico {
+        http: local_addrs(&http)?,
+        https: local_addrs(&https)?,
+        admin: admin.local_addr()?,
+        snapshot: snapshot.clone(),
+        stop,
+        listeners: JoinSet::new(),
+        graceful: graceful.clone(),
+        source,
+        drain_timeout: p.drain_timeout,
+    };
+    for l in http {
+        portico.listeners.spawn(listener::serve(
+            l,
+            proxy.clone(),
+            None,
+            graceful.clone(),
+            stopped.clone(),
+        ));
+    }
+    for l in https {
+        portico.listeners.spawn(listener::serve(
+            l,
+            proxy.clone(),
+            Some(acceptor.clone()),
+            graceful.clone(),
+            stopped.clone(),
+        ));
+    }
+    let state = AdminState {
+        snapshot,
+        status,
+        metrics,
+    };
+    let mut admin_stop = stopped.clone();
+    tokio::spawn(admin::serve(admin, state, async move {
+        let _ = admin_stop.wait_for(|s| *s).await;
+    }));
+    info!(http = ?portico.http, https = ?portico.https, admin = %portico.admin, "listening");
+    Ok(portico)
+}
+
+fn bind_all(addrs: &[SocketAddr], what: &'static str) -> Result<Vec<TcpListener>, BindError> {
+    addrs.iter().map(|a| listener::bind(*a, what)).collect()
+}
+
+fn local_addrs(listeners: &[TcpListener]) -> std::io::Result<Vec<SocketAddr>> {
+    listeners.iter().map(TcpListener::local_addr).collect()
+}
+
+// === impl Portico ===
+
+impl Portico {
+    /// Serves until SIGINT or SIGTERM (or until the manifests source fails), then drains.
+    pub async fn run_until_signal(mut self) -> Result<(), RunError> {
+        let result = tokio::select! {
+            joined = &mut self.source => match joined {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(RunError::Manifests(e)),
+                Err(e) => Err(RunError::Io(std::io::Error::other(e))),
+            },
+            () = shutdown_signal() => Ok(()),
+        };
+        self.shutdown().await;
+        result
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to the drain timeout.
+    pub async fn shutdown(mut self) {
+        info!(drain_timeout = ?self.drain_timeout, "shutting down: no new connections, draining");
+        self.stop.send_replace(true);
+        while self.listeners.join_next().await.is_some() {}
+        self.source.abort();
+        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
+            return warn!("listeners still running; not draining");
+        };
+        match tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await {
+            Ok(()) => info!("drained"),
+            Err(_) => warn!("drain timeout: closing the remaining connections"),
+        }
+    }
+}
+
+/// Runs Portico until SIGINT or SIGTERM.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    start(&args).await?.run_until_signal().await
+}
+
+/// The myblog demo: echo backends on the endpoints of the manifests, and Portico.
+pub async fn demo(args: DemoArgs, mut run_args: RunArgs) -> Result<(), RunError> {
+    for (i, addr) in args.backends.iter().enumerate() {
+        let listener = listener::bind(*addr, "echo backend")?;
+        let name: Arc<str> = format!("myblog-{}", i + 1).into();
+        info!(%addr, %name, "echo backend");
+        tokio::spawn(crate::echo::serve(listener, name, std::future::pending()));
+    }
+    run_args.source.manifests = Some(args.manifests);
+    run_args.proxy.http_addrs = vec![args.http_addr];
+    run_args.proxy.https_addrs = vec![args.https_addr];
+    run_args.proxy.admin_addr = args.admin_addr;
+    run(run_args).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let ctrl_c = tokio::signal::ctrl_c();
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The proxy end to end: routing over HTTP/1.1, h2c and HTTP/2 over TLS into echo backends;
+//! transparency; redirects; errors.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::client::{self, get, get_h2};
+use support::manifests::{
+    class, endpoints, exact, ingress, ingress_full, prefix, service, tls_secret,
+};
+use support::{Backend, Env};
+
+/// Services `a` and `b` in `shop`, each on its own echo backend, and an Ingress with exact,
+/// wildcard and host-less rules.
+async fn shop(default_backend: bool) -> (Env, Backend, Backend) {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let rules = [
+        ("a.com", vec![prefix("/", "a", 80)]),
+        (
+            "*.b.com",
+            vec![prefix("/api", "b", 80), exact("/x", "a", 80)],
+        ),
+        ("", vec![prefix("/fallback", "b", 80)]),
+    ];
+    let ing = ingress_full(
+        "shop",
+        "web",
+        &rules,
+        &[],
+        "",
+        default_backend.then_some(("a", 80)),
+    );
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            format!(
+                "{}---\n{}",
+                service("shop", "a", 80),
+                service("shop", "b", 80)
+            ),
+        ),
+        (
+            "eps.yaml",
+            endpoints("shop", "a", &[a.addr], &[]) + &endpoints("shop", "b", &[b.addr], &[]),
+        ),
+        ("ing.yaml", ing),
+    ];
+    (Env::start(&files).await, a, b)
+}
+
+/// (host, path, backend name or "" for a status-only expectation, status)
+const CASES: &[(&str, &str, &str, u16)] = &[
+    ("a.com", "/", "a", 200),
+    ("A.COM:1234", "/any/thing?q=1", "a", 200),
+    ("x.b.com", "/api", "b", 200),
+    ("x.b.com", "/api/v1/items", "b", 200),
+    ("x.b.com", "/apix", "", 404),
+    ("x.b.com", "/x", "a", 200),
+    ("x.b.com", "/x/", "", 404),
+    ("y.x.b.com", "/api", "", 404),
+    ("other.org", "/fallback/z", "b", 200),
+    ("other.org", "/", "", 404),
+    ("x.b.com", "/fallback", "", 404),
+];
+
+#[tokio::test]
+async fn routing_over_every_protocol() {
+    let (env, _a, _b) = shop(false).await;
+    for &(host, path, backend, status) in CASES {
+        let plain = client::h1(env.http(), get(host, path)).await;
+        let h2c = client::h2c(env.http(), get_h2(host, path)).await;
+        let (h2, tls) = client::https(env.https(), None, &["h2"], host, path).await;
+        let (h1s, tls1) = client::https(env.https(), None, &["http/1.1"], host, path).await;
+        assert_eq!(tls.alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(tls1.alpn.as_deref(), Some(&b"http/1.1"[..]));
+        for (proto, reply) in [
+            ("HTTP/1.1", &plain),
+            ("h2c", &h2c),
+            ("h2", &h2),
+            ("HTTP/1.1+TLS", &h1s),
+        ] {
+            assert_eq!(
+                reply.status.as_u16(),
+                status,
+                "{proto} {host}{path}: {reply:?}"
+            );
+            assert_eq!(reply.served_by(), backend, "{proto} {host}{path}");
+            if status == 200 {
+                let echo = reply.json();
+                assert_eq!(
+                    echo["protocol"], "HTTP/1.1",
+                    "upstreams are spoken to in HTTP/1.1"
+                );
+                assert_eq!(echo["path"], path, "{proto}");
+            }
+        }
+        assert_eq!(h2c.version, http::Version::HTTP_2);
+    }
+}
+
+#[tokio::test]
+async fn default_backend_takes_unmatched_paths_of_matched_hosts() {
+    let (env, _a, _b) = shop(true).await;
+    let reply = client::h1(env.http(), get("x.b.com", "/nothing")).await;
+    assert_eq!(
+        (reply.status, reply.served_by().as_str()),
+        (StatusCode::OK, "a")
+    );
+    let reply = client::h1(env.http(), get("nobody.org", "/")).await;
+    assert_eq!(
+        (reply.status, reply.served_by().as_str()),
+        (StatusCode::OK, "a")
+    );
+}
+
+#[tokio::test]
+async fn requests_reach_the_backend_byte_for_byte() {
+    let (env, _a, _b) = shop(false).await;
+    let request = "GET /a%2Fb/%7Ec/./x?x=1&y=%20&z&&=%zz HTTP/1.1\r\nHost: a.com\r\nUser-Agent: weird agent/1.0 (x)\r\n\
+        X-Forwarded-For: 203.0.113.9\r\nConnection: close, x-hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n\
+        Proxy-Connection: keep-alive\r\nTE: trailers\r\nX-Custom: kept\r\n\r\n";
+    let raw = client::raw(env.http(), request.as_bytes()).await;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nserver: portico"),
+        "{head}"
+    );
+    assert!(head.to_ascii_lowercase().contains("\r\ndate: "), "{head}");
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/a%2Fb/%7Ec/./x?x=1&y=%20&z&&=%zz");
+    assert_eq!(echo["host"], "a.com");
+    let h = &echo["headers"];
+    assert_eq!(h["user-agent"], "weird agent/1.0 (x)");
+    assert_eq!(h["host"], "a.com");
+    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "a.com");
+    assert_eq!(h["x-forwarded-port"], env.http().port().to_string());
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-request-id"].as_str().unwrap().len(), 32);
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        assert!(h.get(hop).is_none(), "{hop} must not be forwarded: {h}");
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_and_methods_and_bodies_pass() {
+    let (env, _a, _b) = shop(false).await;
+    let req = Request::post("/submit?x=1")
+        .header("host", "a.com")
+        .header("x-request-id", "my-id-1")
+        .body(Full::new(Bytes::from_static(b"hello world")))
+        .unwrap();
+    let reply = client::h1(env.http(), req).await;
+    let echo = reply.json();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_length"], 11);
+    assert_eq!(echo["headers"]["x-request-id"], "my-id-1");
+    let reply = client::h2c(env.http(), get_h2("a.com", "/h2")).await;
+    assert_eq!(
+        reply.json()["headers"]["host"],
+        "a.com",
+        "HTTP/2 :authority becomes Host upstream"
+    );
+}
+
+#[tokio::test]
+async fn tls_hosts_redirect_plain_http_unless_annotated() {
+    let backend = Backend::start("r").await;
+    let (secret, _) = tls_secret("shop", "r-cert", &["r.com", "s.com"]);
+    let redirecting = ingress_full(
+        "shop",
+        "r",
+        &[("r.com", vec![prefix("/", "r", 80)])],
+        &[(&["r.com"], "r-cert")],
+        "",
+        None,
+    );
+    let exempt = ingress_full(
+        "shop",
+        "s",
+        &[("s.com", vec![prefix("/", "r", 80)])],
+        &[(&["s.com"], "r-cert")],
+        "portico.dev/ssl-redirect: \"false\"",
+        None,
+    );
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "r", 80) + &endpoints("shop", "r", &[backend.addr], &[]),
+        ),
+        ("secret.yaml", secret),
+        ("ing.yaml", format!("{redirecting}---\n{exempt}")),
+    ];
+    let env = Env::start(&files).await;
+    let reply = client::h1(env.http(), get("r.com:80", "/p/q?x=1&y")).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        reply.header("location"),
+        format!("https://r.com:{}/p/q?x=1&y", env.https().port())
+    );
+    let (over_tls, _) =
+        client::https(env.https(), Some("r.com"), &["http/1.1"], "r.com", "/p").await;
+    assert_eq!(over_tls.status, StatusCode::OK, "HTTPS is served");
+    assert_eq!(over_tls.json()["headers"]["x-forwarded-proto"], "https");
+    let reply = client::h1(env.http(), get("s.com", "/p")).await;
+    assert_eq!(reply.status, StatusCode::OK, "ssl-redirect: false");
+}
+
+#[tokio::test]
+async fn errors_map_to_statuses() {
+    let live = Backend::start("live").await;
+    let mut dead = Backend::start("dead").await;
+    dead.stop();
+    // A port nothing listens on: bind, note it, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let services = ["none", "down", "half", "slow", "ghostless"]
+        .map(|s| service("e", s, 80))
+        .join("---\n");
+    let eps = endpoints("e", "none", &[], &[live.addr])
+        + &endpoints("e", "down", &[closed], &[])
+        + &endpoints("e", "half", &[closed, live.addr], &[])
+        + &endpoints("e", "slow", &[live.addr], &[]);
+    let rules = [(
+        "e.com",
+        vec![
+            prefix("/none", "none", 80),
+            prefix("/down", "down", 80),
+            prefix("/half", "half", 80),
+            prefix("/slow", "slow", 80),
+            prefix("/missing", "missing", 80),
+        ],
+    )];
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", services),
+        ("eps.yaml", eps),
+        ("ing.yaml", ingress("e", "errors", &rules)),
+    ];
+    let env = Env::start_with(&files, &["--upstream-response-timeout", "300ms"]).await;
+    let status = |path: &'static str| {
+        let addr = env.http();
+        async move { client::h1(addr, get("e.com", path)).await }
+    };
+    assert_eq!(status("/nowhere").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        status("/none").await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no ready endpoint"
+    );
+    assert_eq!(
+        status("/missing").await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "missing Service"
+    );
+    assert_eq!(
+        status("/down").await.status,
+        StatusCode::BAD_GATEWAY,
+        "connection refused"
+    );
+    assert_eq!(
+        status("/slow?delay_ms=3000").await.status,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    for _ in 0..6 {
+        let reply = status("/half").await;
+        assert_eq!(
+            (reply.status, reply.served_by().as_str()),
+            (StatusCode::OK, "live"),
+            "retried on the other endpoint"
+        );
+    }
+    let json = client::h1(
+        env.http(),
+        Request::get("/nowhere")
+            .header("host", "e.com")
+            .header("accept", "application/json")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(json.header("content-type"), "application/json");
+    assert_eq!(json.json()["status"], 404);
+    let text = status("/nowhere").await;
+    assert!(text.header("content-type").starts_with("text/plain"));
+    assert!(text.body.len() < 100, "short bodies");
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let (env, _a, _b) = shop(false).await;
+    client::h1(env.http(), get("a.com", "/")).await;
+    let admin = env.admin();
+    assert_eq!(
+        client::h1(admin, get("localhost", "/healthz")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        client::h1(admin, get("localhost", "/readyz")).await.status,
+        StatusCode::OK
+    );
+    let metrics = client::h1(admin, get("localhost", "/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("portico_requests_total{"), "{text}");
+    assert!(text.contains("ingress=\"shop/web\""), "{text}");
+    assert!(text.contains("portico_snapshot_generation"), "{text}");
+    let debug = client::h1(admin, get("localhost", "/debug/snapshot"))
+        .await
+        .json();
+    assert!(
+        debug["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["host"] == "a.com"),
+        "{debug}"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_port_is_a_clear_error() {
+    use clap::Parser;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = portico::config::Cli::try_parse_from([
+        "portico",
+        "--manifests",
+        dir.path().to_str().unwrap(),
+        "--http-addr",
+        &addr,
+        "--https-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
+    let err = portico::run::start(&cli.run).await.unwrap_err().to_string();
+    assert!(err.contains(&addr) && err.contains("HTTP"), "{err}");
+}
