@@ -356,3 +356,35 @@ async fn a_taken_port_is_a_clear_error() {
     let err = portico::run::start(&cli.run).await.unwrap_err().to_string();
     assert!(err.contains(&addr) && err.contains("HTTP"), "{err}");
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let (env, _a, _b) = shop(false).await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a.com\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "x".repeat(100 * 1024)
+    );
+    let reply = client::raw(env.http(), big.as_bytes()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let reply = client::raw(
+        env.http(),
+        format!("GET / HTTP/1.1\r\nHost: a.com\r\n{many}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    let ok = client::raw(
+        env.http(),
+        b"GET / HTTP/1.1\r\nHost: a.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
