@@ -51,6 +51,8 @@ pub struct AdminState {
     pub status: watch::Receiver<BuildStatus>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    /// The node's addresses (for `/debug/explain` of NodePort URLs).
+    pub node_addresses: Vec<std::net::IpAddr>,
 }
 
 /// Serves the admin endpoints on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves,
@@ -117,8 +119,56 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             body(StatusCode::OK, OPENMETRICS, state.metrics.encode(&status))
         }
         "/debug/snapshot" => debug_snapshot(state),
+        "/debug/explain" => debug_explain(state, req.uri().query().unwrap_or("")),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `/debug/explain?url=…`: how a URL would be served, as text.
+fn debug_explain(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
+    let url = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("url="))
+        .map(percent_decode);
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "usage: /debug/explain?url=https://host/path\n",
+        );
+    };
+    let snapshot = state.snapshot.load();
+    match crate::l4::explain::explain(&snapshot, &url, &state.node_addresses) {
+        Ok(explained) => body(StatusCode::OK, "text/plain; charset=utf-8", explained),
+        Err(e) => body(
+            StatusCode::BAD_REQUEST,
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (a query value).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn readyz(state: &AdminState) -> Response<Full<Bytes>> {

@@ -105,20 +105,57 @@ fn render_rows(rows: &[RouteRow]) -> String {
     out
 }
 
-/// Runs `portico check`: prints the report and returns the exit status.
-pub fn run(args: &crate::config::CheckArgs) -> Result<std::process::ExitCode, CheckError> {
-    let (objects, problems) = crate::source::manifests::load_dir(&args.manifests)?;
+/// Reads a manifests directory and builds it once.
+pub fn load_and_build(
+    manifests: &std::path::Path,
+    build: &crate::config::BuildArgs,
+) -> Result<(Built, Vec<ManifestProblem>), CheckError> {
+    let (objects, problems) = crate::source::manifests::load_dir(manifests)?;
     let fallback =
         crate::snapshot::certs::TlsCert::self_signed(&[crate::run::DEFAULT_CERT_NAME])?.key;
     let store = crate::store::ObjectStore::from_objects(objects);
-    let built = crate::snapshot::build(&store, &args.build.build_config(fallback));
+    Ok((
+        crate::snapshot::build(&store, &build.build_config(fallback)),
+        problems,
+    ))
+}
+
+/// Runs `portico check`: prints the report and returns the exit status.
+pub fn run(args: &crate::config::CheckArgs) -> Result<std::process::ExitCode, CheckError> {
+    let (built, problems) = load_and_build(&args.manifests, &args.build)?;
     let report = report(&built, &problems);
     print!("{}", report.text);
-    Ok(if report.errors > 0 {
-        std::process::ExitCode::FAILURE
-    } else {
+    Ok(exit_code(report.errors == 0))
+}
+
+/// Runs `portico explain`.
+pub fn explain(args: &crate::config::ExplainArgs) -> Result<std::process::ExitCode, CheckError> {
+    let (built, _) = load_and_build(&args.manifests, &args.build)?;
+    let explained = crate::l4::explain::explain(&built.snapshot, &args.url, &args.node_addresses)?;
+    print!("{explained}");
+    Ok(exit_code(true))
+}
+
+/// Runs `portico services`.
+pub fn services(args: &crate::config::ServicesArgs) -> Result<std::process::ExitCode, CheckError> {
+    use crate::config::ServicesFormat;
+    let (built, _) = load_and_build(&args.manifests, &args.build)?;
+    let text = match args.format {
+        ServicesFormat::Ipvsadm => {
+            crate::l4::render::ipvsadm(&built.snapshot, &args.node_addresses)
+        }
+        ServicesFormat::Iptables => crate::l4::render::iptables(&built.snapshot),
+    };
+    print!("{text}");
+    Ok(exit_code(true))
+}
+
+fn exit_code(ok: bool) -> std::process::ExitCode {
+    if ok {
         std::process::ExitCode::SUCCESS
-    })
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }
 
 /// Why `portico check` could not run at all.
@@ -130,4 +167,7 @@ pub enum CheckError {
     /// The fallback certificate could not be made.
     #[error("cannot generate the default certificate: {0}")]
     Cert(#[from] crate::snapshot::certs::CertError),
+    /// The URL to explain is not one.
+    #[error(transparent)]
+    Explain(#[from] crate::l4::explain::ExplainError),
 }

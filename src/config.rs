@@ -28,9 +28,57 @@ pub enum Command {
     Check(CheckArgs),
     /// An echo backend for demos and tests: answers every request with JSON describing it.
     Echo(crate::echo::EchoArgs),
+    /// Explain how a URL is served: Ingress rule → Service port → ClusterIP/NodePort →
+    /// scheduler → endpoints.
+    Explain(ExplainArgs),
+    /// Print the service table the way `ipvsadm -Ln` or `iptables-save -t nat` shows
+    /// kube-proxy's.
+    Services(ServicesArgs),
     /// The myblog demo in one command: two echo backends and Portico on examples/myblog, on
     /// ports that need no root (HTTP 8080, HTTPS 8443).
     Demo(DemoArgs),
+}
+
+/// Flags of `portico explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The manifests directory.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub manifests: PathBuf,
+    /// How Ingresses become routes.
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// The node's addresses (NodePort URLs).
+    #[arg(long = "node-address", value_name = "IP", default_values = ["127.0.0.1"])]
+    pub node_addresses: Vec<std::net::IpAddr>,
+    /// `https://host/path`, `http://CLUSTER-IP:PORT/`, `tcp://NODE:NODEPORT`, `udp://…`.
+    pub url: String,
+}
+
+/// Flags of `portico services`.
+#[derive(Debug, Args)]
+pub struct ServicesArgs {
+    /// The manifests directory.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub manifests: PathBuf,
+    /// How Ingresses become routes.
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = ServicesFormat::Ipvsadm)]
+    pub format: ServicesFormat,
+    /// The node's addresses (NodePort virtual servers in the ipvsadm format).
+    #[arg(long = "node-address", value_name = "IP", default_values = ["127.0.0.1"])]
+    pub node_addresses: Vec<std::net::IpAddr>,
+}
+
+/// How `portico services` prints the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServicesFormat {
+    /// Like `ipvsadm -Ln`.
+    Ipvsadm,
+    /// Like `iptables-save -t nat` of kube-proxy's iptables mode.
+    Iptables,
 }
 
 /// Flags of `portico demo`.
@@ -51,6 +99,9 @@ pub struct DemoArgs {
     /// Admin listener.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
     pub admin_addr: SocketAddr,
+    /// ClusterIPs come from this loopback range, so they can be served without root.
+    #[arg(long, value_name = "CIDR", default_value = "127.10.0.0/16")]
+    pub demo_service_cidr: ipnet::IpNet,
 }
 
 /// Flags of the controller.
@@ -65,6 +116,9 @@ pub struct RunArgs {
     /// Listeners, timeouts and limits of the proxy.
     #[command(flatten)]
     pub proxy: ProxyArgs,
+    /// The L4 service dataplane's listeners.
+    #[command(flatten)]
+    pub l4: L4Args,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTICO_LOG_FORMAT", global = true)]
     pub log_format: LogFormat,
@@ -108,6 +162,50 @@ pub struct BuildArgs {
     /// (default: a self-signed certificate generated at start).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced_name)]
     pub default_ssl_certificate: Option<(String, String)>,
+    /// The service table: schedulers and allocation.
+    #[command(flatten)]
+    pub services: ServiceArgs,
+}
+
+/// Schedulers and, in the embedded mode, ClusterIP/NodePort allocation.
+#[derive(Clone, Debug, Args)]
+pub struct ServiceArgs {
+    /// The scheduler of Services without a `portico.dev/load-balancer` annotation: rr, wrr,
+    /// lc, sh, random or p2c.
+    #[arg(long = "load-balancer", value_name = "SCHEDULER", default_value = "rr")]
+    pub default_scheduler: crate::snapshot::services::Scheduler,
+    /// Where Services without a clusterIP get one (embedded mode only).
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    pub service_cidr: ipnet::IpNet,
+    /// Where NodePort and LoadBalancer Services without a nodePort get one (embedded mode only).
+    #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: (u16, u16),
+}
+
+// === impl ServiceArgs ===
+
+impl ServiceArgs {
+    /// The service options; `allocate` in the embedded mode, where no API server does.
+    pub fn options(&self, allocate: bool) -> crate::snapshot::services::ServiceOptions {
+        let (first, last) = self.service_node_port_range;
+        crate::snapshot::services::ServiceOptions {
+            default_scheduler: self.default_scheduler,
+            allocation: allocate.then_some(crate::snapshot::services::AllocConfig {
+                service_cidr: self.service_cidr,
+                node_ports: first..=last,
+            }),
+        }
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let parsed = s
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+    match parsed {
+        Some((a, b)) if a > 0 && a <= b => Ok((a, b)),
+        _ => Err(format!("{s:?} is not a port range like 30000-32767")),
+    }
 }
 
 // === impl BuildArgs ===
@@ -123,6 +221,8 @@ impl BuildArgs {
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_certificate: self.default_ssl_certificate.clone(),
             fallback_certificate: fallback,
+            // Manifests are the embedded mode: nobody else allocates ClusterIPs and NodePorts.
+            services: self.services.options(true),
         }
     }
 }
@@ -180,6 +280,39 @@ impl ProxyArgs {
             https_port: self.https_addrs.first().map_or(443, |a| a.port()),
             access_log: self.access_log,
             ..crate::proxy::ProxyConfig::default()
+        }
+    }
+}
+
+/// The L4 service dataplane's listeners.
+#[derive(Clone, Debug, Args)]
+pub struct L4Args {
+    /// Serve each NodePort on the node's addresses (default: on with --manifests; with a
+    /// cluster kube-proxy already does).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_nodeports: Option<bool>,
+    /// Serve each ClusterIP:port that is an address of this node (default: off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_cluster_ips: Option<bool>,
+    /// The node's addresses NodePorts are bound on (repeatable).
+    #[arg(long = "node-address", value_name = "IP", default_values = ["0.0.0.0"])]
+    pub node_addresses: Vec<std::net::IpAddr>,
+    /// A UDP flow with no traffic for this long is forgotten.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub udp_idle_timeout: Duration,
+}
+
+// === impl L4Args ===
+
+impl L4Args {
+    /// The L4 configuration; `embedded` is the manifests mode (NodePorts on by default).
+    pub fn config(&self, embedded: bool, connect_timeout: Duration) -> crate::l4::L4Config {
+        crate::l4::L4Config {
+            node_ports: self.proxy_nodeports.unwrap_or(embedded),
+            cluster_ips: self.proxy_cluster_ips.unwrap_or(false),
+            node_addresses: self.node_addresses.clone(),
+            connect_timeout,
+            udp_idle_timeout: self.udp_idle_timeout,
         }
     }
 }

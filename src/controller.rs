@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::snapshot::{BuildConfig, Diagnostic, Severity, SnapshotPublisher, build};
+use crate::snapshot::{BuildConfig, Diagnostic, Severity, SnapshotPublisher, build_after};
 use crate::source::{Event, Kind};
 use crate::store::ObjectStore;
 
@@ -142,11 +142,12 @@ impl Controller {
     }
 
     fn rebuild(&mut self) {
+        let current = self.publisher.handle().load_full();
+        let previous = (current.generation > 0).then_some(&*current);
         let started = std::time::Instant::now();
-        let built = build(&self.store, &self.config);
+        let built = build_after(&self.store, &self.config, previous);
         let elapsed = started.elapsed();
         self.report(&built.diagnostics);
-        let current = self.publisher.handle().load_full();
         let routes = built.snapshot.routes.len();
         let services = built.snapshot.services.len();
         let generation = if current.generation > 0 && *current == built.snapshot {

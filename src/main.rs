@@ -18,6 +18,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Some(Command::Check(args)) => portico::check::run(&args).context("check failed"),
+        Some(Command::Explain(args)) => portico::check::explain(&args).context("explain failed"),
+        Some(Command::Services(args)) => portico::check::services(&args).context("services failed"),
         Some(Command::Echo(args)) => block_on(async move { Ok(portico::echo::run(args).await?) }),
         Some(Command::Demo(args)) => {
             block_on(async move { Ok(portico::run::demo(args, cli.run).await?) })

@@ -16,7 +16,6 @@ use crate::admin::{self, AdminState};
 use crate::config::{DemoArgs, RunArgs};
 use crate::controller::{Controller, Debounce};
 use crate::metrics::Metrics;
-use crate::proxy::balance::RoundRobin;
 use crate::proxy::listener::{self, BindError};
 use crate::proxy::{Proxy, tls};
 use crate::snapshot::certs::{CertError, TlsCert};
@@ -90,20 +89,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let source = tokio::spawn(manifests::run(dir, tx));
     tokio::spawn(controller.run(rx));
     let metrics = Arc::new(Metrics::new());
-    let mut config = p.proxy_config();
-    // Redirects name the port actually bound (it differs from the flag with port 0).
-    if let Some(bound) = https.first().and_then(|l| l.local_addr().ok()) {
-        config.https_port = bound.port();
-    }
-    let proxy = Proxy::new(
-        snapshot.clone(),
-        Arc::new(RoundRobin),
-        metrics.clone(),
-        config,
-    );
-    let acceptor = TlsAcceptor::from(tls::server_config(snapshot.clone())?);
     let (stop, stopped) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
     let mut portico = Portico {
         http: local_addrs(&http)?,
         https: local_addrs(&https)?,
@@ -111,39 +97,44 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
         snapshot: snapshot.clone(),
         stop,
         listeners: JoinSet::new(),
-        graceful: graceful.clone(),
+        graceful: Arc::new(GracefulShutdown::new()),
         source,
         drain_timeout: p.drain_timeout,
     };
-    for l in http {
-        portico.listeners.spawn(listener::serve(
-            l,
-            proxy.clone(),
-            None,
-            graceful.clone(),
-            stopped.clone(),
-        ));
+    let proxy = proxy(args, &portico, metrics.clone());
+    portico.serve_proxy(http, https, proxy, &stopped)?;
+    let l4 = args.l4.config(true, p.upstream_connect_timeout);
+    if l4.node_ports || l4.cluster_ips {
+        tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     }
-    for l in https {
-        portico.listeners.spawn(listener::serve(
-            l,
-            proxy.clone(),
-            Some(acceptor.clone()),
-            graceful.clone(),
-            stopped.clone(),
-        ));
-    }
+    let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {
         snapshot,
         status,
         metrics,
+        node_addresses,
     };
-    let mut admin_stop = stopped.clone();
+    let mut admin_stop = stopped;
     tokio::spawn(admin::serve(admin, state, async move {
         let _ = admin_stop.wait_for(|s| *s).await;
     }));
     info!(http = ?portico.http, https = ?portico.https, admin = %portico.admin, "listening");
     Ok(portico)
+}
+
+/// The proxy, its endpoints picked by the L4 schedulers.
+fn proxy(args: &RunArgs, portico: &Portico, metrics: Arc<Metrics>) -> Arc<Proxy> {
+    let mut config = args.proxy.proxy_config();
+    // Redirects name the port actually bound (it differs from the flag with port 0).
+    if let Some(bound) = portico.https.first() {
+        config.https_port = bound.port();
+    }
+    Proxy::new(
+        portico.snapshot.clone(),
+        Arc::new(crate::l4::Schedulers),
+        metrics,
+        config,
+    )
 }
 
 fn bind_all(addrs: &[SocketAddr], what: &'static str) -> Result<Vec<TcpListener>, BindError> {
@@ -157,6 +148,29 @@ fn local_addrs(listeners: &[TcpListener]) -> std::io::Result<Vec<SocketAddr>> {
 // === impl Portico ===
 
 impl Portico {
+    fn serve_proxy(
+        &mut self,
+        http: Vec<TcpListener>,
+        https: Vec<TcpListener>,
+        proxy: Arc<Proxy>,
+        stopped: &watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
+        let acceptor = TlsAcceptor::from(tls::server_config(self.snapshot.clone())?);
+        let tls = std::iter::repeat_n(None, http.len())
+            .chain(std::iter::repeat_n(Some(acceptor), https.len()));
+        for (l, tls) in http.into_iter().chain(https).zip(tls) {
+            let task = listener::serve(
+                l,
+                proxy.clone(),
+                tls,
+                self.graceful.clone(),
+                stopped.clone(),
+            );
+            self.listeners.spawn(task);
+        }
+        Ok(())
+    }
+
     /// Serves until SIGINT or SIGTERM (or until the manifests source fails), then drains.
     pub async fn run_until_signal(mut self) -> Result<(), RunError> {
         let result = tokio::select! {
@@ -204,6 +218,10 @@ pub async fn demo(args: DemoArgs, mut run_args: RunArgs) -> Result<(), RunError>
     run_args.proxy.http_addrs = vec![args.http_addr];
     run_args.proxy.https_addrs = vec![args.https_addr];
     run_args.proxy.admin_addr = args.admin_addr;
+    run_args.build.services.service_cidr = args.demo_service_cidr;
+    run_args.l4.proxy_nodeports = Some(true);
+    run_args.l4.proxy_cluster_ips = Some(true);
+    run_args.l4.node_addresses = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     run(run_args).await
 }
 

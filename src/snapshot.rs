@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
-pub use build::{BuildConfig, Built, CONTROLLER_NAME, build};
+pub use build::{BuildConfig, Built, CONTROLLER_NAME, build, build_after};
 pub use certs::CertTable;
 pub use diagnostics::{Diagnostic, Severity};
 pub use routes::RouteTable;

@@ -35,6 +35,7 @@ impl Admin {
             snapshot,
             status: status_rx,
             metrics: Arc::new(Metrics::new()),
+            node_addresses: Vec::new(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");

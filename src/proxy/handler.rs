@@ -156,11 +156,14 @@ impl Proxy {
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
         let client = conn.peer.ip();
+        // Each pick counts as open load on its endpoint (for lc and p2c) until the response
+        // headers are in.
         let first = self
             .picker
             .pick(port, client, None)
             .ok_or(ProxyError::NoEndpoints)?;
-        outcome.upstream = Some(first.addr);
+        let first_addr = first.endpoint.addr;
+        outcome.upstream = Some(first_addr);
         let retry = port.ready_endpoints().len() > 1;
         let head = retry.then(|| Head {
             method: req.method().clone(),
@@ -168,30 +171,29 @@ impl Proxy {
             headers: req.headers().clone(),
         });
         let (error, body) = match self
-            .send(req, authority_of(first.addr), head.as_ref())
+            .send(req, authority_of(first_addr), head.as_ref())
             .await
         {
             Ok(response) => return Ok(response),
             Err(failed) => failed,
         };
+        drop(first);
         let (Some(head), Some(body), ProxyError::Connect(_)) = (head, body, &error) else {
             return Err(error);
         };
-        let Some(second) = self
-            .picker
-            .pick(port, client, Some(first.addr))
-            .filter(|e| e.addr != first.addr)
-        else {
+        let second = self.picker.pick(port, client, Some(first_addr));
+        let Some(second) = second.filter(|p| p.endpoint.addr != first_addr) else {
             return Err(error);
         };
         self.metrics.upstream_retry();
-        debug!(failed = %first.addr, next = %second.addr, "connect failed; retrying on another endpoint");
-        outcome.upstream = Some(second.addr);
+        let next = second.endpoint.addr;
+        debug!(failed = %first_addr, %next, "connect failed; retrying on another endpoint");
+        outcome.upstream = Some(next);
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.headers_mut() = head.headers;
-        self.send(req, authority_of(second.addr), None)
+        self.send(req, authority_of(next), None)
             .await
             .map_err(|(e, _)| e)
     }

@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use super::Snapshot;
 use super::diagnostics::Diagnostic;
 use super::routes::RouteTableBuilder;
-use super::services::ServiceTable;
+use super::services::{ServiceOptions, ServiceTable};
 use crate::store::ObjectStore;
 
 /// The `spec.controller` of the IngressClasses Portico serves.
@@ -31,6 +31,8 @@ pub struct BuildConfig {
     pub default_certificate: Option<(String, String)>,
     /// The certificate served when no other applies (self-signed, generated at start).
     pub fallback_certificate: Arc<CertifiedKey>,
+    /// Schedulers and allocation of the service table.
+    pub services: ServiceOptions,
 }
 
 // === impl BuildConfig ===
@@ -43,6 +45,7 @@ impl BuildConfig {
             watch_ingress_without_class: false,
             default_certificate: None,
             fallback_certificate,
+            services: ServiceOptions::default(),
         }
     }
 }
@@ -59,8 +62,20 @@ pub struct Built {
 /// Builds a snapshot from the objects. Never fails as a whole: what cannot be used is left
 /// out with a diagnostic naming the object, the field and the reason.
 pub fn build(store: &ObjectStore, config: &BuildConfig) -> Built {
+    build_after(store, config, None)
+}
+
+/// Builds the snapshot that replaces `previous`: ClusterIP/NodePort allocations and the
+/// schedulers' runtime state carry over from it. Still a function of its inputs alone.
+pub fn build_after(
+    store: &ObjectStore,
+    config: &BuildConfig,
+    previous: Option<&Snapshot>,
+) -> Built {
     let mut diagnostics = Vec::new();
-    let services = ServiceTable::build(store, &mut diagnostics);
+    let previous_services = previous.map(|p| &p.services);
+    let services =
+        ServiceTable::build(store, &config.services, previous_services, &mut diagnostics);
     let ours = class::our_ingresses(store, config, &mut diagnostics);
     let certs = tls::cert_table(store, config, &ours, &mut diagnostics);
     let tls_hosts = tls::tls_hosts(&ours);

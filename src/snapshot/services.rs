@@ -1,21 +1,22 @@
 //! The service table: every Service port with its ClusterIP, NodePort, target port and
 //! endpoints (ready ones first), looked up by (namespace, name, port) in O(1).
 
+mod alloc;
+mod build;
 mod endpoints;
+pub mod state;
+
+pub use alloc::AllocConfig;
+use state::{Affinity, EndpointLoad, Shared};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
-use super::diagnostics::Diagnostic;
 use super::routes::PortRef;
-use crate::source::{Kind, ObjectKey};
-use crate::store::ObjectStore;
 
 /// Index of a Service port in its snapshot's [`ServiceTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -33,6 +34,16 @@ pub enum Protocol {
     /// SCTP (listed, not proxied).
     #[serde(rename = "SCTP")]
     Sctp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        })
+    }
 }
 
 /// A Service port's `targetPort`.
@@ -83,6 +94,66 @@ pub enum SessionAffinity {
     },
 }
 
+/// How a Service port picks among its ready endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum Scheduler {
+    /// `rr`: round robin.
+    #[default]
+    #[serde(rename = "rr")]
+    RoundRobin,
+    /// `wrr`: weighted round robin (weights from `portico.dev/weights`).
+    #[serde(rename = "wrr")]
+    WeightedRoundRobin,
+    /// `lc`: least outstanding connections or requests.
+    #[serde(rename = "lc")]
+    LeastConnections,
+    /// `sh`: source hashing (rendezvous hashing of the client IP).
+    #[serde(rename = "sh")]
+    SourceHash,
+    /// `random`.
+    #[serde(rename = "random")]
+    Random,
+    /// `p2c`: the less loaded of two random endpoints.
+    #[serde(rename = "p2c")]
+    PowerOfTwo,
+}
+
+// === impl Scheduler ===
+
+impl Scheduler {
+    /// Every scheduler.
+    pub const ALL: [Scheduler; 6] = [
+        Scheduler::RoundRobin,
+        Scheduler::WeightedRoundRobin,
+        Scheduler::LeastConnections,
+        Scheduler::SourceHash,
+        Scheduler::Random,
+        Scheduler::PowerOfTwo,
+    ];
+
+    /// The short name (as `ipvsadm` prints it, where it has one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheduler::RoundRobin => "rr",
+            Scheduler::WeightedRoundRobin => "wrr",
+            Scheduler::LeastConnections => "lc",
+            Scheduler::SourceHash => "sh",
+            Scheduler::Random => "random",
+            Scheduler::PowerOfTwo => "p2c",
+        }
+    }
+}
+
+impl std::str::FromStr for Scheduler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scheduler::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown scheduler {s:?} (rr, wrr, lc, sh, random or p2c)"))
+    }
+}
+
 /// One endpoint of a Service port, with the target port resolved.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
@@ -92,6 +163,11 @@ pub struct Endpoint {
     pub ready: bool,
     /// The node it runs on, when known.
     pub node_name: Option<Box<str>>,
+    /// Weight for `wrr` (default 1).
+    pub weight: u32,
+    /// Open connections or requests (runtime state, carried across snapshots).
+    #[serde(skip)]
+    pub load: Shared<EndpointLoad>,
 }
 
 /// One port of one Service.
@@ -119,9 +195,17 @@ pub struct ServicePort {
     pub external_name: Option<Box<str>>,
     /// Session affinity.
     pub session_affinity: SessionAffinity,
+    /// How endpoints are picked.
+    pub scheduler: Scheduler,
     /// Endpoints: the ready ones first, each group sorted by address.
     pub endpoints: Vec<Endpoint>,
     ready: usize,
+    /// For `wrr`: a smooth weighted sequence of indexes into the ready endpoints.
+    #[serde(skip)]
+    pub wrr: Box<[u32]>,
+    /// ClientIP affinity entries (runtime state, carried across snapshots).
+    #[serde(skip)]
+    pub affinity: Shared<Affinity>,
     /// Round-robin position of this port in this snapshot.
     #[serde(skip)]
     pub cursor: Cursor,
@@ -182,11 +266,32 @@ pub enum FindError {
 }
 
 /// Every Service port of a snapshot.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct ServiceTable {
     ports: Vec<ServicePort>,
     /// namespace → name → the Service's ports in `ports`.
     by_name: HashMap<Arc<str>, HashMap<Arc<str>, Range<u32>>>,
+    /// (ClusterIP, port, protocol) → port.
+    by_cluster_ip: HashMap<(IpAddr, u16, Protocol), ServicePortId>,
+    /// (NodePort, protocol) → port.
+    by_node_port: HashMap<(u16, Protocol), ServicePortId>,
+}
+
+impl PartialEq for ServiceTable {
+    fn eq(&self, other: &Self) -> bool {
+        // The indexes are derived from the ports.
+        self.ports == other.ports
+    }
+}
+
+/// What shapes the service table besides the objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// The scheduler of Services without a `portico.dev/load-balancer` annotation.
+    pub default_scheduler: Scheduler,
+    /// Allocate missing ClusterIPs and NodePorts (the embedded mode); None: use the objects'
+    /// values as they are (a cluster's API server allocated them).
+    pub allocation: Option<AllocConfig>,
 }
 
 // === impl ServiceTable ===
@@ -212,6 +317,29 @@ impl ServiceTable {
     /// True when there are no Service ports.
     pub fn is_empty(&self) -> bool {
         self.ports.is_empty()
+    }
+
+    /// The ports of a Service, if it exists.
+    pub fn ports_of(&self, namespace: &str, name: &str) -> Option<&[ServicePort]> {
+        let range = self.by_name.get(namespace)?.get(name)?;
+        self.ports.get(range.start as usize..range.end as usize)
+    }
+
+    /// The port a ClusterIP:port serves.
+    pub fn by_cluster_ip(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    ) -> Option<ServicePortId> {
+        self.by_cluster_ip
+            .get(&(ip.to_canonical(), port, protocol))
+            .copied()
+    }
+
+    /// The port a NodePort serves.
+    pub fn by_node_port(&self, port: u16, protocol: Protocol) -> Option<ServicePortId> {
+        self.by_node_port.get(&(port, protocol)).copied()
     }
 
     /// Whether the Service exists (even with no ports).
@@ -244,197 +372,5 @@ impl ServiceTable {
                 };
                 FindError::NoPort(namespace.into(), name.into(), p)
             })
-    }
-
-    /// Builds the table from every Service in the store.
-    pub fn build(store: &ObjectStore, diagnostics: &mut Vec<Diagnostic>) -> ServiceTable {
-        let endpoints = endpoints::EndpointIndex::new(store, diagnostics);
-        let mut table = ServiceTable::default();
-        for ((ns, name), svc) in &store.services {
-            let key = ObjectKey::new(Kind::Service, ns, name);
-            let (ns, name): (Arc<str>, Arc<str>) = (ns.as_str().into(), name.as_str().into());
-            let start = table.ports.len() as u32;
-            for port in service_ports(&key, &ns, &name, svc, diagnostics) {
-                let resolved = endpoints.resolve(&key, &port, diagnostics);
-                table.ports.push(with_endpoints(port, resolved));
-            }
-            let end = table.ports.len() as u32;
-            table
-                .by_name
-                .entry(ns)
-                .or_default()
-                .insert(name, start..end);
-        }
-        table
-    }
-}
-
-fn with_endpoints(mut port: ServicePort, mut endpoints: Vec<Endpoint>) -> ServicePort {
-    endpoints.sort_by_key(|e| (!e.ready, e.addr));
-    endpoints.dedup_by(|b, a| a.addr == b.addr); // the ready copy comes first and stays
-    port.ready = endpoints.iter().filter(|e| e.ready).count();
-    port.endpoints = endpoints;
-    port
-}
-
-/// The ports of a Service, without endpoints; invalid ports are diagnostics.
-fn service_ports(
-    key: &ObjectKey,
-    ns: &Arc<str>,
-    name: &Arc<str>,
-    svc: &Service,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<ServicePort> {
-    let Some(spec) = &svc.spec else {
-        return Vec::new();
-    };
-    let service_type = match spec.type_.as_deref().unwrap_or("ClusterIP") {
-        "NodePort" => ServiceType::NodePort,
-        "LoadBalancer" => ServiceType::LoadBalancer,
-        "ExternalName" => ServiceType::ExternalName,
-        "ClusterIP" => ServiceType::ClusterIP,
-        other => {
-            diagnostics.push(Diagnostic::error(
-                key,
-                "spec.type",
-                format!("unknown type {other:?}"),
-            ));
-            return Vec::new();
-        }
-    };
-    let external_name = spec.external_name.as_deref().map(Box::from);
-    if service_type == ServiceType::ExternalName && external_name.is_none() {
-        diagnostics.push(Diagnostic::error(
-            key,
-            "spec.externalName",
-            "ExternalName Service without externalName",
-        ));
-    }
-    let cluster_ip = cluster_ip(key, svc, diagnostics);
-    let session_affinity = session_affinity(svc);
-    let ports = spec.ports.as_deref().unwrap_or_default();
-    let mut out = Vec::with_capacity(ports.len());
-    for (i, p) in ports.iter().enumerate() {
-        let field = format!("spec.ports[{i}]");
-        let Some((port, protocol, target_port)) = port_numbers(key, &field, p, diagnostics) else {
-            continue;
-        };
-        out.push(ServicePort {
-            namespace: ns.clone(),
-            service: name.clone(),
-            name: p.name.as_deref().filter(|n| !n.is_empty()).map(Box::from),
-            port,
-            protocol,
-            target_port,
-            service_type,
-            cluster_ip: cluster_ip.clone(),
-            node_port: p
-                .node_port
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|n| *n > 0),
-            external_name: external_name.clone(),
-            session_affinity,
-            endpoints: Vec::new(),
-            ready: 0,
-            cursor: Cursor::default(),
-        });
-    }
-    out
-}
-
-fn port_numbers(
-    key: &ObjectKey,
-    field: &str,
-    p: &K8sServicePort,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<(u16, Protocol, TargetPort)> {
-    let Some(port) = u16::try_from(p.port).ok().filter(|n| *n > 0) else {
-        diagnostics.push(Diagnostic::error(
-            key,
-            format!("{field}.port"),
-            format!("port {} is out of range", p.port),
-        ));
-        return None;
-    };
-    let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
-        "TCP" => Protocol::Tcp,
-        "UDP" => Protocol::Udp,
-        "SCTP" => Protocol::Sctp,
-        other => {
-            diagnostics.push(Diagnostic::error(
-                key,
-                format!("{field}.protocol"),
-                format!("unknown protocol {other:?}"),
-            ));
-            return None;
-        }
-    };
-    let target = match &p.target_port {
-        None => Some(TargetPort::Number(port)),
-        Some(IntOrString::Int(n)) => u16::try_from(*n)
-            .ok()
-            .filter(|n| *n > 0)
-            .map(TargetPort::Number),
-        Some(IntOrString::String(s)) if s.is_empty() => Some(TargetPort::Number(port)),
-        Some(IntOrString::String(s)) => match s.parse::<u16>() {
-            Ok(n) if n > 0 => Some(TargetPort::Number(n)),
-            _ => Some(TargetPort::Name(s.as_str().into())),
-        },
-    };
-    let Some(target) = target else {
-        diagnostics.push(Diagnostic::error(
-            key,
-            format!("{field}.targetPort"),
-            "targetPort is out of range",
-        ));
-        return None;
-    };
-    Some((port, protocol, target))
-}
-
-fn cluster_ip(key: &ObjectKey, svc: &Service, diagnostics: &mut Vec<Diagnostic>) -> ClusterIp {
-    let spec = svc.spec.as_ref();
-    let ips: Vec<&str> = match spec.and_then(|s| s.cluster_ips.as_deref()) {
-        Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
-        _ => spec
-            .and_then(|s| s.cluster_ip.as_deref())
-            .into_iter()
-            .collect(),
-    };
-    match ips.as_slice() {
-        [] | [""] => ClusterIp::Unallocated,
-        ["None", ..] => ClusterIp::Headless,
-        ips => {
-            let parsed: Vec<IpAddr> = ips.iter().filter_map(|s| s.parse().ok()).collect();
-            if parsed.len() != ips.len() {
-                diagnostics.push(Diagnostic::error(
-                    key,
-                    "spec.clusterIP",
-                    format!("invalid address in {ips:?}"),
-                ));
-            }
-            if parsed.is_empty() {
-                ClusterIp::Unallocated
-            } else {
-                ClusterIp::Ips(parsed)
-            }
-        }
-    }
-}
-
-fn session_affinity(svc: &Service) -> SessionAffinity {
-    let spec = svc.spec.as_ref();
-    if spec.and_then(|s| s.session_affinity.as_deref()) != Some("ClientIP") {
-        return SessionAffinity::None;
-    }
-    let timeout = spec
-        .and_then(|s| s.session_affinity_config.as_ref())
-        .and_then(|c| c.client_ip.as_ref())
-        .and_then(|c| c.timeout_seconds)
-        .and_then(|t| u32::try_from(t).ok())
-        .filter(|t| *t > 0)
-        .unwrap_or(10800);
-    SessionAffinity::ClientIp {
-        timeout_seconds: timeout,
     }
 }

@@ -128,6 +128,8 @@ fn from_slice(
             addr: SocketAddr::new(ip, target),
             ready,
             node_name: ep.node_name.as_deref().map(Box::from),
+            weight: 1,
+            load: Default::default(),
         });
     }
 }
@@ -170,6 +172,8 @@ fn from_endpoints(
                 addr: SocketAddr::new(ip, target),
                 ready,
                 node_name: address.node_name.as_deref().map(Box::from),
+                weight: 1,
+                load: Default::default(),
             });
         }
     }

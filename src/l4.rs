@@ -1,0 +1,37 @@
+//! The L4 service dataplane: what kube-proxy does, in user space. Service ports (ClusterIP,
+//! NodePort) → ready endpoints through a scheduler with session affinity; TCP and UDP listeners
+//! that follow the snapshot; and renderings that explain the table the way `ipvsadm -Ln` and
+//! `iptables-save -t nat` show kube-proxy's.
+
+pub mod explain;
+pub mod listener;
+pub mod render;
+pub mod scheduler;
+mod udp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::proxy::balance::EndpointPicker;
+use crate::snapshot::services::ServicePort;
+
+pub use listener::{L4Config, run};
+pub use scheduler::{Pick, pick};
+
+/// The L7 proxy's endpoint picker: the Service port's own scheduler and affinity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Schedulers;
+
+impl EndpointPicker for Schedulers {
+    fn pick<'a>(
+        &self,
+        port: &'a ServicePort,
+        client: IpAddr,
+        exclude: Option<SocketAddr>,
+    ) -> Option<Pick<'a>> {
+        scheduler::pick(port, client, exclude, Instant::now())
+    }
+}
+
+/// How often idle affinity entries and UDP flows are swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);

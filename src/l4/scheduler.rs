@@ -1,0 +1,122 @@
+//! Picking an endpoint of a Service port: rr, wrr, lc, sh, random, p2c, with ClientIP session
+//! affinity. No global lock: cursors and load counters are atomics, affinity tables are sharded.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::snapshot::services::state::LoadGuard;
+use crate::snapshot::services::{Endpoint, Scheduler, ServicePort, SessionAffinity};
+
+/// A chosen endpoint, counted as open (for `lc` and `p2c`) until the pick is dropped.
+#[derive(Debug)]
+pub struct Pick<'a> {
+    /// The endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Keeps the endpoint's load counted.
+    pub guard: LoadGuard,
+}
+
+/// Picks a ready endpoint of `port` for `client`, avoiding `exclude` when another is ready
+/// (a retry after a failed connect). None when no endpoint is ready.
+pub fn pick(
+    port: &ServicePort,
+    client: IpAddr,
+    exclude: Option<SocketAddr>,
+    now: Instant,
+) -> Option<Pick<'_>> {
+    let ready = port.ready_endpoints();
+    if ready.is_empty() {
+        return None;
+    }
+    let affinity = match port.session_affinity {
+        SessionAffinity::ClientIp { timeout_seconds } => {
+            Some(Duration::from_secs(u64::from(timeout_seconds)))
+        }
+        SessionAffinity::None => None,
+    };
+    if let Some(timeout) = affinity {
+        let usable = |a: SocketAddr| Some(a) != exclude && ready.iter().any(|e| e.addr == a);
+        let pinned = port.affinity.lookup(client, now, timeout, usable);
+        if let Some(e) = pinned.and_then(|a| ready.iter().find(|e| e.addr == a)) {
+            return Some(Pick {
+                endpoint: e,
+                guard: e.load.0.start(),
+            });
+        }
+    }
+    let mut i = choose(port, ready, client)?;
+    if Some(ready[i].addr) == exclude && ready.len() > 1 {
+        i = (i + 1) % ready.len();
+    }
+    let endpoint = &ready[i];
+    if affinity.is_some() {
+        port.affinity.remember(client, endpoint.addr, now);
+    }
+    Some(Pick {
+        endpoint,
+        guard: endpoint.load.0.start(),
+    })
+}
+
+/// The index of the scheduler's choice among the ready endpoints.
+fn choose(port: &ServicePort, ready: &[Endpoint], client: IpAddr) -> Option<usize> {
+    let n = ready.len();
+    match port.scheduler {
+        Scheduler::RoundRobin => Some(port.cursor.next() % n),
+        Scheduler::WeightedRoundRobin => {
+            // Weight 0 everywhere quiesces the port, as in IPVS.
+            let sequence = &port.wrr;
+            (!sequence.is_empty()).then(|| sequence[port.cursor.next() % sequence.len()] as usize)
+        }
+        Scheduler::LeastConnections => {
+            // Equal loads rotate, starting where round robin would.
+            let start = port.cursor.next();
+            (0..n)
+                .map(|k| (start + k) % n)
+                .min_by_key(|&i| ready[i].load.active())
+        }
+        Scheduler::SourceHash => (0..n).max_by_key(|&i| rendezvous(client, ready[i].addr)),
+        Scheduler::Random => Some(random_below(n)),
+        Scheduler::PowerOfTwo => {
+            let a = random_below(n);
+            let b = (a + 1 + random_below(n.saturating_sub(1).max(1))) % n;
+            Some(if ready[b].load.active() < ready[a].load.active() {
+                b
+            } else {
+                a
+            })
+        }
+    }
+}
+
+/// Rendezvous (highest random weight) hashing: each client prefers the endpoint with the
+/// highest hash of (client, endpoint), so adding or removing an endpoint moves only the
+/// clients that had (or get) that endpoint.
+fn rendezvous(client: IpAddr, endpoint: SocketAddr) -> u64 {
+    // Fixed keys: the same client maps to the same endpoint in every process.
+    let mut h = std::hash::DefaultHasher::new();
+    client.hash(&mut h);
+    endpoint.hash(&mut h);
+    h.finish()
+}
+
+/// A uniform-enough number in `0..n` from a per-thread xorshift generator.
+fn random_below(n: usize) -> usize {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(std::collections::hash_map::RandomState::new().hash_one(0u64) | 1);
+    }
+    let x = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    });
+    (x % n.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests;

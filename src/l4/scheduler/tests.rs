@@ -1,0 +1,289 @@
+//! Each scheduler over many picks, and session affinity with its expiry.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::snapshot::certs::TlsCert;
+use crate::snapshot::{BuildConfig, Snapshot, build_after};
+use crate::source::Object;
+use crate::store::ObjectStore;
+
+/// A snapshot with Service `s` (annotations, spec extras) on endpoints 10.0.0.1..=n:80.
+fn snapshot(n: u8, annotations: Value, extra_spec: Value, previous: Option<&Snapshot>) -> Snapshot {
+    let mut spec = json!({"ports": [{"port": 80}]});
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let endpoints: Vec<Value> = (1..=n)
+        .map(|i| json!({"addresses": [format!("10.0.0.{i}")]}))
+        .collect();
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "annotations": annotations}, "spec": spec}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "s-1", "labels": {"kubernetes.io/service-name": "s"}},
+               "addressType": "IPv4", "ports": [{"port": 80}], "endpoints": endpoints}),
+    ];
+    let store = ObjectStore::from_objects(objects.map(|o| Object::from_value(o).unwrap()));
+    let config = BuildConfig::new(TlsCert::self_signed(&["t"]).unwrap().key);
+    build_after(&store, &config, previous).snapshot
+}
+
+fn port(s: &Snapshot) -> &ServicePort {
+    s.services.iter().next().unwrap().1
+}
+
+fn client(i: u32) -> IpAddr {
+    IpAddr::from([192, 168, (i >> 8) as u8, i as u8])
+}
+
+/// Picks `count` times (keeping each pick open when `hold`), counting per endpoint host byte.
+fn tally(p: &ServicePort, count: u32, hold: bool) -> BTreeMap<u8, u32> {
+    let mut held = Vec::new();
+    let mut out = BTreeMap::new();
+    for i in 0..count {
+        let pick = pick(p, client(i), None, Instant::now()).unwrap();
+        let IpAddr::V4(ip) = pick.endpoint.addr.ip() else {
+            unreachable!()
+        };
+        *out.entry(ip.octets()[3]).or_default() += 1;
+        if hold {
+            held.push(pick);
+        }
+    }
+    out
+}
+
+#[test]
+fn rr_is_exact() {
+    let s = snapshot(3, json!({}), json!({}), None);
+    assert_eq!(
+        tally(port(&s), 300, false),
+        BTreeMap::from([(1, 100), (2, 100), (3, 100)])
+    );
+    let order: Vec<SocketAddr> = (0..6)
+        .map(|_| {
+            pick(port(&s), client(0), None, Instant::now())
+                .unwrap()
+                .endpoint
+                .addr
+        })
+        .collect();
+    assert_eq!(order[..3], order[3..], "a fixed rotation");
+}
+
+#[test]
+fn wrr_follows_weights_smoothly() {
+    let weights = json!({"portico.dev/load-balancer": "wrr", "portico.dev/weights": "10.0.0.1=5, 10.0.0.2:80=3, 10.0.0.3=0"});
+    let s = snapshot(3, weights, json!({}), None);
+    let counts = tally(port(&s), 8000, false);
+    assert_eq!(counts.get(&1), Some(&5000));
+    assert_eq!(counts.get(&2), Some(&3000));
+    assert_eq!(counts.get(&3), None, "weight 0 gets nothing");
+    // Smooth: no endpoint gets more than two in a row with 5:3.
+    let seq: Vec<u8> = port(&s).wrr.iter().map(|&i| i as u8).collect();
+    assert_eq!(seq.len(), 8);
+    assert!(
+        seq.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])),
+        "{seq:?}"
+    );
+}
+
+#[test]
+fn lc_prefers_the_idle_endpoint() {
+    let s = snapshot(
+        3,
+        json!({"portico.dev/load-balancer": "lc"}),
+        json!({}),
+        None,
+    );
+    let p = port(&s);
+    let busy: Vec<_> = (0..5).map(|_| p.endpoints[0].load.0.start()).collect();
+    let busy2: Vec<_> = (0..2).map(|_| p.endpoints[1].load.0.start()).collect();
+    for _ in 0..10 {
+        assert_eq!(
+            pick(p, client(1), None, Instant::now())
+                .unwrap()
+                .endpoint
+                .addr,
+            p.endpoints[2].addr
+        );
+    }
+    // Held picks spread evenly.
+    drop((busy, busy2));
+    let counts = tally(p, 300, true);
+    assert_eq!(counts, BTreeMap::from([(1, 100), (2, 100), (3, 100)]));
+}
+
+#[test]
+fn sh_is_stable_per_client_and_moves_few_clients() {
+    let s = snapshot(
+        4,
+        json!({"portico.dev/load-balancer": "sh"}),
+        json!({}),
+        None,
+    );
+    let p = port(&s);
+    let first: Vec<SocketAddr> = (0..500)
+        .map(|i| {
+            pick(p, client(i), None, Instant::now())
+                .unwrap()
+                .endpoint
+                .addr
+        })
+        .collect();
+    let again: Vec<SocketAddr> = (0..500)
+        .map(|i| {
+            pick(p, client(i), None, Instant::now())
+                .unwrap()
+                .endpoint
+                .addr
+        })
+        .collect();
+    assert_eq!(first, again, "the same client, the same endpoint");
+    let counts = tally(p, 4000, false);
+    assert!(
+        counts.values().all(|&c| (700..1300).contains(&c)),
+        "spread: {counts:?}"
+    );
+    // A fifth endpoint takes about a fifth of the clients; the others stay where they were.
+    let bigger = snapshot(
+        5,
+        json!({"portico.dev/load-balancer": "sh"}),
+        json!({}),
+        None,
+    );
+    let moved = (0..500)
+        .filter(|&i| {
+            pick(port(&bigger), client(i), None, Instant::now())
+                .unwrap()
+                .endpoint
+                .addr
+                != first[i as usize]
+        })
+        .count();
+    assert!(moved < 170, "{moved} of 500 clients moved");
+}
+
+#[test]
+fn random_and_p2c_spread() {
+    for scheduler in ["random", "p2c"] {
+        let s = snapshot(
+            4,
+            json!({"portico.dev/load-balancer": scheduler}),
+            json!({}),
+            None,
+        );
+        let counts = tally(port(&s), 4000, scheduler == "p2c");
+        assert_eq!(counts.len(), 4, "{scheduler}: {counts:?}");
+        let (lo, hi) = if scheduler == "p2c" {
+            (900, 1100)
+        } else {
+            (800, 1200)
+        };
+        assert!(
+            counts.values().all(|&c| (lo..hi).contains(&c)),
+            "{scheduler}: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn exclude_avoids_the_failed_endpoint() {
+    for scheduler in ["rr", "wrr", "lc", "sh", "random", "p2c"] {
+        let s = snapshot(
+            2,
+            json!({"portico.dev/load-balancer": scheduler}),
+            json!({}),
+            None,
+        );
+        let p = port(&s);
+        for i in 0..50 {
+            let failed = p.endpoints[(i % 2) as usize].addr;
+            assert_ne!(
+                pick(p, client(i), Some(failed), Instant::now())
+                    .unwrap()
+                    .endpoint
+                    .addr,
+                failed,
+                "{scheduler}"
+            );
+        }
+        let one = snapshot(
+            1,
+            json!({"portico.dev/load-balancer": scheduler}),
+            json!({}),
+            None,
+        );
+        let only = port(&one).endpoints[0].addr;
+        assert_eq!(
+            pick(port(&one), client(0), Some(only), Instant::now())
+                .unwrap()
+                .endpoint
+                .addr,
+            only,
+            "nothing else is ready"
+        );
+    }
+}
+
+#[test]
+fn client_ip_affinity_sticks_across_swaps_and_expires() {
+    let affinity = json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}});
+    let s1 = snapshot(3, json!({}), affinity.clone(), None);
+    let t0 = Instant::now();
+    let first = pick(port(&s1), client(7), None, t0).unwrap().endpoint.addr;
+    for k in 0..20 {
+        let t = t0 + Duration::from_secs(k);
+        assert_eq!(
+            pick(port(&s1), client(7), None, t).unwrap().endpoint.addr,
+            first,
+            "round robin is overridden"
+        );
+    }
+    // A new snapshot (same port, endpoint still ready) keeps the pin.
+    let s2 = snapshot(3, json!({}), affinity.clone(), Some(&s1));
+    assert_eq!(
+        pick(port(&s2), client(7), None, t0 + Duration::from_secs(30))
+            .unwrap()
+            .endpoint
+            .addr,
+        first
+    );
+    // Idle past the timeout: the pin is gone, and round robin decides again.
+    let late = t0 + Duration::from_secs(30 + 61);
+    let picks: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            pick(port(&s2), client(7), None, late)
+                .unwrap()
+                .endpoint
+                .addr
+        })
+        .collect();
+    assert_eq!(
+        picks.iter().filter(|a| **a == picks[0]).count(),
+        3,
+        "re-pinned to one endpoint"
+    );
+    port(&s2)
+        .affinity
+        .expire(late + Duration::from_secs(61), Duration::from_secs(60));
+    assert!(port(&s2).affinity.is_empty());
+    // A client pinned to an endpoint that goes away is moved, in the next snapshot.
+    let third = IpAddr::from([10, 0, 0, 3]);
+    let c = (100..110)
+        .map(client)
+        .find(|c| pick(port(&s2), *c, None, late).unwrap().endpoint.addr.ip() == third)
+        .unwrap();
+    let fewer = snapshot(2, json!({}), affinity, Some(&s2));
+    for k in 0..5 {
+        let now = pick(port(&fewer), c, None, late + Duration::from_secs(k))
+            .unwrap()
+            .endpoint
+            .addr;
+        assert_ne!(now.ip(), third);
+    }
+}
