@@ -165,7 +165,7 @@ pub enum CheckError {
     #[error(transparent)]
     Manifests(#[from] crate::source::manifests::ManifestsError),
     /// The fallback certificate could not be made.
-    #[error("cannot generate the default certificate: {0}")]
+    #[error("cannot generate the default certificate")]
     Cert(#[from] crate::snapshot::certs::CertError),
     /// The URL to explain is not one.
     #[error(transparent)]

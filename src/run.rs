@@ -41,7 +41,7 @@ pub enum RunError {
     #[error(transparent)]
     Manifests(#[from] ManifestsError),
     /// The fallback certificate could not be made.
-    #[error("cannot generate the default certificate: {0}")]
+    #[error("cannot generate the default certificate")]
     Cert(#[from] CertError),
     /// The TLS configuration could not be made.
     #[error(transparent)]

@@ -26,7 +26,7 @@ const BACKLOG: i32 = 4096;
 
 /// A listener that could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({what}): {source}")]
+#[error("cannot listen on {addr} ({what})")]
 pub struct BindError {
     /// The address.
     pub addr: SocketAddr,

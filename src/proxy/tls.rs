@@ -25,7 +25,7 @@ impl ResolvesServerCert for SnapshotCerts {
 
 /// Why the TLS configuration could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS configuration: {0}")]
+#[error("TLS configuration")]
 pub struct TlsConfigError(#[from] rustls::Error);
 
 /// The server configuration for the HTTPS listeners.

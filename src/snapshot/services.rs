@@ -374,3 +374,6 @@ impl ServiceTable {
             })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -129,7 +129,7 @@ impl fmt::Display for ManifestProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestsError {
     /// The manifests directory is missing, not a directory or unreadable.
-    #[error("cannot read manifests directory {}: {source}", path.display())]
+    #[error("cannot read manifests directory {}", path.display())]
     Dir {
         /// The directory.
         path: PathBuf,
@@ -137,7 +137,7 @@ pub enum ManifestsError {
         source: std::io::Error,
     },
     /// No file watcher, not even the polling one, could be created.
-    #[error("cannot watch manifests directory {}: {source}", path.display())]
+    #[error("cannot watch manifests directory {}", path.display())]
     Watch {
         /// The directory.
         path: PathBuf,
@@ -145,7 +145,7 @@ pub enum ManifestsError {
         source: notify::Error,
     },
     /// The background task that reads the directory failed.
-    #[error("the manifests directory reader failed: {0}")]
+    #[error("the manifests directory reader failed")]
     Reader(#[from] tokio::task::JoinError),
 }
 

@@ -41,6 +41,11 @@ pub(super) struct ServiceEntry {
     /// Position in allocation precedence (older first).
     pub age: usize,
     pub ports: Vec<ServicePort>,
+    /// A requested clusterIP was refused: the API server would have rejected the object, so
+    /// nothing else is allocated in its place.
+    pub refused_ip: bool,
+    /// Indexes of ports whose requested nodePort was refused.
+    pub refused_node_ports: Vec<usize>,
 }
 
 /// Allocates in three passes: requested values, previous allocations, new ones.
@@ -110,12 +115,14 @@ fn requested(
                     format!("{reason}; not allocated"),
                 ));
                 set_ip(entry, ClusterIp::Unallocated);
+                entry.refused_ip = true;
             }
             None => used.ips.extend(ips),
         }
     }
     for (i, port) in entry.ports.iter_mut().enumerate() {
         let Some(n) = port.node_port else { continue };
+        let wanted = wants_node_port(port);
         let field = format!("spec.ports[{i}].nodePort");
         let reason = if !wants_node_port(port) {
             Some(format!(
@@ -138,6 +145,9 @@ fn requested(
         if let Some(reason) = reason {
             diagnostics.push(Diagnostic::error(&entry.key, field, reason));
             port.node_port = None;
+            if wanted {
+                entry.refused_node_ports.push(i);
+            }
         }
     }
 }
@@ -148,14 +158,15 @@ fn keep_previous(
     previous: Option<&ServiceTable>,
     used: &mut Used,
 ) {
-    let Some(previous) = previous else { return };
-    let Some(old_ports) = previous.ports_of(&entry.key.namespace, &entry.key.name) else {
+    let Some(old_ports) = previous.and_then(|t| t.ports_of(&entry.key.namespace, &entry.key.name))
+    else {
         return;
     };
-    let wants = entry
-        .ports
-        .first()
-        .is_some_and(|p| wants_ip(p) && p.cluster_ip == ClusterIp::Unallocated);
+    let wants = !entry.refused_ip
+        && entry
+            .ports
+            .first()
+            .is_some_and(|p| wants_ip(p) && p.cluster_ip == ClusterIp::Unallocated);
     let old_ip = old_ports.iter().find_map(|p| match &p.cluster_ip {
         ClusterIp::Ips(ips) => ips.first().copied(),
         _ => None,
@@ -165,11 +176,8 @@ fn keep_previous(
     {
         set_ip(entry, ClusterIp::Ips(vec![ip]));
     }
-    for port in entry
-        .ports
-        .iter_mut()
-        .filter(|p| wants_node_port(p) && p.node_port.is_none())
-    {
+    for i in open_node_ports(entry) {
+        let port = &mut entry.ports[i];
         let old = old_ports
             .iter()
             .find(|o| o.port == port.port && o.protocol == port.protocol)
@@ -189,11 +197,12 @@ fn allocate_new(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let seed = name_hash(&entry.key);
-    if entry
-        .ports
-        .first()
-        .is_some_and(|p| wants_ip(p) && p.cluster_ip == ClusterIp::Unallocated)
-    {
+    let wants = !entry.refused_ip
+        && entry
+            .ports
+            .first()
+            .is_some_and(|p| wants_ip(p) && p.cluster_ip == ClusterIp::Unallocated);
+    if wants {
         match free_ip(&config.service_cidr, seed, &used.ips) {
             Some(ip) => {
                 used.ips.insert(ip);
@@ -206,12 +215,8 @@ fn allocate_new(
             )),
         }
     }
-    for (i, port) in entry
-        .ports
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, p)| wants_node_port(p) && p.node_port.is_none())
-    {
+    for i in open_node_ports(entry) {
+        let port = &mut entry.ports[i];
         match free_port(
             &config.node_ports,
             seed.wrapping_add(i as u64),
@@ -229,6 +234,18 @@ fn allocate_new(
             )),
         }
     }
+}
+
+/// Ports that want a NodePort, have none, and did not have a request refused.
+fn open_node_ports(entry: &ServiceEntry) -> Vec<usize> {
+    let refused = &entry.refused_node_ports;
+    (0..entry.ports.len())
+        .filter(|i| {
+            wants_node_port(&entry.ports[*i])
+                && entry.ports[*i].node_port.is_none()
+                && !refused.contains(i)
+        })
+        .collect()
 }
 
 fn set_ip(entry: &mut ServiceEntry, ip: ClusterIp) {

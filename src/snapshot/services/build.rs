@@ -102,7 +102,13 @@ fn service_entries(
             let key = ObjectKey::new(Kind::Service, ns, name);
             let scheduler = scheduler(&key, svc, options.default_scheduler, diagnostics);
             let ports = service_ports(&key, svc, scheduler, diagnostics);
-            ServiceEntry { key, age: 0, ports }
+            ServiceEntry {
+                key,
+                age: 0,
+                ports,
+                refused_ip: false,
+                refused_node_ports: Vec::new(),
+            }
         })
         .collect();
     let created = |key: &ObjectKey| {
