@@ -103,10 +103,9 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     };
     let proxy = proxy(args, &portico, metrics.clone());
     portico.serve_proxy(http, https, proxy, &stopped)?;
+    // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
     let l4 = args.l4.config(true, p.upstream_connect_timeout);
-    if l4.node_ports || l4.cluster_ips {
-        tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
-    }
+    tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {
         snapshot,

@@ -97,6 +97,7 @@ pub fn wanted(snapshot: &Snapshot, config: &L4Config) -> BTreeMap<(SocketAddr, P
 pub async fn run(snapshot: SnapshotHandle, config: L4Config, mut stop: watch::Receiver<bool>) {
     let mut running: HashMap<(SocketAddr, Protocol), AbortHandle> = HashMap::new();
     let mut generation = 0;
+    let mut sweep = tokio::time::interval(super::SWEEP_INTERVAL * 10);
     loop {
         let current = snapshot.load_full();
         if current.generation != generation {
@@ -105,11 +106,25 @@ pub async fn run(snapshot: SnapshotHandle, config: L4Config, mut stop: watch::Re
         }
         tokio::select! {
             _ = snapshot.wait_for(generation + 1) => {}
+            _ = sweep.tick() => expire_affinity(&current),
             _ = stop.wait_for(|s| *s) => break,
         }
     }
     for (_, task) in running {
         task.abort();
+    }
+}
+
+/// Forgets ClientIP affinity entries idle past their Service's timeout.
+pub fn expire_affinity(snapshot: &Snapshot) {
+    let now = Instant::now();
+    for (_, port) in snapshot.services.iter() {
+        if let crate::snapshot::services::SessionAffinity::ClientIp { timeout_seconds } =
+            port.session_affinity
+        {
+            port.affinity
+                .expire(now, Duration::from_secs(u64::from(timeout_seconds)));
+        }
     }
 }
 

@@ -1,0 +1,270 @@
+//! The L4 listeners end to end on loopback: TCP and UDP through NodePorts and ClusterIPs to
+//! echo servers, and an endpoint turning not ready while a connection to it stays open.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use portico::snapshot::Snapshot;
+use portico::snapshot::services::ClusterIp;
+use support::Env;
+use support::manifests::class;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// A TCP server that greets with its name and then echoes lines.
+async fn tcp_echo(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.split();
+                let _ = write.write_all(format!("{name}\n").as_bytes()).await;
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let _ = write.write_all(format!("{line}\n").as_bytes()).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A UDP server that answers `name:payload`.
+async fn udp_echo(name: &'static str) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+            let _ = socket.send_to(reply.as_bytes(), from).await;
+        }
+    });
+    addr
+}
+
+/// A port free for both TCP and UDP right now (for the one-port NodePort range).
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn service(name: &str, protocol: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: l4}}\nspec:\n  type: NodePort\n  ports: [{{port: 7000, protocol: {protocol}}}]\n"
+    )
+}
+
+/// One slice per backend; `ready` per backend.
+fn slices(service: &str, protocol: &str, backends: &[(SocketAddr, bool)]) -> String {
+    backends
+        .iter()
+        .enumerate()
+        .map(|(i, (addr, ready))| {
+            format!("---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-{i}, namespace: l4, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{port: {}, protocol: {protocol}}}]\nendpoints: [{{addresses: [\"{}\"], conditions: {{ready: {ready}}}}}]\n", addr.port(), addr.ip())
+        })
+        .collect()
+}
+
+fn cluster_ip(s: &Snapshot, name: &str) -> IpAddr {
+    let port = s
+        .services
+        .iter()
+        .map(|(_, p)| p)
+        .find(|p| &*p.service == name)
+        .unwrap();
+    match &port.cluster_ip {
+        ClusterIp::Ips(ips) => ips[0],
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Connects (retrying while the listener comes up) and reads the greeting.
+async fn tcp_connect(addr: SocketAddr) -> (String, BufReader<TcpStream>) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let stream = loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connect {addr}: {e}"),
+        }
+    };
+    let mut reader = BufReader::new(stream);
+    let mut greeting = String::new();
+    timeout(LIMIT, reader.read_line(&mut greeting))
+        .await
+        .expect("greeting")
+        .unwrap();
+    (greeting.trim().to_string(), reader)
+}
+
+async fn echo_line(conn: &mut BufReader<TcpStream>, text: &str) -> String {
+    conn.get_mut()
+        .write_all(format!("{text}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut line = String::new();
+    timeout(LIMIT, conn.read_line(&mut line))
+        .await
+        .expect("echo")
+        .unwrap();
+    line.trim().to_string()
+}
+
+async fn udp_round_trip(to: SocketAddr, payload: &str) -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 1500];
+    for _ in 0..50 {
+        socket.send_to(payload.as_bytes(), to).await.unwrap();
+        if let Ok(Ok((n, _))) =
+            timeout(Duration::from_millis(100), socket.recv_from(&mut buf)).await
+        {
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    }
+    panic!("no UDP answer from {to}");
+}
+
+async fn start(node_port: u16, tcp: &[(SocketAddr, bool)], udp: &[(SocketAddr, bool)]) -> Env {
+    let cidr = format!(
+        "127.{}.{}.0/24",
+        100 + std::process::id() % 100,
+        node_port % 250
+    );
+    let range = format!("{node_port}-{node_port}");
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            format!(
+                "{}---\n{}",
+                service("tcp-app", "TCP"),
+                service("udp-app", "UDP")
+            ),
+        ),
+        ("tcp.yaml", slices("tcp-app", "TCP", tcp)),
+        ("udp.yaml", slices("udp-app", "UDP", udp)),
+    ];
+    let flags = [
+        "--proxy-nodeports",
+        "--node-address",
+        "127.0.0.1",
+        "--proxy-cluster-ips",
+        "--service-cidr",
+        &cidr,
+        "--service-node-port-range",
+        &range,
+    ];
+    Env::start_with(&files, &flags).await
+}
+
+#[tokio::test]
+async fn tcp_and_udp_through_node_ports_and_cluster_ips() {
+    let (a, b) = (tcp_echo("a").await, tcp_echo("b").await);
+    let (ua, ub) = (udp_echo("ua").await, udp_echo("ub").await);
+    let node_port = free_port();
+    let env = start(
+        node_port,
+        &[(a, true), (b, true)],
+        &[(ua, true), (ub, true)],
+    )
+    .await;
+    let s = env.wait_for("allocations", |_| true).await;
+    let node = SocketAddr::from(([127, 0, 0, 1], node_port));
+    let vip = SocketAddr::new(cluster_ip(&s, "tcp-app"), 7000);
+    let udp_vip = SocketAddr::new(cluster_ip(&s, "udp-app"), 7000);
+    for target in [node, vip] {
+        let mut names = Vec::new();
+        for i in 0..4 {
+            let (name, mut conn) = tcp_connect(target).await;
+            assert_eq!(
+                echo_line(&mut conn, &format!("ping {i}")).await,
+                format!("ping {i}")
+            );
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(names, ["a", "a", "b", "b"], "round robin through {target}");
+    }
+    for target in [node, udp_vip] {
+        let mut answers = std::collections::BTreeSet::new();
+        for i in 0..4 {
+            let answer = udp_round_trip(target, &format!("hello {i}")).await;
+            assert!(answer.ends_with(&format!(":hello {i}")), "{answer}");
+            answers.insert(answer.split(':').next().unwrap().to_string());
+        }
+        assert_eq!(
+            answers.len(),
+            2,
+            "new UDP clients are spread: {answers:?} via {target}"
+        );
+    }
+    // One client, one flow: the same endpoint answers every datagram.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut first = None;
+    for i in 0..5 {
+        socket
+            .send_to(format!("again {i}").as_bytes(), node)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = timeout(LIMIT, socket.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let who = String::from_utf8_lossy(&buf[..n])
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(first.get_or_insert(who.clone()), &who);
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_turning_not_ready_gets_no_new_connections() {
+    let (a, b) = (tcp_echo("a").await, tcp_echo("b").await);
+    let ua = udp_echo("ua").await;
+    let node_port = free_port();
+    let env = start(node_port, &[(a, true), (b, true)], &[(ua, true)]).await;
+    let node = SocketAddr::from(([127, 0, 0, 1], node_port));
+    let (first, mut established) = tcp_connect(node).await;
+    let (gone, stays) = if first == "a" { (a, b) } else { (b, a) };
+    let other = if first == "a" { "b" } else { "a" };
+    support::write_atomically(
+        &env.dir.path().join("tcp.yaml"),
+        &slices("tcp-app", "TCP", &[(gone, false), (stays, true)]),
+    );
+    env.wait_for("the endpoint to turn not ready", |s| {
+        s.services
+            .iter()
+            .any(|(_, p)| &*p.service == "tcp-app" && p.ready_endpoints().len() == 1)
+    })
+    .await;
+    for i in 0..6 {
+        let (name, mut conn) = tcp_connect(node).await;
+        assert_eq!(name, other, "new connection {i}");
+        assert_eq!(echo_line(&mut conn, "x").await, "x");
+    }
+    for i in 0..3 {
+        assert_eq!(
+            echo_line(&mut established, &format!("still {i}")).await,
+            format!("still {i}"),
+            "the established connection finishes its work"
+        );
+    }
+}
