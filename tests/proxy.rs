@@ -333,6 +333,23 @@ async fn admin_endpoints() {
             .any(|r| r["host"] == "a.com"),
         "{debug}"
     );
+    let explained = client::h1(
+        admin,
+        get(
+            "localhost",
+            "/debug/explain?url=http%3A%2F%2Fx.b.com%2Fapi%2Fv1",
+        ),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&explained.body);
+    assert!(
+        text.contains("route: Ingress shop/web, host *.b.com, path /api (Prefix)"),
+        "{text}"
+    );
+    assert!(text.contains("Service shop/b port 80/TCP"), "{text}");
+    assert!(text.contains("1 ready, 0 not ready"), "{text}");
+    let usage = client::h1(admin, get("localhost", "/debug/explain")).await;
+    assert_eq!(usage.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
