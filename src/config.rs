@@ -119,6 +119,9 @@ pub struct RunArgs {
     /// The L4 service dataplane's listeners.
     #[command(flatten)]
     pub l4: L4Args,
+    /// Worker threads of the async runtime (default: one per CPU).
+    #[arg(long, value_name = "N", env = "PORTICO_THREADS", global = true)]
+    pub threads: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTICO_LOG_FORMAT", global = true)]
     pub log_format: LogFormat,

@@ -16,15 +16,18 @@ fn main() -> ExitCode {
     {
         tracing::debug!("a rustls crypto provider was already installed");
     }
+    let threads = cli.run.threads;
     let result = match cli.command {
         Some(Command::Check(args)) => portico::check::run(&args).context("check failed"),
         Some(Command::Explain(args)) => portico::check::explain(&args).context("explain failed"),
         Some(Command::Services(args)) => portico::check::services(&args).context("services failed"),
-        Some(Command::Echo(args)) => block_on(async move { Ok(portico::echo::run(args).await?) }),
-        Some(Command::Demo(args)) => {
-            block_on(async move { Ok(portico::run::demo(args, cli.run).await?) })
+        Some(Command::Echo(args)) => {
+            block_on(threads, async move { Ok(portico::echo::run(args).await?) })
         }
-        None => block_on(async move { Ok(portico::run(cli.run).await?) }),
+        Some(Command::Demo(args)) => block_on(threads, async move {
+            Ok(portico::run::demo(args, cli.run).await?)
+        }),
+        None => block_on(threads, async move { Ok(portico::run(cli.run).await?) }),
     };
     match result {
         Ok(code) => code,
@@ -35,8 +38,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn block_on(
+    threads: Option<usize>,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""Portico against nginx and HAProxy, configured alike, on loopback; writes BENCHMARKS.md.
+
+Run through bench/run, which installs the tools and builds Portico first. Every proxy gets
+the same host rule, round robin over the same two backends, upstream keep-alive, one worker
+(process or thread), access logs off. Scenarios run in alternating rounds (A B C, B C A, ...)
+so machine drift cancels; results are medians with min-max over the rounds.
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTICO = ROOT / "target" / "release" / "portico"
+HOST = "bench.local"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def tree(pid):
+    """pid and its descendants."""
+    pids, frontier = [pid], [pid]
+    while frontier:
+        out = subprocess.run(["pgrep", "-P", str(frontier.pop())], capture_output=True, text=True).stdout
+        kids = [int(p) for p in out.split()]
+        pids += kids
+        frontier += kids
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / TICK
+
+
+def peak_rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class Setup:
+    """Certificates, backends and the three proxies, each on its own loopback ports."""
+
+    def __init__(self, work):
+        self.work = Path(work)
+        self.procs = {}
+        self.ports = {}
+        self.make_certificate()
+        self.start_backends()
+        self.start_portico()
+        self.start_nginx()
+        self.start_haproxy()
+
+    def make_certificate(self):
+        crt, key = self.work / "tls.crt", self.work / "tls.key"
+        subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "30", "-newkey", "rsa:2048", "-keyout", key,
+                        "-out", crt, "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=DNS:{HOST}"],
+                       check=True, capture_output=True)
+        (self.work / "tls.pem").write_text(crt.read_text() + key.read_text())
+        self.crt, self.key = crt, key
+
+    def spawn(self, name, cmd, port, env=None):
+        log = open(self.work / f"{name}.log", "w")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_port(port)
+        self.procs[name] = proc
+
+    def nginx_conf(self, name, http_block):
+        prefix = self.work / name
+        for d in ["logs", "tmp"]:
+            (prefix / d).mkdir(parents=True, exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(f"""worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/tmp/body; proxy_temp_path {prefix}/tmp/proxy;
+  fastcgi_temp_path {prefix}/tmp/fcgi; uwsgi_temp_path {prefix}/tmp/uwsgi; scgi_temp_path {prefix}/tmp/scgi;
+  keepalive_requests 1000000;
+{http_block}
+}}
+""")
+        return ["nginx", "-p", str(prefix), "-c", str(conf)]
+
+    def start_backends(self):
+        self.backends = [free_port(), free_port()]
+        (self.work / "64k.bin").write_bytes(os.urandom(64 * 1024))
+        listens = "".join(f"    listen 127.0.0.1:{p};\n" for p in self.backends)
+        block = f"""  server {{
+{listens}    location = / {{ return 200 "hello from the backend\\n"; }}
+    location = /64k {{ alias {self.work}/64k.bin; }}
+  }}"""
+        self.spawn("backends", self.nginx_conf("backends", block), self.backends[0])
+
+    def start_portico(self):
+        http, https, admin = free_port(), free_port(), free_port()
+        manifests = self.work / "manifests"
+        manifests.mkdir()
+        indent = lambda text: "".join(f"    {line}\n" for line in text.splitlines())
+        slices = "".join(f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: bench-{i}, namespace: bench, labels: {{kubernetes.io/service-name: bench}}}}
+addressType: IPv4
+ports: [{{port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+""" for i, port in enumerate(self.backends))
+        (manifests / "bench.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {{name: portico}}
+spec: {{controller: portico.dev/ingress-controller}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: bench, namespace: bench}}
+spec: {{ports: [{{port: 80}}]}}
+{slices}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bench-tls, namespace: bench}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{indent(self.crt.read_text())}  tls.key: |
+{indent(self.key.read_text())}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bench
+  namespace: bench
+  annotations: {{portico.dev/ssl-redirect: "false"}}
+spec:
+  ingressClassName: portico
+  tls: [{{hosts: [{HOST}], secretName: bench-tls}}]
+  rules:
+    - host: {HOST}
+      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
+""")
+        cmd = [str(PORTICO), "--manifests", str(manifests), "--threads", "1", "--access-log", "false",
+               "--http-addr", f"127.0.0.1:{http}", "--https-addr", f"127.0.0.1:{https}",
+               "--admin-addr", f"127.0.0.1:{admin}", "--proxy-nodeports", "false"]
+        self.spawn("portico", cmd, http, env={**os.environ, "RUST_LOG": "warn"})
+        # Wait for the first snapshot: the route answers.
+        for _ in range(100):
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Host: {HOST}",
+                                  f"http://127.0.0.1:{http}/"], capture_output=True, text=True).stdout
+            if out == "200":
+                break
+            time.sleep(0.05)
+        self.ports["portico"] = (http, https)
+
+    def start_nginx(self):
+        http, https = free_port(), free_port()
+        servers = "".join(f"server 127.0.0.1:{p}; " for p in self.backends)
+        block = f"""  upstream bench {{ {servers}keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{http};
+    listen 127.0.0.1:{https} ssl http2;
+    server_name {HOST};
+    ssl_certificate {self.crt}; ssl_certificate_key {self.key};
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
+    location / {{
+      proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}"""
+        self.spawn("nginx", self.nginx_conf("nginx", block), http)
+        self.ports["nginx"] = (http, https)
+
+    def start_haproxy(self):
+        http, https = free_port(), free_port()
+        servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(self.backends))
+        conf = self.work / "haproxy.cfg"
+        conf.write_text(f"""global
+  nbthread 1
+  maxconn 50000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{http}
+  bind 127.0.0.1:{https} ssl crt {self.work}/tls.pem alpn h2,http/1.1
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  acl bench hdr(host) -i {HOST}
+  use_backend be if bench
+backend be
+  balance roundrobin
+{servers}""")
+        self.spawn("haproxy", ["haproxy", "-db", "-f", str(conf)], http)
+        self.ports["haproxy"] = (http, https)
+
+    def pids(self, name):
+        return tree(self.procs[name].pid)
+
+    def stop(self):
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(out):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return {"rps": rps, "requests": total, "p50": lat.get("50"), "p99": lat.get("99"), "errors": errors}
+
+
+def parse_h2load(out):
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    done, failed, errored = int(m.group(2)), int(m.group(4)), int(m.group(5))
+    mean = re.search(r"time for request:\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)", out)
+    return {"rps": rps, "requests": done, "p50": None, "p99": None,
+            "mean": float(mean.group(1)) * UNITS[mean.group(2)] if mean else None, "errors": failed + errored}
+
+
+def parse_s_time(out, seconds):
+    m = re.search(r"(\d+) connections in (\d+) real seconds", out)
+    conns = int(m.group(1)) if m else 0
+    return {"rps": conns / max(int(m.group(2)) if m else seconds, 1), "requests": conns, "p50": None, "p99": None,
+            "errors": 0 if m else 1}
+
+
+def scenarios(seconds):
+    d = str(seconds)
+    wrk = ["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {HOST}"]
+    return {
+        "http1": ("HTTP/1.1 keep-alive, small responses", lambda p: (wrk + [f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
+        "https": ("HTTPS keep-alive (HTTP/1.1), small responses", lambda p: (wrk + [f"https://127.0.0.1:{p[1]}/"], parse_wrk)),
+        "h2": ("HTTP/2 over TLS (h2load, 32 connections x 10 streams)", lambda p: (
+            ["h2load", "-t1", "-c32", "-m10", "-D", d, "--warm-up-time=1", "-H", f":authority: {HOST}",
+             f"https://127.0.0.1:{p[1]}/"], parse_h2load)),
+        "64k": ("64 KiB responses, HTTP/1.1 keep-alive", lambda p: (wrk + [f"http://127.0.0.1:{p[0]}/64k"], parse_wrk)),
+        "tls-new": ("a new TLS connection per request (wrk, Connection: close)", lambda p: (
+            ["wrk", "-t1", "-c8", "-d" + d, "--latency", "-H", f"Host: {HOST}", "-H", "Connection: close",
+             f"https://127.0.0.1:{p[1]}/"], parse_wrk)),
+        "tls-full": ("TLS handshakes/s, full (openssl s_time -new)", lambda p: (
+            ["openssl", "s_time", "-connect", f"127.0.0.1:{p[1]}", "-new", "-time", d],
+            lambda out: parse_s_time(out, seconds))),
+        "tls-resumed": ("TLS handshakes/s, resumed (openssl s_time -reuse)", lambda p: (
+            ["openssl", "s_time", "-connect", f"127.0.0.1:{p[1]}", "-reuse", "-time", d],
+            lambda out: parse_s_time(out, seconds))),
+    }
+
+
+def run_one(setup, proxy, scenario, seconds):
+    cmd, parse = scenario(setup.ports[proxy])
+    pids = setup.pids(proxy)
+    cpu0 = cpu_seconds(pids)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    cpu = cpu_seconds(pids) - cpu0
+    result = parse(out.stdout + out.stderr)
+    result["cpu_us"] = cpu / result["requests"] * 1e6 if result["requests"] else None
+    return result, " ".join(cmd)
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(triple, digits=0):
+    if triple is None:
+        return "-"
+    m, lo, hi = triple
+    return f"{m:,.{digits}f} ({lo:,.{digits}f}-{hi:,.{digits}f})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--only", nargs="*")
+    args = ap.parse_args()
+    all_scenarios = scenarios(args.seconds)
+    chosen = args.only or list(all_scenarios)
+    proxies = ["portico", "nginx", "haproxy"]
+    results = {(s, p): [] for s in chosen for p in proxies}
+    commands = {}
+    with tempfile.TemporaryDirectory(prefix="portico-bench-") as work:
+        setup = Setup(work)
+        try:
+            for r in range(args.rounds):
+                order = proxies[r % 3:] + proxies[:r % 3]
+                for name in chosen:
+                    for proxy in order:
+                        result, cmd = run_one(setup, proxy, all_scenarios[name][1], args.seconds)
+                        results[(name, proxy)].append(result)
+                        commands.setdefault(name, cmd.replace(str(setup.ports[proxy][0]), "HTTP_PORT").replace(str(setup.ports[proxy][1]), "HTTPS_PORT"))
+                        print(f"round {r + 1} {name:12} {proxy:8} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
+            rss = {p: peak_rss_mib(setup.pids(p)) for p in proxies}
+        finally:
+            setup.stop()
+    report = render(args, chosen, all_scenarios, proxies, results, commands, rss)
+    print(report)
+    (ROOT / "BENCHMARKS.md").write_text(report)
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
+    version = lambda cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip() or subprocess.run(cmd, capture_output=True, text=True).stderr.strip()
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return [
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {int(mem) // 1024} MiB, Linux {platform.release()}",
+        f"- Portico {rev} (release build), {version(['nginx', '-v']).splitlines()[0]}, "
+        f"{version(['haproxy', '-v']).splitlines()[0].split(' - ')[0]}, {version(['wrk', '-v']).splitlines()[0].split(' Copyright')[0]}, "
+        f"{version(['h2load', '--version']).splitlines()[0]}, {version(['openssl', 'version'])}",
+    ]
+
+
+def render(args, chosen, all_scenarios, proxies, results, commands, rss):
+    lines = ["# Benchmarks", "", "Printed by `bench/run` (this file is its output; only figures it measured are here).", ""]
+    lines += machine()
+    lines += [f"- Rounds: {args.rounds}, {args.seconds} s per run, proxies alternating (A B C, B C A, C A B); "
+              "figures are medians with min-max over the rounds.",
+              "- Same setup for all three: host rule `bench.local`, round robin over two nginx backends on loopback, "
+              "upstream keep-alive, one worker (nginx `worker_processes 1`, HAProxy `nbthread 1`, Portico `--threads 1`), "
+              "access logs off, the same RSA 2048 certificate, TLS 1.2+1.3 with session cache and tickets.",
+              "- Load generator, backends and proxy share the machine's CPUs: absolute figures are low; the ratios are the point.",
+              ""]
+    for name in chosen:
+        title = all_scenarios[name][0]
+        lines += [f"## {title}", "", f"`{commands.get(name, '')}`", "",
+                  "| proxy | req/s | p50 ms | p99 ms | errors | CPU µs/req |", "|---|---|---|---|---|---|"]
+        for p in proxies:
+            rs = results[(name, p)]
+            lines.append(f"| {p} | {fmt(med([r['rps'] for r in rs]))} | {fmt(med([r['p50'] for r in rs]), 2)} | "
+                         f"{fmt(med([r['p99'] for r in rs]), 2)} | {sum(r['errors'] for r in rs)} | {fmt(med([r['cpu_us'] for r in rs]), 1)} |")
+        ratio = lambda key, p: (med([r[key] for r in results[(name, p)]]) or (None,))[0]
+        pr, nr = ratio("rps", "portico"), ratio("rps", "nginx")
+        if pr and nr:
+            lines += ["", f"Portico/nginx throughput: **{pr / nr:.2f}**"]
+            p99p, p99n = ratio("p99", "portico"), ratio("p99", "nginx")
+            if p99p and p99n:
+                lines[-1] += f"; p99 latency Portico/nginx: **{p99p / p99n:.2f}**"
+        lines.append("")
+    lines += ["## Peak RSS over the whole run", "", "| proxy | MiB |", "|---|---|"]
+    lines += [f"| {p} | {rss[p]:.1f} |" for p in proxies]
+    lines.append("")
+    for title, path in [("Route and service lookups (divan)", "target/bench-lookup.txt"),
+                        ("Build time and memory at scale", "target/bench-scale.txt")]:
+        f = ROOT / path
+        if f.exists():
+            lines += [f"## {title}", "", "```", f.read_text().rstrip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
