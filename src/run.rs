@@ -14,12 +14,15 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{DemoArgs, RunArgs};
+use crate::controller::BuildStatus;
 use crate::controller::{Controller, Debounce};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{self, BindError};
 use crate::proxy::{Proxy, tls};
 use crate::snapshot::certs::{CertError, TlsCert};
 use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::source::Event;
+use crate::source::kubernetes::{self, KubeError};
 use crate::source::manifests::{self, ManifestsError};
 
 /// The name in the self-signed certificate served when no other applies.
@@ -31,15 +34,15 @@ const EVENT_QUEUE: usize = 4096;
 /// Why Portico could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// No source was configured.
-    #[error("no source of objects: pass --manifests DIR")]
-    NoSource,
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] BindError),
     /// The manifests source failed.
     #[error(transparent)]
     Manifests(#[from] ManifestsError),
+    /// The Kubernetes source could not start.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     /// The fallback certificate could not be made.
     #[error("cannot generate the default certificate")]
     Cert(#[from] CertError),
@@ -65,13 +68,12 @@ pub struct Portico {
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
     graceful: Arc<GracefulShutdown>,
-    source: tokio::task::JoinHandle<Result<(), ManifestsError>>,
+    source: tokio::task::JoinHandle<Result<(), RunError>>,
     drain_timeout: Duration,
 }
 
 /// Binds every listener (all or nothing), then starts serving.
 pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
-    let dir = args.source.manifests.clone().ok_or(RunError::NoSource)?;
     let p = &args.proxy;
     let http = bind_all(&p.http_addrs, "HTTP")?;
     let https = bind_all(&p.https_addrs, "HTTPS")?;
@@ -85,8 +87,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     );
     let status = controller.status();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    info!(dir = %dir.display(), "reading manifests");
-    let source = tokio::spawn(manifests::run(dir, tx));
+    let source = start_source(args, tx, status.clone()).await?;
     tokio::spawn(controller.run(rx));
     let metrics = Arc::new(Metrics::new());
     let (stop, stopped) = watch::channel(false);
@@ -136,6 +137,22 @@ fn proxy(args: &RunArgs, portico: &Portico, metrics: Arc<Metrics>) -> Arc<Proxy>
     )
 }
 
+/// Starts the source: `--manifests DIR`, else the Kubernetes API.
+async fn start_source(
+    args: &RunArgs,
+    tx: mpsc::Sender<Event>,
+    builds: watch::Receiver<BuildStatus>,
+) -> Result<tokio::task::JoinHandle<Result<(), RunError>>, RunError> {
+    if let Some(dir) = args.source.manifests.clone() {
+        info!(dir = %dir.display(), "reading manifests");
+        return Ok(tokio::spawn(
+            async move { Ok(manifests::run(dir, tx).await?) },
+        ));
+    }
+    let source = kubernetes::start(&args.source.kube, tx, builds).await?;
+    Ok(tokio::spawn(async move { Ok(source.run().await?) }))
+}
+
 fn bind_all(addrs: &[SocketAddr], what: &'static str) -> Result<Vec<TcpListener>, BindError> {
     addrs.iter().map(|a| listener::bind(*a, what)).collect()
 }
@@ -170,12 +187,11 @@ impl Portico {
         Ok(())
     }
 
-    /// Serves until SIGINT or SIGTERM (or until the manifests source fails), then drains.
+    /// Serves until SIGINT or SIGTERM (or until the source fails), then drains.
     pub async fn run_until_signal(mut self) -> Result<(), RunError> {
         let result = tokio::select! {
             joined = &mut self.source => match joined {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(RunError::Manifests(e)),
+                Ok(result) => result,
                 Err(e) => Err(RunError::Io(std::io::Error::other(e))),
             },
             () = shutdown_signal() => Ok(()),
