@@ -153,6 +153,22 @@ fn the_daemonset_runs_on_the_host_network_of_labelled_nodes() {
     };
     assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
     assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/readyz"));
+    assert_downward_api(c);
+    let resources = c.resources.as_ref().unwrap();
+    assert!(resources.requests.is_some() && resources.limits.is_some());
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let caps = sc.capabilities.as_ref().unwrap();
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&["NET_BIND_SERVICE".to_string()][..])
+    );
+}
+
+fn assert_downward_api(c: &k8s_openapi::api::core::v1::Container) {
     let env: Vec<(String, String)> = c
         .env
         .iter()
@@ -172,18 +188,6 @@ fn the_daemonset_runs_on_the_host_network_of_labelled_nodes() {
             "{name} in {env:?}"
         );
     }
-    let resources = c.resources.as_ref().unwrap();
-    assert!(resources.requests.is_some() && resources.limits.is_some());
-    let sc = c.security_context.as_ref().unwrap();
-    assert_eq!(sc.run_as_non_root, Some(true));
-    assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.read_only_root_filesystem, Some(true));
-    let caps = sc.capabilities.as_ref().unwrap();
-    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
-    assert_eq!(
-        caps.add.as_deref(),
-        Some(&["NET_BIND_SERVICE".to_string()][..])
-    );
 }
 
 #[test]

@@ -112,7 +112,7 @@ async fn follows_every_change() {
     );
     let mut tls = ingress("shop", "a", "portico", "a.example", "web");
     tls["spec"]["tls"] = json!([{"hosts": ["a.example"], "secretName": "a-tls"}]);
-    api.apply(tls.clone());
+    api.apply(tls);
     env.wait_for("a certificate", |s| s.certs.entry("a.example").is_some())
         .await;
     api.delete("Secret", "shop", "a-tls");

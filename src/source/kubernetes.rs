@@ -83,7 +83,7 @@ pub struct KubeArgs {
     #[arg(long, value_name = "DURATION", default_value = "15s",
           value_parser = crate::config::parse_duration)]
     pub leader_lease_duration: Duration,
-    /// This pod's name: the leader election identity (default: the hostname).
+    /// This pod's name: the leader election identity (default: the hostname and process id).
     #[arg(long, value_name = "NAME", env = "POD_NAME")]
     pub pod_name: Option<String>,
     /// This pod's namespace: where the Lease and Portico's pods are (default: the
@@ -157,16 +157,7 @@ pub async fn start(
         },
     );
     if args.update_status {
-        let election = leader::LeaseConfig::from_args(args, &client);
-        let (leader_tx, leader_rx) = channel::channel(false);
-        tasks.spawn(leader::run(client.clone(), election.clone(), leader_tx));
-        let inputs = status::Inputs {
-            ingresses: ingresses_rx,
-            builds,
-            leader: leader_rx,
-        };
-        tasks.spawn(status::run(client.clone(), inputs.clone(), addresses));
-        tasks.spawn(events::run(client, inputs, election.identity));
+        spawn_status(&mut tasks, args, &client, ingresses_rx, builds, addresses);
     } else {
         info!("not publishing Ingress status or Events (--update-status false)");
     }
@@ -174,6 +165,28 @@ pub async fn start(
         watchers,
         status: tasks,
     })
+}
+
+/// Leader election, and (while leading) status and Events.
+fn spawn_status(
+    tasks: &mut JoinSet<()>,
+    args: &KubeArgs,
+    client: &kube::Client,
+    ingresses: channel::Receiver<watch::IngressMap>,
+    builds: channel::Receiver<BuildStatus>,
+    addresses: addresses::AddressSource,
+) {
+    let election = leader::LeaseConfig::from_args(args, client);
+    let (leader_tx, leader) = channel::channel(false);
+    let identity = election.identity.clone();
+    tasks.spawn(leader::run(client.clone(), election, leader_tx));
+    let inputs = status::Inputs {
+        ingresses,
+        builds,
+        leader,
+    };
+    tasks.spawn(status::run(client.clone(), inputs.clone(), addresses));
+    tasks.spawn(events::run(client.clone(), inputs, identity));
 }
 
 // === impl KubeSource ===

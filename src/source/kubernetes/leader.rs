@@ -28,7 +28,7 @@ pub(super) struct LeaseConfig {
     pub name: String,
     /// The Lease's namespace (the pod's).
     pub namespace: String,
-    /// Who we are: the pod name, else the hostname.
+    /// Who we are: the pod name, else hostname-pid.
     pub identity: String,
     /// How long a Lease lasts without renewal.
     pub lease_duration: Duration,
@@ -58,13 +58,18 @@ impl LeaseConfig {
     }
 }
 
-/// The pod name, else the hostname, else `portico`.
+/// The pod name; outside a pod, the hostname and process id (two processes on one host must
+/// not share an identity, or both would think they hold the Lease).
 fn identity(pod_name: Option<&str>) -> String {
-    pod_name
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .or_else(|| hostname::get().ok()?.into_string().ok())
-        .unwrap_or_else(|| "portico".to_string())
+    if let Some(name) = pod_name.filter(|n| !n.is_empty()) {
+        return name.to_string();
+    }
+    let host = hostname::get().ok().and_then(|h| h.into_string().ok());
+    format!(
+        "{}-{}",
+        host.as_deref().unwrap_or("portico"),
+        std::process::id()
+    )
 }
 
 /// Runs for leader forever; `leader` says whether we are it.

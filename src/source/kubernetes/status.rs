@@ -66,27 +66,63 @@ pub(super) struct Write {
     pub addresses: Vec<Address>,
 }
 
+/// What this process remembers about its own writes.
+#[derive(Debug, Default)]
+pub(super) struct Memory {
+    /// Ingresses whose status this process set (cleared again when they stop being ours).
+    pub written: BTreeSet<NsName>,
+    /// Ingresses this process cleared because they held our addresses but are not ours: never
+    /// cleared that way again, so that a controller publishing the same addresses for its own
+    /// Ingress does not get into a write fight with us.
+    pub cleared: BTreeSet<NsName>,
+    /// Ingresses written, by the resourceVersion the write was based on: skipped until the
+    /// watch delivers a newer version, so one change is not written twice.
+    pub in_flight: BTreeMap<NsName, String>,
+}
+
+// === impl Memory ===
+
+impl Memory {
+    /// Forgets deleted Ingresses, and writes the watch has caught up with.
+    fn prune(&mut self, ingresses: &IngressMap) {
+        self.written.retain(|k| ingresses.contains_key(k));
+        self.cleared.retain(|k| ingresses.contains_key(k));
+        self.in_flight.retain(|k, rv| {
+            ingresses
+                .get(k)
+                .and_then(|i| i.metadata.resource_version.as_ref())
+                == Some(rv)
+        });
+    }
+
+    /// Records a successful write based on resourceVersion `rv`.
+    fn record(&mut self, key: NsName, rv: String, addresses: &[Address]) {
+        self.in_flight.insert(key.clone(), rv);
+        if addresses.is_empty() {
+            self.written.remove(&key);
+            self.cleared.insert(key);
+        } else {
+            self.cleared.remove(&key);
+            self.written.insert(key);
+        }
+    }
+}
+
 /// Writes status while we lead.
 struct Writer {
     client: Client,
-    /// Ingresses whose status this process set (cleared again when they stop being ours).
-    written: BTreeSet<NsName>,
-    /// Ingresses written, by the resourceVersion the write was based on: skipped until the
-    /// watch delivers a newer version, so one change is not written twice.
-    in_flight: BTreeMap<NsName, String>,
+    memory: Memory,
 }
 
 /// Runs forever: waits to lead, then keeps statuses right until leadership is lost.
 pub(super) async fn run(client: Client, mut inputs: Inputs, mut source: AddressSource) {
     let mut writer = Writer {
         client,
-        written: BTreeSet::new(),
-        in_flight: BTreeMap::new(),
+        memory: Memory::default(),
     };
     while inputs.ready().await {
-        let mut addresses = source.current().await;
+        let mut addresses = lookup(&mut source, &[]).await;
         let mut resync = Instant::now() + RESYNC;
-        info!(?addresses, "publishing Ingress status");
         while inputs.leading() {
             writer.sync(&inputs, &addresses).await;
             tokio::select! {
@@ -94,13 +130,27 @@ pub(super) async fn run(client: Client, mut inputs: Inputs, mut source: AddressS
                 changed = inputs.ingresses.changed() => if changed.is_err() { return },
                 changed = inputs.leader.changed() => if changed.is_err() { return },
                 () = sleep_until(resync) => {
-                    addresses = source.current().await;
+                    addresses = lookup(&mut source, &addresses).await;
                     resync = Instant::now() + RESYNC;
                 }
             }
         }
-        writer.in_flight.clear();
+        writer.memory.in_flight.clear();
     }
+}
+
+/// The current addresses; logs when they change.
+async fn lookup(source: &mut AddressSource, previous: &[Address]) -> Vec<Address> {
+    let addresses = source.current().await;
+    if addresses.is_empty() {
+        warn!(
+            "no address to publish in Ingress status: pass --publish-status-address, \
+             or set NODE_NAME (the DaemonSet does)"
+        );
+    } else if addresses != previous {
+        info!(?addresses, "publishing Ingress status");
+    }
+    addresses
 }
 
 // === impl Writer ===
@@ -108,18 +158,13 @@ pub(super) async fn run(client: Client, mut inputs: Inputs, mut source: AddressS
 impl Writer {
     async fn sync(&mut self, inputs: &Inputs, addresses: &[Address]) {
         if addresses.is_empty() {
-            return debug!("no address to publish; Ingress status left alone");
+            return;
         }
         let writes = {
             let ingresses = inputs.ingresses.borrow();
-            self.in_flight.retain(|k, rv| {
-                ingresses
-                    .get(k)
-                    .and_then(|i| i.metadata.resource_version.as_ref())
-                    == Some(rv)
-            });
+            self.memory.prune(&ingresses);
             let ours = inputs.builds.borrow().ingresses.clone();
-            plan(&ingresses, &ours, addresses, &self.written, &self.in_flight)
+            plan(&ingresses, &ours, addresses, &self.memory)
         };
         for write in writes {
             self.write(write).await;
@@ -146,12 +191,7 @@ impl Writer {
                 let ingress = format!("{}/{}", key.0, key.1);
                 info!(%ingress, addresses = ?write.addresses, "Ingress status updated");
                 let rv = meta.resource_version.clone().unwrap_or_default();
-                self.in_flight.insert(key.clone(), rv);
-                if write.addresses.is_empty() {
-                    self.written.remove(&key);
-                } else {
-                    self.written.insert(key);
-                }
+                self.memory.record(key, rv, &write.addresses);
             }
             Err(kube::Error::Api(status)) if status.is_conflict() || status.is_not_found() => {
                 debug!(namespace = %key.0, name = %key.1, reason = %status.reason,
@@ -165,14 +205,14 @@ impl Writer {
 }
 
 /// The status writes due: each of our Ingresses gets `addresses`; one that is not ours gets
-/// its status cleared when we wrote it or it holds exactly our addresses. Ingresses whose
-/// status already is right, or whose write is in flight, are left out.
+/// its status cleared when we wrote it, or when it holds exactly our addresses and we did not
+/// clear it before. Ingresses whose status already is right, or whose write is in flight, are
+/// left out.
 pub(super) fn plan(
     ingresses: &IngressMap,
     ours: &[ObjectKey],
     addresses: &[Address],
-    written: &BTreeSet<NsName>,
-    in_flight: &BTreeMap<NsName, String>,
+    memory: &Memory,
 ) -> Vec<Write> {
     let ours: BTreeSet<(&str, &str)> = ours
         .iter()
@@ -180,13 +220,15 @@ pub(super) fn plan(
         .collect();
     let mut writes = Vec::new();
     for (key, ingress) in ingresses {
-        if in_flight.contains_key(key) {
+        if memory.in_flight.contains_key(key) {
             continue;
         }
         let current = current_addresses(ingress);
         let desired = if ours.contains(&(key.0.as_str(), key.1.as_str())) {
             addresses.to_vec()
-        } else if written.contains(key) || (!current.is_empty() && current == addresses) {
+        } else if memory.written.contains(key)
+            || (!memory.cleared.contains(key) && !current.is_empty() && current == addresses)
+        {
             Vec::new()
         } else {
             continue;

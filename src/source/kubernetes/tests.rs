@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::addresses::{Address, node_ips, normalize, parse_status_address};
 use super::events::{Bucket, describe};
-use super::status::plan;
+use super::status::{Memory, plan};
 use super::watch::{IngressMap, Relist, scopes};
 use crate::snapshot::Diagnostic;
 use crate::source::{Event, Kind, Object, ObjectKey};
@@ -147,16 +147,20 @@ fn the_status_plan() {
         ingress("written", &["10.0.0.5"]),
         ingress("foreign", &["198.51.100.1"]),
         ingress("in-flight", &[]),
+        ingress("cleared-before", &["10.0.0.1"]),
     ]
     .into_iter()
     .collect();
     let ours: Vec<ObjectKey> = ["ours-new", "ours-done", "ours-old", "in-flight"]
         .map(|n| ObjectKey::new(Kind::Ingress, "ns", n))
         .into();
-    let written = BTreeSet::from([("ns".to_string(), "written".to_string())]);
-    let in_flight = BTreeMap::from([(("ns".into(), "in-flight".into()), "7".to_string())]);
+    let memory = Memory {
+        written: BTreeSet::from([("ns".to_string(), "written".to_string())]),
+        cleared: BTreeSet::from([("ns".to_string(), "cleared-before".to_string())]),
+        in_flight: BTreeMap::from([(("ns".into(), "in-flight".into()), "7".to_string())]),
+    };
     let addresses = [ip("10.0.0.1")];
-    let writes = plan(&ingresses, &ours, &addresses, &written, &in_flight);
+    let writes = plan(&ingresses, &ours, &addresses, &memory);
     let got: Vec<(&str, Vec<Address>)> = writes
         .iter()
         .map(|w| {

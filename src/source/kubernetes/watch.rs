@@ -12,6 +12,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use futures_util::stream::select_all;
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -185,43 +186,46 @@ async fn run_kind<K: Watched>(
     config: watcher::Config,
     sink: Sink,
 ) {
-    let streams = scopes.iter().enumerate().map(|(i, namespace)| {
+    let mut merged = select_all(streams::<K>(&client, &scopes, &config));
+    let mut lists: Vec<Relist> = scopes.iter().map(|_| Relist::default()).collect();
+    let mut unsynced = scopes.len();
+    let mut out = Vec::new();
+    while let Some((i, event)) = merged.next().await {
+        match event {
+            Ok(event) => {
+                if lists[i].step(event_of(event), &mut out) {
+                    unsynced -= 1;
+                    if unsynced == 0 {
+                        info!(kind = %K::KIND, "synced");
+                        out.push(Event::Synced(K::KIND));
+                    }
+                }
+            }
+            Err(error) => report(K::KIND, scopes[i].as_deref().unwrap_or(""), &error),
+        }
+        for event in out.drain(..) {
+            if !sink.send(event).await {
+                return;
+            }
+        }
+    }
+}
+
+/// One watcher per scope, each event tagged with its scope's index.
+fn streams<K: Watched>(
+    client: &Client,
+    scopes: &[Option<String>],
+    config: &watcher::Config,
+) -> Vec<BoxStream<'static, (usize, watcher::Result<watcher::Event<K>>)>> {
+    let stream = |(i, namespace): (usize, &Option<String>)| {
         let api = K::api(client.clone(), namespace.as_deref());
         watcher(api, config.clone())
             .default_backoff()
             .modify(|o: &mut K| o.meta_mut().managed_fields = None)
             .map(move |event| (i, event))
             .boxed()
-    });
-    let mut merged = select_all(streams);
-    let mut lists: Vec<Relist> = scopes.iter().map(|_| Relist::default()).collect();
-    let mut unsynced = scopes.len();
-    let mut out = Vec::new();
-    while let Some((i, event)) = merged.next().await {
-        let namespace = scopes[i].as_deref().unwrap_or("");
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                report(K::KIND, namespace, &error);
-                continue;
-            }
-        };
-        let first_sync = lists[i].step(event_of(event), &mut out);
-        for event in out.drain(..) {
-            if !sink.send(event).await {
-                return;
-            }
-        }
-        if first_sync {
-            unsynced -= 1;
-            if unsynced == 0 {
-                info!(kind = %K::KIND, "synced");
-                if !sink.send(Event::Synced(K::KIND)).await {
-                    return;
-                }
-            }
-        }
-    }
+    };
+    scopes.iter().enumerate().map(stream).collect()
 }
 
 fn report(kind: Kind, namespace: &str, error: &watcher::Error) {
