@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -14,13 +15,12 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{DemoArgs, RunArgs};
-use crate::controller::BuildStatus;
-use crate::controller::{Controller, Debounce};
+use crate::controller::{BuildStatus, Controller, Debounce};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{self, BindError};
 use crate::proxy::{Proxy, tls};
 use crate::snapshot::certs::{CertError, TlsCert};
-use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::snapshot::{BuildConfig, Snapshot, SnapshotHandle};
 use crate::source::Event;
 use crate::source::kubernetes::{self, KubeError};
 use crate::source::manifests::{self, ManifestsError};
@@ -80,11 +80,8 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let admin = listener::bind(p.admin_addr, "admin")?;
     let fallback = TlsCert::self_signed(&[DEFAULT_CERT_NAME])?.key;
     let (publisher, snapshot) = crate::snapshot::channel(Snapshot::empty(fallback.clone()));
-    let controller = Controller::new(
-        args.build.build_config(fallback),
-        publisher,
-        Debounce::default(),
-    );
+    let embedded = args.source.manifests.is_some();
+    let controller = Controller::new(build_config(args, fallback), publisher, Debounce::default());
     let status = controller.status();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let source = start_source(args, tx, status.clone()).await?;
@@ -105,7 +102,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let proxy = proxy(args, &portico, metrics.clone());
     portico.serve_proxy(http, https, proxy, &stopped)?;
     // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
-    let l4 = args.l4.config(true, p.upstream_connect_timeout);
+    let l4 = args.l4.config(embedded, p.upstream_connect_timeout);
     tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {
@@ -135,6 +132,14 @@ fn proxy(args: &RunArgs, portico: &Portico, metrics: Arc<Metrics>) -> Arc<Proxy>
         metrics,
         config,
     )
+}
+
+/// The manifests directory is the embedded mode; with a cluster, the API server allocates
+/// ClusterIPs and NodePorts (and kube-proxy serves them).
+fn build_config(args: &RunArgs, fallback: Arc<CertifiedKey>) -> BuildConfig {
+    let mut config = args.build.build_config(fallback);
+    config.services = args.build.services.options(args.source.manifests.is_some());
+    config
 }
 
 /// Starts the source: `--manifests DIR`, else the Kubernetes API.
