@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use portico::snapshot::Snapshot;
 use portico::snapshot::routes::Upstream;
+use portico::snapshot::services::ClusterIp;
 use serde_json::json;
 use support::client::{get, h1};
 use support::fake_api::FakeApi;
@@ -64,6 +65,12 @@ async fn follows_every_change() {
     let env = KubeEnv::start(&api, &[]).await;
     let first = env.wait_for("a.example", |s| routes(s, "a.example")).await;
     assert_eq!(endpoints(&first, "a.example"), [backend.addr.to_string()]);
+    let web = &first.services.ports_of("shop", "web").unwrap()[0];
+    let unallocated = matches!(web.cluster_ip, ClusterIp::Unallocated);
+    assert!(
+        unallocated,
+        "in a cluster the API server allocates ClusterIPs"
+    );
     let reply = h1(env.http(), get("a.example", "/hello")).await;
     assert_eq!(
         reply.served_by(),
