@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use portico::snapshot::routes::Upstream;
 use serde_json::{Value, json};
 use support::fake_api::FakeApi;
 use support::kube::{KubeEnv, eventually, ingress, lb_status, node, portico_pod};
@@ -215,7 +216,13 @@ async fn events() {
 
     // Fixed, then broken again: a new Event.
     api.apply(ingress("shop", "bad", "portico", "bad.example", "web"));
-    sleep(Duration::from_millis(500)).await;
+    env.wait_for("bad is fixed", |s| {
+        s.routes
+            .route("bad.example", "/")
+            .is_some_and(|r| matches!(r.backend.upstream, Upstream::Service(_)))
+    })
+    .await;
+    sleep(Duration::from_millis(300)).await;
     api.apply(ingress("shop", "bad", "portico", "bad.example", "missing"));
     eventually("a second Event", || {
         (events_about(&api, "bad").len() == 2).then_some(())

@@ -68,6 +68,11 @@ fn an_interrupted_relist_deletes_nothing() {
     step(&mut r, W::Init);
     step(&mut r, W::InitApply(service("a")));
     assert_eq!(step(&mut r, W::InitDone).0, vec![]);
+    // An InitDone without an Init (not something kube-rs sends) deletes nothing either.
+    assert_eq!(step(&mut r, W::InitDone).0, vec![]);
+    // An empty list deletes everything.
+    step(&mut r, W::Init);
+    assert_eq!(step(&mut r, W::InitDone).0, vec![Event::Deleted(key("a"))]);
 }
 
 #[test]

@@ -271,7 +271,11 @@ impl Relist {
                 out.push(Event::Applied(object));
             }
             watcher::Event::InitDone => {
-                let listed = self.listing.take().unwrap_or_default();
+                let first = !std::mem::replace(&mut self.synced, true);
+                // Without an Init there was no complete list: nothing can be known vanished.
+                let Some(listed) = self.listing.take() else {
+                    return first;
+                };
                 let vanished = std::mem::replace(&mut self.known, listed);
                 out.extend(
                     vanished
@@ -279,7 +283,7 @@ impl Relist {
                         .filter(|k| !self.known.contains(k))
                         .map(Event::Deleted),
                 );
-                return !std::mem::replace(&mut self.synced, true);
+                return first;
             }
             watcher::Event::Apply(object) => {
                 self.known.insert(object.key());
