@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use portico::snapshot::Snapshot;
@@ -46,7 +47,7 @@ fn unavailable(s: &Snapshot, host: &str) -> bool {
 }
 
 /// The class, Service `web` in `shop` with one slice to `backend`, and Ingress `a` for a.example.
-fn base(api: &FakeApi, backend: std::net::SocketAddr) {
+fn base(api: &FakeApi, backend: SocketAddr) {
     api.apply_yaml(&manifests::class());
     api.apply_yaml(&manifests::service("shop", "web", 80));
     api.apply_yaml(&manifests::endpoints("shop", "web", &[backend], &[]));
@@ -72,46 +73,55 @@ async fn follows_every_change() {
         "in a cluster the API server allocates ClusterIPs"
     );
     let reply = h1(env.http(), get("a.example", "/hello")).await;
-    assert_eq!(
-        reply.served_by(),
-        "web-1",
-        "the proxy serves the cluster's Ingress"
-    );
+    assert_eq!(reply.served_by(), "web-1", "the proxy serves it");
+    ingress_changes(&api, &env).await;
+    endpoint_slice_changes(&api, &env, backend.addr).await;
+    secret_changes(&api, &env).await;
+    // Service: deleted, then created again.
+    api.delete("Service", "shop", "web");
+    env.wait_for("no Service", |s| unavailable(s, "a.example"))
+        .await;
+    api.apply_yaml(&manifests::service("shop", "web", 80));
+    let back = |s: &Snapshot| endpoints(s, "a.example").len() == 1;
+    env.wait_for("the Service is back", back).await;
+    env.shutdown().await;
+}
 
-    // Ingress: created, modified, deleted.
+/// Ingress: created, modified, deleted (a bookmark on the way changes nothing).
+async fn ingress_changes(api: &FakeApi, env: &KubeEnv) {
     api.apply(ingress("shop", "b", "portico", "b.example", "web"));
     env.wait_for("b is created", |s| routes(s, "b.example"))
         .await;
     api.apply(ingress("shop", "b", "portico", "c.example", "web"));
-    env.wait_for("b is modified", |s| {
-        routes(s, "c.example") && !routes(s, "b.example")
-    })
-    .await;
+    let moved = |s: &Snapshot| routes(s, "c.example") && !routes(s, "b.example");
+    env.wait_for("b is modified", moved).await;
     api.bookmark();
     api.delete("Ingress", "shop", "b");
     env.wait_for("b is deleted", |s| !routes(s, "c.example"))
         .await;
+}
 
-    // EndpointSlice: modified (a second endpoint), then deleted.
-    let other: std::net::SocketAddr = "127.0.0.2:9000".parse().unwrap();
-    api.apply_yaml(&manifests::endpoints(
-        "shop",
-        "web",
-        &[backend.addr, other],
-        &[],
-    ));
-    env.wait_for("a second endpoint", |s| {
-        endpoints(s, "a.example").len() == 2
-    })
-    .await;
+/// EndpointSlice: modified (a second endpoint), then deleted.
+async fn endpoint_slice_changes(api: &FakeApi, env: &KubeEnv, backend: SocketAddr) {
+    let other: SocketAddr = "127.0.0.2:9000".parse().unwrap();
+    api.apply_yaml(&manifests::endpoints("shop", "web", &[backend, other], &[]));
+    let two = |s: &Snapshot| endpoints(s, "a.example").len() == 2;
+    env.wait_for("a second endpoint", two).await;
     api.delete("EndpointSlice", "shop", "web-1");
-    env.wait_for("one endpoint again", |s| {
-        endpoints(s, "a.example").len() == 1
-    })
-    .await;
+    let one = |s: &Snapshot| endpoints(s, "a.example").len() == 1;
+    env.wait_for("one endpoint again", one).await;
+}
 
-    // Secret: a TLS one is read; an Opaque one never reaches Portico (field selector).
-    let (secret, _) = manifests::tls_secret("shop", "a-tls", &["a.example"]);
+/// The DER of the leaf served for `host`, if any.
+fn served_cert(s: &Snapshot, host: &str) -> Option<Vec<u8>> {
+    let entry = s.certs.entry(host)?;
+    Some(entry.cert.key.cert[0].as_ref().to_vec())
+}
+
+/// Secret: created, modified (a new certificate), deleted; an Opaque one is never requested
+/// (field selector).
+async fn secret_changes(api: &FakeApi, env: &KubeEnv) {
+    let (secret, first) = manifests::tls_secret("shop", "a-tls", &["a.example"]);
     api.apply_yaml(&secret);
     api.apply(
         json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -120,32 +130,22 @@ async fn follows_every_change() {
     let mut tls = ingress("shop", "a", "portico", "a.example", "web");
     tls["spec"]["tls"] = json!([{"hosts": ["a.example"], "secretName": "a-tls"}]);
     api.apply(tls);
-    env.wait_for("a certificate", |s| s.certs.entry("a.example").is_some())
-        .await;
+    let is = |der: Vec<u8>| move |s: &Snapshot| served_cert(s, "a.example") == Some(der.clone());
+    env.wait_for("the certificate", is(first)).await;
+    let (secret, second) = manifests::tls_secret("shop", "a-tls", &["a.example"]);
+    api.apply_yaml(&secret);
+    env.wait_for("the new certificate", is(second)).await;
     api.delete("Secret", "shop", "a-tls");
-    env.wait_for("the certificate is gone", |s| {
-        s.certs.entry("a.example").is_none()
-    })
-    .await;
+    let gone = |s: &Snapshot| served_cert(s, "a.example").is_none();
+    env.wait_for("the certificate is gone", gone).await;
     let secrets = api.requests_to("GET", "/api/v1/secrets");
-    assert!(!secrets.is_empty());
+    let selected = |r: &support::fake_api::Logged| {
+        r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")
+    };
     assert!(
-        secrets
-            .iter()
-            .all(|r| r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")),
+        !secrets.is_empty() && secrets.iter().all(selected),
         "{secrets:?}"
     );
-
-    // Service: deleted, then created again.
-    api.delete("Service", "shop", "web");
-    env.wait_for("no Service", |s| unavailable(s, "a.example"))
-        .await;
-    api.apply_yaml(&manifests::service("shop", "web", 80));
-    env.wait_for("the Service is back", |s| {
-        endpoints(s, "a.example").len() == 1
-    })
-    .await;
-    env.shutdown().await;
 }
 
 #[tokio::test]

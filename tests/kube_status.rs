@@ -58,17 +58,7 @@ async fn published_addresses() {
     );
     let writes = api.requests_to("PUT", "/status");
     assert_eq!(writes.len(), 2, "one write each: {writes:?}");
-    for w in &writes {
-        let meta = &w.body.as_ref().unwrap()["metadata"];
-        assert!(
-            meta.get("managedFields").is_none(),
-            "managedFields stripped"
-        );
-        assert!(
-            meta["resourceVersion"].is_string(),
-            "optimistic concurrency"
-        );
-    }
+    assert_guarded(&writes);
 
     // A rebuild that changes nothing for status writes nothing.
     api.apply(ingress("shop", "b", "portico", "b.example", "web"));
@@ -84,6 +74,21 @@ async fn published_addresses() {
     api.apply(ingress("shop", "a", "nginx", "a.example", "web"));
     status_becomes(&api, "shop", "a", json!([])).await;
     env.shutdown().await;
+}
+
+/// Status writes carry the resourceVersion read, and no managedFields.
+fn assert_guarded(writes: &[support::fake_api::Logged]) {
+    for w in writes {
+        let meta = &w.body.as_ref().unwrap()["metadata"];
+        assert!(
+            meta.get("managedFields").is_none(),
+            "managedFields stripped"
+        );
+        assert!(
+            meta["resourceVersion"].is_string(),
+            "optimistic concurrency"
+        );
+    }
 }
 
 #[tokio::test]
@@ -181,6 +186,17 @@ fn events_about(api: &FakeApi, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A Warning Event about the Ingress with this uid, reported by Portico.
+fn assert_warning_about(event: &Value, uid: &Value) {
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "ConfigurationError");
+    assert_eq!(event["regarding"]["kind"], "Ingress");
+    assert_eq!(event["regarding"]["uid"], *uid);
+    assert_eq!(event["metadata"]["namespace"], "shop");
+    let reporter = &event["reportingController"];
+    assert_eq!(reporter, "portico.dev/ingress-controller");
+}
+
 async fn events() {
     let api = FakeApi::start().await;
     base(&api);
@@ -192,15 +208,7 @@ async fn events() {
     .await;
     let uid = api.get("Ingress", "shop", "bad").unwrap()["metadata"]["uid"].clone();
     let event = &events[0];
-    assert_eq!(event["type"], "Warning");
-    assert_eq!(event["reason"], "ConfigurationError");
-    assert_eq!(event["regarding"]["kind"], "Ingress");
-    assert_eq!(event["regarding"]["uid"], uid);
-    assert_eq!(event["metadata"]["namespace"], "shop");
-    assert_eq!(
-        event["reportingController"],
-        "portico.dev/ingress-controller"
-    );
+    assert_warning_about(event, &uid);
     let note = event["note"].as_str().unwrap();
     assert!(note.contains("shop/missing not found"), "{note}");
     assert!(

@@ -121,7 +121,7 @@ pub(super) async fn run(client: Client, mut inputs: Inputs, mut source: AddressS
         memory: Memory::default(),
     };
     while inputs.ready().await {
-        let mut addresses = lookup(&mut source, &[]).await;
+        let mut addresses = lookup(&mut source, None).await;
         let mut resync = Instant::now() + RESYNC;
         while inputs.leading() {
             writer.sync(&inputs, &addresses).await;
@@ -130,7 +130,7 @@ pub(super) async fn run(client: Client, mut inputs: Inputs, mut source: AddressS
                 changed = inputs.ingresses.changed() => if changed.is_err() { return },
                 changed = inputs.leader.changed() => if changed.is_err() { return },
                 () = sleep_until(resync) => {
-                    addresses = lookup(&mut source, &addresses).await;
+                    addresses = lookup(&mut source, Some(&addresses)).await;
                     resync = Instant::now() + RESYNC;
                 }
             }
@@ -139,15 +139,18 @@ pub(super) async fn run(client: Client, mut inputs: Inputs, mut source: AddressS
     }
 }
 
-/// The current addresses; logs when they change.
-async fn lookup(source: &mut AddressSource, previous: &[Address]) -> Vec<Address> {
+/// The current addresses; logs when they change (`previous` is `None` on the first lookup).
+async fn lookup(source: &mut AddressSource, previous: Option<&[Address]>) -> Vec<Address> {
     let addresses = source.current().await;
+    if previous == Some(&addresses[..]) {
+        return addresses;
+    }
     if addresses.is_empty() {
         warn!(
             "no address to publish in Ingress status: pass --publish-status-address, \
              or set NODE_NAME (the DaemonSet does)"
         );
-    } else if addresses != previous {
+    } else {
         info!(?addresses, "publishing Ingress status");
     }
     addresses
