@@ -247,3 +247,34 @@ fn flags_parse() {
     assert_eq!(k.election_id, "portico-leader");
     assert_eq!(k.status_pod_selector, "app.kubernetes.io/name=portico");
 }
+
+fn kube_args(flags: &[&str]) -> super::KubeArgs {
+    use clap::Parser;
+    let argv = std::iter::once("portico").chain(flags.iter().copied());
+    crate::config::Cli::try_parse_from(argv)
+        .unwrap()
+        .run
+        .source
+        .kube
+}
+
+#[tokio::test]
+async fn a_missing_kubeconfig_is_a_clear_error() {
+    let args = kube_args(&["--kubeconfig", "/nonexistent/kubeconfig"]);
+    let error = super::client(&args).await.err().unwrap();
+    assert!(matches!(error, super::KubeError::Kubeconfig(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_bad_status_address_is_a_start_error() {
+    let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let args = kube_args(&["--publish-status-address", "192.0.2.1,not a name"]);
+    let error = super::addresses::AddressSource::from_args(&args, &client)
+        .err()
+        .unwrap();
+    assert_eq!(
+        error.to_string(),
+        "--publish-status-address: \"not a name\" is not an IP address or a host name"
+    );
+}
