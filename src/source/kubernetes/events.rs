@@ -7,7 +7,12 @@
 //!   patch), which keeps it from expiring (the API server's event TTL is one hour by default).
 //!   A diagnostic that goes away is forgotten, so it is published again if it comes back.
 //! - Rate-limited: a token bucket (burst 25, then one per second) over all Events; what is
-//!   held back goes out on the next tick.
+//!   held back goes out on the next tick. Publishing is best effort: a failed request is tried
+//!   again on the next build.
+//!
+//! kube-runtime's `Recorder` is not used: it keys its series on (reason, action, object) and
+//! not the note, so two different problems of one Ingress would merge into one series that
+//! keeps showing the first message.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
