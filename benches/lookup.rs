@@ -47,6 +47,7 @@ pub fn objects(n: usize, endpoints_per_service: usize) -> Vec<Object> {
     out
 }
 
+/// A snapshot of `n` Ingresses with `endpoints` endpoints per Service.
 pub fn snapshot(n: usize, endpoints: usize) -> Snapshot {
     let cert = TlsCert::self_signed(&["bench"]).unwrap().key;
     let mut config = BuildConfig::new(cert);

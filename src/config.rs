@@ -142,9 +142,13 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// Read Kubernetes objects from the YAML/JSON manifests in DIR (recursively) and follow
-    /// changes: the embedded mode, no cluster needed.
+    /// changes: the embedded mode, no cluster needed. Without it Portico watches the
+    /// Kubernetes API.
     #[arg(long, value_name = "DIR", env = "PORTICO_MANIFESTS")]
     pub manifests: Option<PathBuf>,
+    /// The Kubernetes API source.
+    #[command(flatten)]
+    pub kube: crate::source::kubernetes::KubeArgs,
 }
 
 /// How Ingresses become routes.
@@ -321,7 +325,7 @@ impl L4Args {
 }
 
 /// `500ms`, `5s`, `2m`, or a number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map_or((s, "s"), |i| s.split_at(i));

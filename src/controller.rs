@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::snapshot::{BuildConfig, Diagnostic, Severity, SnapshotPublisher, build_after};
-use crate::source::{Event, Kind};
+use crate::source::{Event, Kind, ObjectKey};
 use crate::store::ObjectStore;
 
 /// How long changes are collected before a rebuild.
@@ -45,6 +45,9 @@ pub struct BuildStatus {
     pub build_duration: Duration,
     /// The latest build's diagnostics.
     pub diagnostics: Diagnostics,
+    /// The Ingresses that are ours in the latest build, sorted by key
+    /// ([`crate::snapshot::Built::ingresses`]).
+    pub ingresses: Arc<Vec<ObjectKey>>,
 }
 
 /// Applies events to the store and publishes snapshots.
@@ -168,6 +171,7 @@ impl Controller {
             status.builds += 1;
             status.build_duration = elapsed;
             status.diagnostics = Arc::new(built.diagnostics);
+            status.ingresses = Arc::new(built.ingresses);
         });
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -14,12 +15,14 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{DemoArgs, RunArgs};
-use crate::controller::{Controller, Debounce};
+use crate::controller::{BuildStatus, Controller, Debounce};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{self, BindError};
 use crate::proxy::{Proxy, tls};
 use crate::snapshot::certs::{CertError, TlsCert};
-use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::snapshot::{BuildConfig, Snapshot, SnapshotHandle};
+use crate::source::Event;
+use crate::source::kubernetes::{self, KubeError};
 use crate::source::manifests::{self, ManifestsError};
 
 /// The name in the self-signed certificate served when no other applies.
@@ -31,15 +34,15 @@ const EVENT_QUEUE: usize = 4096;
 /// Why Portico could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// No source was configured.
-    #[error("no source of objects: pass --manifests DIR")]
-    NoSource,
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] BindError),
     /// The manifests source failed.
     #[error(transparent)]
     Manifests(#[from] ManifestsError),
+    /// The Kubernetes source could not start.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     /// The fallback certificate could not be made.
     #[error("cannot generate the default certificate")]
     Cert(#[from] CertError),
@@ -65,28 +68,23 @@ pub struct Portico {
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
     graceful: Arc<GracefulShutdown>,
-    source: tokio::task::JoinHandle<Result<(), ManifestsError>>,
+    source: tokio::task::JoinHandle<Result<(), RunError>>,
     drain_timeout: Duration,
 }
 
 /// Binds every listener (all or nothing), then starts serving.
 pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
-    let dir = args.source.manifests.clone().ok_or(RunError::NoSource)?;
     let p = &args.proxy;
     let http = bind_all(&p.http_addrs, "HTTP")?;
     let https = bind_all(&p.https_addrs, "HTTPS")?;
     let admin = listener::bind(p.admin_addr, "admin")?;
     let fallback = TlsCert::self_signed(&[DEFAULT_CERT_NAME])?.key;
     let (publisher, snapshot) = crate::snapshot::channel(Snapshot::empty(fallback.clone()));
-    let controller = Controller::new(
-        args.build.build_config(fallback),
-        publisher,
-        Debounce::default(),
-    );
+    let embedded = args.source.manifests.is_some();
+    let controller = Controller::new(build_config(args, fallback), publisher, Debounce::default());
     let status = controller.status();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    info!(dir = %dir.display(), "reading manifests");
-    let source = tokio::spawn(manifests::run(dir, tx));
+    let source = start_source(args, tx, status.clone()).await?;
     tokio::spawn(controller.run(rx));
     let metrics = Arc::new(Metrics::new());
     let (stop, stopped) = watch::channel(false);
@@ -104,7 +102,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let proxy = proxy(args, &portico, metrics.clone());
     portico.serve_proxy(http, https, proxy, &stopped)?;
     // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
-    let l4 = args.l4.config(true, p.upstream_connect_timeout);
+    let l4 = args.l4.config(embedded, p.upstream_connect_timeout);
     tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {
@@ -134,6 +132,30 @@ fn proxy(args: &RunArgs, portico: &Portico, metrics: Arc<Metrics>) -> Arc<Proxy>
         metrics,
         config,
     )
+}
+
+/// The manifests directory is the embedded mode; with a cluster, the API server allocates
+/// ClusterIPs and NodePorts (and kube-proxy serves them).
+fn build_config(args: &RunArgs, fallback: Arc<CertifiedKey>) -> BuildConfig {
+    let mut config = args.build.build_config(fallback);
+    config.services = args.build.services.options(args.source.manifests.is_some());
+    config
+}
+
+/// Starts the source: `--manifests DIR`, else the Kubernetes API.
+async fn start_source(
+    args: &RunArgs,
+    tx: mpsc::Sender<Event>,
+    builds: watch::Receiver<BuildStatus>,
+) -> Result<tokio::task::JoinHandle<Result<(), RunError>>, RunError> {
+    if let Some(dir) = args.source.manifests.clone() {
+        info!(dir = %dir.display(), "reading manifests");
+        return Ok(tokio::spawn(
+            async move { Ok(manifests::run(dir, tx).await?) },
+        ));
+    }
+    let source = kubernetes::start(&args.source.kube, tx, builds).await?;
+    Ok(tokio::spawn(async move { Ok(source.run().await?) }))
 }
 
 fn bind_all(addrs: &[SocketAddr], what: &'static str) -> Result<Vec<TcpListener>, BindError> {
@@ -170,12 +192,11 @@ impl Portico {
         Ok(())
     }
 
-    /// Serves until SIGINT or SIGTERM (or until the manifests source fails), then drains.
+    /// Serves until SIGINT or SIGTERM (or until the source fails), then drains.
     pub async fn run_until_signal(mut self) -> Result<(), RunError> {
         let result = tokio::select! {
             joined = &mut self.source => match joined {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(RunError::Manifests(e)),
+                Ok(result) => result,
                 Err(e) => Err(RunError::Io(std::io::Error::other(e))),
             },
             () = shutdown_signal() => Ok(()),

@@ -3,6 +3,7 @@
 //! Every source (the manifests directory, the Kubernetes API) turns the outside world into
 //! [`Event`]s; the controller applies them to the [`crate::store::ObjectStore`].
 
+pub mod kubernetes;
 pub mod manifests;
 
 use std::fmt;

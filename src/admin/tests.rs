@@ -59,6 +59,7 @@ impl Admin {
         let Built {
             snapshot,
             diagnostics,
+            ..
         } = build(&ObjectStore::from_objects(objects), &config);
         let generation = self.publisher.publish(snapshot);
         self.status.send_modify(|s| {

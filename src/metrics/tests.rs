@@ -29,6 +29,7 @@ fn status() -> BuildStatus {
             Diagnostic::error(&key, "spec.rules[1]", "bad"),
             Diagnostic::warning(&key, "spec.tls[0]", "odd"),
         ]),
+        ..BuildStatus::default()
     }
 }
 

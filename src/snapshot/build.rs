@@ -13,6 +13,7 @@ use super::Snapshot;
 use super::diagnostics::Diagnostic;
 use super::routes::RouteTableBuilder;
 use super::services::{ServiceOptions, ServiceTable};
+use crate::source::ObjectKey;
 use crate::store::ObjectStore;
 
 /// The `spec.controller` of the IngressClasses Portico serves.
@@ -57,6 +58,8 @@ pub struct Built {
     pub snapshot: Snapshot,
     /// Everything left out or suspicious, sorted and without duplicates.
     pub diagnostics: Vec<Diagnostic>,
+    /// The Ingresses that are ours (by class), sorted by key: whose status Portico publishes.
+    pub ingresses: Vec<ObjectKey>,
 }
 
 /// Builds a snapshot from the objects. Never fails as a whole: what cannot be used is left
@@ -100,6 +103,8 @@ pub fn build_after(
         routes.default_backend(route);
     }
     let routes = routes.finish(&mut diagnostics);
+    let mut ingresses: Vec<ObjectKey> = ours.into_iter().map(|o| o.key).collect();
+    ingresses.sort();
     diagnostics.sort();
     diagnostics.dedup();
     let snapshot = Snapshot {
@@ -111,6 +116,7 @@ pub fn build_after(
     Built {
         snapshot,
         diagnostics,
+        ingresses,
     }
 }
 

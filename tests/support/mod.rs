@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod client;
+pub mod fake_api;
+pub mod kube;
 pub mod manifests;
 
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use portico::run::Portico;
-use portico::snapshot::Snapshot;
+use portico::snapshot::{Snapshot, SnapshotHandle};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -133,26 +135,34 @@ impl Env {
 
     /// Waits (at most 10 s) for a published snapshot that satisfies `want`.
     pub async fn wait_for(&self, what: &str, want: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
-        let handle = &self.portico().snapshot;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let snapshot = handle.load_full();
-            if snapshot.generation > 0 && want(&snapshot) {
-                return snapshot;
-            }
-            let next = handle.wait_for(snapshot.generation + 1);
-            if timeout(deadline.saturating_duration_since(Instant::now()), next)
-                .await
-                .is_err()
-            {
-                panic!("timed out waiting for {what}");
-            }
-        }
+        wait_for_snapshot(&self.portico().snapshot, what, want).await
     }
 
     pub async fn shutdown(mut self) {
         if let Some(p) = self.portico.take() {
             p.shutdown().await;
+        }
+    }
+}
+
+/// Waits (at most 10 s) for a published snapshot that satisfies `want`.
+pub async fn wait_for_snapshot(
+    handle: &SnapshotHandle,
+    what: &str,
+    want: impl Fn(&Snapshot) -> bool,
+) -> Arc<Snapshot> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = handle.load_full();
+        if snapshot.generation > 0 && want(&snapshot) {
+            return snapshot;
+        }
+        let next = handle.wait_for(snapshot.generation + 1);
+        if timeout(deadline.saturating_duration_since(Instant::now()), next)
+            .await
+            .is_err()
+        {
+            panic!("timed out waiting for {what}");
         }
     }
 }

@@ -1,0 +1,225 @@
+//! The Kubernetes source (`portico` without `--manifests`): kube-rs watchers on the API server,
+//! turned into the same [`Event`]s as the manifests source; and, towards the cluster, the
+//! status of our Ingresses and Events about the bad ones.
+//!
+//! - **Watches** ([`watch`]): IngressClass (cluster-scoped), Ingress, Service, EndpointSlice and
+//!   Secrets of type `kubernetes.io/tls` (by field selector); Endpoints only with
+//!   `--watch-endpoints` (every Service's endpoints are mirrored into EndpointSlices by the
+//!   control plane, and the Endpoints API is deprecated). Namespaces are not watched. A kind
+//!   that is not watched is reported synced at once. `--watch-namespace` narrows every
+//!   namespaced watch (one watcher per namespace and kind). Each watcher backs off on errors
+//!   (`default_backoff`), so while the API server is unreachable nothing changes and the last
+//!   snapshot keeps serving; after a relist (410 Gone, or a reconnect that needs one) objects
+//!   that vanished meanwhile are deleted.
+//! - **Leader election** ([`leader`]) on a coordination.k8s.io/v1 Lease
+//!   (`--election-id`, in the pod's namespace): only the leader writes status and Events.
+//! - **Status** ([`status`]): `status.loadBalancer.ingress` of our Ingresses, from
+//!   `--publish-status-address` or the addresses of the nodes running Portico ([`addresses`]).
+//! - **Events** ([`events`]): a diagnostic about an Ingress becomes a Warning Event on it.
+
+mod addresses;
+mod events;
+mod leader;
+mod status;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::sync::{mpsc, watch as channel};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::controller::BuildStatus;
+use crate::source::Event;
+
+/// Flags of the Kubernetes source (used when `--manifests` is not given).
+#[derive(Clone, Debug, Args)]
+pub struct KubeArgs {
+    /// A kubeconfig file (default: in-cluster configuration, else `KUBECONFIG` or
+    /// `~/.kube/config`).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub kube_context: Option<String>,
+    /// Watch only this namespace (repeatable, or a comma list); default: every namespace.
+    #[arg(long = "watch-namespace", value_name = "NS", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Also watch v1 Endpoints, for clusters that do not mirror them into EndpointSlices.
+    #[arg(long)]
+    pub watch_endpoints: bool,
+    /// Publish `status.loadBalancer` of our Ingresses and Events about them (the leader does);
+    /// `--update-status false` turns both off.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_status: bool,
+    /// The addresses (IPs or hostnames) published in Ingress status (repeatable, or a comma
+    /// list); default: the addresses of the nodes running Portico.
+    #[arg(
+        long = "publish-status-address",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub publish_status_addresses: Vec<String>,
+    /// Publish the nodes' ExternalIP rather than their InternalIP.
+    #[arg(long)]
+    pub status_external_ip: bool,
+    /// The label selector of Portico's pods, whose nodes' addresses are published.
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        default_value = "app.kubernetes.io/name=portico"
+    )]
+    pub status_pod_selector: String,
+    /// The name of the Lease used for leader election.
+    #[arg(long, value_name = "NAME", default_value = "portico-leader")]
+    pub election_id: String,
+    /// How long a leader's Lease lasts without renewal (renewed every 2/15 of it).
+    #[arg(long, value_name = "DURATION", default_value = "15s",
+          value_parser = crate::config::parse_duration)]
+    pub leader_lease_duration: Duration,
+    /// This pod's name: the leader election identity (default: the hostname and process id).
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// This pod's namespace: where the Lease and Portico's pods are (default: the
+    /// client's namespace).
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// The node this pod runs on (its addresses are published when pods cannot be listed).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+/// Why the Kubernetes source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// No configuration was found (neither in-cluster nor a kubeconfig).
+    #[error("no Kubernetes configuration (pass --manifests DIR to run without a cluster): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The kubeconfig could not be read or used.
+    #[error("cannot use the kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// The client could not be made.
+    #[error("cannot make a Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    /// A `--publish-status-address` is empty.
+    #[error("--publish-status-address: {0:?} is not an IP address or a host name")]
+    StatusAddress(String),
+}
+
+/// The started source: run it to drive the watchers (and status, events, election).
+pub struct KubeSource {
+    /// One task per watched kind.
+    watchers: JoinSet<()>,
+    /// Leader election, status and Events.
+    status: JoinSet<()>,
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("watchers", &self.watchers.len())
+            .field("status", &self.status.len())
+            .finish()
+    }
+}
+
+/// Connects (no request is made yet) and starts every task: the watchers send to `events`;
+/// status and Events follow the controller's `builds`.
+pub async fn start(
+    args: &KubeArgs,
+    events: mpsc::Sender<Event>,
+    builds: channel::Receiver<BuildStatus>,
+) -> Result<KubeSource, KubeError> {
+    let client = client(args).await?;
+    let addresses = addresses::AddressSource::from_args(args, &client)?;
+    let namespaces = watch::scopes(&args.watch_namespaces);
+    info!(
+        namespaces = ?args.watch_namespaces,
+        default_namespace = client.default_namespace(),
+        "watching the Kubernetes API"
+    );
+    let (ingresses, ingresses_rx) = channel::channel(watch::IngressMap::new());
+    let (mut watchers, mut tasks) = (JoinSet::new(), JoinSet::new());
+    watch::spawn_all(
+        &mut watchers,
+        watch::Watches {
+            client: client.clone(),
+            namespaces,
+            endpoints: args.watch_endpoints,
+            events,
+            ingresses,
+        },
+    );
+    if args.update_status {
+        spawn_status(&mut tasks, args, &client, ingresses_rx, builds, addresses);
+    } else {
+        info!("not publishing Ingress status or Events (--update-status false)");
+    }
+    Ok(KubeSource {
+        watchers,
+        status: tasks,
+    })
+}
+
+/// Leader election, and (while leading) status and Events.
+fn spawn_status(
+    tasks: &mut JoinSet<()>,
+    args: &KubeArgs,
+    client: &kube::Client,
+    ingresses: channel::Receiver<watch::IngressMap>,
+    builds: channel::Receiver<BuildStatus>,
+    addresses: addresses::AddressSource,
+) {
+    let election = leader::LeaseConfig::from_args(args, client);
+    let (leader_tx, leader) = channel::channel(false);
+    let identity = election.identity.clone();
+    tasks.spawn(leader::run(client.clone(), election, leader_tx));
+    let inputs = status::Inputs {
+        ingresses,
+        builds,
+        leader,
+    };
+    tasks.spawn(status::run(client.clone(), inputs.clone(), addresses));
+    tasks.spawn(events::run(client.clone(), inputs, identity));
+}
+
+// === impl KubeSource ===
+
+impl KubeSource {
+    /// Runs until the controller stops listening (every watcher ends then); dropping it (or
+    /// aborting the task running it) stops every task.
+    pub async fn run(mut self) -> Result<(), KubeError> {
+        while let Some(joined) = self.watchers.join_next().await {
+            if let Err(error) = joined {
+                warn!(%error, "a Kubernetes watcher failed");
+            }
+        }
+        self.status.shutdown().await;
+        Ok(())
+    }
+}
+
+/// The client: `--kubeconfig`/`--kube-context` when given, else in-cluster configuration,
+/// else `KUBECONFIG` or `~/.kube/config`.
+async fn client(args: &KubeArgs) -> Result<kube::Client, KubeError> {
+    let options = KubeConfigOptions {
+        context: args.kube_context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match (&args.kubeconfig, &args.kube_context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(file, &options).await?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options).await?,
+        (None, None) => kube::Config::infer().await?,
+    };
+    info!(server = %config.cluster_url, "Kubernetes API server");
+    Ok(kube::Client::try_from(config)?)
+}
