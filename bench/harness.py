@@ -82,13 +82,21 @@ class Setup:
 
     def __init__(self, work):
         self.work = Path(work)
+        # nginx workers run as an unprivileged user: the files they serve must be readable.
+        os.chmod(self.work, 0o755)
         self.procs = {}
         self.ports = {}
-        self.make_certificate()
-        self.start_backends()
-        self.start_portico()
-        self.start_nginx()
-        self.start_haproxy()
+        try:
+            self.make_certificate()
+            self.start_backends()
+            self.start_portico()
+            self.start_nginx()
+            self.start_haproxy()
+        except Exception:
+            self.stop()
+            for log in sorted(self.work.glob("*.log")):
+                print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            raise
 
     def make_certificate(self):
         crt, key = self.work / "tls.crt", self.work / "tls.key"
@@ -101,8 +109,8 @@ class Setup:
     def spawn(self, name, cmd, port, env=None):
         log = open(self.work / f"{name}.log", "w")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        wait_port(port)
         self.procs[name] = proc
+        wait_port(port)
 
     def nginx_conf(self, name, http_block):
         prefix = self.work / name
@@ -127,6 +135,7 @@ http {{
     def start_backends(self):
         self.backends = [free_port(), free_port()]
         (self.work / "64k.bin").write_bytes(os.urandom(64 * 1024))
+        os.chmod(self.work / "64k.bin", 0o644)
         listens = "".join(f"    listen 127.0.0.1:{p};\n" for p in self.backends)
         block = f"""  server {{
 {listens}    location = / {{ return 200 "hello from the backend\\n"; }}
@@ -216,7 +225,7 @@ spec:
         conf = self.work / "haproxy.cfg"
         conf.write_text(f"""global
   nbthread 1
-  maxconn 50000
+  maxconn 8000
   ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
   mode http
