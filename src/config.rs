@@ -119,7 +119,8 @@ pub struct RunArgs {
     /// The L4 service dataplane's listeners.
     #[command(flatten)]
     pub l4: L4Args,
-    /// Worker threads of the async runtime (default: one per CPU).
+    /// Worker threads of the async runtime (default: one per CPU; 1 runs everything on one
+    /// thread).
     #[arg(long, value_name = "N", env = "PORTICO_THREADS", global = true)]
     pub threads: Option<usize>,
     /// Log format.

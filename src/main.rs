@@ -42,8 +42,12 @@ fn block_on(
     threads: Option<usize>,
     work: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<ExitCode> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads.filter(|n| *n > 0) {
+    // One thread: everything runs on it, like one nginx worker, with no cross-thread wake-ups.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
     let runtime = builder
