@@ -153,16 +153,20 @@ pub enum HostPattern {
 #[derive(Clone, Debug)]
 pub struct HostRoutes {
     router: matchit::Router<usize>,
-    /// Routes that win at least one key, sorted by (path, type).
+    /// Routes in use: the fallback first (if any), then in the order their keys sort.
     routes: Vec<Route>,
     /// (matchit key, index into `routes`), sorted: the data the router was built from.
     slots: Vec<(String, usize)>,
+    /// `Prefix /`, the route of every path no key matches. Kept out of the router: a
+    /// catch-all at the root beside static keys makes matchit allocate a backtracking stack on
+    /// every lookup.
+    fallback: Option<usize>,
 }
 
 impl PartialEq for HostRoutes {
     fn eq(&self, other: &Self) -> bool {
         // The router is derived from `slots`.
-        self.routes == other.routes && self.slots == other.slots
+        self.routes == other.routes && self.slots == other.slots && self.fallback == other.fallback
     }
 }
 
@@ -171,8 +175,12 @@ impl PartialEq for HostRoutes {
 impl HostRoutes {
     /// The route for this path (already cut at '?'), if any of this host's paths match.
     pub fn lookup(&self, path: &str) -> Option<&Route> {
-        let matched = self.router.at(path).ok()?;
-        self.routes.get(*matched.value)
+        match self.router.at(path) {
+            Ok(matched) => self.routes.get(*matched.value),
+            // Every key is at least as long as `/`, so a match always beats the fallback.
+            Err(_) if path.starts_with('/') => self.fallback.and_then(|i| self.routes.get(i)),
+            Err(_) => None,
+        }
     }
 
     /// The routes, sorted by path and type.
@@ -344,7 +352,10 @@ fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
             }
         }
     }
-    finish_host(kept, slots, diagnostics)
+    let root = kept
+        .iter()
+        .position(|c| c.path_type() == PathType::Prefix && c.path() == "/");
+    finish_host(kept, slots, root, diagnostics)
 }
 
 /// Precedence inside one matchit key: the longest declared path, then Exact over Prefix.
@@ -371,10 +382,15 @@ fn conflict(loser: &Candidate, winner: &Candidate) -> Diagnostic {
 fn finish_host(
     kept: Vec<Candidate>,
     slots: BTreeMap<String, usize>,
+    root: Option<usize>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> HostRoutes {
     let mut index = vec![None; kept.len()];
     let mut routes = Vec::new();
+    if let Some(r) = root {
+        routes.push(kept[r].route.clone());
+        index[r] = Some(0);
+    }
     let mut router = matchit::Router::new();
     let mut table = Vec::with_capacity(slots.len());
     for (key, winner) in slots {
@@ -405,6 +421,7 @@ fn finish_host(
     }
     HostRoutes {
         router,
+        fallback: root.and_then(|r| index[r]),
         routes,
         slots: table,
     }
@@ -416,6 +433,7 @@ fn finish_host(
 /// `t/{*rest}`: the catch-all never matches an empty rest, so `/aaa/bbb` covers `/aaa/bbb`,
 /// `/aaa/bbb/` and `/aaa/bbb/...` but not `/aaa/bbbxyz`. matchit prefers static keys and the
 /// longest static prefix, and backtracks, which gives "longest matching prefix wins".
+/// `Prefix /` is only the key `/`: the rest of it is the host's fallback (see [`HostRoutes`]).
 pub fn keys_for(path: &str, path_type: PathType) -> Vec<String> {
     let escaped = path.replace('{', "{{").replace('}', "}}");
     match path_type.effective() {
@@ -423,7 +441,7 @@ pub fn keys_for(path: &str, path_type: PathType) -> Vec<String> {
         _ => {
             let t = escaped.strip_suffix('/').unwrap_or(&escaped);
             if t.is_empty() {
-                vec!["/".to_string(), "/{*rest}".to_string()]
+                vec!["/".to_string()]
             } else {
                 vec![t.to_string(), format!("{t}/"), format!("{t}/{{*rest}}")]
             }
