@@ -187,9 +187,18 @@ spec:
     - host: {HOST}
       http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
 """)
+        # A NodePort Service on the same backends, for the L4 scenarios.
+        self.node_port = free_port()
+        (manifests / "nodeport.yaml").write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: bench-np, namespace: bench}}
+spec: {{type: NodePort, ports: [{{port: 80, nodePort: {self.node_port}}}]}}
+""" + slices.replace("name: bench-", "name: bench-np-").replace("service-name: bench}", "service-name: bench-np}"))
         cmd = [str(PORTICO), "--manifests", str(manifests), "--threads", "1", "--access-log", "false",
                "--http-addr", f"127.0.0.1:{http}", "--https-addr", f"127.0.0.1:{https}",
-               "--admin-addr", f"127.0.0.1:{admin}", "--proxy-nodeports", "false"]
+               "--admin-addr", f"127.0.0.1:{admin}", "--proxy-nodeports", "--node-address", "127.0.0.1",
+               "--service-node-port-range", f"{self.node_port}-{self.node_port}"]
+        self.manifests = manifests
         self.spawn("portico", cmd, http, env={**os.environ, "RUST_LOG": "warn"})
         # Wait for the first snapshot: the route answers.
         for _ in range(100):
@@ -314,6 +323,86 @@ def scenarios(seconds):
     }
 
 
+def l4_runs(setup, rounds, seconds):
+    """TCP through Portico's NodePort against straight to a backend: 64 KiB responses over
+    keep-alive (throughput) and a new connection per request (connections/s)."""
+    targets = {"direct": setup.backends[0], "nodeport": setup.node_port}
+    cases = {"throughput": ("/64k", []), "connections": ("/", ["-H", "Connection: close"])}
+    results = {(c, t): [] for c in cases for t in targets}
+    for r in range(rounds):
+        order = list(targets) if r % 2 == 0 else list(reversed(targets))
+        for case, (path, extra) in cases.items():
+            for target in order:
+                cmd = ["wrk", "-t1", "-c32", f"-d{seconds}", "--latency", *extra, f"http://127.0.0.1:{targets[target]}{path}"]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+                result = parse_wrk(out.stdout)
+                results[(case, target)].append(result)
+                print(f"round {r + 1} l4-{case:11} {target:8} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
+    return results
+
+
+def current_rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def ingresses_yaml(prefix, count):
+    docs = []
+    for i in range(count):
+        docs.append(f"""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {prefix}-{i}, namespace: bench}}
+spec:
+  ingressClassName: portico
+  rules: [{{host: {prefix}-{i}.bench, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}}}]
+""")
+    return "---\n".join(docs)
+
+
+def wait_routed(port, host, limit=30.0):
+    """Polls until a request for `host` is routed (not 404); returns when it was first seen."""
+    import http.client
+    deadline = time.monotonic() + limit
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    while time.monotonic() < deadline:
+        conn.request("GET", "/", headers={"Host": host})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 404:
+            return time.monotonic()
+    raise RuntimeError(f"{host} was not routed within {limit} s")
+
+
+def propagation(setup, sizes, changes):
+    """Time from a manifest file written to the first request that sees it, with `size`
+    Ingresses present; and Portico's RSS at each size."""
+    port, out = setup.ports["portico"][0], {}
+    for size in sizes:
+        (setup.manifests / "scale.yaml").write_text(ingresses_yaml("scale", size))
+        wait_routed(port, f"scale-{size - 1}.bench", limit=120)
+        samples = []
+        for k in range(changes):
+            tmp, final = setup.manifests / f".change-{size}-{k}.tmp", setup.manifests / f"change-{size}-{k}.yaml"
+            tmp.write_text(ingresses_yaml(f"change-{size}-{k}", 1))
+            start = time.monotonic()
+            os.rename(tmp, final)
+            samples.append((wait_routed(port, f"change-{size}-{k}-0.bench") - start) * 1e3)
+        samples.sort()
+        rss = current_rss_mib(setup.pids("portico"))
+        out[size] = (statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))], max(samples), rss)
+        print(f"propagation {size:>6} Ingresses: median {out[size][0]:.1f} ms, p99 {out[size][1]:.1f} ms, RSS {rss:.1f} MiB", flush=True)
+        for f in setup.manifests.glob("change-*.yaml"):
+            f.unlink()
+    return out
+
+
 def run_one(setup, proxy, scenario, seconds):
     cmd, parse = scenario(setup.ports[proxy])
     pids = setup.pids(proxy)
@@ -344,9 +433,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--propagation", default="10,1000,10000", help="Ingress counts ('' to skip)")
+    ap.add_argument("--changes", type=int, default=30, help="changes timed per count")
     args = ap.parse_args()
     all_scenarios = scenarios(args.seconds)
-    chosen = args.only or list(all_scenarios)
+    chosen = [s for s in (args.only or list(all_scenarios)) if s in all_scenarios]
     proxies = ["portico", "nginx", "haproxy"]
     results = {(s, p): [] for s in chosen for p in proxies}
     commands = {}
@@ -362,9 +453,12 @@ def main():
                         commands.setdefault(name, cmd.replace(str(setup.ports[proxy][0]), "HTTP_PORT").replace(str(setup.ports[proxy][1]), "HTTPS_PORT"))
                         print(f"round {r + 1} {name:12} {proxy:8} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
             rss = {p: peak_rss_mib(setup.pids(p)) for p in proxies}
+            l4 = l4_runs(setup, args.rounds, args.seconds) if not args.only or "l4" in args.only else {}
+            sizes = [int(x) for x in args.propagation.split(",")] if args.propagation else []
+            prop = propagation(setup, sizes, args.changes) if sizes else {}
         finally:
             setup.stop()
-    report = render(args, chosen, all_scenarios, proxies, results, commands, rss)
+    report = render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop)
     print(report)
     (ROOT / "BENCHMARKS.md").write_text(report)
 
@@ -383,7 +477,7 @@ def machine():
     ]
 
 
-def render(args, chosen, all_scenarios, proxies, results, commands, rss):
+def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop):
     lines = ["# Benchmarks", "", "Printed by `bench/run` (this file is its output; only figures it measured are here).", ""]
     lines += machine()
     lines += [f"- Rounds: {args.rounds}, {args.seconds} s per run, proxies alternating (A B C, B C A, C A B); "
@@ -409,9 +503,25 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss):
             if p99p and p99n:
                 lines[-1] += f"; p99 latency Portico/nginx: **{p99p / p99n:.2f}**"
         lines.append("")
-    lines += ["## Peak RSS over the whole run", "", "| proxy | MiB |", "|---|---|"]
+    lines += ["## Peak RSS over the proxy scenarios", "", "| proxy | MiB |", "|---|---|"]
     lines += [f"| {p} | {rss[p]:.1f} |" for p in proxies]
     lines.append("")
+    if l4:
+        lines += ["## L4: TCP through a NodePort against straight to the backend", "",
+                  "`wrk -t1 -c32` against the backend, and against Portico's NodePort listener (round robin over both backends).", "",
+                  "| case | direct req/s | NodePort req/s | NodePort/direct | NodePort p99 ms |", "|---|---|---|---|---|"]
+        for case, label in [("throughput", "64 KiB responses, keep-alive"), ("connections", "a new connection per request")]:
+            d, n = med([r["rps"] for r in l4[(case, "direct")]]), med([r["rps"] for r in l4[(case, "nodeport")]])
+            p99 = med([r["p99"] for r in l4[(case, "nodeport")]])
+            lines.append(f"| {label} | {fmt(d)} | {fmt(n)} | **{n[0] / d[0]:.2f}** | {fmt(p99, 2)} |")
+        lines.append("")
+    if prop:
+        lines += ["## Configuration propagation", "",
+                  f"A new Ingress written to the manifests directory (one file, by rename) until the first request routed by it; "
+                  f"{args.changes} changes per size; Portico's RSS with that many Ingresses loaded.", "",
+                  "| Ingresses | median ms | p99 ms | max ms | Portico RSS MiB |", "|---|---|---|---|---|"]
+        lines += [f"| {size:,} | {m:.1f} | {p99:.1f} | {mx:.1f} | {r:.1f} |" for size, (m, p99, mx, r) in prop.items()]
+        lines.append("")
     for title, path in [("Route and service lookups (divan)", "target/bench-lookup.txt"),
                         ("Build time and memory at scale", "target/bench-scale.txt")]:
         f = ROOT / path

@@ -93,21 +93,24 @@ impl Controller {
     }
 
     /// Runs until every event sender is gone. Nothing is published before every kind has
-    /// synced; after that, each burst of changes gives one rebuild, and a rebuild whose
-    /// snapshot equals the current one is not published.
+    /// synced. After that, a change that comes after a quiet period is built at once (leading
+    /// edge); changes that follow within the quiet period are collected and built together
+    /// (trailing edge, at most `max` after the first). A rebuild whose snapshot equals the
+    /// current one is not published.
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut pending: Option<Pending> = None;
+        let mut last_build: Option<Instant> = None;
         loop {
             let deadline = pending
                 .filter(|_| self.all_synced())
-                .map(|p| (p.last + self.debounce.quiet).min(p.first + self.debounce.max));
+                .map(|p| self.deadline(p, last_build));
             let event = match deadline {
                 None => events.recv().await,
                 Some(deadline) => tokio::select! {
                     event = events.recv() => event,
                     () = tokio::time::sleep_until(deadline) => {
                         self.rebuild();
-                        pending = None;
+                        (pending, last_build) = (None, Some(Instant::now()));
                         continue;
                     }
                 },
@@ -118,14 +121,31 @@ impl Controller {
                 }
                 return;
             };
-            if self.apply(event) {
-                let now = Instant::now();
-                pending = Some(Pending {
-                    first: pending.map_or(now, |p| p.first),
-                    last: now,
-                });
+            if !self.apply(event) {
+                continue;
             }
+            let now = Instant::now();
+            let idle = last_build.is_none_or(|t| now.duration_since(t) >= self.debounce.quiet);
+            if pending.is_none() && idle && self.all_synced() {
+                // Leading edge: an isolated change is built at once. What the source already
+                // queued (the rest of a file, say) goes into the same build.
+                while let Ok(event) = events.try_recv() {
+                    self.apply(event);
+                }
+                self.rebuild();
+                last_build = Some(Instant::now());
+                continue;
+            }
+            let first = pending.map_or(now, |p| p.first);
+            pending = Some(Pending { first, last: now });
         }
+    }
+
+    /// When pending changes are built: once they have been quiet for `quiet`, at the latest
+    /// `max` after the first, and never sooner than `quiet` after the previous build.
+    fn deadline(&self, p: Pending, last_build: Option<Instant>) -> Instant {
+        let due = (p.last + self.debounce.quiet).min(p.first + self.debounce.max);
+        last_build.map_or(due, |t| due.max(t + self.debounce.quiet))
     }
 
     /// Applies one event; true when a rebuild is due (objects changed, or the last kind synced).

@@ -17,6 +17,10 @@ use super::scheduler;
 use crate::snapshot::services::{ClusterIp, Protocol, ServicePortId};
 use crate::snapshot::{Snapshot, SnapshotHandle};
 
+/// Bytes copied per read in each direction of a spliced connection: tokio's default (8 KiB)
+/// costs four times the syscalls on bulk transfers.
+const SPLICE_BUFFER: usize = 64 * 1024;
+
 /// What the L4 listeners serve.
 #[derive(Clone, Debug)]
 pub struct L4Config {
@@ -234,7 +238,13 @@ async fn splice(
                 drop(snapshot);
                 let _ = upstream.set_nodelay(true);
                 let _ = client.set_nodelay(true);
-                let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                let copied = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    SPLICE_BUFFER,
+                    SPLICE_BUFFER,
+                )
+                .await;
                 drop(guard);
                 return debug!(%peer, %addr, ?copied, "L4 connection closed");
             }

@@ -182,7 +182,14 @@ pub(super) fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
             Err(error) => return debug!(%error, "upgrade failed"),
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        match tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            64 * 1024,
+            64 * 1024,
+        )
+        .await
+        {
             Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
             Err(error) => debug!(%error, "upgraded connection failed"),
         }

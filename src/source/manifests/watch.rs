@@ -14,7 +14,7 @@ use crate::source::{Event, Kind};
 
 /// How long to wait after a file event before rescanning, so that a burst of events (an
 /// editor's write-and-rename, a ConfigMap update) costs one rescan.
-const COALESCE: Duration = Duration::from_millis(75);
+const COALESCE: Duration = Duration::from_millis(20);
 
 /// The interval of the polling watcher used when the native one is unavailable.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
