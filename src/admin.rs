@@ -10,9 +10,7 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -21,23 +19,16 @@ use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::controller::BuildStatus;
 use crate::metrics::{ListenerKind, Metrics};
 use crate::snapshot::SnapshotHandle;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::table::{RouteRow, route_rows};
-
-/// How long open admin connections get to finish after shutdown starts.
-const GRACE: Duration = Duration::from_secs(5);
-
-/// How long to wait after a failed `accept` before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The content type of `/metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -63,42 +54,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "admin accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    crate::serve::accept_loop(listener, "admin", shutdown, |stream, _peer| {
         let guard = state.metrics.connection_opened(ListenerKind::Admin);
         let state = state.clone();
         let service = service_fn(move |req| {
             let response = respond(&state, &req);
             async move { Ok::<_, Infallible>(response) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%peer, %error, "admin connection failed");
-            }
-            drop(guard);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        debug!("admin connections still open after the grace period");
-    }
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        (conn, guard)
+    })
+    .await;
     Ok(())
 }
 

@@ -11,26 +11,17 @@ mod websocket;
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use handler::Backend;
-
-/// How long open connections get to finish their requests after shutdown starts.
-const GRACE: Duration = Duration::from_secs(5);
-
-/// How long to wait after a failed `accept` (out of file descriptors, say) before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// `portico echo`: run the echo backend.
 #[derive(clap::Args, Debug, Clone)]
@@ -82,37 +73,13 @@ pub async fn serve(
 ) -> io::Result<()> {
     let backend = Arc::new(backend(name));
     let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "echo accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    crate::serve::accept_loop(listener, "echo", shutdown, |stream, peer| {
         let backend = backend.clone();
         let service = service_fn(move |req| handler::handle(backend.clone(), peer, req));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%peer, %error, "echo connection failed");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        debug!("echo connections still open after the grace period");
-    }
+        (conn.into_owned(), ())
+    })
+    .await;
     Ok(())
 }
 

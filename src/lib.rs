@@ -14,6 +14,7 @@ pub mod l4;
 pub mod metrics;
 pub mod proxy;
 pub mod run;
+pub mod serve;
 pub mod snapshot;
 pub mod source;
 pub mod store;

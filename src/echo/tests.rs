@@ -1,5 +1,6 @@
 //! The echo backend over real sockets on 127.0.0.1, port 0.
 
+use std::time::Duration;
 use std::time::Instant;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
