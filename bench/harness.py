@@ -157,6 +157,7 @@ addressType: IPv4
 ports: [{{port: {port}}}]
 endpoints: [{{addresses: ["127.0.0.1"]}}]
 """ for i, port in enumerate(self.backends))
+        (manifests / "endpoints.yaml").write_text(self.endpoints_yaml(ready_second=True))
         (manifests / "bench.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
 kind: IngressClass
 metadata: {{name: portico}}
@@ -166,7 +167,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: bench, namespace: bench}}
 spec: {{ports: [{{port: 80}}]}}
-{slices}---
+---
 apiVersion: v1
 kind: Secret
 metadata: {{name: bench-tls, namespace: bench}}
@@ -199,7 +200,30 @@ spec: {{type: NodePort, ports: [{{port: 80, nodePort: {self.node_port}}}]}}
                "--http-addr", f"127.0.0.1:{http}", "--https-addr", f"127.0.0.1:{https}",
                "--admin-addr", f"127.0.0.1:{admin}", "--proxy-nodeports", "--node-address", "127.0.0.1",
                "--service-node-port-range", f"{self.node_port}-{self.node_port}"]
-        self.manifests = manifests
+        # A WebSocket echo backend (`portico echo`) behind Exact /ws on the same host, for the churn run.
+        ws = free_port()
+        self.spawn("ws-echo", [str(PORTICO), "echo", "--listen", f"127.0.0.1:{ws}", "--threads", "1"], ws,
+                   env={**os.environ, "RUST_LOG": "warn"})
+        (manifests / "ws.yaml").write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: ws, namespace: bench, annotations: {{portico.dev/ssl-redirect: "false"}}}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: ws, namespace: bench, labels: {{kubernetes.io/service-name: ws}}}}
+addressType: IPv4
+ports: [{{port: {ws}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: ws, namespace: bench, annotations: {{portico.dev/ssl-redirect: "false"}}}}
+spec:
+  ingressClassName: portico
+  rules: [{{host: {HOST}, http: {{paths: [{{path: /ws, pathType: Exact, backend: {{service: {{name: ws, port: {{number: 80}}}}}}}}]}}}}]
+""")
+        self.manifests, self.admin = manifests, admin
         self.spawn("portico", cmd, http, env={**os.environ, "RUST_LOG": "warn"})
         # Wait for the first snapshot: the route answers.
         for _ in range(100):
@@ -209,6 +233,20 @@ spec: {{type: NodePort, ports: [{{port: 80, nodePort: {self.node_port}}}]}}
                 break
             time.sleep(0.05)
         self.ports["portico"] = (http, https)
+
+    def endpoints_yaml(self, ready_second):
+        """The bench Service's two EndpointSlices; the second backend ready or not."""
+        docs = []
+        for i, port in enumerate(self.backends):
+            ready = "true" if i == 0 or ready_second else "false"
+            docs.append(f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: bench-{i}, namespace: bench, labels: {{kubernetes.io/service-name: bench}}}}
+addressType: IPv4
+ports: [{{port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
+""")
+        return "---\n".join(docs)
 
     def start_nginx(self):
         http, https = free_port(), free_port()
@@ -407,6 +445,104 @@ def propagation(setup, sizes, changes):
     return out
 
 
+def generation(setup):
+    """The published snapshot generation, from Portico's /metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{setup.admin}/metrics", timeout=5).read().decode()
+    return int(float(re.search(r"^portico_snapshot_generation (\S+)", text, re.M).group(1)))
+
+
+def churn_routes_yaml(k):
+    """The bench host's extra Ingress: a different set of paths at each change."""
+    paths = ", ".join(f"{{path: /churn-{k}-{j}, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}"
+                      for j in range(1 + k % 5))
+    return f"""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: churn, namespace: bench, annotations: {{portico.dev/ssl-redirect: "false"}}}}
+spec:
+  ingressClassName: portico
+  rules: [{{host: {HOST}, http: {{paths: [{paths}]}}}}]
+"""
+
+
+def write_atomically(path, text):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+class WebSocketProbe:
+    """A WebSocket held open through Portico during a run, echoing a message now and then."""
+
+    def __init__(self, port):
+        from websockets.sync.client import connect
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.ws = connect(f"ws://{HOST}/ws", sock=sock, open_timeout=5, close_timeout=2)
+        self.sent = self.echoed = 0
+        self.error = None
+
+    def ping(self):
+        if self.error:
+            return
+        try:
+            message = f"churn {self.sent}"
+            self.sent += 1
+            self.ws.send(message)
+            if self.ws.recv(timeout=5) == message:
+                self.echoed += 1
+        except Exception as e:  # the connection died: that is the finding
+            self.error = f"{type(e).__name__}: {e}"
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+def churn(setup, seconds, rate):
+    """The same load (wrk, HTTP/1.1 keep-alive, 32 connections) without and then with the
+    configuration changing `rate` times a second: the bench host's routes and the bench
+    Service's endpoints in turn. A WebSocket stays open through the churn run."""
+    port = setup.ports["portico"][0]
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}", "--latency", "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"]
+    out = {"command": " ".join(cmd).replace(str(port), "HTTP_PORT")}
+    out["steady"] = parse_wrk(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout)
+    print(f"churn       steady   {out['steady']['rps']:>12,.0f} req/s  errors {out['steady']['errors']}", flush=True)
+    probe = WebSocketProbe(port)
+    gen0 = generation(setup)
+    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    start, changes, next_ping = time.monotonic(), 0, 0.0
+    routes, endpoints = setup.manifests / "churn-routes.yaml", setup.manifests / "endpoints.yaml"
+    try:
+        while time.monotonic() - start < seconds - 0.5 and changes < seconds * rate:
+            if changes % 2 == 0:
+                write_atomically(routes, churn_routes_yaml(changes // 2))
+            else:
+                write_atomically(endpoints, setup.endpoints_yaml(ready_second=(changes // 2) % 2 == 1))
+            changes += 1
+            elapsed = time.monotonic() - start
+            if elapsed >= next_ping:
+                probe.ping()
+                next_ping += 1.0
+            time.sleep(max(0.0, start + changes / rate - time.monotonic()))
+        load_out = load.communicate(timeout=seconds + 60)[0]
+    finally:
+        if load.poll() is None:
+            load.kill()
+    probe.ping()
+    out["churn"] = parse_wrk(load_out)
+    out["changes"], out["generations"] = changes, generation(setup) - gen0
+    out["ws"] = (probe.sent, probe.echoed, probe.error)
+    probe.close()
+    routes.unlink(missing_ok=True)
+    write_atomically(endpoints, setup.endpoints_yaml(ready_second=True))
+    print(f"churn       churn    {out['churn']['rps']:>12,.0f} req/s  errors {out['churn']['errors']}  "
+          f"{changes} changes, {out['generations']} snapshots published, WebSocket {probe.echoed}/{probe.sent} echoed"
+          f"{', ' + probe.error if probe.error else ''}", flush=True)
+    return out
+
+
 def run_one(setup, proxy, scenario, seconds):
     cmd, parse = scenario(setup.ports[proxy])
     pids = setup.pids(proxy)
@@ -439,6 +575,8 @@ def main():
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--propagation", default="10,1000,10000", help="Ingress counts ('' to skip)")
     ap.add_argument("--changes", type=int, default=30, help="changes timed per count")
+    ap.add_argument("--churn-seconds", type=int, default=60, help="length of each churn run (0 to skip)")
+    ap.add_argument("--churn-rate", type=int, default=10, help="configuration changes per second")
     ap.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="where the report goes")
     args = ap.parse_args()
     all_scenarios = scenarios(args.seconds)
@@ -460,10 +598,11 @@ def main():
             rss = {p: peak_rss_mib(setup.pids(p)) for p in proxies}
             l4 = l4_runs(setup, args.rounds, args.seconds) if not args.only or "l4" in args.only else {}
             sizes = [int(x) for x in args.propagation.split(",")] if args.propagation else []
+            churned = churn(setup, args.churn_seconds, args.churn_rate) if args.churn_seconds else None
             prop = propagation(setup, sizes, args.changes) if sizes else {}
         finally:
             setup.stop()
-    report = render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop)
+    report = render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop, churned)
     print(report)
     Path(args.output).write_text(report)
 
@@ -482,7 +621,7 @@ def machine():
     ]
 
 
-def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop):
+def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop, churned):
     lines = ["# Benchmarks", "", "Printed by `bench/run` (this file is its output; only figures it measured are here).", ""]
     lines += machine()
     lines += [f"- Rounds: {args.rounds}, {args.seconds} s per run, proxies alternating (A B C, B C A, C A B); "
@@ -520,6 +659,19 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
             p99 = med([r["p99"] for r in l4[(case, "nodeport")]])
             lines.append(f"| {label} | {fmt(d)} | {fmt(n)} | **{n[0] / d[0]:.2f}** | {fmt(p99, 2)} |")
         lines.append("")
+    if churned:
+        c, s_, w = churned["churn"], churned["steady"], churned["ws"]
+        lines += ["## Churn: configuration changing under load", "",
+                  f"`{churned['command']}` against Portico, once steady and once while the manifests change "
+                  f"{args.churn_rate} times a second (the bench host's paths and the bench Service's endpoints in turn, "
+                  "each file written by rename); a WebSocket through Portico echoes a message every second of the churn run.", "",
+                  "| run | req/s | p50 ms | p99 ms | failed requests |", "|---|---|---|---|---|",
+                  f"| steady | {s_['rps']:,.0f} | {s_['p50']:.2f} | {s_['p99']:.2f} | {s_['errors']} |",
+                  f"| churn | {c['rps']:,.0f} | {c['p50']:.2f} | {c['p99']:.2f} | {c['errors']} |", "",
+                  f"Changes written: {churned['changes']}; snapshots published: {churned['generations']}; "
+                  f"p99 churn/steady: **{c['p99'] / s_['p99']:.2f}**; failed requests under churn: **{c['errors']}**; "
+                  f"WebSocket: {w[1]}/{w[0]} messages echoed, "
+                  + (f"**closed** ({w[2]})" if w[2] else "**still open** at the end") + ".", ""]
     if prop:
         lines += ["## Configuration propagation", "",
                   f"A new Ingress written to the manifests directory (one file, by rename) until the first request routed by it; "
