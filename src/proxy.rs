@@ -9,16 +9,13 @@ mod handler;
 pub mod headers;
 pub mod listener;
 pub mod tls;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
 use self::balance::EndpointPicker;
-use self::body::UpstreamBody;
+use self::upstream::{PoolConfig, UpstreamPool};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
 
@@ -66,7 +63,7 @@ impl Default for ProxyConfig {
 #[derive(Debug)]
 pub struct Proxy {
     snapshot: SnapshotHandle,
-    client: Client<HttpConnector, UpstreamBody>,
+    upstreams: Arc<UpstreamPool>,
     picker: Arc<dyn EndpointPicker>,
     metrics: Arc<Metrics>,
     config: ProxyConfig,
@@ -82,18 +79,14 @@ impl Proxy {
         metrics: Arc<Metrics>,
         config: ProxyConfig,
     ) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let upstreams = UpstreamPool::new(PoolConfig {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.upstream_idle_timeout,
+            max_idle_per_target: 1024,
+        });
         Arc::new(Proxy {
             snapshot,
-            client,
+            upstreams,
             picker,
             metrics,
             config,

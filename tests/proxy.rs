@@ -405,3 +405,55 @@ async fn oversized_request_heads_are_refused() {
     .await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
+
+/// An upstream that answers each connection's first request keep-alive style (no
+/// `Connection: close`) and then closes the connection, as servers with short idle timeouts
+/// do. Portico must notice and not send the next request into a closed connection.
+#[tokio::test]
+async fn upstreams_closing_idle_connections_cost_no_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nonce\r\n")
+                    .await;
+                // Closing at once: the connection is idle in Portico's pool by now.
+            });
+        }
+    });
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", service("c", "closer", 80)),
+        ("eps.yaml", endpoints("c", "closer", &[addr], &[])),
+        (
+            "ing.yaml",
+            ingress("c", "closer", &[("c.com", vec![prefix("/", "closer", 80)])]),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    for i in 0..10 {
+        let reply = client::h1(env.http(), get("c.com", "/")).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {i}");
+        assert_eq!(reply.body, Bytes::from_static(b"once\r\n"));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        10,
+        "a connection each"
+    );
+}

@@ -9,7 +9,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+
+use super::upstream::UpstreamBody;
 
 /// What is known of a request when its response starts.
 #[derive(Debug)]
@@ -72,7 +73,7 @@ impl AccessRecord {
 /// dropped: the client went away).
 #[derive(Debug)]
 pub struct LoggedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     bytes: u64,
     record: Option<Box<AccessRecord>>,
 }
@@ -81,7 +82,7 @@ pub struct LoggedBody {
 
 impl LoggedBody {
     /// Wraps an upstream body.
-    pub fn new(inner: Incoming, record: AccessRecord) -> Self {
+    pub fn new(inner: UpstreamBody, record: AccessRecord) -> Self {
         LoggedBody {
             inner,
             bytes: 0,

@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use http::header::{HOST, LOCATION, SERVER};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tracing::debug;
 
 use super::Proxy;
 use super::access::{AccessRecord, LoggedBody};
-use super::body::{ProxyBody, UpstreamBody};
+use super::body::ProxyBody;
 use super::errors::{ProxyError, wants_json};
 use super::headers::{self, ConnHeaders};
+use super::upstream::{ConnectError, Pooled, SendError, Target, UpstreamBody};
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{Route, RouteLabels, Upstream};
 
@@ -25,13 +26,6 @@ struct Outcome {
     upstream: Option<SocketAddr>,
     upstream_status: Option<u16>,
     request_id: Option<HeaderValue>,
-}
-
-/// The head of a request, kept to send it again after a connect failure.
-struct Head {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 }
 
 // === impl Proxy ===
@@ -133,8 +127,8 @@ impl Proxy {
         Ok(response.map(ProxyBody::Upstream))
     }
 
-    /// Sends to the route's backend: a Service endpoint (retried once on another ready
-    /// endpoint when connecting fails) or an ExternalName.
+    /// Sends to the route's backend: a Service endpoint (another ready endpoint is tried
+    /// when connecting fails) or an ExternalName.
     async fn send_to_backend(
         &self,
         snapshot: &Snapshot,
@@ -142,16 +136,16 @@ impl Proxy {
         req: Request<Incoming>,
         conn: &ConnHeaders,
         outcome: &mut Outcome,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let port = match &route.backend.upstream {
             Upstream::Service(id) => snapshot
                 .services
                 .get(*id)
                 .ok_or(ProxyError::BackendUnavailable)?,
             Upstream::External { host, port } => {
-                let authority = Authority::try_from(format!("{host}:{port}"))
-                    .map_err(|_| ProxyError::BackendUnavailable)?;
-                return self.send(req, authority, None).await.map_err(|(e, _)| e);
+                let target = Target::Name(host.clone(), *port);
+                let pooled = self.checkout(&target).await?;
+                return self.send(pooled, req).await;
             }
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
@@ -164,87 +158,87 @@ impl Proxy {
             .ok_or(ProxyError::NoEndpoints)?;
         let first_addr = first.endpoint.addr;
         outcome.upstream = Some(first_addr);
-        let retry = port.ready_endpoints().len() > 1;
-        let head = retry.then(|| Head {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        });
-        let (error, body) = match self
-            .send(req, authority_of(first_addr), head.as_ref())
-            .await
-        {
-            Ok(response) => return Ok(response),
-            Err(failed) => failed,
+        let (pooled, _pick) = match self.checkout(&Target::Addr(first_addr)).await {
+            Ok(pooled) => (pooled, first),
+            Err(error) => {
+                drop(first);
+                let second = self.picker.pick(port, client, Some(first_addr));
+                let Some(second) = second.filter(|p| p.endpoint.addr != first_addr) else {
+                    return Err(error);
+                };
+                self.metrics.upstream_retry();
+                let next = second.endpoint.addr;
+                debug!(failed = %first_addr, %next, "connect failed; trying another endpoint");
+                outcome.upstream = Some(next);
+                (self.checkout(&Target::Addr(next)).await?, second)
+            }
         };
-        drop(first);
-        let (Some(head), Some(body), ProxyError::Connect(_)) = (head, body, &error) else {
-            return Err(error);
-        };
-        let second = self.picker.pick(port, client, Some(first_addr));
-        let Some(second) = second.filter(|p| p.endpoint.addr != first_addr) else {
-            return Err(error);
-        };
-        self.metrics.upstream_retry();
-        let next = second.endpoint.addr;
-        debug!(failed = %first_addr, %next, "connect failed; retrying on another endpoint");
-        outcome.upstream = Some(next);
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.headers_mut() = head.headers;
-        self.send(req, authority_of(next), None)
-            .await
-            .map_err(|(e, _)| e)
+        self.send(pooled, req).await
     }
 
-    /// Sends a request to one upstream. On a connect failure the body comes back (when
-    /// `replay` is set and nothing was read from it), so the request can go elsewhere.
+    /// A connection to `target`; a failure is counted and mapped to 502 or 504.
+    async fn checkout(&self, target: &Target) -> Result<Pooled, ProxyError> {
+        self.upstreams.checkout(target).await.map_err(|e| {
+            self.metrics.upstream_connect_error();
+            match e {
+                ConnectError::Timeout => ProxyError::Timeout,
+                e => ProxyError::Connect(format!("{target}: {e}")),
+            }
+        })
+    }
+
+    /// Sends a request on `pooled`. A request that a reused connection could not take (the
+    /// upstream had closed it) goes once more on a new connection to the same target.
     async fn send(
         &self,
+        pooled: Pooled,
         req: Request<Incoming>,
-        authority: Authority,
-        replay: Option<&Head>,
-    ) -> Result<Response<Incoming>, (ProxyError, Option<Incoming>)> {
-        let (mut parts, body) = req.into_parts();
-        parts.uri = upstream_uri(authority, parts.uri.path_and_query());
-        parts.version = Version::HTTP_11;
-        let (body, give_back) = match replay {
-            Some(_) => {
-                let (body, rx) = UpstreamBody::returnable(body);
-                (body, Some(rx))
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let target = pooled.target().clone();
+        let req = upstream_request(req, &target);
+        let reused = pooled.reused();
+        let sent = tokio::time::timeout(self.config.response_timeout, pooled.send(req));
+        let req = match sent.await {
+            Ok(Ok(response)) => return Ok(response),
+            Err(_) => return Err(ProxyError::Timeout),
+            Ok(Err(SendError::NotSent(req, _))) if reused => *req,
+            Ok(Err(SendError::NotSent(_, e) | SendError::Failed(e))) => {
+                return Err(ProxyError::Upstream(e.to_string()));
             }
-            None => (UpstreamBody::new(body), None),
         };
-        let sent = tokio::time::timeout(
-            self.config.response_timeout,
-            self.client.request(Request::from_parts(parts, body)),
-        );
+        debug!(upstream = %target, "idle connection was closed; sending on a new one");
+        let fresh = self.upstreams.connect(&target).await.map_err(|e| {
+            self.metrics.upstream_connect_error();
+            ProxyError::Connect(format!("{target}: {e}"))
+        })?;
+        let sent = tokio::time::timeout(self.config.response_timeout, fresh.send(req));
         match sent.await {
             Ok(Ok(response)) => Ok(response),
-            Err(_) => Err((ProxyError::Timeout, None)),
-            Ok(Err(e)) if e.is_connect() => {
-                self.metrics.upstream_connect_error();
-                let body = give_back.and_then(|mut rx| rx.try_recv().ok());
-                Err((connect_error(&e), body))
+            Err(_) => Err(ProxyError::Timeout),
+            Ok(Err(SendError::NotSent(_, e) | SendError::Failed(e))) => {
+                Err(ProxyError::Upstream(e.to_string()))
             }
-            Ok(Err(e)) => Err((ProxyError::Upstream(e.to_string()), None)),
         }
     }
 }
 
-/// A connect failure: 504 when it timed out, 502 otherwise.
-fn connect_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return ProxyError::Timeout;
-        }
-        source = s.source();
+/// The request as it goes upstream: HTTP/1.1, origin-form URI, a Host header.
+fn upstream_request(mut req: Request<Incoming>, target: &Target) -> Request<Incoming> {
+    *req.version_mut() = Version::HTTP_11;
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
     }
-    ProxyError::Connect(format!("{e:?}"))
+    if !req.headers().contains_key(HOST)
+        && let Ok(host) = HeaderValue::from_str(&target.to_string())
+    {
+        req.headers_mut().insert(HOST, host);
+    }
+    req
 }
 
 /// The Host of a request: the URI's authority (HTTP/2, absolute-form) or the Host header.
@@ -272,22 +266,6 @@ fn prepare_request(
     }
     headers::set_forwarded(headers, conn, host);
     headers::request_id(headers);
-}
-
-fn authority_of(addr: SocketAddr) -> Authority {
-    // `ip:port` and `[v6]:port` are always valid authorities.
-    Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("invalid"))
-}
-
-fn upstream_uri(authority: Authority, path: Option<&PathAndQuery>) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(
-        path.cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// 308 to the same host and path over HTTPS.

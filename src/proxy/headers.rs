@@ -73,41 +73,66 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// The hop-by-hop headers, always removed (Connection and Upgrade kept for an upgrade).
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &header::UPGRADE,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+];
+
 /// Removes hop-by-hop headers: those `Connection` names, then Connection, Keep-Alive,
 /// Proxy-Connection, TE, Trailer, Transfer-Encoding and Upgrade. When `upgrade` is true,
 /// `Upgrade` and `Connection: upgrade` are kept so that the upgrade can pass.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Names listed in Connection are rare: only allocate when there are some.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && (n == header::UPGRADE)))
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // One pass over the names finds which are present: a removal is a hash lookup, and most
+    // messages carry none of them or only `Connection: keep-alive`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    if present == 0 && !upgrade {
+        return;
+    }
+    if present & 1 != 0 {
+        // Other headers named in Connection (its options close, keep-alive and upgrade are
+        // handled here already). Rare: the vector only allocates when there are some.
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|o| t.eq_ignore_ascii_case(o))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        let kept = upgrade && i < 2;
+        if present & (1 << i) != 0 && !kept {
+            headers.remove(*name);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
     }
 }
 
 /// Sets the forwarding headers on a request going upstream.
 pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnHeaders, host: Option<&HeaderValue>) {
+    headers.reserve(6);
     append_forwarded_for(headers, &conn.client_ip);
     headers.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
     headers.insert(X_FORWARDED_PORT.clone(), conn.port.clone());
@@ -118,20 +143,21 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnHeaders, host: Option<&
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let existing: Vec<&[u8]> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if existing.is_empty() {
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        return;
+    let mut entry = match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(v) => {
+            v.insert(client.clone());
+            return;
+        }
+        header::Entry::Occupied(o) => o,
+    };
+    let mut joined = Vec::new();
+    for v in entry.iter() {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
     }
-    let mut joined = existing.join(&b", "[..]);
-    joined.extend_from_slice(b", ");
     joined.extend_from_slice(client.as_bytes());
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        entry.insert(v);
     }
 }
 
@@ -145,29 +171,36 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
-/// A unique id: a per-process random key hashed with a counter (not a secret, just unique).
+/// A unique id: a counter mixed with per-process random keys (splitmix64, a bijection, so
+/// ids never repeat within a process), as 32 hex digits. Not a secret, just unique.
 fn generate_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static KEYS: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-    let keys = KEYS.get_or_init(RandomState::new);
+    static KEYS: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        let random = RandomState::new();
+        [1u64, 2].map(|i| {
+            let mut h = random.build_hasher();
+            h.write_u64(i);
+            h.finish()
+        })
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut a = keys.build_hasher();
-    a.write_u64(n);
-    let mut b = keys.build_hasher();
-    b.write_u64(!n);
+    let words = [splitmix64(n ^ keys[0]), splitmix64(n.wrapping_add(keys[1]))];
     let mut buf = [0u8; 32];
-    for (i, byte) in a
-        .finish()
-        .to_be_bytes()
-        .into_iter()
-        .chain(b.finish().to_be_bytes())
-        .enumerate()
-    {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in words.iter().flat_map(|w| w.to_be_bytes()).enumerate() {
         buf[2 * i] = HEX[usize::from(byte >> 4)];
         buf[2 * i + 1] = HEX[usize::from(byte & 15)];
     }
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// The splitmix64 finalizer: a bijection on u64 that spreads every input bit.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindErr
     open().map_err(|source| BindError { addr, what, source })
 }
 
+/// The number of request headers hyper accepts when no limit is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// The hyper connection builder for client connections, with the proxy's limits.
 pub fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -64,8 +67,12 @@ pub fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> 
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.client_header_timeout)
-        .max_buf_size(config.max_header_bytes.max(8192))
-        .max_headers(config.max_headers);
+        .max_buf_size(config.max_header_bytes.max(8192));
+    // hyper parses up to 100 headers in a stack array; naming any limit, even 100, makes it
+    // allocate and fill a vector for every request head instead.
+    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -75,7 +75,7 @@ pub enum Upstream {
     /// An ExternalName Service: connect to this DNS name and port.
     External {
         /// The DNS name.
-        host: Box<str>,
+        host: std::sync::Arc<str>,
         /// The port.
         port: u16,
     },
