@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
-pub use build::{BuildConfig, Built, CONTROLLER_NAME, build, build_after};
+pub use build::{BuildCache, BuildConfig, Built, CONTROLLER_NAME, build, build_after};
 pub use certs::CertTable;
 pub use diagnostics::{Diagnostic, Severity};
 pub use routes::RouteTable;
@@ -35,10 +35,12 @@ pub struct Snapshot {
     pub services: ServiceTable,
     /// Certificates by SNI.
     pub certs: CertTable,
+    /// What the next build may reuse (not part of the value).
+    cache: Arc<BuildCache>,
 }
 
 impl PartialEq for Snapshot {
-    /// Equal content; the generation is not compared.
+    /// Equal content; the generation and the build cache are not compared.
     fn eq(&self, other: &Self) -> bool {
         self.routes == other.routes && self.services == other.services && self.certs == other.certs
     }
@@ -54,6 +56,7 @@ impl Snapshot {
             routes: RouteTable::default(),
             services: ServiceTable::default(),
             certs: CertTable::new(default_cert),
+            cache: Arc::default(),
         }
     }
 }

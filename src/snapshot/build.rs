@@ -1,6 +1,10 @@
 //! `build()`: the objects of the store → one [`Snapshot`] plus diagnostics. Pure and
 //! deterministic: no I/O, no clock, and the same objects in any order give an equal snapshot.
+//!
+//! Incremental: [`build_after`] reuses from the snapshot it replaces whatever the change did
+//! not touch (see [`cache`]), and gives exactly what [`build`] gives from scratch.
 
+mod cache;
 mod class;
 mod ingress;
 mod tls;
@@ -9,9 +13,11 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
+pub use cache::BuildCache;
+
 use super::Snapshot;
 use super::diagnostics::Diagnostic;
-use super::routes::RouteTableBuilder;
+use super::routes::RouteTable;
 use super::services::{ServiceOptions, ServiceTable};
 use crate::source::ObjectKey;
 use crate::store::ObjectStore;
@@ -69,49 +75,59 @@ pub fn build(store: &ObjectStore, config: &BuildConfig) -> Built {
 }
 
 /// Builds the snapshot that replaces `previous`: ClusterIP/NodePort allocations and the
-/// schedulers' runtime state carry over from it. Still a function of its inputs alone.
+/// schedulers' runtime state carry over from it, and the parts of it that the change did not
+/// touch are reused. Still a function of its inputs alone: the result equals `build(store,
+/// config)` (apart from the carried allocations and runtime state).
 pub fn build_after(
     store: &ObjectStore,
     config: &BuildConfig,
     previous: Option<&Snapshot>,
 ) -> Built {
+    let empty = BuildCache::default();
+    let cache = previous.map_or(&empty, |p| &*p.cache);
     let mut diagnostics = Vec::new();
     let previous_services = previous.map(|p| &p.services);
     let services =
         ServiceTable::build(store, &config.services, previous_services, &mut diagnostics);
     let ours = class::our_ingresses(store, config, &mut diagnostics);
-    let certs = tls::cert_table(store, config, &ours, &mut diagnostics);
-    let tls_hosts = tls::tls_hosts(&ours);
-    let mut routes = RouteTableBuilder::default();
-    let mut default_backend = None;
-    for (age, ingress) in ours.iter().enumerate() {
-        let context = ingress::Context {
-            store,
-            services: &services,
-            tls_hosts: &tls_hosts,
-            age,
-        };
-        ingress::add_ingress(
-            &context,
-            ingress,
-            &mut routes,
-            &mut default_backend,
-            &mut diagnostics,
-        );
-    }
-    if let Some(route) = default_backend {
-        routes.default_backend(route);
-    }
-    let routes = routes.finish(&mut diagnostics);
-    let mut ingresses: Vec<ObjectKey> = ours.into_iter().map(|o| o.key).collect();
-    ingresses.sort();
+    let mut with_tls: Vec<&class::OurIngress<'_>> =
+        ours.iter().filter(|o| tls::has_tls_entries(o)).collect();
+    with_tls.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
+    let (certs, secrets) =
+        tls::cert_table(store, config, &with_tls, &cache.secrets, &mut diagnostics);
+    let tls_hosts = tls::tls_hosts(&with_tls);
+    let context = ingress::Context {
+        store,
+        services: &services,
+        tls_hosts: &tls_hosts,
+    };
+    let tls_changed = tls_hosts != cache.tls_hosts;
+    let (compiled, changes) = cache::compile_all(&context, &ours, &cache.ingresses, tls_changed);
+    let hosts = cache::update_hosts(&cache.hosts, &changes);
+    let mut defaults: Vec<&ingress::Compiled> = compiled
+        .iter()
+        .filter(|c| c.default_backend.is_some())
+        .map(|c| &**c)
+        .collect();
+    defaults.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
+    let default_backend = ingress::default_backend(defaults, &mut diagnostics);
+    let routes = RouteTable::from_hosts(hosts.iter().map(|(h, e)| (h, &e.routes)), default_backend);
+    diagnostics.extend(compiled.iter().flat_map(|c| c.diagnostics.iter().cloned()));
+    diagnostics.extend(hosts.values().flat_map(|e| e.diagnostics.iter().cloned()));
     diagnostics.sort();
     diagnostics.dedup();
+    let ingresses: Vec<ObjectKey> = ours.into_iter().map(|o| o.key).collect();
     let snapshot = Snapshot {
         generation: 0,
         routes,
         services,
         certs,
+        cache: Arc::new(BuildCache {
+            ingresses: compiled,
+            hosts,
+            tls_hosts,
+            secrets,
+        }),
     };
     Built {
         snapshot,

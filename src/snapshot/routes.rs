@@ -170,6 +170,8 @@ impl PartialEq for HostRoutes {
     }
 }
 
+impl Eq for HostRoutes {}
+
 // === impl HostRoutes ===
 
 impl HostRoutes {
@@ -189,18 +191,39 @@ impl HostRoutes {
     }
 }
 
-/// The whole routing table of a snapshot.
+/// The whole routing table of a snapshot. Each host's routes are shared: a build that did not
+/// touch a host reuses them from the previous snapshot (and equality is then a pointer check).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, HostRoutes>,
-    wildcard: HashMap<Box<str>, HostRoutes>,
-    catch_all: Option<HostRoutes>,
+    exact: HashMap<Box<str>, Arc<HostRoutes>>,
+    wildcard: HashMap<Box<str>, Arc<HostRoutes>>,
+    catch_all: Option<Arc<HostRoutes>>,
     default_backend: Option<Route>,
 }
 
 // === impl RouteTable ===
 
 impl RouteTable {
+    /// A table of these hosts' routes and this default backend.
+    pub fn from_hosts<'a>(
+        hosts: impl IntoIterator<Item = (&'a HostPattern, &'a Arc<HostRoutes>)>,
+        default_backend: Option<Route>,
+    ) -> RouteTable {
+        let mut table = RouteTable {
+            default_backend,
+            ..RouteTable::default()
+        };
+        for (host, routes) in hosts {
+            let routes = Arc::clone(routes);
+            match host {
+                HostPattern::Exact(h) => drop(table.exact.insert(h.clone(), routes)),
+                HostPattern::Wildcard(h) => drop(table.wildcard.insert(h.clone(), routes)),
+                HostPattern::Any => table.catch_all = Some(routes),
+            }
+        }
+        table
+    }
+
     /// The route for a request's Host (or `:authority`) and path; None means the built-in 404.
     ///
     /// Exact host, then `*.` wildcard (one label), then host-less rules. A host that matched
@@ -221,7 +244,9 @@ impl RouteTable {
             return Some(rules);
         }
         // `*.foo.com` matches exactly one more label: strip the first label and look up the rest.
-        self.wildcard.get(host::wildcard_suffix(host)?)
+        self.wildcard
+            .get(host::wildcard_suffix(host)?)
+            .map(|r| &**r)
     }
 
     /// The default backend, if any of our Ingresses declares one.
@@ -238,11 +263,11 @@ impl RouteTable {
         wildcard.sort_by(|a, b| a.0.cmp(b.0));
         let exact = exact
             .into_iter()
-            .map(|(h, r)| (HostPattern::Exact(h.clone()), r));
+            .map(|(h, r)| (HostPattern::Exact(h.clone()), &**r));
         let wildcard = wildcard
             .into_iter()
-            .map(|(h, r)| (HostPattern::Wildcard(h.clone()), r));
-        let any = self.catch_all.iter().map(|r| (HostPattern::Any, r));
+            .map(|(h, r)| (HostPattern::Wildcard(h.clone()), &**r));
+        let any = self.catch_all.iter().map(|r| (HostPattern::Any, &**r));
         exact.chain(wildcard).chain(any).collect()
     }
 
@@ -287,48 +312,11 @@ impl Candidate {
     }
 }
 
-/// Collects candidates per host pattern and resolves precedence into a [`RouteTable`].
-#[derive(Debug, Default)]
-pub struct RouteTableBuilder {
-    hosts: BTreeMap<HostPattern, Vec<Candidate>>,
-    default_backend: Option<Route>,
-}
-
-// === impl RouteTableBuilder ===
-
-impl RouteTableBuilder {
-    /// Offers a path of a rule with this host pattern.
-    pub fn add(&mut self, host: HostPattern, candidate: Candidate) {
-        self.hosts.entry(host).or_default().push(candidate);
-    }
-
-    /// Sets the default backend (the caller picks the oldest).
-    pub fn default_backend(&mut self, route: Route) {
-        self.default_backend = Some(route);
-    }
-
-    /// Resolves precedence and builds the routers; conflicts become diagnostics.
-    pub fn finish(self, diagnostics: &mut Vec<Diagnostic>) -> RouteTable {
-        let mut table = RouteTable {
-            default_backend: self.default_backend,
-            ..RouteTable::default()
-        };
-        for (host, candidates) in self.hosts {
-            let routes = build_host(candidates, diagnostics);
-            match host {
-                HostPattern::Exact(h) => drop(table.exact.insert(h, routes)),
-                HostPattern::Wildcard(h) => drop(table.wildcard.insert(h, routes)),
-                HostPattern::Any => table.catch_all = Some(routes),
-            }
-        }
-        table
-    }
-}
-
 /// Builds one host's router: equal claims go to the oldest Ingress (a diagnostic for the
 /// others unless they name the same backend), then every matchit key
-/// goes to the longest declared path, Exact before Prefix on equal length.
-fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+/// goes to the longest declared path, Exact before Prefix on equal length. Only the order of
+/// the candidates' ages matters, not their values.
+pub fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
     candidates
         .sort_by(|a, b| (a.path(), a.path_type(), a.age).cmp(&(b.path(), b.path_type(), b.age)));
     let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());

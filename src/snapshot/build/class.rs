@@ -20,14 +20,13 @@ pub(super) struct OurIngress<'a> {
     pub ingress: &'a Arc<Ingress>,
 }
 
-/// Our Ingresses, oldest first (creationTimestamp; objects without one count as newest; then
-/// namespace/name): the order in which conflicting claims are settled.
+/// Our Ingresses, in key order (namespace/name).
 pub(super) fn our_ingresses<'a>(
     store: &'a ObjectStore,
     config: &BuildConfig,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<OurIngress<'a>> {
-    let mut ours: Vec<OurIngress<'a>> = store
+    store
         .ingresses
         .iter()
         .filter(|(_, ing)| is_ours(store, config, ing, diagnostics))
@@ -35,14 +34,18 @@ pub(super) fn our_ingresses<'a>(
             key: ObjectKey::new(Kind::Ingress, ns, name),
             ingress,
         })
-        .collect();
-    ours.sort_by(|a, b| {
-        let created =
-            |o: &OurIngress<'_>| o.ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let (ca, cb) = (created(a), created(b));
-        (ca.is_none(), ca, &a.key).cmp(&(cb.is_none(), cb, &b.key))
-    });
-    ours
+        .collect()
+}
+
+// === impl OurIngress ===
+
+impl OurIngress<'_> {
+    /// The order in which conflicting claims are settled: oldest first (creationTimestamp;
+    /// objects without one count as newest), then namespace/name.
+    pub fn precedence(&self) -> impl Ord + '_ {
+        let created = self.ingress.metadata.creation_timestamp.as_ref();
+        (created.is_none(), created.map(|t| t.0), &self.key)
+    }
 }
 
 fn is_ours(

@@ -1,16 +1,18 @@
-//! One Ingress → route candidates (rules and paths) and its default backend.
+//! One Ingress → its compiled routes (candidates per host), default backend and diagnostics.
+//!
+//! A [`Compiled`] Ingress depends on the Ingress itself, on how its backends resolved
+//! ([`Lookup`]s) and on the TLS hosts (the redirect flag): [`Compiled::still_valid`] checks
+//! exactly those, so the next build can reuse it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::IngressBackend;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
-use super::class::OurIngress;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::host;
 use crate::snapshot::routes::{
-    Backend, Candidate, HostPattern, IngressRef, PathType, PortRef, Route, RouteLabels,
-    RouteTableBuilder, Upstream,
+    Backend, Candidate, HostPattern, IngressRef, PathType, PortRef, Route, RouteLabels, Upstream,
 };
 use crate::snapshot::services::{FindError, ServiceTable, ServiceType};
 use crate::source::ObjectKey;
@@ -24,104 +26,264 @@ pub(super) struct Context<'a> {
     pub store: &'a ObjectStore,
     pub services: &'a ServiceTable,
     pub tls_hosts: &'a HashSet<String>,
-    /// Position of this Ingress, oldest first.
-    pub age: usize,
 }
 
-/// Offers every path of the Ingress to the route builder, and its default backend unless an
-/// older Ingress set one.
-pub(super) fn add_ingress(
-    cx: &Context<'_>,
-    our: &OurIngress<'_>,
-    routes: &mut RouteTableBuilder,
-    default_backend: &mut Option<Route>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let key = &our.key;
-    let ingress = IngressRef {
-        namespace: key.namespace.as_str().into(),
-        name: key.name.as_str().into(),
-    };
-    let Some(spec) = our.ingress.spec.as_ref() else {
-        return;
-    };
-    if let Some(b) = &spec.default_backend {
-        let backend = resolve_backend(cx, key, b, "spec.defaultBackend", diagnostics);
-        set_default_backend(key, &ingress, backend, default_backend, diagnostics);
-    }
-    let redirect = ssl_redirect_enabled(our, diagnostics);
-    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-        let Some(pattern) = host_pattern(key, ri, rule.host.as_deref(), diagnostics) else {
-            continue;
-        };
-        let host: Option<Box<str>> = match &pattern {
-            HostPattern::Any => None,
-            HostPattern::Exact(h) => Some(h.clone()),
-            HostPattern::Wildcard(s) => Some(format!("*.{s}").into()),
-        };
-        let ssl_redirect = redirect && host.as_deref().is_some_and(|h| has_tls(cx.tls_hosts, h));
-        for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-            let field = format!("spec.rules[{ri}].http.paths[{pi}]");
-            let Some((path, path_type)) =
-                path_of(key, &field, p.path.as_deref(), &p.path_type, diagnostics)
-            else {
-                continue;
-            };
-            let backend = resolve_backend(
-                cx,
-                key,
-                &p.backend,
-                &format!("{field}.backend"),
-                diagnostics,
-            );
-            let route = Route {
-                host: host.clone(),
-                path: Some(path),
-                path_type: Some(path_type),
-                ingress: ingress.clone(),
-                labels: RouteLabels::new(&ingress, &backend),
-                backend,
-                ssl_redirect,
-            };
-            let candidate = Candidate {
-                route,
-                age: (cx.age, ri, pi),
-                object: key.clone(),
-                field,
-            };
-            routes.add(pattern.clone(), candidate);
-        }
-    }
+/// One Ingress of ours, compiled: what it offers the route table, and its own diagnostics.
+#[derive(Debug)]
+pub(super) struct Compiled {
+    pub key: ObjectKey,
+    /// The Ingress it was compiled from.
+    pub ingress: Arc<Ingress>,
+    /// Every path, with its rule's host pattern; `age.0` is 0 (the host sets it).
+    pub paths: Vec<(HostPattern, Candidate)>,
+    /// The distinct host patterns of `paths`, sorted.
+    pub hosts: Vec<HostPattern>,
+    /// `spec.defaultBackend`, resolved.
+    pub default_backend: Option<Route>,
+    /// Whether its TLS hosts redirect plain HTTP (the annotation).
+    redirect: bool,
+    /// Every Service lookup made, in order: what the result depended on.
+    lookups: Vec<Lookup>,
+    /// Problems of this Ingress alone (precedence among Ingresses is judged later).
+    pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Sets the default backend unless an Ingress that takes precedence already did.
-fn set_default_backend(
-    key: &ObjectKey,
-    ingress: &IngressRef,
-    backend: Backend,
-    default_backend: &mut Option<Route>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    match default_backend {
-        None => {
-            *default_backend = Some(Route {
+/// One backend resolution: the Service port named, and what it gave.
+#[derive(Debug, PartialEq)]
+struct Lookup {
+    service: Arc<str>,
+    port: PortRef,
+    upstream: Upstream,
+    error: Option<String>,
+}
+
+// === impl Compiled ===
+
+impl Compiled {
+    /// Compiles one Ingress of ours.
+    pub fn new(cx: &Context<'_>, key: ObjectKey, ingress: &Arc<Ingress>) -> Compiled {
+        let mut c = Compiled {
+            key,
+            ingress: Arc::clone(ingress),
+            paths: Vec::new(),
+            hosts: Vec::new(),
+            default_backend: None,
+            redirect: true,
+            lookups: Vec::new(),
+            diagnostics: Vec::new(),
+        };
+        c.compile(cx);
+        let mut hosts: Vec<HostPattern> = c.paths.iter().map(|(h, _)| h.clone()).collect();
+        hosts.sort();
+        hosts.dedup();
+        c.hosts = hosts;
+        c
+    }
+
+    /// Whether compiling `ingress` now would give this again: the same Ingress, every backend
+    /// resolving as before, and (when the TLS hosts changed) the same redirect flags.
+    pub fn still_valid(&self, cx: &Context<'_>, ingress: &Arc<Ingress>, tls_changed: bool) -> bool {
+        let ns = self.key.namespace.as_str();
+        (Arc::ptr_eq(&self.ingress, ingress) || *self.ingress == **ingress)
+            && self.lookups.iter().all(|l| {
+                let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
+                upstream == l.upstream && error == l.error
+            })
+            && (!tls_changed
+                || self.paths.iter().all(|(_, c)| {
+                    c.route.ssl_redirect == self.ssl_redirect(cx, c.route.host.as_deref())
+                }))
+    }
+
+    /// The precedence among Ingresses: oldest first (creationTimestamp; none counts as
+    /// newest), then namespace/name.
+    pub fn precedence(&self) -> impl Ord + '_ {
+        let created = self.ingress.metadata.creation_timestamp.as_ref();
+        (created.is_none(), created.map(|t| t.0), &self.key)
+    }
+
+    fn ssl_redirect(&self, cx: &Context<'_>, host: Option<&str>) -> bool {
+        self.redirect && host.is_some_and(|h| has_tls(cx.tls_hosts, h))
+    }
+
+    fn compile(&mut self, cx: &Context<'_>) {
+        let ingress = Arc::clone(&self.ingress);
+        let Some(spec) = ingress.spec.as_ref() else {
+            return;
+        };
+        let iref = IngressRef {
+            namespace: self.key.namespace.as_str().into(),
+            name: self.key.name.as_str().into(),
+        };
+        if let Some(b) = &spec.default_backend {
+            let backend = self.resolve_backend(cx, b, "spec.defaultBackend");
+            self.default_backend = Some(Route {
                 host: None,
                 path: None,
                 path_type: None,
-                ingress: ingress.clone(),
-                labels: RouteLabels::new(ingress, &backend),
+                ingress: iref.clone(),
+                labels: RouteLabels::new(&iref, &backend),
                 backend,
                 ssl_redirect: false,
             });
         }
-        Some(older) => {
-            let reason = format!(
-                "a default backend is already set by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored",
-                older.ingress.namespace, older.ingress.name
-            );
-            diagnostics.push(Diagnostic::warning(key, "spec.defaultBackend", reason));
+        self.redirect = ssl_redirect_enabled(&self.key, &ingress, &mut self.diagnostics);
+        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = rule.host.as_deref();
+            let Some(pattern) = host_pattern(&self.key, ri, host, &mut self.diagnostics) else {
+                continue;
+            };
+            let host: Option<Box<str>> = match &pattern {
+                HostPattern::Any => None,
+                HostPattern::Exact(h) => Some(h.clone()),
+                HostPattern::Wildcard(s) => Some(format!("*.{s}").into()),
+            };
+            let ssl_redirect = self.ssl_redirect(cx, host.as_deref());
+            for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                let field = format!("spec.rules[{ri}].http.paths[{pi}]");
+                let path = p.path.as_deref();
+                let Some((path, path_type)) =
+                    path_of(&self.key, &field, path, &p.path_type, &mut self.diagnostics)
+                else {
+                    continue;
+                };
+                let backend = self.resolve_backend(cx, &p.backend, &format!("{field}.backend"));
+                let route = Route {
+                    host: host.clone(),
+                    path: Some(path),
+                    path_type: Some(path_type),
+                    ingress: iref.clone(),
+                    labels: RouteLabels::new(&iref, &backend),
+                    backend,
+                    ssl_redirect,
+                };
+                let candidate = Candidate {
+                    route,
+                    age: (0, ri, pi),
+                    object: self.key.clone(),
+                    field,
+                };
+                self.paths.push((pattern.clone(), candidate));
+            }
         }
     }
+
+    /// Resolves a backend to an upstream; what cannot be resolved is a diagnostic and a 503.
+    fn resolve_backend(
+        &mut self,
+        cx: &Context<'_>,
+        backend: &IngressBackend,
+        field: &str,
+    ) -> Backend {
+        let unavailable = |service: &str, port| Backend {
+            service: Arc::from(service),
+            port,
+            upstream: Upstream::Unavailable,
+        };
+        let Some(svc) = &backend.service else {
+            let reason = "resource backends are not supported; requests get 503";
+            self.error(format!("{field}.resource"), reason.to_string());
+            return unavailable("", PortRef::Number(0));
+        };
+        let port = match port_ref(svc.port.as_ref()) {
+            Ok(port) => port,
+            Err((suffix, reason)) => {
+                self.error(format!("{field}.service.port{suffix}"), reason.to_string());
+                return unavailable(&svc.name, PortRef::Number(0));
+            }
+        };
+        let service: Arc<str> = Arc::from(svc.name.as_str());
+        let (upstream, error) = lookup(cx, &self.key.namespace, &service, &port);
+        if let Some(reason) = &error {
+            self.error(format!("{field}.service"), reason.clone());
+        }
+        self.lookups.push(Lookup {
+            service: Arc::clone(&service),
+            port: port.clone(),
+            upstream: upstream.clone(),
+            error,
+        });
+        Backend {
+            service,
+            port,
+            upstream,
+        }
+    }
+
+    fn error(&mut self, field: String, reason: String) {
+        self.diagnostics
+            .push(Diagnostic::error(&self.key, field, reason));
+    }
+}
+
+/// The Service port a backend names, or the field suffix and reason it is unusable.
+fn port_ref(
+    port: Option<&k8s_openapi::api::networking::v1::ServiceBackendPort>,
+) -> Result<PortRef, (&'static str, &'static str)> {
+    match port {
+        Some(p) if p.number.is_some() => p
+            .number
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .map(PortRef::Number)
+            .ok_or((".number", "port number out of range; requests get 503")),
+        Some(p) if p.name.as_deref().is_some_and(|n| !n.is_empty()) => {
+            Ok(PortRef::Name(p.name.as_deref().unwrap_or_default().into()))
+        }
+        _ => Err(("", "needs a port number or name; requests get 503")),
+    }
+}
+
+/// Resolves a Service port of namespace `ns`: the upstream, and why it is unavailable.
+fn lookup(cx: &Context<'_>, ns: &str, name: &str, port: &PortRef) -> (Upstream, Option<String>) {
+    let found = cx.services.find(ns, name, port);
+    let upstream = match &found {
+        Ok(id) => match cx.services.get(*id) {
+            Some(sp) if sp.service_type == ServiceType::ExternalName => {
+                external(sp.external_name.as_deref(), sp.port)
+            }
+            _ => Upstream::Service(*id),
+        },
+        Err(FindError::NoPort(..)) if is_external_name(cx.store, ns, name) => match port {
+            // An ExternalName Service needs no ports: connect to the number the Ingress names.
+            PortRef::Number(n) => external(external_name(cx.store, ns, name), *n),
+            PortRef::Name(_) => Upstream::Unavailable,
+        },
+        Err(_) => Upstream::Unavailable,
+    };
+    if upstream != Upstream::Unavailable {
+        return (upstream, None);
+    }
+    let reason = match found {
+        Err(e) => format!("{e}; requests get 503"),
+        Ok(_) => "ExternalName Service without externalName; requests get 503".to_string(),
+    };
+    (upstream, Some(reason))
+}
+
+/// The default backend: that of the first Ingress (in precedence order) declaring one; the
+/// others get a warning.
+pub(super) fn default_backend<'a>(
+    by_precedence: impl IntoIterator<Item = &'a Compiled>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Route> {
+    let mut chosen: Option<&Route> = None;
+    for c in by_precedence {
+        let Some(route) = &c.default_backend else {
+            continue;
+        };
+        match chosen {
+            None => chosen = Some(route),
+            Some(older) => {
+                let reason = format!(
+                    "a default backend is already set by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored",
+                    older.ingress.namespace, older.ingress.name
+                );
+                diagnostics.push(Diagnostic::warning(&c.key, "spec.defaultBackend", reason));
+            }
+        }
+    }
+    chosen.cloned()
 }
 
 fn has_tls(tls_hosts: &HashSet<String>, host: &str) -> bool {
@@ -130,8 +292,12 @@ fn has_tls(tls_hosts: &HashSet<String>, host: &str) -> bool {
             .is_some_and(|s| !host.starts_with("*.") && tls_hosts.contains(&format!("*.{s}")))
 }
 
-fn ssl_redirect_enabled(our: &OurIngress<'_>, diagnostics: &mut Vec<Diagnostic>) -> bool {
-    let annotations = our.ingress.metadata.annotations.as_ref();
+fn ssl_redirect_enabled(
+    key: &ObjectKey,
+    ingress: &Ingress,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let annotations = ingress.metadata.annotations.as_ref();
     match annotations
         .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
         .map(String::as_str)
@@ -141,7 +307,7 @@ fn ssl_redirect_enabled(our: &OurIngress<'_>, diagnostics: &mut Vec<Diagnostic>)
         Some(other) => {
             let field = format!("metadata.annotations[{SSL_REDIRECT_ANNOTATION}]");
             diagnostics.push(Diagnostic::warning(
-                &our.key,
+                key,
                 field,
                 format!("{other:?} is not \"true\" or \"false\"; using true"),
             ));
@@ -242,81 +408,6 @@ fn validate_path(path: &str) -> Result<(), &'static str> {
         return Err("must not contain '?', '#', spaces or control characters");
     }
     Ok(())
-}
-
-/// Resolves a backend to an upstream; what cannot be resolved is a diagnostic and a 503.
-fn resolve_backend(
-    cx: &Context<'_>,
-    key: &ObjectKey,
-    backend: &IngressBackend,
-    field: &str,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Backend {
-    let unavailable = |service: &str, port| Backend {
-        service: Arc::from(service),
-        port,
-        upstream: Upstream::Unavailable,
-    };
-    let Some(svc) = &backend.service else {
-        let reason = "resource backends are not supported; requests get 503";
-        diagnostics.push(Diagnostic::error(key, format!("{field}.resource"), reason));
-        return unavailable("", PortRef::Number(0));
-    };
-    let port = match svc.port.as_ref() {
-        Some(p) if p.number.is_some() => match p
-            .number
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|n| *n > 0)
-        {
-            Some(n) => PortRef::Number(n),
-            None => {
-                diagnostics.push(Diagnostic::error(
-                    key,
-                    format!("{field}.service.port.number"),
-                    "port number out of range; requests get 503",
-                ));
-                return unavailable(&svc.name, PortRef::Number(0));
-            }
-        },
-        Some(p) if p.name.as_deref().is_some_and(|n| !n.is_empty()) => {
-            PortRef::Name(p.name.as_deref().unwrap_or_default().into())
-        }
-        _ => {
-            diagnostics.push(Diagnostic::error(
-                key,
-                format!("{field}.service.port"),
-                "needs a port number or name; requests get 503",
-            ));
-            return unavailable(&svc.name, PortRef::Number(0));
-        }
-    };
-    let ns = key.namespace.as_str();
-    let upstream = match cx.services.find(ns, &svc.name, &port) {
-        Ok(id) => match cx.services.get(id) {
-            Some(sp) if sp.service_type == ServiceType::ExternalName => {
-                external(sp.external_name.as_deref(), sp.port)
-            }
-            _ => Upstream::Service(id),
-        },
-        Err(FindError::NoPort(..)) if is_external_name(cx.store, ns, &svc.name) => match &port {
-            // An ExternalName Service needs no ports: connect to the number the Ingress names.
-            PortRef::Number(n) => external(external_name(cx.store, ns, &svc.name), *n),
-            PortRef::Name(_) => Upstream::Unavailable,
-        },
-        Err(_) => Upstream::Unavailable,
-    };
-    if upstream == Upstream::Unavailable {
-        let reason = match cx.services.find(ns, &svc.name, &port) {
-            Err(e) => format!("{e}; requests get 503"),
-            Ok(_) => "ExternalName Service without externalName; requests get 503".to_string(),
-        };
-        diagnostics.push(Diagnostic::error(key, format!("{field}.service"), reason));
-    }
-    Backend {
-        service: Arc::from(svc.name.as_str()),
-        port,
-        upstream,
-    }
 }
 
 fn external(host: Option<&str>, port: u16) -> Upstream {

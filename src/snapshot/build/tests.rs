@@ -3,6 +3,7 @@
 mod backends;
 mod certs;
 mod classes;
+mod incremental;
 mod properties;
 mod routing;
 

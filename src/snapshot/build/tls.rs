@@ -1,6 +1,9 @@
 //! `spec.tls` of our Ingresses → the certificate table, and the hosts that redirect to HTTPS.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
 
 use super::BuildConfig;
 use super::class::OurIngress;
@@ -8,19 +11,31 @@ use crate::snapshot::certs::{CertEntry, CertTable, TlsCert};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::host;
 use crate::source::{Kind, ObjectKey};
-use crate::store::ObjectStore;
+use crate::store::{NsName, ObjectStore};
 
-/// Parsed Secrets of one build, so each is parsed once.
-type Parsed = HashMap<(String, String), Result<TlsCert, String>>;
+/// Secrets parsed by a build, each with the object it was parsed from: a build parses a Secret
+/// once, and not at all when the previous build parsed an equal one.
+pub(super) type ParsedSecrets = HashMap<NsName, (Arc<Secret>, Result<TlsCert, String>)>;
 
-/// Builds the certificate table: for each host of each `spec.tls` entry, oldest Ingress first.
+/// The Secrets parsed before, and those of this build.
+struct Parsed<'a> {
+    previous: &'a ParsedSecrets,
+    now: ParsedSecrets,
+}
+
+/// Builds the certificate table: for each host of each `spec.tls` entry, in the order of
+/// `ours` (oldest Ingress first). Returns the Secrets it parsed, for the next build.
 pub(super) fn cert_table(
     store: &ObjectStore,
     config: &BuildConfig,
-    ours: &[OurIngress<'_>],
+    ours: &[&OurIngress<'_>],
+    previous: &ParsedSecrets,
     diagnostics: &mut Vec<Diagnostic>,
-) -> CertTable {
-    let mut parsed = Parsed::new();
+) -> (CertTable, ParsedSecrets) {
+    let mut parsed = Parsed {
+        previous,
+        now: ParsedSecrets::new(),
+    };
     let default = match &config.default_certificate {
         None => config.fallback_certificate.clone(),
         Some((ns, name)) => match secret_cert(store, &mut parsed, ns, name) {
@@ -38,13 +53,13 @@ pub(super) fn cert_table(
     for our in ours {
         add_ingress_certs(store, our, &mut parsed, &mut table, diagnostics);
     }
-    table
+    (table, parsed.now)
 }
 
 fn add_ingress_certs(
     store: &ObjectStore,
     our: &OurIngress<'_>,
-    parsed: &mut Parsed,
+    parsed: &mut Parsed<'_>,
     table: &mut CertTable,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -124,18 +139,31 @@ fn add_host_cert(
 
 fn secret_cert(
     store: &ObjectStore,
-    parsed: &mut Parsed,
+    parsed: &mut Parsed<'_>,
     ns: &str,
     name: &str,
 ) -> Result<TlsCert, String> {
     let key = (ns.to_string(), name.to_string());
-    parsed
-        .entry(key)
-        .or_insert_with_key(|key| match store.secrets.get(key) {
-            None => Err("not found".to_string()),
-            Some(secret) => TlsCert::from_secret(secret).map_err(|e| e.to_string()),
-        })
-        .clone()
+    let Some(secret) = store.secrets.get(&key) else {
+        return Err("not found".to_string());
+    };
+    if let Some((_, result)) = parsed.now.get(&key) {
+        return result.clone();
+    }
+    // Parsing is a function of the Secret alone: an equal Secret gives the same result.
+    let result = match parsed.previous.get(&key) {
+        Some((before, result)) if Arc::ptr_eq(before, secret) || **before == **secret => {
+            result.clone()
+        }
+        _ => TlsCert::from_secret(secret).map_err(|e| e.to_string()),
+    };
+    parsed.now.insert(key, (Arc::clone(secret), result.clone()));
+    result
+}
+
+/// Whether the Ingress has `spec.tls` entries.
+pub(super) fn has_tls_entries(our: &OurIngress<'_>) -> bool {
+    tls_entries(our).next().is_some()
 }
 
 fn tls_entries<'a>(
@@ -178,7 +206,7 @@ fn hosts_of(
 }
 
 /// Every host pattern some Ingress of ours lists under `spec.tls`.
-pub(super) fn tls_hosts(ours: &[OurIngress<'_>]) -> HashSet<String> {
+pub(super) fn tls_hosts(ours: &[&OurIngress<'_>]) -> HashSet<String> {
     ours.iter()
         .flat_map(|our| tls_entries(our).flat_map(move |tls| hosts_of(our, tls)))
         .collect()

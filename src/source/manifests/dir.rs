@@ -4,16 +4,21 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{FileParse, ManifestProblem, ManifestsError, parse_file};
 use crate::source::{Event, Object, ObjectKey};
 
-/// A manifests directory as last read: per file its content and last good objects, and the
-/// union of objects last reported. Blocking I/O: call it off the async runtime.
+/// A manifests directory as last read: per file its content and last good objects, per key
+/// the files defining it, and the union of objects last reported. A rescan costs the reading
+/// of the files plus work in proportion to the objects of the files that changed, not to all
+/// objects. Blocking I/O: call it off the async runtime.
 #[derive(Debug)]
 pub struct ManifestDir {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// Every definition of each key, in (path, position in the file) order: the last wins.
+    defs: BTreeMap<ObjectKey, Vec<Definition>>,
     objects: BTreeMap<ObjectKey, Object>,
     /// Problems not tied to one file's content (unreadable directories, conflicts).
     dir_problems: BTreeSet<ManifestProblem>,
@@ -27,6 +32,13 @@ pub struct Rescan {
     pub events: Vec<Event>,
     /// Problems that appeared with this rescan (to be logged); standing ones are not repeated.
     pub new_problems: Vec<ManifestProblem>,
+}
+
+/// One object as one file defines it.
+#[derive(Debug)]
+struct Definition {
+    path: Arc<Path>,
+    object: Object,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +62,7 @@ impl ManifestDir {
         Ok(ManifestDir {
             dir,
             files: BTreeMap::new(),
+            defs: BTreeMap::new(),
             objects: BTreeMap::new(),
             dir_problems: BTreeSet::new(),
             readable: true,
@@ -84,89 +97,141 @@ impl ManifestDir {
         let listing = Listing::walk(&self.dir);
         self.readable = !listing.covers(&self.dir);
         let mut new_problems = Vec::new();
-        self.files
-            .retain(|path, _| listing.files.contains(path) || listing.covers(path));
+        // (path, its previous good objects) of every file whose good objects were replaced.
+        let mut changed: Vec<(PathBuf, Vec<Object>)> = Vec::new();
+        let gone: Vec<PathBuf> = (self.files.keys())
+            .filter(|p| !listing.files.contains(*p) && !listing.covers(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(state) = self.files.remove(&path) {
+                changed.push((path, state.good));
+            }
+        }
         for path in &listing.files {
             let state = self.files.entry(path.clone()).or_default();
-            new_problems.extend(state.refresh(path));
+            let (problems, replaced) = state.refresh(path);
+            new_problems.extend(problems);
+            if let Some(before) = replaced {
+                changed.push((path.clone(), before));
+            }
         }
-        let (objects, conflicts) = self.union();
-        let standing: BTreeSet<_> = listing.problems.into_iter().chain(conflicts).collect();
+        let events = self.redefine(changed);
+        let standing: BTreeSet<_> = listing
+            .problems
+            .into_iter()
+            .chain(self.conflicts())
+            .collect();
         new_problems.extend(standing.difference(&self.dir_problems).cloned());
         self.dir_problems = standing;
-        let events = diff(&self.objects, &objects);
-        self.objects = objects;
         Rescan {
             events,
             new_problems,
         }
     }
 
-    /// The objects of every file; a key defined twice goes to the later path, reported.
-    fn union(&self) -> (BTreeMap<ObjectKey, Object>, Vec<ManifestProblem>) {
-        let mut owners: BTreeMap<ObjectKey, (&Path, &Object)> = BTreeMap::new();
-        let mut conflicts = Vec::new();
-        for (path, state) in &self.files {
-            for object in &state.good {
+    /// Replaces the definitions of the changed files by their current good objects, and
+    /// returns the events for the keys whose winning object changed: Applied for new or
+    /// changed objects, Deleted for keys gone, in key order.
+    fn redefine(&mut self, changed: Vec<(PathBuf, Vec<Object>)>) -> Vec<Event> {
+        let mut affected: BTreeSet<ObjectKey> = BTreeSet::new();
+        for (path, before) in &changed {
+            for object in before {
                 let key = object.key();
-                if let Some((earlier, _)) = owners.insert(key.clone(), (path, object)) {
-                    let reason = format!(
-                        "{key} is also defined in {}; the definition here wins",
-                        earlier.display()
-                    );
-                    conflicts.push(ManifestProblem::warning(path, None, None, reason));
+                if let Some(defs) = self.defs.get_mut(&key) {
+                    defs.retain(|d| *d.path != **path);
+                    if defs.is_empty() {
+                        self.defs.remove(&key);
+                    }
                 }
+                affected.insert(key);
             }
         }
-        let objects = owners
+        for (path, _) in changed {
+            let Some(state) = self.files.get(&path) else {
+                continue;
+            };
+            let path: Arc<Path> = Arc::from(path);
+            for object in &state.good {
+                let key = object.key();
+                let defs = self.defs.entry(key.clone()).or_default();
+                // After the definitions of earlier paths and the earlier ones of this file.
+                let at = defs.partition_point(|d| *d.path <= *path);
+                let definition = Definition {
+                    path: Arc::clone(&path),
+                    object: object.clone(),
+                };
+                defs.insert(at, definition);
+                affected.insert(key);
+            }
+        }
+        affected
             .into_iter()
-            .map(|(key, (_, object))| (key, object.clone()))
-            .collect();
-        (objects, conflicts)
+            .filter_map(|key| {
+                let winner = self.defs.get(&key).and_then(|d| d.last());
+                match (self.objects.get(&key), winner) {
+                    (old, Some(new)) if old != Some(&new.object) => {
+                        self.objects.insert(key, new.object.clone());
+                        Some(Event::Applied(new.object.clone()))
+                    }
+                    (Some(_), None) => {
+                        self.objects.remove(&key);
+                        Some(Event::Deleted(key))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
     }
-}
 
-/// Applied for new or changed objects, Deleted for keys gone, in key order.
-fn diff(old: &BTreeMap<ObjectKey, Object>, new: &BTreeMap<ObjectKey, Object>) -> Vec<Event> {
-    let keys: BTreeSet<&ObjectKey> = old.keys().chain(new.keys()).collect();
-    keys.into_iter()
-        .filter_map(|key| match (old.get(key), new.get(key)) {
-            (old, Some(new)) if old != Some(new) => Some(Event::Applied(new.clone())),
-            (Some(_), None) => Some(Event::Deleted(key.clone())),
-            _ => None,
-        })
-        .collect()
+    /// A key defined more than once goes to the later definition; each earlier one is reported
+    /// where it is overridden.
+    fn conflicts(&self) -> Vec<ManifestProblem> {
+        let defined_twice = self.defs.iter().filter(|(_, defs)| defs.len() > 1);
+        defined_twice
+            .flat_map(|(key, defs)| {
+                defs.windows(2).map(move |w| {
+                    let reason = format!(
+                        "{key} is also defined in {}; the definition here wins",
+                        w[0].path.display()
+                    );
+                    ManifestProblem::warning(&w[1].path, None, None, reason)
+                })
+            })
+            .collect()
+    }
 }
 
 // === impl FileState ===
 
 impl FileState {
-    /// Re-reads the file; returns the problems to report (none when nothing changed).
-    fn refresh(&mut self, path: &Path) -> Vec<ManifestProblem> {
+    /// Re-reads the file; returns the problems to report (none when nothing changed), and
+    /// the previous good objects when a good parse replaced them.
+    fn refresh(&mut self, path: &Path) -> (Vec<ManifestProblem>, Option<Vec<Object>>) {
         match fs::read(path) {
-            Ok(bytes) if self.content.as_ref() == Some(&bytes) => Vec::new(),
+            Ok(bytes) if self.content.as_ref() == Some(&bytes) => (Vec::new(), None),
             Ok(bytes) => {
                 let parse = match std::str::from_utf8(&bytes) {
                     Ok(text) => parse_file(path, text),
                     Err(e) => broken(path, format!("the file is not UTF-8: {e}")),
                 };
-                if !parse.broken {
-                    self.good = parse.objects;
-                }
+                let replaced =
+                    (!parse.broken).then(|| std::mem::replace(&mut self.good, parse.objects));
                 self.content = Some(bytes);
                 self.problems = parse.problems;
-                self.problems.clone()
+                (self.problems.clone(), replaced)
             }
             Err(e) => {
                 let problems = broken(path, format!("cannot read the file: {e}")).problems;
                 let new = self.content.is_some() || self.problems != problems;
                 self.content = None;
                 self.problems = problems;
-                if new {
+                let report = if new {
                     self.problems.clone()
                 } else {
                     Vec::new()
-                }
+                };
+                (report, None)
             }
         }
     }

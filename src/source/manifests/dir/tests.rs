@@ -203,3 +203,73 @@ fn load_dir_reads_once_and_names_a_missing_directory() {
         "a file is not a directory"
     );
 }
+
+mod rescans {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What a file can hold: objects that overlap between files, a broken file, nothing.
+    fn content(version: u8) -> Option<String> {
+        match version % 7 {
+            0 => None,
+            1 => Some(service("s", 80)),
+            2 => Some(service("s", 81) + "---\n" + &service("t", 80)),
+            3 => Some(service("t", 82) + "---\n" + &service("t", 83)),
+            4 => Some(ingress("i", "a.com")),
+            5 => Some("kind: [broken".to_string()),
+            _ => Some(ingress("i", "b.com") + "---\n" + &service("u", 80)),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// After any sequence of edits, the events of each rescan, applied in order, give the
+        /// objects that a fresh read of the files' last good versions gives, with the same
+        /// conflicts.
+        #[test]
+        fn rescans_track_a_fresh_read(steps in proptest::collection::vec((0u8..4, any::<u8>()), 1..24)) {
+            let (tmp, good) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let mut state = ManifestDir::new(tmp.path().to_path_buf()).unwrap();
+            let mut seen: BTreeMap<ObjectKey, Object> = BTreeMap::new();
+            for (file, version) in steps {
+                let name = format!("f{file}.yaml");
+                let (path, good_path) = (tmp.path().join(&name), good.path().join(&name));
+                match content(version) {
+                    Some(text) => {
+                        write(&path, &text);
+                        if !text.contains("broken") {
+                            write(&good_path, &text);
+                        }
+                    }
+                    None => {
+                        drop(fs::remove_file(&path));
+                        drop(fs::remove_file(&good_path));
+                    }
+                }
+                for event in state.rescan().events {
+                    match event {
+                        Event::Applied(o) => drop(seen.insert(o.key(), o)),
+                        Event::Deleted(key) => prop_assert!(seen.remove(&key).is_some()),
+                        Event::Synced(_) => {}
+                    }
+                }
+                let mut fresh = ManifestDir::new(good.path().to_path_buf()).unwrap();
+                fresh.rescan();
+                let objects: Vec<&Object> = state.objects().collect();
+                prop_assert_eq!(&objects, &fresh.objects().collect::<Vec<_>>());
+                prop_assert_eq!(&objects, &seen.values().collect::<Vec<_>>());
+                let warnings = |d: &ManifestDir, root: &std::path::Path| -> Vec<(PathBuf, String)> {
+                    let root = root.display().to_string();
+                    d.problems().into_iter().filter(|p| p.reason.contains("the definition here wins"))
+                        .map(|p| (p.file.strip_prefix(&root).unwrap().to_path_buf(), p.reason.replace(&root, "")))
+                        .collect()
+                };
+                prop_assert_eq!(warnings(&state, tmp.path()), warnings(&fresh, good.path()));
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! What one build leaves to the next: compiled Ingresses, per-host routers and parsed Secrets.
+//!
+//! Nothing is reused on trust. A compiled Ingress is reused only when compiling it again would
+//! give the same thing ([`Compiled::still_valid`]); a host's router only when its claimants are
+//! the very same compiled Ingresses as before (so the same candidates, in the same order); a
+//! parsed Secret only when the Secret is equal. Everything else is built as `build()` builds it
+//! from scratch, which is this same code with an empty cache.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use super::class::OurIngress;
+use super::ingress::{Compiled, Context};
+use super::tls::ParsedSecrets;
+use crate::snapshot::diagnostics::Diagnostic;
+use crate::snapshot::routes::{HostPattern, HostRoutes, build_host};
+use crate::source::ObjectKey;
+
+/// The parts of a build the next build may reuse. Carried by the snapshot, not part of its
+/// value (snapshot equality ignores it).
+#[derive(Default)]
+pub struct BuildCache {
+    /// Our Ingresses, compiled, in key order.
+    pub(super) ingresses: Vec<Arc<Compiled>>,
+    /// Every host pattern with a route: its claimants, router and diagnostics.
+    pub(super) hosts: BTreeMap<HostPattern, Arc<HostEntry>>,
+    /// The TLS host patterns the compiled Ingresses' redirect flags were computed against.
+    pub(super) tls_hosts: HashSet<String>,
+    /// The Secrets parsed for certificates.
+    pub(super) secrets: ParsedSecrets,
+}
+
+impl fmt::Debug for BuildCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildCache")
+            .field("ingresses", &self.ingresses.len())
+            .field("hosts", &self.hosts.len())
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
+}
+
+/// One host pattern: the Ingresses that have paths on it and what they built.
+#[derive(Debug)]
+pub(super) struct HostEntry {
+    /// In precedence order (oldest first).
+    claimants: Vec<Arc<Compiled>>,
+    /// The router.
+    pub routes: Arc<HostRoutes>,
+    /// Conflicts and shadowed paths on this host.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+// === impl HostEntry ===
+
+impl HostEntry {
+    /// Builds the host's router from its claimants (in precedence order).
+    fn new(host: &HostPattern, claimants: Vec<Arc<Compiled>>) -> HostEntry {
+        let candidates = claimants
+            .iter()
+            .enumerate()
+            .flat_map(|(age, c)| {
+                c.paths
+                    .iter()
+                    .filter(|(h, _)| h == host)
+                    .map(move |(_, c)| {
+                        let mut c = c.clone();
+                        c.age.0 = age;
+                        c
+                    })
+            })
+            .collect();
+        let mut diagnostics = Vec::new();
+        let routes = Arc::new(build_host(candidates, &mut diagnostics));
+        HostEntry {
+            claimants,
+            routes,
+            diagnostics,
+        }
+    }
+}
+
+/// Compiled Ingresses that differ from the previous build: the versions gone (replaced or
+/// removed) and the versions new (added or replaced).
+#[derive(Default)]
+pub(super) struct Changes<'p> {
+    gone: Vec<&'p Arc<Compiled>>,
+    new: Vec<Arc<Compiled>>,
+}
+
+/// Compiles our Ingresses (in key order), reusing those of `previous` (in key order) that
+/// are still valid. Returns them in key order, with what changed.
+pub(super) fn compile_all<'p>(
+    cx: &Context<'_>,
+    ours: &[OurIngress<'_>],
+    previous: &'p [Arc<Compiled>],
+    tls_changed: bool,
+) -> (Vec<Arc<Compiled>>, Changes<'p>) {
+    let mut compiled = Vec::with_capacity(ours.len());
+    let mut changes = Changes::default();
+    let mut old = previous.iter().peekable();
+    for our in ours {
+        while let Some(gone) = old.next_if(|c| c.key < our.key) {
+            changes.gone.push(gone);
+        }
+        let before = old.next_if(|c| c.key == our.key);
+        match before {
+            Some(c) if c.still_valid(cx, our.ingress, tls_changed) => {
+                compiled.push(Arc::clone(c));
+            }
+            _ => {
+                let c = Arc::new(Compiled::new(cx, our.key.clone(), our.ingress));
+                changes.gone.extend(before);
+                changes.new.push(Arc::clone(&c));
+                compiled.push(c);
+            }
+        }
+    }
+    changes.gone.extend(old);
+    (compiled, changes)
+}
+
+/// The hosts after `changes`: those no changed Ingress touches are kept as they were; the
+/// others are built again from their current claimants (or dropped when none is left).
+pub(super) fn update_hosts(
+    previous: &BTreeMap<HostPattern, Arc<HostEntry>>,
+    changes: &Changes<'_>,
+) -> BTreeMap<HostPattern, Arc<HostEntry>> {
+    let changed: HashSet<&ObjectKey> = changes
+        .gone
+        .iter()
+        .map(|c| &c.key)
+        .chain(changes.new.iter().map(|c| &c.key))
+        .collect();
+    let mut added: BTreeMap<&HostPattern, Vec<&Arc<Compiled>>> = BTreeMap::new();
+    for c in &changes.new {
+        for h in &c.hosts {
+            added.entry(h).or_default().push(c);
+        }
+    }
+    let dirty: BTreeSet<&HostPattern> = changes
+        .gone
+        .iter()
+        .flat_map(|c| &c.hosts)
+        .chain(added.keys().copied())
+        .collect();
+    let mut hosts = previous.clone();
+    for host in dirty {
+        let kept = previous.get(host).into_iter().flat_map(|e| {
+            e.claimants
+                .iter()
+                .filter(|c| !changed.contains(&c.key))
+                .cloned()
+        });
+        let new = added.get(host).into_iter().flatten().map(|c| Arc::clone(c));
+        let mut claimants: Vec<Arc<Compiled>> = kept.chain(new).collect();
+        if claimants.is_empty() {
+            hosts.remove(host);
+            continue;
+        }
+        claimants.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
+        hosts.insert(host.clone(), Arc::new(HostEntry::new(host, claimants)));
+    }
+    hosts
+}
