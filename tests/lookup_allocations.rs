@@ -33,6 +33,9 @@ fn lookups_do_not_allocate() {
                "spec": {"ingressClassName": "portico", "rules": [
                    {"host": "a.example.com", "http": {"paths": [path("/", "Prefix"), path("/api", "Prefix"), path("/login", "Exact")]}},
                    {"host": "*.example.org", "http": {"paths": [path("/", "Prefix")]}},
+                   {"host": "nested.example.com", "http": {"paths": [
+                       path("/a", "Prefix"), path("/a/b", "Prefix"), path("/a/b/c", "Exact"),
+                       path("/a/bc", "Exact"), path("/app/", "Prefix"), path("/{x}", "Prefix")]}},
                    {"http": {"paths": [path("/static", "Prefix")]}}]}}),
     ];
     let store = ObjectStore::from_objects(objects.map(|o| Object::from_value(o).unwrap()));
@@ -49,6 +52,13 @@ fn lookups_do_not_allocate() {
         ("x.example.org", "/deep/path", true),
         ("other.net", "/static/app.js", true),
         ("other.net", "/nothing", false),
+        // Nested prefixes beside static siblings: matchit would backtrack (and allocate) here.
+        ("nested.example.com", "/a/b/c/d", true),
+        ("nested.example.com", "/a/bx/y", true),
+        ("nested.example.com", "/a/b/c", true),
+        ("nested.example.com", "/app/x/y/z", true),
+        ("nested.example.com", "/{x}/y", true),
+        ("nested.example.com", "/ab", false),
     ] {
         let mut result = None;
         let n = allocations_in(|| result = Some(routes.route(host, p).is_some()));

@@ -2,8 +2,9 @@
 //! a matchit router over Ingress paths; plus the default backend.
 //!
 //! Path semantics follow the Kubernetes Ingress path-matching table. They are carried by a small
-//! encoding into matchit keys (see [`keys_for`]) and resolved at build time, so a lookup is one
-//! hash probe and one matchit walk, with no allocation.
+//! encoding into keys (see [`keys_for`]) and resolved at build time: static keys go into a
+//! matchit router, `Prefix` catch-alls into a map probed at the request path's '/' boundaries,
+//! so a lookup is one host probe, one matchit walk and a few prefix probes, with no allocation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -149,10 +150,18 @@ pub enum HostPattern {
     Any,
 }
 
-/// The routes of one host pattern: a matchit router over path keys.
+/// The routes of one host pattern: a matchit router over the static path keys, and the
+/// `Prefix` catch-alls by their prefix.
 #[derive(Clone, Debug)]
 pub struct HostRoutes {
+    /// Static keys only: matchit allocates a backtracking stack when a lookup passes a node
+    /// with both static and wildcard children, so the catch-alls are kept apart.
     router: matchit::Router<usize>,
+    /// `t` of each catch-all key `t/{*rest}` (unescaped) → route.
+    prefixes: HashMap<Box<str>, usize>,
+    /// The distinct lengths of `prefixes`' keys, longest first: the only '/' positions of a
+    /// request path worth probing.
+    prefix_lengths: Vec<usize>,
     /// Routes in use: the fallback first (if any), then in the order their keys sort.
     routes: Vec<Route>,
     /// (matchit key, index into `routes`), sorted: the data the router was built from.
@@ -176,13 +185,28 @@ impl Eq for HostRoutes {}
 
 impl HostRoutes {
     /// The route for this path (already cut at '?'), if any of this host's paths match.
+    ///
+    /// A static key equal to the path wins; then the longest `Prefix` whose `t/` starts the
+    /// path with something after it (what matchit's backtracking over `t/{*rest}` keys gave);
+    /// then `Prefix /`.
     pub fn lookup(&self, path: &str) -> Option<&Route> {
-        match self.router.at(path) {
-            Ok(matched) => self.routes.get(*matched.value),
-            // Every key is at least as long as `/`, so a match always beats the fallback.
-            Err(_) if path.starts_with('/') => self.fallback.and_then(|i| self.routes.get(i)),
-            Err(_) => None,
+        if let Ok(matched) = self.router.at(path) {
+            return self.routes.get(*matched.value);
         }
+        if !path.starts_with('/') {
+            return None;
+        }
+        let bytes = path.as_bytes();
+        for &len in &self.prefix_lengths {
+            // `t`, then '/', then a non-empty rest. '/' is ASCII: `len` is a char boundary.
+            if len + 1 < bytes.len()
+                && bytes[len] == b'/'
+                && let Some(&i) = self.prefixes.get(&path[..len])
+            {
+                return self.routes.get(i);
+            }
+        }
+        self.fallback.and_then(|i| self.routes.get(i))
     }
 
     /// The routes, sorted by path and type.
@@ -380,13 +404,23 @@ fn finish_host(
         index[r] = Some(0);
     }
     let mut router = matchit::Router::new();
+    let (mut prefixes, mut prefix_lengths) = (HashMap::new(), Vec::new());
     let mut table = Vec::with_capacity(slots.len());
     for (key, winner) in slots {
         let idx = *index[winner].get_or_insert_with(|| {
             routes.push(kept[winner].route.clone());
             routes.len() - 1
         });
-        match router.insert(key.clone(), idx) {
+        let inserted = match key.strip_suffix(CATCH_ALL) {
+            Some(t) => {
+                let t = t.replace("{{", "{").replace("}}", "}");
+                prefix_lengths.push(t.len());
+                prefixes.insert(t.into_boxed_str(), idx);
+                Ok(())
+            }
+            None => router.insert(key.clone(), idx),
+        };
+        match inserted {
             Ok(()) => table.push((key, idx)),
             Err(e) => diagnostics.push(Diagnostic::error(
                 &kept[winner].object,
@@ -407,20 +441,28 @@ fn finish_host(
             ));
         }
     }
+    prefix_lengths.sort_unstable_by(|a, b| b.cmp(a));
+    prefix_lengths.dedup();
     HostRoutes {
         router,
+        prefixes,
+        prefix_lengths,
         fallback: root.and_then(|r| index[r]),
         routes,
         slots: table,
     }
 }
 
-/// The matchit keys that carry a path's semantics.
+/// The suffix that makes a key a `Prefix` catch-all.
+const CATCH_ALL: &str = "/{*rest}";
+
+/// The keys that carry a path's semantics.
 ///
 /// Exact `p` is the key `p`. Prefix `p` (trailing '/' trimmed to `t`) is `t`, `t/` and
 /// `t/{*rest}`: the catch-all never matches an empty rest, so `/aaa/bbb` covers `/aaa/bbb`,
-/// `/aaa/bbb/` and `/aaa/bbb/...` but not `/aaa/bbbxyz`. matchit prefers static keys and the
-/// longest static prefix, and backtracks, which gives "longest matching prefix wins".
+/// `/aaa/bbb/` and `/aaa/bbb/...` but not `/aaa/bbbxyz`. Static keys are matched whole first,
+/// then the longest catch-all, which gives "longest matching prefix wins". (The keys are in
+/// matchit's syntax, braces escaped, though only static ones go into a matchit router.)
 /// `Prefix /` is only the key `/`: the rest of it is the host's fallback (see [`HostRoutes`]).
 pub fn keys_for(path: &str, path_type: PathType) -> Vec<String> {
     let escaped = path.replace('{', "{{").replace('}', "}}");

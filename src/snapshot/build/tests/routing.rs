@@ -364,3 +364,50 @@ fn tls_hosts_redirect_unless_annotated() {
     assert!(!redirect("b.com"));
     assert!(!redirect("c.com"));
 }
+
+/// The Ingress path rules written out plainly: every path that matches, the longest declared
+/// path winning, Exact before Prefix on equal length.
+fn reference_route(paths: &[(String, &str)], request: &str) -> String {
+    let matches = |p: &str, t: &str| match t {
+        "Exact" => request == p,
+        _ => {
+            let t = p.strip_suffix('/').unwrap_or(p);
+            t.is_empty() || request == t || request.starts_with(&format!("{t}/"))
+        }
+    };
+    paths
+        .iter()
+        .enumerate()
+        .filter(|(_, (p, t))| matches(p, t))
+        .max_by_key(|(i, (p, t))| (p.len(), *t == "Exact", std::cmp::Reverse(*i)))
+        .map_or_else(|| "404".to_string(), |(i, _)| format!("p{i}:80"))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Random overlapping paths (nested prefixes, static siblings, trailing slashes) route
+    /// like the plain reference.
+    #[test]
+    fn lookups_follow_the_path_rules(
+        declared in proptest::collection::btree_set((r"(/(a|b|ab|\{x\})){0,3}/?", proptest::bool::ANY), 1..7),
+        requests in proptest::collection::vec(r"(/(a|b|ab|abc|\{x\})){0,4}/?", 1..12),
+    ) {
+        let paths: Vec<(String, &str)> = declared
+            .into_iter()
+            .map(|(p, exact)| (if p.is_empty() { "/".to_string() } else { p }, if exact { "Exact" } else { "Prefix" }))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let refs: Vec<(&str, &str)> = paths.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+        let built = with_paths(&refs);
+        for request in requests {
+            let request = if request.is_empty() { "/".to_string() } else { request };
+            proptest::prop_assert_eq!(
+                served(&built, "h.com", &request),
+                reference_route(&paths, &request),
+                "paths {:?} request {}", paths, request
+            );
+        }
+    }
+}
