@@ -17,10 +17,6 @@ use super::scheduler;
 use crate::snapshot::services::{ClusterIp, Protocol, ServicePortId};
 use crate::snapshot::{Snapshot, SnapshotHandle};
 
-/// Bytes copied per read in each direction of a spliced connection: tokio's default (8 KiB)
-/// costs four times the syscalls on bulk transfers.
-const SPLICE_BUFFER: usize = 64 * 1024;
-
 /// What the L4 listeners serve.
 #[derive(Clone, Debug)]
 pub struct L4Config {
@@ -197,7 +193,7 @@ async fn accept_tcp(
 ) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => drop(tokio::spawn(splice(
+            Ok((stream, peer)) => drop(tokio::spawn(connect_and_forward(
                 stream,
                 peer,
                 handle.load_full(),
@@ -213,8 +209,9 @@ async fn accept_tcp(
 }
 
 /// Connects the client to an endpoint (one retry on another ready endpoint) and copies both
-/// ways. The snapshot is released once the endpoint is chosen.
-async fn splice(
+/// ways. The snapshot is released once the endpoint is chosen; the endpoint's load stays
+/// counted (for `lc` and `p2c`) until both directions have ended.
+async fn connect_and_forward(
     mut client: TcpStream,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -238,13 +235,7 @@ async fn splice(
                 drop(snapshot);
                 let _ = upstream.set_nodelay(true);
                 let _ = client.set_nodelay(true);
-                let copied = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    SPLICE_BUFFER,
-                    SPLICE_BUFFER,
-                )
-                .await;
+                let copied = super::forward::forward(&mut client, &mut upstream).await;
                 drop(guard);
                 return debug!(%peer, %addr, ?copied, "L4 connection closed");
             }
