@@ -26,8 +26,8 @@ pub async fn forward(client: &mut TcpStream, upstream: &mut TcpStream) -> io::Re
     {
         let (client, upstream) = (&*client, &*upstream);
         tokio::try_join!(
-            splice::one_way(client, upstream),
-            splice::one_way(upstream, client)
+            splice::one_way(client, upstream, pipe::take),
+            splice::one_way(upstream, client, pipe::take)
         )
     }
     #[cfg(not(target_os = "linux"))]
@@ -35,3 +35,6 @@ pub async fn forward(client: &mut TcpStream, upstream: &mut TcpStream) -> io::Re
         tokio::io::copy_bidirectional_with_sizes(client, upstream, BUFFER, BUFFER).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,13 +19,18 @@ enum Burst {
 }
 
 /// Copies `from` → `to` until EOF on `from`, then shuts `to` for writing (the other direction
-/// carries on). Returns the bytes moved.
-pub async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
+/// carries on). Returns the bytes moved. `pipes` gives an empty pipe per burst (`pipe::take`);
+/// a burst it has none for is copied through a buffer.
+pub async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipes: impl Fn() -> io::Result<Pipe>,
+) -> io::Result<u64> {
     let mut total = 0;
     loop {
         from.readable().await?;
         // The pipe is held only while bytes are in flight: idle connections hold none.
-        let burst = match pipe::take() {
+        let burst = match pipes() {
             Ok(pipe) => burst(from, to, pipe).await?,
             Err(_) => copy_burst(from, to).await?,
         };
