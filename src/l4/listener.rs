@@ -182,7 +182,12 @@ fn start(
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    crate::proxy::listener::bind(addr, "L4").map_err(|e| e.source)
+    let listener = crate::proxy::listener::bind(addr, "L4").map_err(|e| e.source)?;
+    // Linux copies TCP_NODELAY to accepted sockets: one setsockopt per listener instead of
+    // one per connection.
+    #[cfg(target_os = "linux")]
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    Ok(listener)
 }
 
 async fn accept_tcp(
@@ -234,6 +239,7 @@ async fn connect_and_forward(
             Ok(Ok(mut upstream)) => {
                 drop(snapshot);
                 let _ = upstream.set_nodelay(true);
+                #[cfg(not(target_os = "linux"))]
                 let _ = client.set_nodelay(true);
                 let copied = super::forward::forward(&mut client, &mut upstream).await;
                 drop(guard);
