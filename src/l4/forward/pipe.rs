@@ -13,8 +13,10 @@ use rustix::pipe::{PipeFlags, fcntl_setpipe_size, pipe_with};
 /// limit cannot be grown and keeps its default size, which is slower but correct.
 pub const SIZE: usize = 256 * 1024;
 
-/// Empty pipes kept per thread; a pipe is two file descriptors.
-const KEPT: usize = 64;
+/// Empty pipes kept per thread; a pipe is two file descriptors and, for a process without
+/// CAP_SYS_RESOURCE, 64 pages of the user's pipe-memory allowance (`fs.pipe-user-pages-soft`,
+/// 16384 pages by default): 16 kept pipes are a sixteenth of it per thread.
+const KEPT: usize = 16;
 
 /// A non-blocking pipe.
 #[derive(Debug)]
