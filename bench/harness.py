@@ -295,6 +295,52 @@ backend be
         self.spawn("haproxy", ["haproxy", "-db", "-f", str(conf)], http)
         self.ports["haproxy"] = (http, https)
 
+    def start_l4_proxies(self):
+        """nginx `stream {}` and HAProxy `mode tcp` in front of the same two backends (round robin,
+        one worker each), for the L4 comparison: what other user-space TCP proxies reach here."""
+        self.l4_ports = {}
+        module = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+        built_in = "--with-stream " in subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr + " "
+        if built_in or module.exists():
+            port, prefix = free_port(), self.work / "nginx-stream"
+            (prefix / "logs").mkdir(parents=True, exist_ok=True)
+            servers = "".join(f"server 127.0.0.1:{p}; " for p in self.backends)
+            conf = prefix / "nginx.conf"
+            conf.write_text(f"""{"" if built_in else f"load_module {module};"}
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 16384; }}
+stream {{
+  upstream l4 {{ {servers}}}
+  server {{ listen 127.0.0.1:{port}; proxy_pass l4; }}
+}}
+""")
+            self.spawn("nginx-stream", ["nginx", "-p", str(prefix), "-c", str(conf)], port)
+            self.l4_ports["nginx-stream"] = port
+        else:
+            print("nginx has no stream module (apt-get install libnginx-mod-stream): skipping nginx stream", file=sys.stderr)
+        port = free_port()
+        servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(self.backends))
+        conf = self.work / "haproxy-tcp.cfg"
+        conf.write_text(f"""global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend l4
+  bind 127.0.0.1:{port}
+  default_backend l4
+backend l4
+  balance roundrobin
+{servers}""")
+        self.spawn("haproxy-tcp", ["haproxy", "-db", "-f", str(conf)], port)
+        self.l4_ports["haproxy-tcp"] = port
+
     def pids(self, name):
         return tree(self.procs[name].pid)
 
@@ -362,21 +408,32 @@ def scenarios(seconds):
     }
 
 
+L4_TARGETS = {"direct": "backends", "nodeport": "portico", "nginx-stream": "nginx-stream", "haproxy-tcp": "haproxy-tcp"}
+L4_CASES = {"throughput": ("/64k", []), "connections": ("/", ["-H", "Connection: close"])}
+
+
 def l4_runs(setup, rounds, seconds):
-    """TCP through Portico's NodePort against straight to a backend: 64 KiB responses over
-    keep-alive (throughput) and a new connection per request (connections/s)."""
-    targets = {"direct": setup.backends[0], "nodeport": setup.node_port}
-    cases = {"throughput": ("/64k", []), "connections": ("/", ["-H", "Connection: close"])}
-    results = {(c, t): [] for c in cases for t in targets}
+    """TCP straight to a backend, through Portico's NodePort, nginx `stream {}` and HAProxy
+    `mode tcp`: 64 KiB responses over keep-alive (throughput) and a new connection per request
+    (connections/s). Targets alternate per round; CPU is the serving processes' (for direct,
+    the backends')."""
+    setup.start_l4_proxies()
+    targets = {"direct": setup.backends[0], "nodeport": setup.node_port, **setup.l4_ports}
+    names = list(targets)
+    results = {(c, t): [] for c in L4_CASES for t in targets}
     for r in range(rounds):
-        order = list(targets) if r % 2 == 0 else list(reversed(targets))
-        for case, (path, extra) in cases.items():
+        order = names[r % len(names):] + names[:r % len(names)]
+        for case, (path, extra) in L4_CASES.items():
             for target in order:
                 cmd = ["wrk", "-t1", "-c32", f"-d{seconds}", "--latency", *extra, f"http://127.0.0.1:{targets[target]}{path}"]
+                pids = setup.pids(L4_TARGETS[target])
+                cpu0 = cpu_seconds(pids)
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+                cpu = cpu_seconds(pids) - cpu0
                 result = parse_wrk(out.stdout)
+                result["cpu_us"] = cpu / result["requests"] * 1e6 if result["requests"] else None
                 results[(case, target)].append(result)
-                print(f"round {r + 1} l4-{case:11} {target:8} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
+                print(f"round {r + 1} l4-{case:11} {target:12} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
     return results
 
 
@@ -651,13 +708,22 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
     lines += [f"| {p} | {rss[p]:.1f} |" for p in proxies]
     lines.append("")
     if l4:
+        labels = {"direct": "direct (backend)", "nodeport": "Portico NodePort", "nginx-stream": "nginx `stream {}`",
+                  "haproxy-tcp": "HAProxy `mode tcp`"}
         lines += ["## L4: TCP through a NodePort against straight to the backend", "",
-                  "`wrk -t1 -c32` against the backend, and against Portico's NodePort listener (round robin over both backends).", "",
-                  "| case | direct req/s | NodePort req/s | NodePort/direct | NodePort p99 ms |", "|---|---|---|---|---|"]
+                  "`wrk -t1 -c32` against a backend, against Portico's NodePort listener, and, for comparison, against "
+                  "nginx `stream {}` (`proxy_pass` to an upstream of both backends) and HAProxy `mode tcp` "
+                  "(`balance roundrobin`), all round robin over both backends with one worker, default buffers. "
+                  "CPU is the serving processes' (for direct, the backends'; for the proxies, the proxy's alone).", "",
+                  "| case | target | req/s | /direct | p99 ms | errors | CPU µs/req |", "|---|---|---|---|---|---|---|"]
         for case, label in [("throughput", "64 KiB responses, keep-alive"), ("connections", "a new connection per request")]:
-            d, n = med([r["rps"] for r in l4[(case, "direct")]]), med([r["rps"] for r in l4[(case, "nodeport")]])
-            p99 = med([r["p99"] for r in l4[(case, "nodeport")]])
-            lines.append(f"| {label} | {fmt(d)} | {fmt(n)} | **{n[0] / d[0]:.2f}** | {fmt(p99, 2)} |")
+            direct = med([r["rps"] for r in l4[(case, "direct")]])
+            for target in [t for t in labels if (case, t) in l4]:
+                rs = l4[(case, target)]
+                rps = med([r["rps"] for r in rs])
+                ratio = "" if target == "direct" else f"**{rps[0] / direct[0]:.2f}**"
+                lines.append(f"| {label} | {labels[target]} | {fmt(rps)} | {ratio} | {fmt(med([r['p99'] for r in rs]), 2)} | "
+                             f"{sum(r['errors'] for r in rs)} | {fmt(med([r['cpu_us'] for r in rs]), 1)} |")
         lines.append("")
     if churned:
         c, s_, w = churned["churn"], churned["steady"], churned["ws"]

@@ -4,6 +4,7 @@
 //! `iptables-save -t nat` show kube-proxy's.
 
 pub mod explain;
+mod forward;
 pub mod listener;
 pub mod render;
 pub mod scheduler;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use portico::snapshot::Snapshot;
 use portico::snapshot::services::ClusterIp;
 use support::Env;
+use support::l4::{free_port, service, slices};
 use support::manifests::class;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -47,34 +48,6 @@ async fn udp_echo(name: &'static str) -> SocketAddr {
         }
     });
     addr
-}
-
-/// A port free for both TCP and UDP right now (for the one-port NodePort range).
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn service(name: &str, protocol: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: l4}}\nspec:\n  type: NodePort\n  ports: [{{port: 7000, protocol: {protocol}}}]\n"
-    )
-}
-
-/// One slice per backend; `ready` per backend.
-fn slices(service: &str, protocol: &str, backends: &[(SocketAddr, bool)]) -> String {
-    backends
-        .iter()
-        .enumerate()
-        .map(|(i, (addr, ready))| {
-            format!("---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-{i}, namespace: l4, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{port: {}, protocol: {protocol}}}]\nendpoints: [{{addresses: [\"{}\"], conditions: {{ready: {ready}}}}}]\n", addr.port(), addr.ip())
-        })
-        .collect()
 }
 
 fn cluster_ip(s: &Snapshot, name: &str) -> IpAddr {

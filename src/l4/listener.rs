@@ -17,10 +17,6 @@ use super::scheduler;
 use crate::snapshot::services::{ClusterIp, Protocol, ServicePortId};
 use crate::snapshot::{Snapshot, SnapshotHandle};
 
-/// Bytes copied per read in each direction of a spliced connection: tokio's default (8 KiB)
-/// costs four times the syscalls on bulk transfers.
-const SPLICE_BUFFER: usize = 64 * 1024;
-
 /// What the L4 listeners serve.
 #[derive(Clone, Debug)]
 pub struct L4Config {
@@ -186,7 +182,12 @@ fn start(
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    crate::proxy::listener::bind(addr, "L4").map_err(|e| e.source)
+    let listener = crate::proxy::listener::bind(addr, "L4").map_err(|e| e.source)?;
+    // Linux copies TCP_NODELAY to accepted sockets: one setsockopt per listener instead of
+    // one per connection.
+    #[cfg(target_os = "linux")]
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    Ok(listener)
 }
 
 async fn accept_tcp(
@@ -197,7 +198,7 @@ async fn accept_tcp(
 ) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => drop(tokio::spawn(splice(
+            Ok((stream, peer)) => drop(tokio::spawn(connect_and_forward(
                 stream,
                 peer,
                 handle.load_full(),
@@ -213,8 +214,9 @@ async fn accept_tcp(
 }
 
 /// Connects the client to an endpoint (one retry on another ready endpoint) and copies both
-/// ways. The snapshot is released once the endpoint is chosen.
-async fn splice(
+/// ways. The snapshot is released once the endpoint is chosen; the endpoint's load stays
+/// counted (for `lc` and `p2c`) until both directions have ended.
+async fn connect_and_forward(
     mut client: TcpStream,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -237,14 +239,9 @@ async fn splice(
             Ok(Ok(mut upstream)) => {
                 drop(snapshot);
                 let _ = upstream.set_nodelay(true);
+                #[cfg(not(target_os = "linux"))]
                 let _ = client.set_nodelay(true);
-                let copied = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    SPLICE_BUFFER,
-                    SPLICE_BUFFER,
-                )
-                .await;
+                let copied = super::forward::forward(&mut client, &mut upstream).await;
                 drop(guard);
                 return debug!(%peer, %addr, ?copied, "L4 connection closed");
             }

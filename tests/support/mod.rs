@@ -5,6 +5,7 @@
 pub mod client;
 pub mod fake_api;
 pub mod kube;
+pub mod l4;
 pub mod manifests;
 
 use std::net::SocketAddr;
