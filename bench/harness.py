@@ -8,6 +8,7 @@ so machine drift cancels; results are medians with min-max over the rounds.
 """
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -31,6 +32,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_pair():
+    """Two adjacent free ports (a NodePort range of two)."""
+    for _ in range(100):
+        p = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 1))
+            return p, p + 1
+        except OSError:
+            continue
+    raise RuntimeError("no two adjacent free ports")
 
 
 def wait_port(port, timeout=15.0):
@@ -189,17 +203,31 @@ spec:
     - host: {HOST}
       http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
 """)
-        # A NodePort Service on the same backends, for the L4 scenarios.
-        self.node_port = free_port()
+        # A NodePort Service on the same backends, for the L4 scenarios; and one on an iperf3
+        # server, for a bulk TCP stream.
+        self.node_port, self.bulk_node_port = free_port_pair()
         (manifests / "nodeport.yaml").write_text(f"""apiVersion: v1
 kind: Service
 metadata: {{name: bench-np, namespace: bench}}
 spec: {{type: NodePort, ports: [{{port: 80, nodePort: {self.node_port}}}]}}
 """ + slices.replace("name: bench-", "name: bench-np-").replace("service-name: bench}", "service-name: bench-np}"))
+        self.iperf = free_port()
+        (manifests / "bulk.yaml").write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: bulk, namespace: bench}}
+spec: {{type: NodePort, ports: [{{port: 5201, nodePort: {self.bulk_node_port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: bulk, namespace: bench, labels: {{kubernetes.io/service-name: bulk}}}}
+addressType: IPv4
+ports: [{{port: {self.iperf}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+""")
         cmd = [str(PORTICO), "--manifests", str(manifests), "--threads", "1", "--access-log", "false",
                "--http-addr", f"127.0.0.1:{http}", "--https-addr", f"127.0.0.1:{https}",
                "--admin-addr", f"127.0.0.1:{admin}", "--proxy-nodeports", "--node-address", "127.0.0.1",
-               "--service-node-port-range", f"{self.node_port}-{self.node_port}"]
+               "--service-node-port-range", f"{self.node_port}-{self.bulk_node_port}"]
         # A WebSocket echo backend (`portico echo`) behind Exact /ws on the same host, for the churn run.
         ws = free_port()
         self.spawn("ws-echo", [str(PORTICO), "echo", "--listen", f"127.0.0.1:{ws}", "--threads", "1"], ws,
@@ -340,6 +368,7 @@ backend l4
 {servers}""")
         self.spawn("haproxy-tcp", ["haproxy", "-db", "-f", str(conf)], port)
         self.l4_ports["haproxy-tcp"] = port
+        self.spawn("iperf3", ["iperf3", "-s", "-p", str(self.iperf)], self.iperf)
 
     def pids(self, name):
         return tree(self.procs[name].pid)
@@ -434,6 +463,24 @@ def l4_runs(setup, rounds, seconds):
                 result["cpu_us"] = cpu / result["requests"] * 1e6 if result["requests"] else None
                 results[(case, target)].append(result)
                 print(f"round {r + 1} l4-{case:11} {target:12} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
+        # One bulk TCP stream each way (iperf3): straight to the iperf3 server, and through the
+        # NodePort whose only endpoint it is.
+        bulk = {"direct": setup.iperf, "nodeport": setup.bulk_node_port}
+        for target in (list(bulk) if r % 2 == 0 else list(reversed(bulk))):
+            for direction, flag in [("up", []), ("down", ["-R"])]:
+                cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(bulk[target]), "-t", str(seconds), "-J", *flag]
+                pids = setup.pids("portico") if target == "nodeport" else []
+                cpu0 = cpu_seconds(pids)
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+                cpu = cpu_seconds(pids) - cpu0
+                try:
+                    end = json.loads(out.stdout)["end"]
+                    gbits, nbytes = end["sum_received"]["bits_per_second"] / 1e9, end["sum_received"]["bytes"]
+                except (ValueError, KeyError):
+                    gbits, nbytes = 0.0, 0
+                results.setdefault((f"bulk-{direction}", target), []).append(
+                    {"gbits": gbits, "cpu_per_gib": cpu / (nbytes / 2**30) if nbytes and pids else None})
+                print(f"round {r + 1} l4-bulk-{direction:6} {target:12} {gbits:>8.2f} Gbit/s", flush=True)
     return results
 
 
@@ -725,6 +772,16 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
                 lines.append(f"| {label} | {labels[target]} | {fmt(rps)} | {ratio} | {fmt(med([r['p99'] for r in rs]), 2)} | "
                              f"{sum(r['errors'] for r in rs)} | {fmt(med([r['cpu_us'] for r in rs]), 1)} |")
         lines.append("")
+        if ("bulk-up", "direct") in l4:
+            lines += ["One TCP connection streaming for the run's length (`iperf3 -c 127.0.0.1 -t S`, upload, and `-R`, "
+                      "download), straight to an iperf3 server and through a NodePort whose only endpoint it is.", "",
+                      "| direction | direct Gbit/s | NodePort Gbit/s | NodePort/direct | Portico CPU s/GiB |", "|---|---|---|---|---|"]
+            for direction in ["up", "down"]:
+                d = med([r["gbits"] for r in l4[(f"bulk-{direction}", "direct")]])
+                n = med([r["gbits"] for r in l4[(f"bulk-{direction}", "nodeport")]])
+                cpu = med([r["cpu_per_gib"] for r in l4[(f"bulk-{direction}", "nodeport")]])
+                lines.append(f"| {direction} | {fmt(d, 2)} | {fmt(n, 2)} | **{n[0] / d[0]:.2f}** | {fmt(cpu, 3)} |")
+            lines.append("")
     if churned:
         c, s_, w = churned["churn"], churned["steady"], churned["ws"]
         lines += ["## Churn: configuration changing under load", "",
