@@ -7,6 +7,7 @@ pub mod body;
 pub mod errors;
 mod handler;
 pub mod headers;
+mod idle;
 pub mod listener;
 pub mod tls;
 pub mod upstream;

@@ -457,3 +457,67 @@ async fn upstreams_closing_idle_connections_cost_no_request() {
         "a connection each"
     );
 }
+
+/// The client header timeout: a stalled request head and an idle keep-alive connection are
+/// closed once it passes; a request whose response takes longer is not cut.
+#[tokio::test]
+async fn the_client_header_timeout_closes_stalled_and_idle_connections() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let slow = Backend::start("slow").await;
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", service("t", "slow", 80)),
+        ("eps.yaml", endpoints("t", "slow", &[slow.addr], &[])),
+        (
+            "ing.yaml",
+            ingress("t", "slow", &[("t.com", vec![prefix("/", "slow", 80)])]),
+        ),
+    ];
+    let env = Env::start_with(&files, &["--client-header-timeout", "400ms"]).await;
+    // Reads until the peer closes; returns what came and when the close was seen.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, Instant) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return (got, Instant::now()),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("still open after 5 s: {}", String::from_utf8_lossy(&got)),
+            }
+        }
+    }
+
+    // A head that never ends.
+    let mut stalled = tokio::net::TcpStream::connect(env.http()).await.unwrap();
+    let opened = Instant::now();
+    stalled
+        .write_all(b"GET / HTTP/1.1\r\nHost: t.com\r\n")
+        .await
+        .unwrap();
+    let (got, closed) = until_closed(&mut stalled).await;
+    let after = closed - opened;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        after >= Duration::from_millis(350),
+        "closed after {after:?}: too early"
+    );
+
+    // An idle keep-alive connection, after one response.
+    let mut idle = tokio::net::TcpStream::connect(env.http()).await.unwrap();
+    idle.write_all(b"GET /one HTTP/1.1\r\nHost: t.com\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let (got, closed) = until_closed(&mut idle).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let after = closed - answered;
+    assert!(
+        after >= Duration::from_millis(350),
+        "closed {after:?} after the request"
+    );
+
+    // A response slower than the timeout is not cut.
+    let reply = client::h1(env.http(), get("t.com", "/slow?delay_ms=900")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{AbortHandle, Abortable, Aborted};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::headers::ConnHeaders;
+use super::idle::{self, Activity, ClientBody};
 use super::{Proxy, ProxyConfig};
 use crate::metrics::ListenerKind;
 
@@ -65,8 +67,8 @@ pub fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.client_header_timeout)
+        // No timer: the header timeout is kept per connection (`idle`), not per request.
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes.max(8192));
     // hyper parses up to 100 headers in a stack array; naming any limit, even 100, makes it
     // allocate and fill a vector for every request head instead.
@@ -165,18 +167,31 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let timeout = self.proxy.config().client_header_timeout;
         let (proxy, conn) = (self.proxy, Arc::new(headers));
+        let activity = Activity::new();
+        let counted = activity.clone();
         let service = service_fn(move |req| {
-            let (proxy, conn) = (proxy.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
+            let (proxy, conn, in_flight) = (proxy.clone(), conn.clone(), counted.request());
+            async move {
+                let response = proxy.handle(req, &conn).await;
+                Ok::<_, Infallible>(response.map(|body| ClientBody::new(body, in_flight)))
+            }
         });
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        if let Err(error) = self.watcher.watch(connection).await {
-            debug!(peer = %self.peer, %error, "connection ended with an error");
+        let (abort, registration) = AbortHandle::new_pair();
+        let watchdog = tokio::spawn(idle::watchdog(activity, timeout, abort));
+        match Abortable::new(self.watcher.watch(connection), registration).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => debug!(peer = %self.peer, %error, "connection ended with an error"),
+            Err(Aborted) => {
+                debug!(peer = %self.peer, "no request within the client header timeout; closed")
+            }
         }
+        watchdog.abort();
     }
 }
 
