@@ -906,7 +906,12 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
                         ("Build time and memory at scale", "target/bench-scale.txt")]:
         f = ROOT / path
         if f.exists():
-            lines += [f"## {title}", "", "```", f.read_text().rstrip(), "```", ""]
+            text = f.read_text().rstrip()
+            lines += [f"## {title}", "", "```", text, "```", ""]
+            if "lookup" in path:
+                lines += ["Allocations per lookup: divan's allocation profiler adds `alloc` rows to every benchmark "
+                          "that allocates; " + ("**none did** (0 allocations per lookup)." if "alloc" not in text.split("\n", 1)[-1]
+                                                else "see the `alloc` rows above."), ""]
     return "\n".join(lines) + "\n"
 
 

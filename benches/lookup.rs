@@ -42,7 +42,8 @@ pub fn objects(n: usize, endpoints_per_service: usize) -> Vec<Object> {
         out.push(Object::from_value(json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": name, "namespace": "bench"},
             "spec": {"ingressClassName": "portico", "rules": [{"host": format!("h{i}.example.com"), "http": {"paths": [
-                path("/", "Prefix"), path("/api/v1", "Prefix"), path("/static", "Prefix"), path("/login", "Exact")]}}]}})).unwrap());
+                path("/", "Prefix"), path("/api", "Prefix"), path("/api/v1", "Prefix"), path("/static", "Prefix"),
+                path("/login", "Exact")]}}]}})).unwrap());
     }
     out
 }
@@ -62,6 +63,19 @@ fn route_exact_host_prefix(bencher: Bencher) {
         black_box(s.routes.route(
             black_box("h4242.example.com"),
             black_box("/api/v1/users/42"),
+        ))
+        .is_some()
+    });
+}
+
+/// `/api/v2/...` passes `/api/v1`'s branch and falls back to `/api` (a nested prefix).
+#[divan::bench]
+fn route_nested_prefix_fallback(bencher: Bencher) {
+    let s = snapshot(10_000, 2);
+    bencher.bench(|| {
+        black_box(s.routes.route(
+            black_box("h4242.example.com"),
+            black_box("/api/v2/users/42"),
         ))
         .is_some()
     });
