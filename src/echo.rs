@@ -36,6 +36,7 @@ pub struct EchoArgs {
 
 /// Binds every address of `args` and serves them until SIGINT or SIGTERM.
 pub async fn run(args: EchoArgs) -> io::Result<()> {
+    let mut signals = crate::run::ShutdownSignals::install();
     let mut listeners = Vec::with_capacity(args.listen.len());
     for addr in &args.listen {
         let listener = TcpListener::bind(addr)
@@ -55,7 +56,7 @@ pub async fn run(args: EchoArgs) -> io::Result<()> {
             tokio::spawn(serve(listener, name.clone(), shutdown))
         })
         .collect();
-    shutdown_signal().await;
+    signals.recv().await;
     info!("echo shutting down");
     drop(stop);
     for server in servers {
@@ -89,22 +90,6 @@ fn backend(name: Arc<str>) -> Backend {
         warn!(%name, "echo name is not a valid header value; x-echo-service is left out");
     }
     Backend { name, header }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -193,13 +193,13 @@ impl Portico {
     }
 
     /// Serves until SIGINT or SIGTERM (or until the source fails), then drains.
-    pub async fn run_until_signal(mut self) -> Result<(), RunError> {
+    pub async fn run_until_signal(mut self, mut signals: ShutdownSignals) -> Result<(), RunError> {
         let result = tokio::select! {
             joined = &mut self.source => match joined {
                 Ok(result) => result,
                 Err(e) => Err(RunError::Io(std::io::Error::other(e))),
             },
-            () = shutdown_signal() => Ok(()),
+            () = signals.recv() => Ok(()),
         };
         self.shutdown().await;
         result
@@ -223,7 +223,10 @@ impl Portico {
 
 /// Runs Portico until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    start(&args).await?.run_until_signal().await
+    // Caught from here on: a signal that arrives while starting (after the first snapshot is
+    // published, say) drains like any other instead of killing the process.
+    let signals = ShutdownSignals::install();
+    start(&args).await?.run_until_signal(signals).await
 }
 
 /// The myblog demo: echo backends on the endpoints of the manifests, and Portico.
@@ -245,19 +248,34 @@ pub async fn demo(args: DemoArgs, mut run_args: RunArgs) -> Result<(), RunError>
     run(run_args).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let ctrl_c = tokio::signal::ctrl_c();
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment this is made.
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Starts catching both signals (one that cannot be caught keeps its default action).
+    pub fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        ShutdownSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => drop(signal.recv().await),
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
+        tokio::select! {
+            () = next(self.term.as_mut()) => {}
+            () = next(self.int.as_mut()) => {}
         }
     }
 }
