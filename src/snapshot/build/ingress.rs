@@ -95,6 +95,11 @@ impl Compiled {
                 }))
     }
 
+    /// (namespace, name), the order of the store.
+    pub fn name(&self) -> (&str, &str) {
+        (&self.key.namespace, &self.key.name)
+    }
+
     /// The precedence among Ingresses: oldest first (creationTimestamp; none counts as
     /// newest), then namespace/name.
     pub fn precedence(&self) -> impl Ord + '_ {
@@ -135,7 +140,7 @@ impl Compiled {
             };
             let host: Option<Box<str>> = match &pattern {
                 HostPattern::Any => None,
-                HostPattern::Exact(h) => Some(h.clone()),
+                HostPattern::Exact(h) => Some(Box::from(&**h)),
                 HostPattern::Wildcard(s) => Some(format!("*.{s}").into()),
             };
             let ssl_redirect = self.ssl_redirect(cx, host.as_deref());

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::alloc::{self, ServiceEntry};
 use super::endpoints::EndpointIndex;
+use super::reuse::{BuiltService, Reuse, Source};
 use super::state::Shared;
 use super::{
     ClusterIp, Endpoint, Protocol, Scheduler, ServiceOptions, ServicePort, ServicePortId,
@@ -30,7 +31,8 @@ const MAX_WRR_SEQUENCE: u64 = 4096;
 
 impl ServiceTable {
     /// Builds the table from every Service in the store. `previous` is the table being
-    /// replaced: allocations and runtime state (endpoint load, affinity) carry over from it.
+    /// replaced: allocations and runtime state (endpoint load, affinity) carry over from it,
+    /// and the Services whose inputs did not change keep its ports (see `reuse`).
     pub fn build(
         store: &ObjectStore,
         options: &ServiceOptions,
@@ -43,37 +45,37 @@ impl ServiceTable {
             alloc::allocate(config, &mut entries, previous, diagnostics);
         }
         let mut table = ServiceTable::default();
-        for entry in entries {
-            let weights = weights(store, &entry.key, diagnostics);
+        let mut services = Vec::with_capacity(entries.len());
+        let empty = Vec::new();
+        let mut old = previous.map_or(&empty, |t| &*t.reuse.0).iter().peekable();
+        // `service_entries` gives one entry per Service, in the store's (key) order.
+        for (entry, service) in entries.into_iter().zip(store.services.values()) {
+            while old.next_if(|b| b.key < entry.key).is_some() {}
+            let before = old.next_if(|b| b.key == entry.key);
+            let same_sources = |s: &[Source]| index.same_sources(&entry.key, s);
+            let built = match before {
+                Some(b) if b.still_valid(&entry, service, same_sources, previous) => Arc::clone(b),
+                _ => Arc::new(build_service(store, &index, entry, service, previous)),
+            };
+            diagnostics.extend(built.diagnostics.iter().cloned());
             let start = table.ports.len() as u32;
-            for port in entry.ports {
-                let endpoints = index.resolve(&entry.key, &port, diagnostics);
-                let old = previous.and_then(|t| {
-                    t.find(
-                        &port.namespace,
-                        &port.service,
-                        &super::PortRef::Number(port.port),
-                    )
-                    .ok()
-                    .and_then(|id| t.get(id))
-                });
-                table.push(finish(port, endpoints, &weights, old));
+            for port in &built.ports {
+                table.push(Arc::clone(port));
             }
             let end = table.ports.len() as u32;
-            let (ns, name) = (
-                entry.key.namespace.as_str().into(),
-                entry.key.name.as_str().into(),
-            );
+            let (ns, name) = &built.names;
             table
                 .by_name
-                .entry(ns)
+                .entry(Arc::clone(ns))
                 .or_default()
-                .insert(name, start..end);
+                .insert(Arc::clone(name), start..end);
+            services.push(built);
         }
+        table.reuse = Reuse(Arc::new(services));
         table
     }
 
-    fn push(&mut self, port: ServicePort) {
+    fn push(&mut self, port: Arc<ServicePort>) {
         let id = ServicePortId(self.ports.len() as u32);
         if let ClusterIp::Ips(ips) = &port.cluster_ip {
             for ip in ips {
@@ -86,6 +88,44 @@ impl ServiceTable {
             self.by_node_port.entry((n, port.protocol)).or_insert(id);
         }
         self.ports.push(port);
+    }
+}
+
+/// Finishes the ports of one Service: endpoints, weights, runtime state.
+fn build_service(
+    store: &ObjectStore,
+    index: &EndpointIndex<'_>,
+    entry: ServiceEntry,
+    service: &Arc<Service>,
+    previous: Option<&ServiceTable>,
+) -> BuiltService {
+    let mut diagnostics = Vec::new();
+    let weights = weights(store, &entry.key, &mut diagnostics);
+    let mut ports = Vec::with_capacity(entry.ports.len());
+    for port in entry.ports {
+        let endpoints = index.resolve(&entry.key, &port, &mut diagnostics);
+        let old = previous.and_then(|t| {
+            t.find(
+                &port.namespace,
+                &port.service,
+                &super::PortRef::Number(port.port),
+            )
+            .ok()
+            .and_then(|id| t.get(id))
+        });
+        ports.push(Arc::new(finish(port, endpoints, &weights, old)));
+    }
+    let names = (
+        entry.key.namespace.as_str().into(),
+        entry.key.name.as_str().into(),
+    );
+    BuiltService {
+        sources: index.sources(&entry.key),
+        key: entry.key,
+        names,
+        service: Arc::clone(service),
+        ports,
+        diagnostics,
     }
 }
 
@@ -139,9 +179,13 @@ fn finish(
     endpoints.sort_by_key(|e| (!e.ready, e.addr));
     endpoints.dedup_by(|b, a| a.addr == b.addr); // the ready copy comes first and stays
     for e in &mut endpoints {
-        let weight = weights
-            .get(&e.addr.to_string())
-            .or_else(|| weights.get(&e.addr.ip().to_string()));
+        let weight = (!weights.is_empty())
+            .then(|| {
+                weights
+                    .get(&e.addr.to_string())
+                    .or_else(|| weights.get(&e.addr.ip().to_string()))
+            })
+            .flatten();
         e.weight = weight.copied().unwrap_or(1);
         if let Some(prev) = old.and_then(|o| o.endpoints.iter().find(|p| p.addr == e.addr)) {
             e.load = prev.load.clone();

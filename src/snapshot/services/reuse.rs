@@ -1,0 +1,99 @@
+//! What one service table leaves to the next: each Service's finished ports with the inputs
+//! they were made from, so that a Service none of whose inputs changed is not built again.
+//!
+//! A Service's ports are a function of the Service object, its allocated ClusterIP and
+//! NodePorts, its EndpointSlices (or Endpoints), and the runtime state carried from the ports
+//! of the previous table. They are reused only when all of these are the same: the same
+//! objects (`Arc`s), equal allocations, and a previous table in which each port would carry
+//! over its state from itself.
+
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::alloc::ServiceEntry;
+use super::{PortRef, ServicePort, ServiceTable};
+use crate::snapshot::diagnostics::Diagnostic;
+use crate::source::ObjectKey;
+
+/// Every Service of a table, in key order (not part of the table's value).
+#[derive(Clone, Default)]
+pub(super) struct Reuse(pub Arc<Vec<Arc<BuiltService>>>);
+
+impl fmt::Debug for Reuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} services", self.0.len())
+    }
+}
+
+/// Where a Service's endpoints came from.
+pub(super) enum Source {
+    /// One of its EndpointSlices (in name order).
+    Slice(Arc<EndpointSlice>),
+    /// Its Endpoints object (only used when it has no slice).
+    Endpoints(Arc<Endpoints>),
+}
+
+/// One Service as built: its ports, finished, and what they were made from.
+pub(super) struct BuiltService {
+    pub key: ObjectKey,
+    /// Namespace and name, as the table's index keys.
+    pub names: (Arc<str>, Arc<str>),
+    pub service: Arc<Service>,
+    pub sources: Vec<Source>,
+    pub ports: Vec<Arc<ServicePort>>,
+    /// What finishing the ports reported (weights, endpoints).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+// === impl BuiltService ===
+
+impl BuiltService {
+    /// Whether building this Service again would give these very ports.
+    pub fn still_valid(
+        &self,
+        entry: &ServiceEntry,
+        service: &Arc<Service>,
+        same_sources: impl FnOnce(&[Source]) -> bool,
+        previous: Option<&ServiceTable>,
+    ) -> bool {
+        Arc::ptr_eq(&self.service, service)
+            && self.ports.len() == entry.ports.len()
+            && self
+                .ports
+                .iter()
+                .zip(&entry.ports)
+                .all(|(built, new)| same_shape(built, new))
+            && same_sources(&self.sources)
+            && previous.is_some_and(|t| self.ports.iter().all(|p| carries_from_itself(t, p)))
+    }
+}
+
+/// Equal in everything but the endpoints and runtime state.
+fn same_shape(a: &ServicePort, b: &ServicePort) -> bool {
+    a.namespace == b.namespace
+        && a.service == b.service
+        && a.name == b.name
+        && a.port == b.port
+        && a.protocol == b.protocol
+        && a.target_port == b.target_port
+        && a.service_type == b.service_type
+        && a.cluster_ip == b.cluster_ip
+        && a.node_port == b.node_port
+        && a.external_name == b.external_name
+        && a.session_affinity == b.session_affinity
+        && a.scheduler == b.scheduler
+}
+
+/// Whether a port built again against `previous` would carry its runtime state from `port`
+/// itself (the port found by Service and number; see `build::finish`).
+fn carries_from_itself(previous: &ServiceTable, port: &Arc<ServicePort>) -> bool {
+    let number = PortRef::Number(port.port);
+    previous
+        .find(&port.namespace, &port.service, &number)
+        .ok()
+        .and_then(|id| previous.ports.get(id.0 as usize))
+        .is_some_and(|old| Arc::ptr_eq(old, port))
+}
