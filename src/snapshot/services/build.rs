@@ -135,13 +135,16 @@ fn service_entries(
     options: &ServiceOptions,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServiceEntry> {
+    let placeholder = Shared::default();
+    let mut created = Vec::with_capacity(store.services.len());
     let mut entries: Vec<ServiceEntry> = store
         .services
         .iter()
         .map(|((ns, name), svc)| {
             let key = ObjectKey::new(Kind::Service, ns, name);
             let scheduler = scheduler(&key, svc, options.default_scheduler, diagnostics);
-            let ports = service_ports(&key, svc, scheduler, diagnostics);
+            let ports = service_ports(&key, svc, scheduler, &placeholder, diagnostics);
+            created.push(svc.metadata.creation_timestamp.as_ref().map(|t| t.0));
             ServiceEntry {
                 key,
                 age: 0,
@@ -151,18 +154,8 @@ fn service_entries(
             }
         })
         .collect();
-    let created = |key: &ObjectKey| {
-        let svc = store
-            .services
-            .get(&(key.namespace.clone(), key.name.clone()));
-        svc.and_then(|s| s.metadata.creation_timestamp.as_ref())
-            .map(|t| t.0)
-    };
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| {
-        let c = created(&entries[i].key);
-        (c.is_none(), c, i)
-    });
+    order.sort_by_key(|&i| (created[i].is_none(), created[i], i));
     for (age, i) in order.into_iter().enumerate() {
         entries[i].age = age;
     }
@@ -193,9 +186,7 @@ fn finish(
     }
     port.ready = endpoints.iter().filter(|e| e.ready).count();
     port.wrr = smooth_wrr(&endpoints[..port.ready]);
-    if let Some(old) = old {
-        port.affinity = old.affinity.clone();
-    }
+    port.affinity = old.map_or_else(Shared::default, |old| old.affinity.clone());
     port.endpoints = endpoints;
     port
 }
@@ -301,10 +292,12 @@ fn weights(
 }
 
 /// The ports of a Service, without endpoints; invalid ports are diagnostics.
+/// `affinity` is a placeholder: [`finish`] gives each port its own.
 fn service_ports(
     key: &ObjectKey,
     svc: &Service,
     scheduler: Scheduler,
+    affinity: &Shared<super::state::Affinity>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServicePort> {
     let (ns, name): (Arc<str>, Arc<str>) =
@@ -362,7 +355,7 @@ fn service_ports(
             endpoints: Vec::new(),
             ready: 0,
             wrr: Box::new([]),
-            affinity: Shared::default(),
+            affinity: affinity.clone(),
             cursor: super::Cursor::default(),
         });
     }
