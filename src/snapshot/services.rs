@@ -354,6 +354,12 @@ impl ServiceTable {
             .is_some_and(|m| m.contains_key(name))
     }
 
+    /// Whether this table was built on the previous one without any change: the same ports in
+    /// the same places (so every lookup gives what it gave before), from the same Services.
+    pub(crate) fn unchanged(&self) -> bool {
+        self.reuse.unchanged
+    }
+
     /// Drops what the next build could reuse (tests compare with a build that reuses nothing).
     #[cfg(test)]
     pub(crate) fn forget_reuse(&mut self) {

@@ -81,14 +81,16 @@ impl Compiled {
     }
 
     /// Whether compiling `ingress` now would give this again: the same Ingress, every backend
-    /// resolving as before, and (when the TLS hosts changed) the same redirect flags.
+    /// resolving as before (certain when the service table is unchanged), and (when the TLS
+    /// hosts changed) the same redirect flags.
     pub fn still_valid(&self, cx: &Context<'_>, ingress: &Arc<Ingress>, tls_changed: bool) -> bool {
         let ns = self.key.namespace.as_str();
         (Arc::ptr_eq(&self.ingress, ingress) || *self.ingress == **ingress)
-            && self.lookups.iter().all(|l| {
-                let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
-                upstream == l.upstream && error == l.error
-            })
+            && (cx.services.unchanged()
+                || self.lookups.iter().all(|l| {
+                    let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
+                    upstream == l.upstream && error == l.error
+                }))
             && (!tls_changed
                 || self.paths.iter().all(|(_, c)| {
                     c.route.ssl_redirect == self.ssl_redirect(cx, c.route.host.as_deref())

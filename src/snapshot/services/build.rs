@@ -47,14 +47,19 @@ impl ServiceTable {
         let mut table = ServiceTable::default();
         let mut services = Vec::with_capacity(entries.len());
         let empty = Vec::new();
-        let mut old = previous.map_or(&empty, |t| &*t.reuse.0).iter().peekable();
+        let before_all = previous.map_or(&empty, |t| &*t.reuse.services);
+        let mut old = before_all.iter().peekable();
+        let mut reused = 0;
         // `service_entries` gives one entry per Service, in the store's (key) order.
         for (entry, service) in entries.into_iter().zip(store.services.values()) {
             while old.next_if(|b| b.key < entry.key).is_some() {}
             let before = old.next_if(|b| b.key == entry.key);
             let same_sources = |s: &[Source]| index.same_sources(&entry.key, s);
             let built = match before {
-                Some(b) if b.still_valid(&entry, service, same_sources, previous) => Arc::clone(b),
+                Some(b) if b.still_valid(&entry, service, same_sources, previous) => {
+                    reused += 1;
+                    Arc::clone(b)
+                }
                 _ => Arc::new(build_service(store, &index, entry, service, previous)),
             };
             diagnostics.extend(built.diagnostics.iter().cloned());
@@ -71,7 +76,10 @@ impl ServiceTable {
                 .insert(Arc::clone(name), start..end);
             services.push(built);
         }
-        table.reuse = Reuse(Arc::new(services));
+        table.reuse = Reuse {
+            unchanged: previous.is_some() && reused == before_all.len() && reused == services.len(),
+            services: Arc::new(services),
+        };
         table
     }
 

@@ -20,11 +20,16 @@ use crate::source::ObjectKey;
 
 /// Every Service of a table, in key order (not part of the table's value).
 #[derive(Clone, Default)]
-pub(super) struct Reuse(pub Arc<Vec<Arc<BuiltService>>>);
+pub(super) struct Reuse {
+    pub services: Arc<Vec<Arc<BuiltService>>>,
+    /// Every Service was reused, and none added or removed: the table has the same ports, in
+    /// the same places, as the previous one, and the store the same Services.
+    pub unchanged: bool,
+}
 
 impl fmt::Debug for Reuse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} services", self.0.len())
+        write!(f, "{} services", self.services.len())
     }
 }
 
