@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::alloc::ServiceEntry;
-use super::{PortRef, ServicePort, ServiceTable};
+use super::{ServicePort, ServiceTable};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::source::ObjectKey;
 
@@ -72,7 +72,8 @@ impl BuiltService {
                 .zip(&entry.ports)
                 .all(|(built, new)| same_shape(built, new))
             && same_sources(&self.sources)
-            && previous.is_some_and(|t| self.ports.iter().all(|p| carries_from_itself(t, p)))
+            && previous.is_some()
+            && carry_from_themselves(&self.ports)
     }
 }
 
@@ -92,13 +93,13 @@ fn same_shape(a: &ServicePort, b: &ServicePort) -> bool {
         && a.scheduler == b.scheduler
 }
 
-/// Whether a port built again against `previous` would carry its runtime state from `port`
-/// itself (the port found by Service and number; see `build::finish`).
-fn carries_from_itself(previous: &ServiceTable, port: &Arc<ServicePort>) -> bool {
-    let number = PortRef::Number(port.port);
-    previous
-        .find(&port.namespace, &port.service, &number)
-        .ok()
-        .and_then(|id| previous.ports.get(id.0 as usize))
-        .is_some_and(|old| Arc::ptr_eq(old, port))
+/// Whether ports built again against the table these came from would each carry its runtime
+/// state from itself. `build::finish` carries from the port found by Service and number,
+/// which is the first of the Service's ports with that number: itself, unless an earlier
+/// port has the same number (TCP and UDP 53, say).
+fn carry_from_themselves(ports: &[Arc<ServicePort>]) -> bool {
+    ports
+        .iter()
+        .enumerate()
+        .all(|(i, p)| ports[..i].iter().all(|q| q.port != p.port))
 }
