@@ -191,7 +191,7 @@ impl Controller {
             status.builds += 1;
             status.build_duration = elapsed;
             status.diagnostics = Arc::new(built.diagnostics);
-            status.ingresses = Arc::new(built.ingresses);
+            status.ingresses = built.ingresses;
         });
     }
 

@@ -17,7 +17,6 @@ pub use cache::BuildCache;
 
 use super::Snapshot;
 use super::diagnostics::Diagnostic;
-use super::routes::RouteTable;
 use super::services::{ServiceOptions, ServiceTable};
 use crate::source::ObjectKey;
 use crate::store::ObjectStore;
@@ -65,7 +64,8 @@ pub struct Built {
     /// Everything left out or suspicious, sorted and without duplicates.
     pub diagnostics: Vec<Diagnostic>,
     /// The Ingresses that are ours (by class), sorted by key: whose status Portico publishes.
-    pub ingresses: Vec<ObjectKey>,
+    /// Shared with the previous build when the set did not change.
+    pub ingresses: Arc<Vec<ObjectKey>>,
 }
 
 /// Builds a snapshot from the objects. Never fails as a whole: what cannot be used is left
@@ -103,7 +103,7 @@ pub fn build_after(
     };
     let tls_changed = tls_hosts != cache.tls_hosts;
     let (compiled, changes) = cache::compile_all(&context, &ours, &cache.ingresses, tls_changed);
-    let hosts = cache::update_hosts(&cache.hosts, &changes);
+    let (hosts, rebuilt) = cache::update_hosts(&cache.hosts, &changes);
     let mut defaults: Vec<&ingress::Compiled> = compiled
         .iter()
         .filter(|c| c.default_backend.is_some())
@@ -111,22 +111,36 @@ pub fn build_after(
         .collect();
     defaults.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
     let default_backend = ingress::default_backend(defaults, &mut diagnostics);
-    let routes = RouteTable::from_hosts(hosts.iter().map(|(h, e)| (h, &e.routes)), default_backend);
+    let changed_routes = rebuilt
+        .iter()
+        .map(|(h, e)| (h, e.as_ref().map(|e| &e.routes)));
+    let routes = cache.routes.updated(changed_routes, default_backend);
     diagnostics.extend(compiled.iter().flat_map(|c| c.diagnostics.iter().cloned()));
     diagnostics.extend(hosts.values().flat_map(|e| e.diagnostics.iter().cloned()));
     diagnostics.sort();
     diagnostics.dedup();
-    let ingresses: Vec<ObjectKey> = ours.into_iter().map(|o| o.key).collect();
+    let same_set = compiled.len() == cache.ingresses.len()
+        && compiled
+            .iter()
+            .zip(&cache.ingresses)
+            .all(|(c, p)| Arc::ptr_eq(c, p) || c.key == p.key);
+    let ingresses = if same_set {
+        Arc::clone(&cache.ours)
+    } else {
+        Arc::new(compiled.iter().map(|c| c.key.clone()).collect())
+    };
     let snapshot = Snapshot {
         generation: 0,
-        routes,
+        routes: routes.clone(),
         services,
         certs,
         cache: Arc::new(BuildCache {
             ingresses: compiled,
             hosts,
+            routes,
             tls_hosts,
             secrets,
+            ours: Arc::clone(&ingresses),
         }),
     };
     Built {

@@ -139,13 +139,14 @@ impl RouteLabels {
     }
 }
 
-/// A host pattern of an Ingress rule.
+/// A host pattern of an Ingress rule. The names are shared (`Arc`): every build copies the
+/// patterns of all hosts into the route table, and a copy must not allocate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostPattern {
     /// `foo.com` (lower-case).
-    Exact(Box<str>),
+    Exact(Arc<str>),
     /// `*.foo.com`, stored as the suffix `foo.com` (lower-case).
-    Wildcard(Box<str>),
+    Wildcard(Arc<str>),
     /// No host: every host that matched no other rule.
     Any,
 }
@@ -219,8 +220,8 @@ impl HostRoutes {
 /// touch a host reuses them from the previous snapshot (and equality is then a pointer check).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, Arc<HostRoutes>>,
-    wildcard: HashMap<Box<str>, Arc<HostRoutes>>,
+    exact: Arc<HashMap<Arc<str>, Arc<HostRoutes>>>,
+    wildcard: Arc<HashMap<Arc<str>, Arc<HostRoutes>>>,
     catch_all: Option<Arc<HostRoutes>>,
     default_backend: Option<Route>,
 }
@@ -233,16 +234,38 @@ impl RouteTable {
         hosts: impl IntoIterator<Item = (&'a HostPattern, &'a Arc<HostRoutes>)>,
         default_backend: Option<Route>,
     ) -> RouteTable {
+        let changes = hosts.into_iter().map(|(h, r)| (h, Some(r)));
+        RouteTable::default().updated(changes, default_backend)
+    }
+
+    /// This table with some hosts replaced (`Some`) or removed (`None`), and this default
+    /// backend. The other hosts are shared with this table: the cost is a copy of the host
+    /// maps that change (reference counts) plus the changes.
+    pub fn updated<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a HostPattern, Option<&'a Arc<HostRoutes>>)>,
+        default_backend: Option<Route>,
+    ) -> RouteTable {
         let mut table = RouteTable {
+            exact: Arc::clone(&self.exact),
+            wildcard: Arc::clone(&self.wildcard),
+            catch_all: self.catch_all.clone(),
             default_backend,
-            ..RouteTable::default()
         };
-        for (host, routes) in hosts {
-            let routes = Arc::clone(routes);
-            match host {
-                HostPattern::Exact(h) => drop(table.exact.insert(h.clone(), routes)),
-                HostPattern::Wildcard(h) => drop(table.wildcard.insert(h.clone(), routes)),
-                HostPattern::Any => table.catch_all = Some(routes),
+        for (host, routes) in changes {
+            let (map, name) = match host {
+                HostPattern::Exact(h) => (&mut table.exact, h),
+                HostPattern::Wildcard(h) => (&mut table.wildcard, h),
+                HostPattern::Any => {
+                    table.catch_all = routes.cloned();
+                    continue;
+                }
+            };
+            // Copies the map on its first change only.
+            let map = Arc::make_mut(map);
+            match routes {
+                Some(routes) => drop(map.insert(Arc::clone(name), Arc::clone(routes))),
+                None => drop(map.remove(&**name)),
             }
         }
         table

@@ -4,6 +4,7 @@
 mod alloc;
 mod build;
 mod endpoints;
+mod reuse;
 pub mod state;
 
 pub use alloc::AllocConfig;
@@ -206,7 +207,8 @@ pub struct ServicePort {
     /// ClientIP affinity entries (runtime state, carried across snapshots).
     #[serde(skip)]
     pub affinity: Shared<Affinity>,
-    /// Round-robin position of this port in this snapshot.
+    /// Round-robin position of this port. A port built again starts at 0; a port whose
+    /// Service did not change is the same shared port in the next snapshot, position and all.
     #[serde(skip)]
     pub cursor: Cursor,
 }
@@ -265,16 +267,19 @@ pub enum FindError {
     NoPort(String, String, String),
 }
 
-/// Every Service port of a snapshot.
+/// Every Service port of a snapshot. Ports are shared (`Arc`) with the previous table when
+/// their Service did not change (see `reuse`); equality of shared ports is a pointer check.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceTable {
-    ports: Vec<ServicePort>,
+    ports: Vec<Arc<ServicePort>>,
     /// namespace → name → the Service's ports in `ports`.
     by_name: HashMap<Arc<str>, HashMap<Arc<str>, Range<u32>>>,
     /// (ClusterIP, port, protocol) → port.
     by_cluster_ip: HashMap<(IpAddr, u16, Protocol), ServicePortId>,
     /// (NodePort, protocol) → port.
     by_node_port: HashMap<(u16, Protocol), ServicePortId>,
+    /// What the next build may reuse (not part of the value).
+    reuse: reuse::Reuse,
 }
 
 impl PartialEq for ServiceTable {
@@ -299,14 +304,14 @@ pub struct ServiceOptions {
 impl ServiceTable {
     /// The port with this id.
     pub fn get(&self, id: ServicePortId) -> Option<&ServicePort> {
-        self.ports.get(id.0 as usize)
+        self.ports.get(id.0 as usize).map(|p| &**p)
     }
 
     /// Every port, grouped by Service (sorted by namespace/name).
     pub fn iter(&self) -> impl Iterator<Item = (ServicePortId, &ServicePort)> {
         (0u32..)
             .zip(&self.ports)
-            .map(|(i, p)| (ServicePortId(i), p))
+            .map(|(i, p)| (ServicePortId(i), &**p))
     }
 
     /// Number of Service ports.
@@ -320,7 +325,7 @@ impl ServiceTable {
     }
 
     /// The ports of a Service, if it exists.
-    pub fn ports_of(&self, namespace: &str, name: &str) -> Option<&[ServicePort]> {
+    pub fn ports_of(&self, namespace: &str, name: &str) -> Option<&[Arc<ServicePort>]> {
         let range = self.by_name.get(namespace)?.get(name)?;
         self.ports.get(range.start as usize..range.end as usize)
     }
@@ -347,6 +352,18 @@ impl ServiceTable {
         self.by_name
             .get(namespace)
             .is_some_and(|m| m.contains_key(name))
+    }
+
+    /// Whether this table was built on the previous one without any change: the same ports in
+    /// the same places (so every lookup gives what it gave before), from the same Services.
+    pub(crate) fn unchanged(&self) -> bool {
+        self.reuse.unchanged
+    }
+
+    /// Drops what the next build could reuse (tests compare with a build that reuses nothing).
+    #[cfg(test)]
+    pub(crate) fn forget_reuse(&mut self) {
+        self.reuse = reuse::Reuse::default();
     }
 
     /// The port of a Service, by number or name.

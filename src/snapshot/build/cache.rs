@@ -6,7 +6,7 @@
 //! parsed Secret only when the Secret is equal. Everything else is built as `build()` builds it
 //! from scratch, which is this same code with an empty cache.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use super::class::OurIngress;
 use super::ingress::{Compiled, Context};
 use super::tls::ParsedSecrets;
 use crate::snapshot::diagnostics::Diagnostic;
-use crate::snapshot::routes::{HostPattern, HostRoutes, build_host};
+use crate::snapshot::routes::{HostPattern, HostRoutes, RouteTable, build_host};
 use crate::source::ObjectKey;
 
 /// The parts of a build the next build may reuse. Carried by the snapshot, not part of its
@@ -24,11 +24,16 @@ pub struct BuildCache {
     /// Our Ingresses, compiled, in key order.
     pub(super) ingresses: Vec<Arc<Compiled>>,
     /// Every host pattern with a route: its claimants, router and diagnostics.
-    pub(super) hosts: BTreeMap<HostPattern, Arc<HostEntry>>,
+    pub(super) hosts: HashMap<HostPattern, Arc<HostEntry>>,
+    /// The route table of exactly these hosts (its maps shared with the snapshot's), which
+    /// the next build patches.
+    pub(super) routes: RouteTable,
     /// The TLS host patterns the compiled Ingresses' redirect flags were computed against.
     pub(super) tls_hosts: HashSet<String>,
     /// The Secrets parsed for certificates.
     pub(super) secrets: ParsedSecrets,
+    /// The keys of `ingresses` ([`super::Built::ingresses`]).
+    pub(super) ours: Arc<Vec<ObjectKey>>,
 }
 
 impl fmt::Debug for BuildCache {
@@ -101,16 +106,17 @@ pub(super) fn compile_all<'p>(
     let mut changes = Changes::default();
     let mut old = previous.iter().peekable();
     for our in ours {
-        while let Some(gone) = old.next_if(|c| c.key < our.key) {
+        let at = (our.namespace, our.name);
+        while let Some(gone) = old.next_if(|c| c.name() < at) {
             changes.gone.push(gone);
         }
-        let before = old.next_if(|c| c.key == our.key);
+        let before = old.next_if(|c| c.name() == at);
         match before {
             Some(c) if c.still_valid(cx, our.ingress, tls_changed) => {
                 compiled.push(Arc::clone(c));
             }
             _ => {
-                let c = Arc::new(Compiled::new(cx, our.key.clone(), our.ingress));
+                let c = Arc::new(Compiled::new(cx, our.key(), our.ingress));
                 changes.gone.extend(before);
                 changes.new.push(Arc::clone(&c));
                 compiled.push(c);
@@ -121,12 +127,16 @@ pub(super) fn compile_all<'p>(
     (compiled, changes)
 }
 
+/// A host built again (`Some`) or gone (`None`).
+pub(super) type HostChange = (HostPattern, Option<Arc<HostEntry>>);
+
 /// The hosts after `changes`: those no changed Ingress touches are kept as they were; the
 /// others are built again from their current claimants (or dropped when none is left).
+/// Returns every host, and those that changed.
 pub(super) fn update_hosts(
-    previous: &BTreeMap<HostPattern, Arc<HostEntry>>,
+    previous: &HashMap<HostPattern, Arc<HostEntry>>,
     changes: &Changes<'_>,
-) -> BTreeMap<HostPattern, Arc<HostEntry>> {
+) -> (HashMap<HostPattern, Arc<HostEntry>>, Vec<HostChange>) {
     let changed: HashSet<&ObjectKey> = changes
         .gone
         .iter()
@@ -146,6 +156,7 @@ pub(super) fn update_hosts(
         .chain(added.keys().copied())
         .collect();
     let mut hosts = previous.clone();
+    let mut rebuilt = Vec::with_capacity(dirty.len());
     for host in dirty {
         let kept = previous.get(host).into_iter().flat_map(|e| {
             e.claimants
@@ -157,10 +168,13 @@ pub(super) fn update_hosts(
         let mut claimants: Vec<Arc<Compiled>> = kept.chain(new).collect();
         if claimants.is_empty() {
             hosts.remove(host);
+            rebuilt.push((host.clone(), None));
             continue;
         }
         claimants.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
-        hosts.insert(host.clone(), Arc::new(HostEntry::new(host, claimants)));
+        let entry = Arc::new(HostEntry::new(host, claimants));
+        hosts.insert(host.clone(), Arc::clone(&entry));
+        rebuilt.push((host.clone(), Some(entry)));
     }
-    hosts
+    (hosts, rebuilt)
 }

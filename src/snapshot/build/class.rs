@@ -1,5 +1,6 @@
 //! Which Ingresses are Portico's, and in which order they take precedence.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -16,7 +17,8 @@ const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-cl
 
 /// One of our Ingresses.
 pub(super) struct OurIngress<'a> {
-    pub key: ObjectKey,
+    pub namespace: &'a str,
+    pub name: &'a str,
     pub ingress: &'a Arc<Ingress>,
 }
 
@@ -26,12 +28,14 @@ pub(super) fn our_ingresses<'a>(
     config: &BuildConfig,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<OurIngress<'a>> {
+    let classes = Classes::new(store);
     store
         .ingresses
         .iter()
-        .filter(|(_, ing)| is_ours(store, config, ing, diagnostics))
+        .filter(|(_, ing)| classes.is_ours(config, ing, diagnostics))
         .map(|((ns, name), ingress)| OurIngress {
-            key: ObjectKey::new(Kind::Ingress, ns, name),
+            namespace: ns,
+            name,
             ingress,
         })
         .collect()
@@ -40,60 +44,82 @@ pub(super) fn our_ingresses<'a>(
 // === impl OurIngress ===
 
 impl OurIngress<'_> {
+    /// The Ingress's key (allocated: only for what is compiled or reported).
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::new(Kind::Ingress, self.namespace, self.name)
+    }
+
     /// The order in which conflicting claims are settled: oldest first (creationTimestamp;
     /// objects without one count as newest), then namespace/name.
     pub fn precedence(&self) -> impl Ord + '_ {
         let created = self.ingress.metadata.creation_timestamp.as_ref();
-        (created.is_none(), created.map(|t| t.0), &self.key)
+        (
+            created.is_none(),
+            created.map(|t| t.0),
+            self.namespace,
+            self.name,
+        )
     }
 }
 
-fn is_ours(
-    store: &ObjectStore,
-    config: &BuildConfig,
-    ing: &Ingress,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> bool {
-    let spec_class = ing
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref());
-    let annotation = ing
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CLASS_ANNOTATION));
-    match (spec_class, annotation) {
-        (Some(class), _) => {
-            let known = store
-                .ingress_classes
-                .get(&(String::new(), class.to_string()));
-            if known.is_none() && class == config.ingress_class {
-                let key = ObjectKey::new(
-                    Kind::Ingress,
-                    ing.metadata.namespace.as_deref().unwrap_or_default(),
-                    ing.metadata.name.as_deref().unwrap_or_default(),
-                );
-                let reason = format!(
-                    "IngressClass {class:?} does not exist; the Ingress is not served until it does"
-                );
-                diagnostics.push(Diagnostic::warning(&key, "spec.ingressClassName", reason));
+/// The IngressClasses, decided once per build: whether each is ours, and whether one of ours
+/// is the cluster's default.
+struct Classes<'a> {
+    ours: HashMap<&'a str, bool>,
+    ours_is_default: bool,
+}
+
+// === impl Classes ===
+
+impl<'a> Classes<'a> {
+    fn new(store: &'a ObjectStore) -> Self {
+        let classes = &store.ingress_classes;
+        Classes {
+            ours: classes
+                .iter()
+                .map(|((_, name), c)| (name.as_str(), is_our_class(c)))
+                .collect(),
+            ours_is_default: classes
+                .values()
+                .any(|c| is_our_class(c) && is_default_class(c)),
+        }
+    }
+
+    fn is_ours(
+        &self,
+        config: &BuildConfig,
+        ing: &Ingress,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> bool {
+        let spec_class = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref());
+        let annotation = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CLASS_ANNOTATION));
+        match (spec_class, annotation) {
+            (Some(class), _) => {
+                let known = self.ours.get(class);
+                if known.is_none() && class == config.ingress_class {
+                    let key = ObjectKey::new(
+                        Kind::Ingress,
+                        ing.metadata.namespace.as_deref().unwrap_or_default(),
+                        ing.metadata.name.as_deref().unwrap_or_default(),
+                    );
+                    let reason = format!(
+                        "IngressClass {class:?} does not exist; the Ingress is not served until it does"
+                    );
+                    diagnostics.push(Diagnostic::warning(&key, "spec.ingressClassName", reason));
+                }
+                known.copied().unwrap_or(false)
             }
-            known.is_some_and(|c| is_our_class(c))
-        }
-        (None, Some(class)) => {
-            *class == config.ingress_class
-                || store
-                    .ingress_classes
-                    .get(&(String::new(), class.clone()))
-                    .is_some_and(|c| is_our_class(c))
-        }
-        (None, None) => {
-            config.watch_ingress_without_class
-                || store
-                    .ingress_classes
-                    .values()
-                    .any(|c| is_our_class(c) && is_default_class(c))
+            (None, Some(class)) => {
+                *class == config.ingress_class || self.ours.get(class.as_str()) == Some(&true)
+            }
+            (None, None) => config.watch_ingress_without_class || self.ours_is_default,
         }
     }
 }

@@ -81,18 +81,25 @@ impl Compiled {
     }
 
     /// Whether compiling `ingress` now would give this again: the same Ingress, every backend
-    /// resolving as before, and (when the TLS hosts changed) the same redirect flags.
+    /// resolving as before (certain when the service table is unchanged), and (when the TLS
+    /// hosts changed) the same redirect flags.
     pub fn still_valid(&self, cx: &Context<'_>, ingress: &Arc<Ingress>, tls_changed: bool) -> bool {
         let ns = self.key.namespace.as_str();
         (Arc::ptr_eq(&self.ingress, ingress) || *self.ingress == **ingress)
-            && self.lookups.iter().all(|l| {
-                let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
-                upstream == l.upstream && error == l.error
-            })
+            && (cx.services.unchanged()
+                || self.lookups.iter().all(|l| {
+                    let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
+                    upstream == l.upstream && error == l.error
+                }))
             && (!tls_changed
                 || self.paths.iter().all(|(_, c)| {
                     c.route.ssl_redirect == self.ssl_redirect(cx, c.route.host.as_deref())
                 }))
+    }
+
+    /// (namespace, name), the order of the store.
+    pub fn name(&self) -> (&str, &str) {
+        (&self.key.namespace, &self.key.name)
     }
 
     /// The precedence among Ingresses: oldest first (creationTimestamp; none counts as
@@ -135,7 +142,7 @@ impl Compiled {
             };
             let host: Option<Box<str>> = match &pattern {
                 HostPattern::Any => None,
-                HostPattern::Exact(h) => Some(h.clone()),
+                HostPattern::Exact(h) => Some(Box::from(&**h)),
                 HostPattern::Wildcard(s) => Some(format!("*.{s}").into()),
             };
             let ssl_redirect = self.ssl_redirect(cx, host.as_deref());

@@ -4,6 +4,7 @@ mod backends;
 mod certs;
 mod classes;
 mod incremental;
+mod incremental_services;
 mod properties;
 mod routing;
 

@@ -63,13 +63,13 @@ fn add_ingress_certs(
     table: &mut CertTable,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let ns = our.key.namespace.as_str();
+    let (ns, key) = (our.namespace, our.key());
     for (i, tls) in tls_entries(our).enumerate() {
         let field = format!("spec.tls[{i}]");
         let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
             let reason = "no secretName: these hosts get the default certificate";
             diagnostics.push(Diagnostic::warning(
-                &our.key,
+                &key,
                 format!("{field}.secretName"),
                 reason,
             ));
@@ -82,7 +82,7 @@ fn add_ingress_certs(
                     "Secret {ns}/{secret}: {reason}; these hosts get the default certificate"
                 );
                 diagnostics.push(Diagnostic::error(
-                    &our.key,
+                    &key,
                     format!("{field}.secretName"),
                     reason,
                 ));
@@ -92,7 +92,7 @@ fn add_ingress_certs(
         let secret_key = ObjectKey::new(Kind::Secret, ns, secret);
         for (j, h) in hosts_of(our, tls).into_iter().enumerate() {
             let field = format!("{field}.hosts[{j}]");
-            add_host_cert(&our.key, &field, &h, &secret_key, &cert, table, diagnostics);
+            add_host_cert(&key, &field, &h, &secret_key, &cert, table, diagnostics);
         }
     }
 }

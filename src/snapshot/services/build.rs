@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::alloc::{self, ServiceEntry};
 use super::endpoints::EndpointIndex;
+use super::reuse::{BuiltService, Reuse, Source};
 use super::state::Shared;
 use super::{
     ClusterIp, Endpoint, Protocol, Scheduler, ServiceOptions, ServicePort, ServicePortId,
@@ -30,7 +31,8 @@ const MAX_WRR_SEQUENCE: u64 = 4096;
 
 impl ServiceTable {
     /// Builds the table from every Service in the store. `previous` is the table being
-    /// replaced: allocations and runtime state (endpoint load, affinity) carry over from it.
+    /// replaced: allocations and runtime state (endpoint load, affinity) carry over from it,
+    /// and the Services whose inputs did not change keep its ports (see `reuse`).
     pub fn build(
         store: &ObjectStore,
         options: &ServiceOptions,
@@ -43,37 +45,45 @@ impl ServiceTable {
             alloc::allocate(config, &mut entries, previous, diagnostics);
         }
         let mut table = ServiceTable::default();
-        for entry in entries {
-            let weights = weights(store, &entry.key, diagnostics);
+        let mut services = Vec::with_capacity(entries.len());
+        let empty = Vec::new();
+        let before_all = previous.map_or(&empty, |t| &*t.reuse.services);
+        let mut old = before_all.iter().peekable();
+        let mut reused = 0;
+        // `service_entries` gives one entry per Service, in the store's (key) order.
+        for (entry, service) in entries.into_iter().zip(store.services.values()) {
+            while old.next_if(|b| b.key < entry.key).is_some() {}
+            let before = old.next_if(|b| b.key == entry.key);
+            let same_sources = |s: &[Source]| index.same_sources(&entry.key, s);
+            let built = match before {
+                Some(b) if b.still_valid(&entry, service, same_sources, previous) => {
+                    reused += 1;
+                    Arc::clone(b)
+                }
+                _ => Arc::new(build_service(store, &index, entry, service, previous)),
+            };
+            diagnostics.extend(built.diagnostics.iter().cloned());
             let start = table.ports.len() as u32;
-            for port in entry.ports {
-                let endpoints = index.resolve(&entry.key, &port, diagnostics);
-                let old = previous.and_then(|t| {
-                    t.find(
-                        &port.namespace,
-                        &port.service,
-                        &super::PortRef::Number(port.port),
-                    )
-                    .ok()
-                    .and_then(|id| t.get(id))
-                });
-                table.push(finish(port, endpoints, &weights, old));
+            for port in &built.ports {
+                table.push(Arc::clone(port));
             }
             let end = table.ports.len() as u32;
-            let (ns, name) = (
-                entry.key.namespace.as_str().into(),
-                entry.key.name.as_str().into(),
-            );
+            let (ns, name) = &built.names;
             table
                 .by_name
-                .entry(ns)
+                .entry(Arc::clone(ns))
                 .or_default()
-                .insert(name, start..end);
+                .insert(Arc::clone(name), start..end);
+            services.push(built);
         }
+        table.reuse = Reuse {
+            unchanged: previous.is_some() && reused == before_all.len() && reused == services.len(),
+            services: Arc::new(services),
+        };
         table
     }
 
-    fn push(&mut self, port: ServicePort) {
+    fn push(&mut self, port: Arc<ServicePort>) {
         let id = ServicePortId(self.ports.len() as u32);
         if let ClusterIp::Ips(ips) = &port.cluster_ip {
             for ip in ips {
@@ -89,19 +99,60 @@ impl ServiceTable {
     }
 }
 
+/// Finishes the ports of one Service: endpoints, weights, runtime state.
+fn build_service(
+    store: &ObjectStore,
+    index: &EndpointIndex<'_>,
+    entry: ServiceEntry,
+    service: &Arc<Service>,
+    previous: Option<&ServiceTable>,
+) -> BuiltService {
+    let mut diagnostics = Vec::new();
+    let weights = weights(store, &entry.key, &mut diagnostics);
+    let mut ports = Vec::with_capacity(entry.ports.len());
+    for port in entry.ports {
+        let endpoints = index.resolve(&entry.key, &port, &mut diagnostics);
+        let old = previous.and_then(|t| {
+            t.find(
+                &port.namespace,
+                &port.service,
+                &super::PortRef::Number(port.port),
+            )
+            .ok()
+            .and_then(|id| t.get(id))
+        });
+        ports.push(Arc::new(finish(port, endpoints, &weights, old)));
+    }
+    let names = (
+        entry.key.namespace.as_str().into(),
+        entry.key.name.as_str().into(),
+    );
+    BuiltService {
+        sources: index.sources(&entry.key),
+        key: entry.key,
+        names,
+        service: Arc::clone(service),
+        ports,
+        diagnostics,
+    }
+}
+
 /// Every Service with its ports (no endpoints yet), in key order, with its allocation age.
 fn service_entries(
     store: &ObjectStore,
     options: &ServiceOptions,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServiceEntry> {
+    let placeholder = Shared::default();
+    let mut created = Vec::with_capacity(store.services.len());
     let mut entries: Vec<ServiceEntry> = store
         .services
         .iter()
         .map(|((ns, name), svc)| {
             let key = ObjectKey::new(Kind::Service, ns, name);
             let scheduler = scheduler(&key, svc, options.default_scheduler, diagnostics);
-            let ports = service_ports(&key, svc, scheduler, diagnostics);
+            let ports = service_ports(&key, svc, scheduler, &placeholder, diagnostics);
+            created.push(svc.metadata.creation_timestamp.as_ref().map(|t| t.0));
             ServiceEntry {
                 key,
                 age: 0,
@@ -111,18 +162,8 @@ fn service_entries(
             }
         })
         .collect();
-    let created = |key: &ObjectKey| {
-        let svc = store
-            .services
-            .get(&(key.namespace.clone(), key.name.clone()));
-        svc.and_then(|s| s.metadata.creation_timestamp.as_ref())
-            .map(|t| t.0)
-    };
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| {
-        let c = created(&entries[i].key);
-        (c.is_none(), c, i)
-    });
+    order.sort_by_key(|&i| (created[i].is_none(), created[i], i));
     for (age, i) in order.into_iter().enumerate() {
         entries[i].age = age;
     }
@@ -139,9 +180,13 @@ fn finish(
     endpoints.sort_by_key(|e| (!e.ready, e.addr));
     endpoints.dedup_by(|b, a| a.addr == b.addr); // the ready copy comes first and stays
     for e in &mut endpoints {
-        let weight = weights
-            .get(&e.addr.to_string())
-            .or_else(|| weights.get(&e.addr.ip().to_string()));
+        let weight = (!weights.is_empty())
+            .then(|| {
+                weights
+                    .get(&e.addr.to_string())
+                    .or_else(|| weights.get(&e.addr.ip().to_string()))
+            })
+            .flatten();
         e.weight = weight.copied().unwrap_or(1);
         if let Some(prev) = old.and_then(|o| o.endpoints.iter().find(|p| p.addr == e.addr)) {
             e.load = prev.load.clone();
@@ -149,9 +194,7 @@ fn finish(
     }
     port.ready = endpoints.iter().filter(|e| e.ready).count();
     port.wrr = smooth_wrr(&endpoints[..port.ready]);
-    if let Some(old) = old {
-        port.affinity = old.affinity.clone();
-    }
+    port.affinity = old.map_or_else(Shared::default, |old| old.affinity.clone());
     port.endpoints = endpoints;
     port
 }
@@ -257,10 +300,12 @@ fn weights(
 }
 
 /// The ports of a Service, without endpoints; invalid ports are diagnostics.
+/// `affinity` is a placeholder: [`finish`] gives each port its own.
 fn service_ports(
     key: &ObjectKey,
     svc: &Service,
     scheduler: Scheduler,
+    affinity: &Shared<super::state::Affinity>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServicePort> {
     let (ns, name): (Arc<str>, Arc<str>) =
@@ -318,7 +363,7 @@ fn service_ports(
             endpoints: Vec::new(),
             ready: 0,
             wrr: Box::new([]),
-            affinity: Shared::default(),
+            affinity: affinity.clone(),
             cursor: super::Cursor::default(),
         });
     }

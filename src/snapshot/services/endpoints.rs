@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::reuse::Source;
 use super::{Endpoint, Protocol, ServicePort, ServiceType, TargetPort};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::source::{Kind, ObjectKey};
@@ -18,9 +20,12 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// A port as an EndpointSlice or Endpoints subset lists it: (name, number, protocol).
 type ListedPort<'a> = (Option<&'a str>, Option<i32>, Option<&'a str>);
 
+/// The EndpointSlices of one Service: (slice name, slice), in name order.
+type Slices<'a> = Vec<(&'a str, &'a Arc<EndpointSlice>)>;
+
 /// EndpointSlices grouped by the Service they belong to.
 pub(super) struct EndpointIndex<'a> {
-    slices: HashMap<(&'a str, &'a str), Vec<(&'a str, &'a EndpointSlice)>>,
+    slices: HashMap<(&'a str, &'a str), Slices<'a>>,
     endpoints: &'a Objects<Endpoints>,
 }
 
@@ -39,7 +44,7 @@ impl<'a> EndpointIndex<'a> {
                 Some(svc) => slices
                     .entry((ns.as_str(), svc.as_str()))
                     .or_default()
-                    .push((name.as_str(), &**slice)),
+                    .push((name.as_str(), slice)),
                 None => diagnostics.push(Diagnostic::warning(
                     &ObjectKey::new(Kind::EndpointSlice, ns, name),
                     format!("metadata.labels[{SERVICE_NAME_LABEL}]"),
@@ -50,6 +55,42 @@ impl<'a> EndpointIndex<'a> {
         EndpointIndex {
             slices,
             endpoints: &store.endpoints,
+        }
+    }
+
+    /// The objects a Service's endpoints come from: its slices, else its Endpoints.
+    pub(super) fn sources(&self, service: &ObjectKey) -> Vec<Source> {
+        let (ns, name) = (service.namespace.as_str(), service.name.as_str());
+        match self.slices.get(&(ns, name)) {
+            Some(slices) => slices
+                .iter()
+                .map(|(_, s)| Source::Slice(Arc::clone(s)))
+                .collect(),
+            None => self
+                .endpoints
+                .get(&(ns.to_string(), name.to_string()))
+                .map(|e| Source::Endpoints(Arc::clone(e)))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Whether [`EndpointIndex::sources`] would be these very objects.
+    pub(super) fn same_sources(&self, service: &ObjectKey, sources: &[Source]) -> bool {
+        let (ns, name) = (service.namespace.as_str(), service.name.as_str());
+        match self.slices.get(&(ns, name)) {
+            Some(slices) => slices.len() == sources.len()
+                && slices.iter().zip(sources).all(
+                    |((_, s), source)| matches!(source, Source::Slice(old) if Arc::ptr_eq(old, s)),
+                ),
+            None => {
+                let now = self.endpoints.get(&(ns.to_string(), name.to_string()));
+                match (now, sources) {
+                    (None, []) => true,
+                    (Some(e), [Source::Endpoints(old)]) => Arc::ptr_eq(e, old),
+                    _ => false,
+                }
+            }
         }
     }
 

@@ -5,15 +5,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{ManifestDir, ManifestsError, Rescan};
 use crate::source::{Event, Kind};
 
-/// How long to wait after a file event before rescanning, so that a burst of events (an
-/// editor's write-and-rename, a ConfigMap update) costs one rescan.
+/// The coalescing period. A change that is complete when its event arrives (a file renamed
+/// into place, closed after writing, removed) is rescanned at once if no rescan ran in the
+/// last `COALESCE`, else `COALESCE` after the previous one: so an isolated change costs no
+/// wait, and a burst (an editor's write-and-rename, a ConfigMap update) costs two rescans at
+/// most per period. A write still in progress (created, data written, not yet closed) waits
+/// `COALESCE` for its close, so that a half-written file is not read.
 const COALESCE: Duration = Duration::from_millis(20);
 
 /// The interval of the polling watcher used when the native one is unavailable.
@@ -62,24 +68,54 @@ pub async fn run_with(
             return Ok(());
         }
     }
+    let mut last_scan = Instant::now();
+    let mut due: Option<Instant> = None;
     loop {
+        let deadline = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tx.closed() => return Ok(()),
-            () = wake.notify.notified() => {}
+            () = wake.notify.notified() => {
+                let now = Instant::now();
+                let at = next_due(due, wake.take_settled(), now, last_scan);
+                due = Some(at);
+                if at > now {
+                    continue;
+                }
+            }
+            () = deadline => {}
             () = tokio::time::sleep(RETRY), if !watch.armed => {}
         }
-        tokio::time::sleep(COALESCE).await;
+        due = None;
+        // The coming rescan covers what arrived until now.
+        wake.take_settled();
         wake.drain().await;
         if wake.rewatch.swap(false, Ordering::Relaxed) || !watch.armed {
             watch.arm(&dir);
         }
         let rescan;
         (state, rescan) = rescan_off_runtime(state).await?;
+        last_scan = Instant::now();
         watch.armed &= state.is_readable();
         if !publish(&tx, rescan).await {
             return Ok(());
         }
     }
+}
+
+/// When to rescan after a wake-up, given the rescan already `due` (if any) and when the last
+/// one ended: see [`COALESCE`].
+fn next_due(due: Option<Instant>, settled: bool, now: Instant, last_scan: Instant) -> Instant {
+    let wanted = if settled {
+        now.max(last_scan + COALESCE)
+    } else {
+        now + COALESCE
+    };
+    due.map_or(wanted, |d| d.min(wanted))
 }
 
 /// Rescans on the blocking pool: reading files must not stall the runtime.
@@ -114,6 +150,8 @@ async fn publish(tx: &mpsc::Sender<Event>, rescan: Rescan) -> bool {
 struct Wake {
     /// Something changed; holds at most one permit, which coalesces bursts.
     notify: Notify,
+    /// Some change since the last wake-up was complete when reported (see [`settles`]).
+    settled: AtomicBool,
     /// The directory itself was removed, moved or replaced: watch it again.
     rewatch: AtomicBool,
 }
@@ -121,6 +159,11 @@ struct Wake {
 // === impl Wake ===
 
 impl Wake {
+    /// Whether a complete change was reported since the last call.
+    fn take_settled(&self) -> bool {
+        self.settled.swap(false, Ordering::Acquire)
+    }
+
     /// Consumes a wake-up that arrived while waiting, as the coming rescan covers it.
     async fn drain(&self) {
         tokio::select! {
@@ -194,17 +237,39 @@ fn handler(
 ) -> impl FnMut(notify::Result<notify::Event>) + Send + use<> {
     let (root, wake) = (dir.to_path_buf(), Arc::clone(wake));
     move |event| {
-        match event {
-            // Opening and closing files (our own reads, too) changes nothing.
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => return,
+        let settled = match event {
+            // Opening and closing files (our own reads, too) changes nothing; closing a file
+            // written to completes a write.
+            Ok(event) if matches!(event.kind, EventKind::Access(_)) && !settles(&event.kind) => {
+                return;
+            }
             Ok(event) if event.paths.contains(&root) => {
                 wake.rewatch.store(true, Ordering::Relaxed);
+                true
             }
-            Ok(_) => {}
-            Err(error) => debug!(%error, "file watcher error"),
+            Ok(event) => settles(&event.kind),
+            Err(error) => {
+                debug!(%error, "file watcher error");
+                true
+            }
+        };
+        if settled {
+            wake.settled.store(true, Ordering::Release);
         }
         wake.notify.notify_one();
     }
+}
+
+/// Whether an event reports a change that is complete: a rename (how editors, kubelet and
+/// `kubectl cp`-style tools put a file in place atomically), a removal, or a file closed after
+/// writing. Creating a file and writing to it are not: more writes may follow.
+fn settles(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 #[cfg(test)]

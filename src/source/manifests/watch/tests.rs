@@ -224,3 +224,61 @@ async fn the_watcher_callback_ignores_access_and_flags_the_root() {
     callback(Err(notify::Error::generic("queue overflow")));
     assert!(woken().await.is_ok(), "an error may hide changes: rescan");
 }
+
+#[tokio::test]
+async fn complete_changes_are_flagged_as_settled() {
+    use notify::event::{AccessMode, CreateKind, DataChange, ModifyKind, RenameMode};
+    let root = Path::new("/manifests");
+    let wake = Arc::new(Wake::default());
+    let mut callback = handler(root, &wake);
+    let mut send = |kind| callback(Ok(notify::Event::new(kind).add_path(root.join("a.yaml"))));
+
+    send(EventKind::Create(CreateKind::File));
+    send(EventKind::Modify(ModifyKind::Data(DataChange::Content)));
+    assert!(!wake.take_settled(), "a write in progress");
+    send(EventKind::Access(AccessKind::Close(AccessMode::Write)));
+    assert!(wake.take_settled(), "closed after writing");
+    assert!(!wake.take_settled(), "taken");
+    send(EventKind::Access(AccessKind::Close(AccessMode::Read)));
+    assert!(!wake.take_settled(), "our own reads");
+    send(EventKind::Modify(ModifyKind::Name(RenameMode::To)));
+    assert!(wake.take_settled(), "renamed into place");
+    send(EventKind::Remove(notify::event::RemoveKind::File));
+    assert!(wake.take_settled(), "removed");
+}
+
+/// The timing rule, on a paused clock: a complete change after a quiet period is rescanned at
+/// once; one right after a rescan waits for the end of the coalescing period; a write in
+/// progress waits for the period, unless a complete change comes first.
+#[test]
+fn rescans_are_due_at_once_after_a_quiet_period() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let long_ago = t0 - ms(1000);
+    assert_eq!(
+        next_due(None, true, t0, long_ago),
+        t0,
+        "isolated rename: at once"
+    );
+    assert_eq!(
+        next_due(None, false, t0, long_ago),
+        t0 + COALESCE,
+        "write in progress"
+    );
+    assert_eq!(
+        next_due(Some(t0 + COALESCE), true, t0 + ms(5), long_ago),
+        t0 + ms(5),
+        "closed: no need to wait any longer"
+    );
+    let just = t0 - ms(5);
+    assert_eq!(
+        next_due(None, true, t0, just),
+        just + COALESCE,
+        "a burst right after a rescan is coalesced"
+    );
+    assert_eq!(
+        next_due(Some(t0 + ms(1)), false, t0, long_ago),
+        t0 + ms(1),
+        "a later event never postpones a due rescan"
+    );
+}
