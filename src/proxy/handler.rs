@@ -104,8 +104,7 @@ impl Proxy {
             return Ok(redirect(host_str, req.uri(), self.config.https_port));
         }
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
-        prepare_request(&mut req, conn, host.as_ref(), upgrade);
-        outcome.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
+        outcome.request_id = Some(prepare_request(&mut req, conn, host.as_ref(), upgrade));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let mut response = self
             .send_to_backend(snapshot, route, req, conn, outcome)
@@ -250,13 +249,13 @@ fn host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 /// Rewrites the request head for the upstream: hop-by-hop headers out, Host kept (or set
-/// from `:authority`), forwarding headers and a request id in.
+/// from `:authority`), forwarding headers and a request id in; returns the request id.
 fn prepare_request(
     req: &mut Request<Incoming>,
     conn: &ConnHeaders,
     host: Option<&HeaderValue>,
     upgrade: bool,
-) {
+) -> HeaderValue {
     let headers = req.headers_mut();
     headers::remove_hop_by_hop(headers, upgrade);
     if let Some(host) = host
@@ -265,7 +264,7 @@ fn prepare_request(
         headers.insert(HOST, host.clone());
     }
     headers::set_forwarded(headers, conn, host);
-    headers::request_id(headers);
+    headers::request_id(headers)
 }
 
 /// 308 to the same host and path over HTTPS.

@@ -163,12 +163,10 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
 
 /// The request's `X-Request-ID`, generated (32 hex digits) when absent.
 pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        return id.clone();
+    match headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(id) => id.get().clone(),
+        header::Entry::Vacant(slot) => slot.insert(generate_request_id()).clone(),
     }
-    let id = generate_request_id();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
 }
 
 /// A unique id: a counter mixed with per-process random keys (splitmix64, a bijection, so

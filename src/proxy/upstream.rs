@@ -161,9 +161,14 @@ impl UpstreamPool {
     /// new one.
     pub async fn checkout(self: &Arc<Self>, target: &Target) -> Result<Pooled, ConnectError> {
         while let Some(mut sender) = self.take_idle(target) {
+            if sender.is_ready() {
+                return Ok(self.pooled(sender, target.clone(), true));
+            }
             // A connection goes back to the pool when its response body ended; hyper marks it
-            // ready a moment later. `ready` fails if the upstream closed it meanwhile.
-            if sender.ready().await.is_ok() {
+            // ready a moment later. `ready` fails if the upstream closed it meanwhile; one that
+            // stays unready (it should not) is dropped rather than waited on.
+            let ready = tokio::time::timeout(self.config.connect_timeout, sender.ready());
+            if let Ok(Ok(())) = ready.await {
                 return Ok(self.pooled(sender, target.clone(), true));
             }
         }
