@@ -80,12 +80,13 @@ def cpu_seconds(pids):
     return total / TICK
 
 
-def peak_rss_mib(pids):
+def rss_mib(pids, field="VmRSS"):
+    """Resident memory of these processes (VmRSS now, or VmHWM: the peak), in MiB."""
     total = 0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -493,18 +494,6 @@ def l4_runs(setup, rounds, seconds):
     return results
 
 
-def current_rss_mib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
 def ingresses_yaml(prefix, count):
     docs = []
     for i in range(count):
@@ -550,7 +539,7 @@ def propagation(setup, sizes, changes):
             os.rename(tmp, final)
             samples.append((wait_routed(port, f"change-{size}-{k}-0.bench") - start) * 1e3)
         samples.sort()
-        rss = current_rss_mib(setup.pids("portico"))
+        rss = rss_mib(setup.pids("portico"))
         out[size] = (statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))], max(samples), rss)
         print(f"propagation {size:>6} Ingresses: median {out[size][0]:.1f} ms, p99 {out[size][1]:.1f} ms, RSS {rss:.1f} MiB", flush=True)
         for f in setup.manifests.glob("change-*.yaml"):
@@ -778,7 +767,7 @@ def main():
                         results[(name, proxy)].append(result)
                         commands.setdefault(name, cmd.replace(str(setup.ports[proxy][0]), "HTTP_PORT").replace(str(setup.ports[proxy][1]), "HTTPS_PORT"))
                         print(f"round {r + 1} {name:12} {proxy:8} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
-            rss = {p: peak_rss_mib(setup.pids(p)) for p in proxies}
+            rss = {p: rss_mib(setup.pids(p), "VmHWM") for p in proxies}
             cost = costs(setup) if args.costs and (not args.only or "costs" in args.only) else None
             l4 = l4_runs(setup, args.rounds, args.seconds) if not args.only or "l4" in args.only else {}
             sizes = [int(x) for x in args.propagation.split(",")] if args.propagation else []

@@ -2,16 +2,18 @@
 //! removed become the expected snapshots; a broken file leaves its last good objects in place.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
+
+mod support;
 
 use portico::controller::{Controller, Debounce};
 use portico::snapshot::certs::TlsCert;
 use portico::snapshot::routes::Upstream;
 use portico::snapshot::{BuildConfig, Snapshot, SnapshotHandle, channel};
 use portico::source::manifests;
+use support::wait_for_snapshot;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::sleep;
 
 const BASE: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -66,28 +68,6 @@ fn start(dir: &Path) -> SnapshotHandle {
     handle
 }
 
-/// Waits (at most 5 s) for a published snapshot that satisfies `want`.
-async fn eventually(
-    handle: &SnapshotHandle,
-    what: &str,
-    want: impl Fn(&Snapshot) -> bool,
-) -> Arc<Snapshot> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let snapshot = handle.load_full();
-        if snapshot.generation > 0 && want(&snapshot) {
-            return snapshot;
-        }
-        let next = handle.wait_for(snapshot.generation + 1);
-        if timeout(deadline.saturating_duration_since(Instant::now()), next)
-            .await
-            .is_err()
-        {
-            panic!("no snapshot where {what} within 5 s");
-        }
-    }
-}
-
 fn routes(s: &Snapshot, host: &str, path: &str) -> bool {
     s.routes.route(host, path).is_some()
 }
@@ -99,7 +79,7 @@ async fn files_become_snapshots() {
     std::fs::write(dir.path().join("a.yaml"), ingress("a", "a.com", "/")).unwrap();
     let handle = start(dir.path());
 
-    let first = eventually(&handle, "a.com routes", |s| routes(s, "a.com", "/x")).await;
+    let first = wait_for_snapshot(&handle, "a.com routes", |s| routes(s, "a.com", "/x")).await;
     let route = first.routes.route("a.com", "/").unwrap();
     let Upstream::Service(id) = route.backend.upstream else {
         panic!("{route:?}")
@@ -117,13 +97,13 @@ async fn files_become_snapshots() {
     let b = dir.path().join("nested/b.yaml");
     std::fs::create_dir_all(b.parent().unwrap()).unwrap();
     std::fs::write(&b, ingress("b", "b.com", "/v1")).unwrap();
-    eventually(&handle, "b.com/v1 is added", |s| {
+    wait_for_snapshot(&handle, "b.com/v1 is added", |s| {
         routes(s, "b.com", "/v1/x")
     })
     .await;
 
     std::fs::write(&b, ingress("b", "b.com", "/v2")).unwrap();
-    eventually(&handle, "b.com moves to /v2", |s| {
+    wait_for_snapshot(&handle, "b.com moves to /v2", |s| {
         routes(s, "b.com", "/v2") && !routes(s, "b.com", "/v1")
     })
     .await;
@@ -147,13 +127,13 @@ async fn files_become_snapshots() {
     );
 
     std::fs::write(&b, ingress("b", "b.com", "/v3")).unwrap();
-    eventually(&handle, "the fixed file is used", |s| {
+    wait_for_snapshot(&handle, "the fixed file is used", |s| {
         routes(s, "b.com", "/v3") && !routes(s, "b.com", "/v2")
     })
     .await;
 
     std::fs::remove_file(&b).unwrap();
-    eventually(&handle, "b.com is gone", |s| {
+    wait_for_snapshot(&handle, "b.com is gone", |s| {
         !routes(s, "b.com", "/v3") && routes(s, "a.com", "/")
     })
     .await;
@@ -164,7 +144,7 @@ async fn files_become_snapshots() {
         BASE.replace("ready: true", "ready: false"),
     )
     .unwrap();
-    let s = eventually(&handle, "the endpoint is not ready", |s| {
+    let s = wait_for_snapshot(&handle, "the endpoint is not ready", |s| {
         s.services
             .iter()
             .all(|(_, p)| p.ready_endpoints().is_empty())

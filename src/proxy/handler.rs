@@ -177,13 +177,16 @@ impl Proxy {
 
     /// A connection to `target`; a failure is counted and mapped to 502 or 504.
     async fn checkout(&self, target: &Target) -> Result<Pooled, ProxyError> {
-        self.upstreams.checkout(target).await.map_err(|e| {
-            self.metrics.upstream_connect_error();
-            match e {
-                ConnectError::Timeout => ProxyError::Timeout,
-                e => ProxyError::Connect(format!("{target}: {e}")),
-            }
-        })
+        let checked_out = self.upstreams.checkout(target).await;
+        checked_out.map_err(|e| self.connect_failed(target, e))
+    }
+
+    fn connect_failed(&self, target: &Target, e: ConnectError) -> ProxyError {
+        self.metrics.upstream_connect_error();
+        match e {
+            ConnectError::Timeout => ProxyError::Timeout,
+            e => ProxyError::Connect(format!("{target}: {e}")),
+        }
     }
 
     /// Sends a request on `pooled`. A request that a reused connection could not take (the
@@ -194,30 +197,38 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let target = pooled.target().clone();
-        let req = upstream_request(req, &target);
         let reused = pooled.reused();
-        let sent = tokio::time::timeout(self.config.response_timeout, pooled.send(req));
-        let req = match sent.await {
-            Ok(Ok(response)) => return Ok(response),
-            Err(_) => return Err(ProxyError::Timeout),
-            Ok(Err(SendError::NotSent(req, _))) if reused => *req,
-            Ok(Err(SendError::NotSent(_, e) | SendError::Failed(e))) => {
-                return Err(ProxyError::Upstream(e.to_string()));
+        match self
+            .send_timed(pooled, upstream_request(req, &target))
+            .await?
+        {
+            Ok(response) => Ok(response),
+            Err(SendError::NotSent(req, _)) if reused => {
+                debug!(upstream = %target, "idle connection was closed; sending on a new one");
+                let connected = self.upstreams.connect(&target).await;
+                let fresh = connected.map_err(|e| self.connect_failed(&target, e))?;
+                self.send_timed(fresh, *req).await?.map_err(upstream_error)
             }
-        };
-        debug!(upstream = %target, "idle connection was closed; sending on a new one");
-        let fresh = self.upstreams.connect(&target).await.map_err(|e| {
-            self.metrics.upstream_connect_error();
-            ProxyError::Connect(format!("{target}: {e}"))
-        })?;
-        let sent = tokio::time::timeout(self.config.response_timeout, fresh.send(req));
-        match sent.await {
-            Ok(Ok(response)) => Ok(response),
-            Err(_) => Err(ProxyError::Timeout),
-            Ok(Err(SendError::NotSent(_, e) | SendError::Failed(e))) => {
-                Err(ProxyError::Upstream(e.to_string()))
-            }
+            Err(e) => Err(upstream_error(e)),
         }
+    }
+
+    /// `pooled.send(req)` within the response timeout (504 past it).
+    async fn send_timed(
+        &self,
+        pooled: Pooled,
+        req: Request<Incoming>,
+    ) -> Result<Result<Response<UpstreamBody>, SendError>, ProxyError> {
+        tokio::time::timeout(self.config.response_timeout, pooled.send(req))
+            .await
+            .map_err(|_| ProxyError::Timeout)
+    }
+}
+
+/// A request that failed on its connection: 502.
+fn upstream_error(e: SendError) -> ProxyError {
+    match e {
+        SendError::NotSent(_, e) | SendError::Failed(e) => ProxyError::Upstream(e.to_string()),
     }
 }
 

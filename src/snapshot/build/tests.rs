@@ -191,3 +191,14 @@ fn upstream_is_the_service_port() {
     assert_eq!((&*port.service, port.port), ("s", 80));
     assert_eq!(errors(&built), 0);
 }
+
+/// One step of the incremental-build properties: the object of slot `slot` (modulo the slots)
+/// applied in one of its versions, or deleted (one choice past the last version).
+fn apply_step(store: &mut ObjectStore, slots: &[Vec<Object>], slot: u8, version: u8) {
+    let versions = &slots[usize::from(slot) % slots.len()];
+    let event = match versions.get(usize::from(version) % (versions.len() + 1)) {
+        Some(o) => crate::source::Event::Applied(o.clone()),
+        None => crate::source::Event::Deleted(versions[0].key()),
+    };
+    store.apply(event);
+}

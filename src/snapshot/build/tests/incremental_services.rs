@@ -139,13 +139,7 @@ proptest! {
         let mut store = ObjectStore::new();
         let mut history: Vec<Built> = vec![build(&store, &config)];
         for (slot, version, back) in steps {
-            let versions = &slots[slot as usize % slots.len()];
-            let pick = version as usize % (versions.len() + 1);
-            let event = match versions.get(pick) {
-                Some(o) => Event::Applied(o.clone()),
-                None => Event::Deleted(versions[0].key()),
-            };
-            store.apply(event);
+            apply_step(&mut store, &slots, slot, version);
             let back = (back as usize).min(history.len() - 1);
             let previous = &history[history.len() - 1 - back].snapshot;
             let incremental = build_after(&store, &config, Some(previous));
