@@ -861,6 +861,12 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
                 lines.append(f"| {label} | {labels[target]} | {fmt(rps)} | {ratio} | {fmt(med([r['p99'] for r in rs]), 2)} | "
                              f"{sum(r['errors'] for r in rs)} | {fmt(med([r['cpu_us'] for r in rs]), 1)} |")
         lines.append("")
+        others = [med([r["rps"] for r in l4[(c, t)]])[0] / med([r["rps"] for r in l4[(c, "direct")]])[0]
+                  for c in ["throughput", "connections"] for t in ["nginx-stream", "haproxy-tcp"] if (c, t) in l4]
+        if others:
+            lines += [f"What limits these ratios: the load generator, the backends and the proxy share the machine's CPUs, "
+                      f"and a proxied byte crosses loopback TCP twice; the other user-space TCP proxies reach "
+                      f"{min(others):.2f}-{max(others):.2f} of direct in the same runs.", ""]
         if ("bulk-up", "direct") in l4:
             lines += ["One TCP connection streaming for the run's length (`iperf3 -c 127.0.0.1 -t S`, upload, and `-R`, "
                       "download), straight to an iperf3 server and through a NodePort whose only endpoint it is.", "",
