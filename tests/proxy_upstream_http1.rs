@@ -762,7 +762,6 @@ async fn chunked_responses_with_trailers_arrive_byte_exact() {
 /// a chunked body. The body is dropped, and the connection with it: every response with
 /// trailers costs the upstream a new connection (here 3 connections instead of 1).
 #[tokio::test]
-#[ignore = "bug: a chunked response with trailers is never given back to the pool (a new upstream connection per such response)"]
 async fn connections_are_reused_after_chunked_responses_with_trailers() {
     let upstream = awkward_upstream().await;
     let env = proxy_to(&upstream).await;

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use http::header::{HOST, LOCATION, SERVER};
-use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tracing::debug;
@@ -15,7 +14,7 @@ use super::access::{AccessRecord, LoggedBody};
 use super::body::ProxyBody;
 use super::errors::{ProxyError, wants_json};
 use super::headers::{self, ConnHeaders};
-use super::upstream::{ConnectError, Pooled, SendError, Target, UpstreamBody};
+use super::upstream::{ConnectError, Forwarding, Pooled, SendError, Target, UpstreamBody};
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{Route, RouteLabels, Upstream};
 
@@ -104,17 +103,34 @@ impl Proxy {
             return Ok(redirect(host_str, req.uri(), self.config.https_port));
         }
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
-        outcome.request_id = Some(prepare_request(&mut req, conn, host.as_ref(), upgrade));
+        let generated = match req.headers().get(&headers::X_REQUEST_ID) {
+            Some(id) => {
+                outcome.request_id = Some(id.clone());
+                None
+            }
+            None => Some(headers::generate_request_id()),
+        };
+        let fwd = Forwarding {
+            conn,
+            host: host.as_ref(),
+            request_id: generated.as_ref(),
+            upgrade,
+        };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let mut response = self
-            .send_to_backend(snapshot, route, req, conn, outcome)
-            .await?;
+        let sent = self
+            .send_to_backend(snapshot, route, req, &fwd, outcome)
+            .await;
+        if generated.is_some() {
+            outcome.request_id = generated;
+        }
+        let mut response = sent?;
         outcome.upstream_status = Some(response.status().as_u16());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         match client_upgrade {
-            Some(client) if switching => {
-                super::listener::tunnel(client, hyper::upgrade::on(&mut response))
-            }
+            Some(client) if switching => match response.body_mut().take_upgraded() {
+                Some(upstream) => super::listener::tunnel(client, upstream),
+                None => return Err(ProxyError::Upstream("101 without a connection".into())),
+            },
             _ if switching => {
                 return Err(ProxyError::Upstream(
                     "101 without an upgrade request".into(),
@@ -133,7 +149,7 @@ impl Proxy {
         snapshot: &Snapshot,
         route: &Route,
         req: Request<Incoming>,
-        conn: &ConnHeaders,
+        fwd: &Forwarding<'_>,
         outcome: &mut Outcome,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let port = match &route.backend.upstream {
@@ -144,11 +160,11 @@ impl Proxy {
             Upstream::External { host, port } => {
                 let target = Target::Name(host.clone(), *port);
                 let pooled = self.checkout(&target).await?;
-                return self.send(pooled, req).await;
+                return self.send(pooled, req, fwd).await;
             }
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
-        let client = conn.peer.ip();
+        let client = fwd.conn.peer.ip();
         // Each pick counts as open load on its endpoint (for lc and p2c) until the response
         // headers are in.
         let first = self
@@ -172,7 +188,7 @@ impl Proxy {
                 (self.checkout(&Target::Addr(next)).await?, second)
             }
         };
-        self.send(pooled, req).await
+        self.send(pooled, req, fwd).await
     }
 
     /// A connection to `target`; a failure is counted and mapped to 502 or 504.
@@ -195,19 +211,19 @@ impl Proxy {
         &self,
         pooled: Pooled,
         req: Request<Incoming>,
+        fwd: &Forwarding<'_>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let target = pooled.target().clone();
         let reused = pooled.reused();
-        match self
-            .send_timed(pooled, upstream_request(req, &target))
-            .await?
-        {
+        match self.send_timed(pooled, req, fwd).await? {
             Ok(response) => Ok(response),
             Err(SendError::NotSent(req, _)) if reused => {
                 debug!(upstream = %target, "idle connection was closed; sending on a new one");
                 let connected = self.upstreams.connect(&target).await;
                 let fresh = connected.map_err(|e| self.connect_failed(&target, e))?;
-                self.send_timed(fresh, *req).await?.map_err(upstream_error)
+                self.send_timed(fresh, *req, fwd)
+                    .await?
+                    .map_err(upstream_error)
             }
             Err(e) => Err(upstream_error(e)),
         }
@@ -218,8 +234,9 @@ impl Proxy {
         &self,
         pooled: Pooled,
         req: Request<Incoming>,
+        fwd: &Forwarding<'_>,
     ) -> Result<Result<Response<UpstreamBody>, SendError>, ProxyError> {
-        tokio::time::timeout(self.config.response_timeout, pooled.send(req))
+        tokio::time::timeout(self.config.response_timeout, pooled.send(req, fwd))
             .await
             .map_err(|_| ProxyError::Timeout)
     }
@@ -232,50 +249,12 @@ fn upstream_error(e: SendError) -> ProxyError {
     }
 }
 
-/// The request as it goes upstream: HTTP/1.1, origin-form URI, a Host header.
-fn upstream_request(mut req: Request<Incoming>, target: &Target) -> Request<Incoming> {
-    *req.version_mut() = Version::HTTP_11;
-    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
-    }
-    if !req.headers().contains_key(HOST)
-        && let Ok(host) = HeaderValue::from_str(&target.to_string())
-    {
-        req.headers_mut().insert(HOST, host);
-    }
-    req
-}
-
 /// The Host of a request: the URI's authority (HTTP/2, absolute-form) or the Host header.
 fn host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(HOST).cloned(),
     }
-}
-
-/// Rewrites the request head for the upstream: hop-by-hop headers out, Host kept (or set
-/// from `:authority`), forwarding headers and a request id in; returns the request id.
-fn prepare_request(
-    req: &mut Request<Incoming>,
-    conn: &ConnHeaders,
-    host: Option<&HeaderValue>,
-    upgrade: bool,
-) -> HeaderValue {
-    let headers = req.headers_mut();
-    headers::remove_hop_by_hop(headers, upgrade);
-    if let Some(host) = host
-        && !headers.contains_key(HOST)
-    {
-        headers.insert(HOST, host.clone());
-    }
-    headers::set_forwarded(headers, conn, host);
-    headers::request_id(headers)
 }
 
 /// 308 to the same host and path over HTTPS.

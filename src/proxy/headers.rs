@@ -1,4 +1,5 @@
-//! Header rewriting: hop-by-hop removal, X-Forwarded-*, X-Real-IP, X-Request-ID, Server.
+//! Header names and rules: hop-by-hop removal (responses; requests are rewritten as they are
+//! written upstream, in `upstream::codec`), X-Forwarded-*, X-Real-IP, X-Request-ID, Server.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
@@ -20,9 +21,9 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Keep-Alive` (not in `http::header`).
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection` (not in `http::header`).
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The value of the `Server` header added to responses that lack one.
 pub static SERVER: HeaderValue = HeaderValue::from_static("portico");
@@ -100,22 +101,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         return;
     }
     if present & 1 != 0 {
-        // Other headers named in Connection (its options close, keep-alive and upgrade are
-        // handled here already). Rare: the vector only allocates when there are some.
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !["close", "keep-alive", "upgrade"]
-                    .iter()
-                    .any(|o| t.eq_ignore_ascii_case(o))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in listed {
+        for name in connection_listed(headers) {
             headers.remove(name);
         }
     }
@@ -130,48 +116,30 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Sets the forwarding headers on a request going upstream.
-pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnHeaders, host: Option<&HeaderValue>) {
-    headers.reserve(6);
-    append_forwarded_for(headers, &conn.client_ip);
-    headers.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
-    headers.insert(X_FORWARDED_PORT.clone(), conn.port.clone());
-    headers.insert(X_REAL_IP.clone(), conn.client_ip.clone());
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
-}
-
-fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let mut entry = match headers.entry(&X_FORWARDED_FOR) {
-        header::Entry::Vacant(v) => {
-            v.insert(client.clone());
-            return;
+/// Other fields named in Connection (its options close, keep-alive and upgrade aside), to be
+/// removed with it. Rare: the vector only allocates when there are some.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut listed = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if ["close", "keep-alive", "upgrade"]
+                .iter()
+                .any(|o| token.eq_ignore_ascii_case(o))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                listed.push(name);
+            }
         }
-        header::Entry::Occupied(o) => o,
-    };
-    let mut joined = Vec::new();
-    for v in entry.iter() {
-        joined.extend_from_slice(v.as_bytes());
-        joined.extend_from_slice(b", ");
     }
-    joined.extend_from_slice(client.as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        entry.insert(v);
-    }
-}
-
-/// The request's `X-Request-ID`, generated (32 hex digits) when absent.
-pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    match headers.entry(&X_REQUEST_ID) {
-        header::Entry::Occupied(id) => id.get().clone(),
-        header::Entry::Vacant(slot) => slot.insert(generate_request_id()).clone(),
-    }
+    listed
 }
 
 /// A unique id: a counter mixed with per-process random keys (splitmix64, a bijection, so
 /// ids never repeat within a process), as 32 hex digits. Not a secret, just unique.
-fn generate_request_id() -> HeaderValue {
+pub fn generate_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static KEYS: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| {
@@ -249,36 +217,10 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers() {
-        let conn = ConnHeaders::new(
-            "[::ffff:10.1.2.3]:5555".parse().unwrap(),
-            "127.0.0.1:8443".parse().unwrap(),
-            true,
-        );
-        let mut h = map(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "2.2.2.2"),
-            ("x-forwarded-proto", "http"),
-        ]);
-        set_forwarded(&mut h, &conn, Some(&HeaderValue::from_static("a.com")));
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-port"], "8443");
-        assert_eq!(h["x-real-ip"], "10.1.2.3");
-        assert_eq!(h["x-forwarded-host"], "a.com");
-        let mut h = HeaderMap::new();
-        set_forwarded(&mut h, &conn, None);
-        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-    }
-
-    #[test]
-    fn request_ids_are_kept_or_generated_unique() {
-        let mut h = map(&[("x-request-id", "abc")]);
-        assert_eq!(request_id(&mut h), "abc");
-        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
-        let (ia, ib) = (request_id(&mut a), request_id(&mut b));
-        assert_ne!(ia, ib);
-        assert_eq!(ia.len(), 32);
-        assert_eq!(a["x-request-id"], ia);
+    fn request_ids_are_unique() {
+        let (a, b) = (generate_request_id(), generate_request_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
     }
 }

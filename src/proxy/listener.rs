@@ -14,7 +14,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -247,18 +247,25 @@ impl WrapRequest for Boxed {
     }
 }
 
-/// Joins an upgraded client connection to an upgraded upstream connection (WebSocket and
-/// other `Upgrade` protocols) and copies both ways until either side closes.
-pub(super) fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+/// Joins an upgraded client connection to an upstream connection that switched protocols
+/// (WebSocket and other `Upgrade` protocols) and copies both ways until either side closes.
+/// What the upstream sent right after its 101 head goes to the client first.
+pub(super) fn tunnel(client: OnUpgrade, upstream: super::upstream::Upgraded) {
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
+        let client = match client.await {
+            Ok(client) => client,
             Err(error) => return debug!(%error, "upgrade failed"),
         };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        let mut client = TokioIo::new(client);
+        let mut upstream_io = upstream.io;
+        if !upstream.read.is_empty()
+            && let Err(error) = client.write_all(&upstream.read).await
+        {
+            return debug!(%error, "upgraded connection failed");
+        }
         match tokio::io::copy_bidirectional_with_sizes(
             &mut client,
-            &mut upstream,
+            &mut upstream_io,
             64 * 1024,
             64 * 1024,
         )

@@ -2,28 +2,38 @@
 //! connecting when none is idle, and giving a connection back once its response has been
 //! read to the end.
 //!
-//! Built on `hyper::client::conn::http1` rather than hyper-util's generic client: Portico
-//! already knows the endpoint's address (no URI to parse, no resolver, no pool key made of
-//! scheme and authority strings), connects before it hands over the request body (so a
-//! connect failure can always be retried on another endpoint), and returns a connection to
-//! the pool from the response body itself when it ends, without a task per request.
+//! The client is Portico's own, over httparse (`codec`), and runs in the request's task: the
+//! request head is written from the prepared request in one write, the response head is
+//! parsed into a header map that shares the read buffer, and the response body is read from
+//! the socket by the body itself, as the client side pulls it. There is no connection task,
+//! no channel between the request and its connection, and a connection goes back to the pool
+//! as soon as its response ends. Portico already knows the endpoint's address (no URI to
+//! parse, no resolver), connects before it touches the request body (so a connect failure can
+//! always be retried on another endpoint), and retries a request that a reused connection
+//! turns out to be closed for, when nothing of its body had been read.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
+
+pub use self::codec::Forwarding;
+use self::codec::{Decoded, Decoder, RequestFraming, ResponseFraming};
+
+mod codec;
 
 /// Where a connection goes: a Service endpoint, or an ExternalName's DNS name and port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,9 +59,7 @@ pub enum ConnectError {
     /// Connecting took longer than the connect timeout.
     Timeout,
     /// The connection was refused, reset, or the name did not resolve.
-    Io(std::io::Error),
-    /// The HTTP/1.1 handshake failed.
-    Handshake(hyper::Error),
+    Io(io::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -59,7 +67,6 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
-            ConnectError::Handshake(e) => write!(f, "connection setup failed: {e}"),
         }
     }
 }
@@ -75,8 +82,49 @@ pub struct PoolConfig {
     pub max_idle_per_target: usize,
 }
 
+/// Bytes asked of the socket per read, at least.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Bytes asked of the socket per read, at most (a large body is read in pieces this big).
+const MAX_READ_SIZE: usize = 64 * 1024;
+
+/// One connection to an upstream with its buffers.
+struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed.
+    read: BytesMut,
+    /// The request head being written (kept for its capacity).
+    write: Vec<u8>,
+}
+
+// === impl Conn ===
+
+impl Conn {
+    fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            read: BytesMut::with_capacity(READ_SIZE),
+            write: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Whether an idle connection has been closed by the upstream, or has sent something
+    /// unasked (either way it cannot carry a request). Costs no system call unless the
+    /// socket was reported readable since its last read.
+    fn is_stale(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads more bytes into the read buffer; 0 at EOF.
+    async fn read_more(&mut self) -> io::Result<usize> {
+        self.read.reserve(READ_SIZE);
+        self.io.read_buf(&mut self.read).await
+    }
+}
+
 struct Idle {
-    sender: SendRequest<Incoming>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -97,10 +145,11 @@ impl fmt::Debug for UpstreamPool {
 
 /// A connection checked out of the pool (or new), for one request.
 pub struct Pooled {
-    sender: SendRequest<Incoming>,
+    conn: Conn,
     target: Target,
     /// Whether the connection was idle in the pool (it may have been closed by the upstream
-    /// meanwhile: a request that fails on it before being written is retried on a new one).
+    /// meanwhile: a request that finds it closed before any response is sent again on a new
+    /// one).
     reused: bool,
     pool: Weak<UpstreamPool>,
 }
@@ -152,7 +201,7 @@ impl UpstreamPool {
     fn sweep(&self, now: Instant) {
         let timeout = self.config.idle_timeout;
         self.lock().retain(|_, list| {
-            list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < timeout);
+            list.retain(|i| now.duration_since(i.since) < timeout && !i.conn.is_stale());
             !list.is_empty()
         });
     }
@@ -160,17 +209,8 @@ impl UpstreamPool {
     /// A connection to `target`: the most recently used idle one that is still open, or a
     /// new one.
     pub async fn checkout(self: &Arc<Self>, target: &Target) -> Result<Pooled, ConnectError> {
-        while let Some(mut sender) = self.take_idle(target) {
-            if sender.is_ready() {
-                return Ok(self.pooled(sender, target.clone(), true));
-            }
-            // A connection goes back to the pool when its response body ended; hyper marks it
-            // ready a moment later. `ready` fails if the upstream closed it meanwhile; one that
-            // stays unready (it should not) is dropped rather than waited on.
-            let ready = tokio::time::timeout(self.config.connect_timeout, sender.ready());
-            if let Ok(Ok(())) = ready.await {
-                return Ok(self.pooled(sender, target.clone(), true));
-            }
+        if let Some(conn) = self.take_idle(target) {
+            return Ok(self.pooled(conn, target.clone(), true));
         }
         self.connect(target).await
     }
@@ -190,54 +230,36 @@ impl UpstreamPool {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (sender, connection) = http1::Builder::new()
-            .handshake::<_, Incoming>(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        let peer = target.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                debug!(upstream = %peer, %error, "upstream connection ended");
-            }
-        });
-        Ok(self.pooled(sender, target.clone(), false))
+        Ok(self.pooled(Conn::new(stream), target.clone(), false))
     }
 
-    fn take_idle(&self, target: &Target) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self, target: &Target) -> Option<Conn> {
         let mut idle = self.lock();
         let list = idle.get_mut(target)?;
         let now = Instant::now();
         while let Some(i) = list.pop() {
-            if !i.sender.is_closed() && now.duration_since(i.since) < self.config.idle_timeout {
-                return Some(i.sender);
+            if now.duration_since(i.since) < self.config.idle_timeout && !i.conn.is_stale() {
+                return Some(i.conn);
             }
         }
         None
     }
 
-    fn pooled(
-        self: &Arc<Self>,
-        sender: SendRequest<Incoming>,
-        target: Target,
-        reused: bool,
-    ) -> Pooled {
+    fn pooled(self: &Arc<Self>, conn: Conn, target: Target, reused: bool) -> Pooled {
         Pooled {
-            sender,
+            conn,
             target,
             reused,
             pool: Arc::downgrade(self),
         }
     }
 
-    fn give_back(&self, sender: SendRequest<Incoming>, target: Target) {
-        if sender.is_closed() {
-            return;
-        }
+    fn give_back(&self, conn: Conn, target: Target) {
         let mut idle = self.lock();
         let list = idle.entry(target).or_default();
         if list.len() < self.config.max_idle_per_target {
             list.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -247,11 +269,21 @@ impl UpstreamPool {
 /// How a request sent on a pooled connection failed.
 #[derive(Debug)]
 pub enum SendError {
-    /// The connection failed before the request was written: it comes back, to be sent on
-    /// another connection.
-    NotSent(Box<Request<Incoming>>, hyper::Error),
-    /// The request was (at least partly) written, or the response could not be read.
-    Failed(hyper::Error),
+    /// A reused connection turned out to be closed before any of the response and before any
+    /// of the request body was read: the request comes back, to be sent on a new connection.
+    NotSent(Box<Request<Incoming>>, io::Error),
+    /// The request (or some of its body) is gone, or the response was invalid.
+    Failed(io::Error),
+}
+
+/// Bytes that an upstream sent after a 101 response head, and its connection: the switched
+/// protocol's.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// The connection.
+    pub io: TcpStream,
+    /// What the upstream sent after the 101 head, before the tunnel started.
+    pub read: Bytes,
 }
 
 // === impl Pooled ===
@@ -267,38 +299,294 @@ impl Pooled {
         self.reused
     }
 
-    /// Sends `req` (origin-form URI, Host set); on success the response body gives the
-    /// connection back to the pool when it ends.
+    /// Sends `req`, its head rewritten by `fwd` (see `codec::encode_head`), and reads the
+    /// response head; the response body reads the rest, and gives the connection back to
+    /// the pool when it ends.
     pub async fn send(
         mut self,
         req: Request<Incoming>,
+        fwd: &Forwarding<'_>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        match self.sender.try_send_request(req).await {
-            Ok(response) => {
-                // A switched protocol owns the connection from now on: never pooled.
-                let give_back =
-                    (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then_some(self);
-                Ok(response.map(|body| UpstreamBody::new(body, give_back)))
+        let (parts, body) = req.into_parts();
+        let framing = if body.is_end_stream() {
+            RequestFraming::Empty
+        } else if let Some(n) = body.size_hint().exact() {
+            RequestFraming::Length(n)
+        } else {
+            RequestFraming::Chunked
+        };
+        self.conn.write.clear();
+        codec::encode_head(&mut self.conn.write, &parts, framing, fwd, &self.target);
+        let head_request = parts.method == Method::HEAD;
+        let head = if framing == RequestFraming::Empty {
+            let sent = match self.conn.io.write_all(&self.conn.write).await {
+                Ok(()) => read_head(&mut self.conn, head_request).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(head) => head,
+                // Nothing came back on a connection that sat idle: the upstream closed it
+                // as the request went out. The request has no body, so it can go again.
+                Err(e) if self.reused && self.conn.read.is_empty() && is_closed(&e) => {
+                    let req = Request::from_parts(parts, body);
+                    return Err(SendError::NotSent(Box::new(req), e));
+                }
+                Err(e) => return Err(SendError::Failed(e)),
             }
-            Err(mut e) => match e.take_message() {
-                Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error())),
-                None => Err(SendError::Failed(e.into_error())),
-            },
+        } else {
+            let (head, body_sent) =
+                send_with_body(&mut self.conn, body, framing, head_request).await?;
+            match head {
+                Ok(head) => {
+                    let mut head = head;
+                    // An early answer (413, 401…) before the whole body went: the upstream
+                    // stopped reading, and the connection cannot be trusted again.
+                    if !body_sent {
+                        head.keep_alive = false;
+                    }
+                    head
+                }
+                Err(e) => return Err(SendError::Failed(e)),
+            }
+        };
+        self.response(head).map_err(SendError::Failed)
+    }
+
+    fn response(mut self, head: codec::Head) -> io::Result<Response<UpstreamBody>> {
+        let mut response = Response::new(UpstreamBody::empty());
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        let body = if head.framing == ResponseFraming::Upgrade {
+            UpstreamBody {
+                decoder: Decoder::Done,
+                ready: None,
+                trailers: None,
+                conn: None,
+                upgraded: Some(Upgraded {
+                    read: self.conn.read.split().freeze(),
+                    io: self.conn.io,
+                }),
+            }
+        } else {
+            let mut decoder = Decoder::new(head.framing);
+            // What came with the head is decoded now, all of it: a body that came whole
+            // (small responses) gives its connection back at once and lets the client side
+            // write head and body together, and a body broken within what came is a 502
+            // rather than a head the client would never see (hyper drops an unflushed head
+            // when the body fails).
+            let (mut ready, mut trailers) = (None, None);
+            let mut joined: Option<BytesMut> = None;
+            while !self.conn.read.is_empty() {
+                match decoder.decode(&mut self.conn.read)? {
+                    Decoded::Data(data) => match (&mut joined, ready.take()) {
+                        (Some(joined), _) => joined.extend_from_slice(&data),
+                        (None, None) => ready = Some(data),
+                        (None, Some(first)) => {
+                            let mut both = BytesMut::from(first);
+                            both.extend_from_slice(&data);
+                            joined = Some(both);
+                        }
+                    },
+                    Decoded::Trailers(fields) => trailers = Some(fields),
+                    Decoded::NeedMore | Decoded::End => break,
+                }
+            }
+            if let Some(joined) = joined {
+                ready = Some(joined.freeze());
+            }
+            let mut body = UpstreamBody {
+                decoder,
+                ready,
+                trailers,
+                conn: Some(Returning {
+                    pooled: self,
+                    keep_alive: head.keep_alive,
+                }),
+                upgraded: None,
+            };
+            if body.decoder.is_done() {
+                body.release();
+            }
+            body
+        };
+        *response.body_mut() = body;
+        Ok(response)
+    }
+}
+
+/// Whether a failure means the upstream closed (or reset) the connection.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Reads until a final response head is in, informational ones skipped.
+async fn read_head(conn: &mut Conn, head_request: bool) -> io::Result<codec::Head> {
+    loop {
+        if let Some(head) = codec::parse_head(&mut conn.read, head_request)? {
+            return Ok(head);
+        }
+        if conn.read_more().await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                if conn.read.is_empty() {
+                    "upstream closed the connection without responding"
+                } else {
+                    "upstream closed the connection in the middle of the response head"
+                },
+            ));
         }
     }
 }
 
-/// A response body from an upstream. When it has been read to the end, its connection goes
-/// back to the pool; dropped before that, the connection is closed with it.
+/// Writes the request head and body while watching for the response head: an upstream may
+/// answer before it has read the whole body. Returns the head (or why none came) and whether
+/// the whole body was sent. Only a failure of the client's own body ends it early.
+async fn send_with_body(
+    conn: &mut Conn,
+    body: Incoming,
+    framing: RequestFraming,
+    head_request: bool,
+) -> Result<(io::Result<codec::Head>, bool), SendError> {
+    let Conn { io, read, write } = conn;
+    let (mut reader, mut writer) = io.split();
+    let sending = async {
+        writer.write_all(write).await?;
+        write_body(&mut writer, body, framing).await
+    };
+    let receiving = async {
+        loop {
+            if let Some(head) = codec::parse_head(read, head_request)? {
+                return Ok(head);
+            }
+            read.reserve(READ_SIZE);
+            if reader.read_buf(read).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream closed the connection without responding",
+                ));
+            }
+        }
+    };
+    tokio::pin!(sending, receiving);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut sending, if !sent => match done {
+                Ok(()) => sent = true,
+                Err(BodyWriteError::Client(e)) => {
+                    return Err(SendError::Failed(io::Error::other(format!(
+                        "client request body failed: {e}"
+                    ))));
+                }
+                // The upstream stopped reading; it may still have answered (a 413 before
+                // closing), so the head is awaited all the same.
+                Err(BodyWriteError::Upstream(error)) => {
+                    debug!(%error, "upstream stopped reading the request body");
+                    let head = receiving.await;
+                    return Ok((head, false));
+                }
+            },
+            head = &mut receiving => return Ok((head, sent)),
+        }
+    }
+}
+
+/// Why a request body could not be written.
+enum BodyWriteError {
+    /// Reading the client's body failed (the client went away, or broke its framing).
+    Client(hyper::Error),
+    /// Writing to the upstream failed.
+    Upstream(io::Error),
+}
+
+impl From<io::Error> for BodyWriteError {
+    fn from(e: io::Error) -> Self {
+        BodyWriteError::Upstream(e)
+    }
+}
+
+/// Copies the client's body frames to the upstream, framed as `framing`.
+async fn write_body(
+    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    mut body: Incoming,
+    framing: RequestFraming,
+) -> Result<(), BodyWriteError> {
+    let mut written = 0u64;
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(frame) => frame.map_err(BodyWriteError::Client)?,
+        };
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {}
+            Ok(mut data) => {
+                written += data.len() as u64;
+                if framing == RequestFraming::Chunked {
+                    let mut chunk = codec::chunk_line(data.len())
+                        .chain(data)
+                        .chain(Bytes::from_static(b"\r\n"));
+                    writer.write_all_buf(&mut chunk).await?;
+                } else {
+                    writer.write_all_buf(&mut data).await?;
+                }
+            }
+            Err(frame) => {
+                // Trailers: kept with a chunked body, which can carry them.
+                if framing == RequestFraming::Chunked
+                    && let Ok(trailers) = frame.into_trailers()
+                {
+                    writer
+                        .write_all(&codec::last_chunk(Some(&trailers)))
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    match framing {
+        RequestFraming::Chunked => writer.write_all(&codec::last_chunk(None)).await?,
+        RequestFraming::Length(n) if written != n => {
+            return Err(BodyWriteError::Upstream(io::Error::other(format!(
+                "request body was {written} bytes, announced {n}"
+            ))));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The connection a body gives back when it ends.
+struct Returning {
+    pooled: Pooled,
+    keep_alive: bool,
+}
+
+/// A response body from an upstream, read from its connection as it is polled. When it has
+/// been read to the end, the connection goes back to the pool; dropped before that, the
+/// connection is closed with it.
 pub struct UpstreamBody {
-    inner: Incoming,
-    connection: Option<Pooled>,
+    decoder: Decoder,
+    /// Body bytes already decoded, to go out first.
+    ready: Option<Bytes>,
+    /// Trailers already decoded, to go out after `ready`.
+    trailers: Option<HeaderMap>,
+    conn: Option<Returning>,
+    upgraded: Option<Upgraded>,
 }
 
 impl fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamBody")
-            .field("connection", &self.connection)
+            .field("decoder", &self.decoder)
+            .field("connection", &self.conn.as_ref().map(|c| &c.pooled))
             .finish()
     }
 }
@@ -306,49 +594,116 @@ impl fmt::Debug for UpstreamBody {
 // === impl UpstreamBody ===
 
 impl UpstreamBody {
-    fn new(inner: Incoming, connection: Option<Pooled>) -> Self {
-        let mut body = UpstreamBody { inner, connection };
-        // Responses without a body (204, 304, HEAD, Content-Length: 0) end at once.
-        if body.inner.is_end_stream() {
-            body.release();
+    fn empty() -> Self {
+        UpstreamBody {
+            decoder: Decoder::Done,
+            ready: None,
+            trailers: None,
+            conn: None,
+            upgraded: None,
         }
-        body
     }
 
+    /// The connection of a 101 response, for the switched protocol; `None` for any other.
+    pub fn take_upgraded(&mut self) -> Option<Upgraded> {
+        self.upgraded.take()
+    }
+
+    /// The body ended: the connection goes back to the pool if it can carry another request
+    /// (kept alive, and nothing unasked in its buffer).
     fn release(&mut self) {
-        if let Some(pooled) = self.connection.take()
+        if let Some(Returning { pooled, keep_alive }) = self.conn.take()
+            && keep_alive
+            && pooled.conn.read.is_empty()
             && let Some(pool) = pooled.pool.upgrade()
         {
-            pool.give_back(pooled.sender, pooled.target);
+            pool.give_back(pooled.conn, pooled.target);
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.connection = None,
-            _ => {}
+        if let Some(data) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        polled
+        if let Some(trailers) = this.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        loop {
+            let Some(returning) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let conn = &mut returning.pooled.conn;
+            let decoded = match this.decoder.decode(&mut conn.read) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            };
+            match decoded {
+                Decoded::Data(data) => {
+                    if this.decoder.is_done() {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoded::Trailers(trailers) => {
+                    this.release();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Decoded::End => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Decoded::NeedMore => {
+                    let want = this
+                        .decoder
+                        .remaining()
+                        .map_or(MAX_READ_SIZE, |n| n.min(MAX_READ_SIZE as u64) as usize);
+                    conn.read.reserve(want.max(READ_SIZE));
+                    let read =
+                        tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.read);
+                    match ready!(read) {
+                        Ok(0) => {
+                            if let Err(e) = this.decoder.eof() {
+                                this.conn = None;
+                                return Poll::Ready(Some(Err(e)));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ready.is_none() && self.trailers.is_none() && self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let ready = self.ready.as_ref().map_or(0, |d| d.len() as u64);
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n + ready),
+            None => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(ready);
+                hint
+            }
+        }
     }
 }
 

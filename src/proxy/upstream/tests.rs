@@ -83,9 +83,10 @@ async fn request(path: &str) -> Request<Incoming> {
             .await;
     });
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::get(path)
         .header("host", "upstream.test")
@@ -98,10 +99,26 @@ async fn request(path: &str) -> Request<Incoming> {
     got
 }
 
+/// Sends a GET for `path` on `pooled`, as from a client on loopback.
+async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, SendError> {
+    let conn = crate::proxy::headers::ConnHeaders::new(
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:80".parse().unwrap(),
+        false,
+    );
+    let fwd = Forwarding {
+        conn: &conn,
+        host: None,
+        request_id: None,
+        upgrade: false,
+    };
+    pooled.send(request(path).await, &fwd).await
+}
+
 async fn get(pool: &Arc<UpstreamPool>, up: &Upstream, path: &str) -> (bool, Bytes) {
     let pooled = pool.checkout(&Target::Addr(up.addr)).await.unwrap();
     let reused = pooled.reused();
-    let response = pooled.send(request(path).await).await.unwrap();
+    let response = send(pooled, path).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (reused, body)
 }
@@ -129,7 +146,7 @@ async fn a_response_without_a_body_gives_its_connection_back_at_once() {
     let up = Upstream::start().await;
     let pool = pool(Duration::from_secs(60));
     let pooled = pool.checkout(&Target::Addr(up.addr)).await.unwrap();
-    let response = pooled.send(request("/empty").await).await.unwrap();
+    let response = send(pooled, "/empty").await.unwrap();
     assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
     assert_eq!(pool.idle_count(), 1, "back before the body is polled");
     drop(response);
@@ -142,11 +159,7 @@ async fn a_body_dropped_before_its_end_closes_the_connection() {
     let up = Upstream::start().await;
     let pool = pool(Duration::from_secs(60));
     let pooled = pool.checkout(&Target::Addr(up.addr)).await.unwrap();
-    let mut body = pooled
-        .send(request("/big").await)
-        .await
-        .unwrap()
-        .into_body();
+    let mut body = send(pooled, "/big").await.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(
         first.data_ref().is_some_and(|d| d.len() < 1 << 20),

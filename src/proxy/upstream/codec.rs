@@ -1,0 +1,590 @@
+//! HTTP/1.1 to upstreams, the byte-level half: the request head written straight from the
+//! prepared request, the response head parsed by httparse into a header map that shares the
+//! read buffer, and response bodies framed by RFC 9112 §6.3. No I/O here: the connection
+//! (`super`) reads and writes, this module only turns bytes into messages and back.
+
+use std::io;
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+use super::Target;
+use crate::proxy::headers::{self, ConnHeaders};
+
+/// A response head (status line and fields) larger than this is refused: 502, like a
+/// proxy buffer that an upstream's headers overflow.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// More header fields than this in one response head are refused.
+pub const MAX_HEADERS: usize = 100;
+
+/// A chunk-size line (with extensions) longer than this is refused.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// How the request body goes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body (and no body framing header added).
+    Empty,
+    /// Exactly this many bytes, announced by Content-Length.
+    Length(u64),
+    /// Chunked transfer coding, for bodies of unknown length.
+    Chunked,
+}
+
+/// What a request head gets on its way upstream besides its own end-to-end fields.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    /// The client connection's values (X-Forwarded-For/-Proto/-Port, X-Real-IP).
+    pub conn: &'a ConnHeaders,
+    /// The request's host (Host or `:authority`): Host when the request has no Host field
+    /// (HTTP/2), and X-Forwarded-Host.
+    pub host: Option<&'a HeaderValue>,
+    /// A request id to add; `None` when the request carries its own X-Request-ID.
+    pub request_id: Option<&'a HeaderValue>,
+    /// Whether the request asks to switch protocols: Upgrade is kept and Connection says
+    /// `upgrade`.
+    pub upgrade: bool,
+}
+
+/// What happens to a request field on its way upstream.
+enum Field {
+    /// Written as it is.
+    Pass,
+    /// Host: written, and none added.
+    Host,
+    /// Content-Length: written unless the body goes chunked.
+    Length,
+    /// Upgrade: written only for an upgrade.
+    Upgrade,
+    /// X-Forwarded-For: the values are joined, with the client's address added, at the end.
+    ForwardedFor,
+    /// X-Forwarded-Host: replaced when the request has a host.
+    ForwardedHost,
+    /// Hop-by-hop, or replaced by Portico's own value.
+    Dropped,
+}
+
+fn classify(name: &HeaderName) -> Field {
+    if name == HOST {
+        Field::Host
+    } else if name == CONTENT_LENGTH {
+        Field::Length
+    } else if name == UPGRADE {
+        Field::Upgrade
+    } else if name == CONNECTION || name == TE || name == TRAILER || name == TRANSFER_ENCODING {
+        Field::Dropped
+    } else if name.as_str().starts_with("x-") {
+        if name == headers::X_FORWARDED_FOR {
+            Field::ForwardedFor
+        } else if name == headers::X_FORWARDED_HOST {
+            Field::ForwardedHost
+        } else if name == headers::X_FORWARDED_PROTO
+            || name == headers::X_FORWARDED_PORT
+            || name == headers::X_REAL_IP
+        {
+            Field::Dropped
+        } else {
+            Field::Pass
+        }
+    } else if name == headers::KEEP_ALIVE || name == headers::PROXY_CONNECTION {
+        Field::Dropped
+    } else {
+        Field::Pass
+    }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the request line and header fields of `parts`, origin-form, into `out`, the way
+/// they go upstream: hop-by-hop fields (and those named in Connection) left out, Host added
+/// when missing (from `fwd.host`, else `target`), the forwarding fields and a request id
+/// added, and the body framed as `framing` (Content-Length added when the length is known but
+/// not announced: an HTTP/2 request with a sized body).
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &Parts,
+    framing: RequestFraming,
+    fwd: &Forwarding<'_>,
+    target: &Target,
+) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(p) if !p.as_str().is_empty() => out.extend_from_slice(p.as_str().as_bytes()),
+        _ if parts.method == Method::OPTIONS => out.push(b'*'),
+        _ => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let listed = headers::connection_listed(&parts.headers);
+    let (mut has_host, mut has_length, mut forwarded_for) = (false, false, false);
+    for (name, value) in &parts.headers {
+        let write = match classify(name) {
+            Field::Pass => true,
+            Field::Host => {
+                has_host = true;
+                true
+            }
+            Field::Length => {
+                has_length = framing != RequestFraming::Chunked;
+                has_length
+            }
+            Field::Upgrade => fwd.upgrade,
+            Field::ForwardedFor => {
+                forwarded_for = true;
+                false
+            }
+            Field::ForwardedHost => fwd.host.is_none(),
+            Field::Dropped => false,
+        };
+        if write && (listed.is_empty() || !listed.contains(name)) {
+            write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if !has_host {
+        match fwd.host {
+            Some(host) => write_field(out, b"host", host.as_bytes()),
+            None => write_field(out, b"host", target.to_string().as_bytes()),
+        }
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if forwarded_for {
+        for value in parts.headers.get_all(&headers::X_FORWARDED_FOR) {
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(fwd.conn.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_field(out, b"x-forwarded-proto", fwd.conn.proto.as_bytes());
+    write_field(out, b"x-forwarded-port", fwd.conn.port.as_bytes());
+    write_field(out, b"x-real-ip", fwd.conn.client_ip.as_bytes());
+    if let Some(host) = fwd.host {
+        write_field(out, b"x-forwarded-host", host.as_bytes());
+    }
+    if let Some(id) = fwd.request_id {
+        write_field(out, b"x-request-id", id.as_bytes());
+    }
+    if fwd.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    match framing {
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        RequestFraming::Length(n) if !has_length => {
+            write_field(out, b"content-length", n.to_string().as_bytes());
+        }
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The line that starts a chunk of `len` bytes.
+pub fn chunk_line(len: usize) -> Bytes {
+    Bytes::from(format!("{len:x}\r\n"))
+}
+
+/// The last chunk and, when there are any, trailer fields.
+pub fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
+    let mut out = b"0\r\n".to_vec();
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// How the response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body: HEAD, 204, 304.
+    Empty,
+    /// Content-Length.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the upstream closes the connection.
+    Close,
+    /// 101: the connection is handed to the switched protocol.
+    Upgrade,
+}
+
+/// A parsed final response head.
+#[derive(Debug)]
+pub struct Head {
+    /// The status (never 1xx other than 101: informational responses are skipped).
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header fields, values sharing the read buffer.
+    pub headers: HeaderMap,
+    /// How the body is delimited.
+    pub framing: ResponseFraming,
+    /// Whether the connection can carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// A malformed response (the message says what was wrong).
+pub fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// Parses the final response head at the start of `buf`, consuming it (and any informational
+/// 1xx responses before it). `None`: more bytes are needed. `head_request`: the request was
+/// HEAD, so the response has no body whatever its fields say.
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>> {
+    loop {
+        let Some(head) = parse_one(buf, head_request)? else {
+            return Ok(None);
+        };
+        // 100 Continue, 102, 103 Early Hints: the final response follows on the same
+        // connection.
+        if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        return Ok(Some(head));
+    }
+}
+
+fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Offsets of names and values in `buf` (a head is at most 64 KiB: u16 suffices): the head
+    // is split off and frozen once parsed, so that the values can share it instead of being
+    // copied.
+    let mut fields = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    let (len, code, minor, count) = {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(invalid(format!(
+                    "response head larger than {} KiB",
+                    MAX_HEAD / 1024
+                )));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(invalid(format!(
+                    "more than {MAX_HEADERS} header fields in the response"
+                )));
+            }
+            Err(e) => return Err(invalid(format!("invalid response head: {e}"))),
+        };
+        if len > MAX_HEAD {
+            return Err(invalid(format!(
+                "response head larger than {} KiB",
+                MAX_HEAD / 1024
+            )));
+        }
+        let start = buf.as_ptr() as usize;
+        let count = response.headers.len();
+        let offset = |p: *const u8| (p as usize - start) as u16;
+        for (slot, h) in fields.iter_mut().zip(response.headers.iter()) {
+            let name = offset(h.name.as_ptr());
+            let value = offset(h.value.as_ptr());
+            *slot = (
+                name,
+                name + h.name.len() as u16,
+                value,
+                value + h.value.len() as u16,
+            );
+        }
+        // httparse fills both on a complete parse.
+        (
+            len,
+            response.code.unwrap_or(0),
+            response.version.unwrap_or(1),
+            count,
+        )
+    };
+    let head = buf.split_to(len).freeze();
+    let status =
+        StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &fields[..count] {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        let name = HeaderName::from_bytes(&head[ns..ne])
+            .map_err(|_| invalid("invalid header name in the response"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| invalid(format!("invalid value of response header {name}")))?;
+        headers.append(name, value);
+    }
+    let mut keep_alive = match version {
+        Version::HTTP_10 => has_token(&headers, CONNECTION, "keep-alive"),
+        _ => !has_token(&headers, CONNECTION, "close"),
+    };
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        keep_alive = false;
+        ResponseFraming::Upgrade
+    } else if status.is_informational()
+        || head_request
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        ResponseFraming::Empty
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length, which then must not go on (the body
+        // is re-framed for the client), and such a connection is not trusted again.
+        if headers.remove(CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        if chunked_last(&headers) {
+            ResponseFraming::Chunked
+        } else {
+            keep_alive = false;
+            ResponseFraming::Close
+        }
+    } else if let Some(length) = content_length(&headers)? {
+        ResponseFraming::Length(length)
+    } else {
+        keep_alive = false;
+        ResponseFraming::Close
+    };
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Whether a comma-separated field `name` lists `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether the last transfer coding is chunked.
+fn chunked_last(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// The Content-Length, if any. Repeated fields and lists must all agree.
+fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("conflicting Content-Length values in the response"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// What the body decoder found in the buffer.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// Trailer fields after the last chunk.
+    Trailers(HeaderMap),
+    /// The buffer holds no complete piece: read more.
+    NeedMore,
+    /// The body ended.
+    End,
+}
+
+/// Where a chunked body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes to go.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields, then an empty line.
+    Trailers,
+}
+
+/// Takes a response body out of the bytes read from the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoder {
+    /// This many bytes to go.
+    Length(u64),
+    /// Chunked.
+    Chunked(Chunk),
+    /// Until EOF.
+    Close,
+    /// Ended.
+    Done,
+}
+
+// === impl Decoder ===
+
+impl Decoder {
+    /// The decoder for a body framed as `framing`.
+    pub fn new(framing: ResponseFraming) -> Self {
+        match framing {
+            ResponseFraming::Empty | ResponseFraming::Upgrade | ResponseFraming::Length(0) => {
+                Decoder::Done
+            }
+            ResponseFraming::Length(n) => Decoder::Length(n),
+            ResponseFraming::Chunked => Decoder::Chunked(Chunk::Size),
+            ResponseFraming::Close => Decoder::Close,
+        }
+    }
+
+    /// Whether the body has ended.
+    pub fn is_done(&self) -> bool {
+        *self == Decoder::Done
+    }
+
+    /// Bytes still expected, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            Decoder::Length(n) => Some(*n),
+            Decoder::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body from `buf`, consuming what it uses.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Decoded> {
+        loop {
+            match self {
+                Decoder::Done => return Ok(Decoded::End),
+                Decoder::Length(rest) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = (*rest).min(buf.len() as u64);
+                    *rest -= n;
+                    if *rest == 0 {
+                        *self = Decoder::Done;
+                    }
+                    return Ok(Decoded::Data(buf.split_to(n as usize).freeze()));
+                }
+                Decoder::Close => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    return Ok(Decoded::Data(buf.split().freeze()));
+                }
+                Decoder::Chunked(chunk) => match *chunk {
+                    Chunk::Size => match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            buf.advance(used);
+                            *chunk = if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                            return Err(invalid("chunk-size line too long"));
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+                        Err(_) => return Err(invalid("invalid chunk size")),
+                    },
+                    Chunk::Data(rest) => {
+                        if buf.is_empty() {
+                            return Ok(Decoded::NeedMore);
+                        }
+                        let n = rest.min(buf.len() as u64);
+                        *chunk = if n == rest {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(rest - n)
+                        };
+                        return Ok(Decoded::Data(buf.split_to(n as usize).freeze()));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Ok(Decoded::NeedMore);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err(invalid("chunk data not followed by CRLF"));
+                        }
+                        buf.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        match httparse::parse_headers(buf, &mut fields) {
+                            Ok(httparse::Status::Complete((used, fields))) => {
+                                let mut trailers = HeaderMap::new();
+                                for f in fields {
+                                    let name = HeaderName::from_bytes(f.name.as_bytes());
+                                    let value = HeaderValue::from_bytes(f.value);
+                                    if let (Ok(name), Ok(value)) = (name, value) {
+                                        trailers.append(name, value);
+                                    }
+                                }
+                                buf.advance(used);
+                                *self = Decoder::Done;
+                                if !trailers.is_empty() {
+                                    return Ok(Decoded::Trailers(trailers));
+                                }
+                            }
+                            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                                return Err(invalid("trailer section too large"));
+                            }
+                            Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+                            Err(e) => return Err(invalid(format!("invalid trailer: {e}"))),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// The connection reached EOF: the end of a close-delimited body, an error for others.
+    pub fn eof(&mut self) -> io::Result<()> {
+        match self {
+            Decoder::Close | Decoder::Done => {
+                *self = Decoder::Done;
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed the connection before the end of the body",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
