@@ -138,7 +138,6 @@ impl Proxy {
             }
             _ => {}
         }
-        headers::remove_hop_by_hop(response.headers_mut(), switching);
         Ok(response.map(ProxyBody::Upstream))
     }
 

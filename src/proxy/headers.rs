@@ -1,5 +1,6 @@
-//! Header names and rules: hop-by-hop removal (responses; requests are rewritten as they are
-//! written upstream, in `upstream::codec`), X-Forwarded-*, X-Real-IP, X-Request-ID, Server.
+//! Header names and values the proxy adds or reads: X-Forwarded-*, X-Real-IP, X-Request-ID,
+//! Server, Connection options. Requests and responses are rewritten (hop-by-hop fields out,
+//! forwarding fields in) as they are written and parsed, in `upstream::codec`.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
@@ -74,48 +75,6 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// The hop-by-hop headers, always removed (Connection and Upgrade kept for an upgrade).
-static HOP_BY_HOP: [&HeaderName; 7] = [
-    &header::CONNECTION,
-    &header::UPGRADE,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::TE,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers: those `Connection` names, then Connection, Keep-Alive,
-/// Proxy-Connection, TE, Trailer, Transfer-Encoding and Upgrade. When `upgrade` is true,
-/// `Upgrade` and `Connection: upgrade` are kept so that the upgrade can pass.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names finds which are present: a removal is a hash lookup, and most
-    // messages carry none of them or only `Connection: keep-alive`.
-    let mut present = 0u8;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
-            present |= 1 << i;
-        }
-    }
-    if present == 0 && !upgrade {
-        return;
-    }
-    if present & 1 != 0 {
-        for name in connection_listed(headers) {
-            headers.remove(name);
-        }
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        let kept = upgrade && i < 2;
-        if present & (1 << i) != 0 && !kept {
-            headers.remove(*name);
-        }
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
 /// Other fields named in Connection (its options close, keep-alive and upgrade aside), to be
 /// removed with it. Rare: the vector only allocates when there are some.
 pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
@@ -173,47 +132,21 @@ fn splitmix64(x: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    #[test]
+    fn upgrades_and_connection_options_are_read() {
         let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = map(&[
-            ("connection", "keep-alive, x-secret"),
-            ("x-secret", "1"),
-            ("keep-alive", "timeout=5"),
-            ("proxy-connection", "keep-alive"),
-            ("te", "trailers"),
-            ("trailer", "x-t"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("x-kept", "yes"),
-        ]);
-        remove_hop_by_hop(&mut h, false);
-        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
-    }
-
-    #[test]
-    fn upgrades_keep_upgrade_and_connection() {
-        let mut h = map(&[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-key", "k"),
-        ]);
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(!is_upgrade(&h), "no Upgrade field");
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_upgrade(&h));
-        remove_hop_by_hop(&mut h, true);
-        assert_eq!(h["upgrade"], "websocket");
-        assert_eq!(h["connection"], "upgrade");
-        assert_eq!(h["sec-websocket-key"], "k");
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret ,close"),
+        );
+        assert_eq!(connection_listed(&h), ["x-secret"]);
     }
 
     #[test]

@@ -128,9 +128,51 @@ struct Idle {
     since: Instant,
 }
 
+/// Hashes pool keys: endpoint addresses and names from the cluster's own objects, not from
+/// clients, so a fast multiply-rotate hash does (SipHash's flood resistance is not needed,
+/// and it cost two SipHash rounds per request).
+#[derive(Clone, Copy, Default)]
+struct TargetHasher(u64);
+
+impl std::hash::Hasher for TargetHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(n.into());
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(n.into());
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n.into());
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Targets<V> = HashMap<Target, V, std::hash::BuildHasherDefault<TargetHasher>>;
+
 /// Idle keep-alive connections by target; shared by every connection of the proxy.
 pub struct UpstreamPool {
-    idle: Mutex<HashMap<Target, Vec<Idle>>>,
+    idle: Mutex<Targets<Vec<Idle>>>,
     config: PoolConfig,
 }
 
@@ -169,7 +211,7 @@ impl UpstreamPool {
     /// An empty pool; a task closes expired idle connections while the pool lives.
     pub fn new(config: PoolConfig) -> Arc<Self> {
         let pool = Arc::new(UpstreamPool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Targets::default()),
             config,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -193,7 +235,7 @@ impl UpstreamPool {
         self.lock().values().map(Vec::len).sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Targets<Vec<Idle>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 

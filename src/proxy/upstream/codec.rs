@@ -64,6 +64,8 @@ enum Field {
     ForwardedFor,
     /// X-Forwarded-Host: replaced when the request has a host.
     ForwardedHost,
+    /// Connection: hop-by-hop, and it may name other fields that are.
+    Connection,
     /// Hop-by-hop, or replaced by Portico's own value.
     Dropped,
 }
@@ -75,7 +77,9 @@ fn classify(name: &HeaderName) -> Field {
         Field::Length
     } else if name == UPGRADE {
         Field::Upgrade
-    } else if name == CONNECTION || name == TE || name == TRAILER || name == TRANSFER_ENCODING {
+    } else if name == CONNECTION {
+        Field::Connection
+    } else if name == TE || name == TRAILER || name == TRANSFER_ENCODING {
         Field::Dropped
     } else if name.as_str().starts_with("x-") {
         if name == headers::X_FORWARDED_FOR {
@@ -95,6 +99,65 @@ fn classify(name: &HeaderName) -> Field {
     } else {
         Field::Pass
     }
+}
+
+/// What `write_fields` saw.
+struct Written {
+    has_host: bool,
+    has_length: bool,
+    forwarded_for: bool,
+    /// Connection lists options other than close, keep-alive and upgrade: field names.
+    connection_options: bool,
+}
+
+/// Writes the request's own fields that go upstream, leaving out those named in `listed`.
+fn write_fields(
+    out: &mut Vec<u8>,
+    parts: &Parts,
+    framing: RequestFraming,
+    fwd: &Forwarding<'_>,
+    listed: &[HeaderName],
+) -> Written {
+    let mut seen = Written {
+        has_host: false,
+        has_length: false,
+        forwarded_for: false,
+        connection_options: false,
+    };
+    for (name, value) in &parts.headers {
+        let write = match classify(name) {
+            Field::Pass => true,
+            Field::Host => {
+                seen.has_host = true;
+                true
+            }
+            Field::Length => {
+                seen.has_length = framing != RequestFraming::Chunked;
+                seen.has_length
+            }
+            Field::Upgrade => fwd.upgrade,
+            Field::ForwardedFor => {
+                seen.forwarded_for = true;
+                false
+            }
+            Field::ForwardedHost => fwd.host.is_none(),
+            Field::Connection => {
+                seen.connection_options |= value.as_bytes().split(|&b| b == b',').any(|t| {
+                    let t = t.trim_ascii();
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"close")
+                        && !t.eq_ignore_ascii_case(b"keep-alive")
+                        && !t.eq_ignore_ascii_case(b"upgrade")
+                });
+                false
+            }
+            Field::Dropped => false,
+        };
+        if write && (listed.is_empty() || !listed.contains(name)) {
+            write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    seen
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -124,31 +187,21 @@ pub fn encode_head(
         _ => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let listed = headers::connection_listed(&parts.headers);
-    let (mut has_host, mut has_length, mut forwarded_for) = (false, false, false);
-    for (name, value) in &parts.headers {
-        let write = match classify(name) {
-            Field::Pass => true,
-            Field::Host => {
-                has_host = true;
-                true
-            }
-            Field::Length => {
-                has_length = framing != RequestFraming::Chunked;
-                has_length
-            }
-            Field::Upgrade => fwd.upgrade,
-            Field::ForwardedFor => {
-                forwarded_for = true;
-                false
-            }
-            Field::ForwardedHost => fwd.host.is_none(),
-            Field::Dropped => false,
-        };
-        if write && (listed.is_empty() || !listed.contains(name)) {
-            write_field(out, name.as_str().as_bytes(), value.as_bytes());
-        }
+    let start = out.len();
+    let mut fields = write_fields(out, parts, framing, fwd, &[]);
+    if fields.connection_options {
+        // Rare: Connection names other fields, which stay behind too. Written again
+        // without them.
+        out.truncate(start);
+        let listed = headers::connection_listed(&parts.headers);
+        fields = write_fields(out, parts, framing, fwd, &listed);
     }
+    let Written {
+        has_host,
+        has_length,
+        forwarded_for,
+        ..
+    } = fields;
     if !has_host {
         match fwd.host {
             Some(host) => write_field(out, b"host", host.as_bytes()),
@@ -323,20 +376,63 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
     } else {
         Version::HTTP_11
     };
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    // One pass builds the end-to-end fields and reads the framing ones. Hop-by-hop fields
+    // never enter the map (Upgrade does, for a 101), nor do those Connection names.
     let mut headers = HeaderMap::with_capacity(count);
+    let (mut close, mut keep_alive_token) = (false, false);
+    let mut listed: Vec<HeaderName> = Vec::new();
+    let mut chunked: Option<bool> = None;
+    let mut length: Option<io::Result<u64>> = None;
     for &(ns, ne, vs, ve) in &fields[..count] {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| invalid("invalid header name in the response"))?;
+        let raw = &head[vs..ve];
+        if name == CONNECTION {
+            for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if !token.eq_ignore_ascii_case(b"upgrade")
+                    && let Ok(other) = HeaderName::from_bytes(token)
+                {
+                    listed.push(other);
+                }
+            }
+            continue;
+        } else if name == TRANSFER_ENCODING {
+            // The last coding of the last field is the one that frames the body.
+            let last = raw.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue;
+        } else if name == CONTENT_LENGTH {
+            length = Some(match length {
+                Some(Err(e)) => Err(e),
+                earlier => content_length(raw, earlier.and_then(Result::ok)),
+            });
+        } else if name == TE
+            || name == TRAILER
+            || (name == UPGRADE && !upgrade)
+            || name == headers::KEEP_ALIVE
+            || name == headers::PROXY_CONNECTION
+        {
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| invalid(format!("invalid value of response header {name}")))?;
         headers.append(name, value);
     }
+    for name in listed {
+        headers.remove(name);
+    }
     let mut keep_alive = match version {
-        Version::HTTP_10 => has_token(&headers, CONNECTION, "keep-alive"),
-        _ => !has_token(&headers, CONNECTION, "close"),
+        Version::HTTP_10 => keep_alive_token,
+        _ => !close,
     };
-    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+    let framing = if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         keep_alive = false;
         ResponseFraming::Upgrade
     } else if status.is_informational()
@@ -345,20 +441,21 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
         || status == StatusCode::NOT_MODIFIED
     {
         ResponseFraming::Empty
-    } else if headers.contains_key(TRANSFER_ENCODING) {
+    } else if let Some(chunked) = chunked {
         // Transfer-Encoding overrides Content-Length, which then must not go on (the body
         // is re-framed for the client), and such a connection is not trusted again.
-        if headers.remove(CONTENT_LENGTH).is_some() {
+        if length.is_some() {
+            headers.remove(CONTENT_LENGTH);
             keep_alive = false;
         }
-        if chunked_last(&headers) {
+        if chunked {
             ResponseFraming::Chunked
         } else {
             keep_alive = false;
             ResponseFraming::Close
         }
-    } else if let Some(length) = content_length(&headers)? {
-        ResponseFraming::Length(length)
+    } else if let Some(length) = length {
+        ResponseFraming::Length(length?)
     } else {
         keep_alive = false;
         ResponseFraming::Close
@@ -372,45 +469,23 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
     }))
 }
 
-/// Whether a comma-separated field `name` lists `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Whether the last transfer coding is chunked.
-fn chunked_last(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
-}
-
-/// The Content-Length, if any. Repeated fields and lists must all agree.
-fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(invalid("conflicting Content-Length values in the response"));
-            }
-            length = Some(n);
+/// The length a Content-Length field says, which must agree with `earlier` fields (and a
+/// list in one field with itself).
+fn content_length(raw: &[u8], earlier: Option<u64>) -> io::Result<u64> {
+    let mut length = earlier;
+    for part in raw.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        let n = std::str::from_utf8(part)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(invalid("conflicting Content-Length values in the response"));
         }
+        length = Some(n);
     }
-    Ok(length)
+    length.ok_or_else(|| invalid("empty Content-Length in the response"))
 }
 
 /// What the body decoder found in the buffer.

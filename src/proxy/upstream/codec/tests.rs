@@ -216,6 +216,31 @@ fn response_heads_are_parsed_whole_or_not_at_all() {
 }
 
 #[test]
+fn hop_by_hop_response_fields_stay_behind() {
+    let head = head_of(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\n\
+         Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: x-t\r\n\
+         Upgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    let mut names: Vec<&str> = head.headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "x-kept"]);
+    let head = head_of(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Accept: a\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(head.headers["upgrade"], "websocket");
+    assert_eq!(head.headers["connection"], "upgrade");
+    assert_eq!(head.headers["sec-websocket-accept"], "a");
+}
+
+#[test]
 fn informational_responses_are_skipped() {
     let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
                 HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
