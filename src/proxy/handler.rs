@@ -103,25 +103,28 @@ impl Proxy {
             return Ok(redirect(host_str, req.uri(), self.config.https_port));
         }
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let logged = self.config.access_log;
         let generated = match req.headers().get(&headers::X_REQUEST_ID) {
             Some(id) => {
-                outcome.request_id = Some(id.clone());
+                outcome.request_id = logged.then(|| id.clone());
                 None
             }
-            None => Some(headers::generate_request_id()),
+            None => Some(headers::RequestId::generate()),
         };
         let fwd = Forwarding {
             conn,
             host: host.as_ref(),
-            request_id: generated.as_ref(),
+            request_id: generated.as_ref().map(headers::RequestId::as_bytes),
             upgrade,
         };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let sent = self
             .send_to_backend(snapshot, route, req, &fwd, outcome)
             .await;
-        if generated.is_some() {
-            outcome.request_id = generated;
+        if let Some(id) = generated
+            && logged
+        {
+            outcome.request_id = Some(id.to_value());
         }
         let mut response = sent?;
         outcome.upstream_status = Some(response.status().as_u16());

@@ -96,28 +96,46 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     listed
 }
 
-/// A unique id: a counter mixed with per-process random keys (splitmix64, a bijection, so
-/// ids never repeat within a process), as 32 hex digits. Not a secret, just unique.
-pub fn generate_request_id() -> HeaderValue {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static KEYS: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
-    let keys = KEYS.get_or_init(|| {
-        let random = RandomState::new();
-        [1u64, 2].map(|i| {
-            let mut h = random.build_hasher();
-            h.write_u64(i);
-            h.finish()
-        })
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let words = [splitmix64(n ^ keys[0]), splitmix64(n.wrapping_add(keys[1]))];
-    let mut buf = [0u8; 32];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in words.iter().flat_map(|w| w.to_be_bytes()).enumerate() {
-        buf[2 * i] = HEX[usize::from(byte >> 4)];
-        buf[2 * i + 1] = HEX[usize::from(byte & 15)];
+/// A generated request id: 32 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId([u8; 32]);
+
+// === impl RequestId ===
+
+impl RequestId {
+    /// A unique id: a counter mixed with per-process random keys (splitmix64, a bijection,
+    /// so ids never repeat within a process). Not a secret, just unique.
+    pub fn generate() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static KEYS: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+        let keys = KEYS.get_or_init(|| {
+            let random = RandomState::new();
+            [1u64, 2].map(|i| {
+                let mut h = random.build_hasher();
+                h.write_u64(i);
+                h.finish()
+            })
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let words = [splitmix64(n ^ keys[0]), splitmix64(n.wrapping_add(keys[1]))];
+        let mut buf = [0u8; 32];
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, byte) in words.iter().flat_map(|w| w.to_be_bytes()).enumerate() {
+            buf[2 * i] = HEX[usize::from(byte >> 4)];
+            buf[2 * i + 1] = HEX[usize::from(byte & 15)];
+        }
+        RequestId(buf)
     }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+
+    /// The id's text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The id as a header value (for the access log).
+    pub fn to_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.0).unwrap_or(HeaderValue::from_static("0"))
+    }
 }
 
 /// The splitmix64 finalizer: a bijection on u64 that spreads every input bit.
@@ -151,9 +169,9 @@ mod tests {
 
     #[test]
     fn request_ids_are_unique() {
-        let (a, b) = (generate_request_id(), generate_request_id());
+        let (a, b) = (RequestId::generate(), RequestId::generate());
         assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
         assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(a.to_value().as_bytes(), a.as_bytes());
     }
 }

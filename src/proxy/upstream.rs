@@ -124,7 +124,7 @@ impl Conn {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -187,7 +187,8 @@ impl fmt::Debug for UpstreamPool {
 
 /// A connection checked out of the pool (or new), for one request.
 pub struct Pooled {
-    conn: Conn,
+    /// Boxed: a pooled connection moves with its request through several futures.
+    conn: Box<Conn>,
     target: Target,
     /// Whether the connection was idle in the pool (it may have been closed by the upstream
     /// meanwhile: a request that finds it closed before any response is sent again on a new
@@ -272,10 +273,10 @@ impl UpstreamPool {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        Ok(self.pooled(Conn::new(stream), target.clone(), false))
+        Ok(self.pooled(Box::new(Conn::new(stream)), target.clone(), false))
     }
 
-    fn take_idle(&self, target: &Target) -> Option<Conn> {
+    fn take_idle(&self, target: &Target) -> Option<Box<Conn>> {
         let mut idle = self.lock();
         let list = idle.get_mut(target)?;
         let now = Instant::now();
@@ -287,7 +288,7 @@ impl UpstreamPool {
         None
     }
 
-    fn pooled(self: &Arc<Self>, conn: Conn, target: Target, reused: bool) -> Pooled {
+    fn pooled(self: &Arc<Self>, conn: Box<Conn>, target: Target, reused: bool) -> Pooled {
         Pooled {
             conn,
             target,
@@ -296,7 +297,7 @@ impl UpstreamPool {
         }
     }
 
-    fn give_back(&self, conn: Conn, target: Target) {
+    fn give_back(&self, conn: Box<Conn>, target: Target) {
         let mut idle = self.lock();
         let list = idle.entry(target).or_default();
         if list.len() < self.config.max_idle_per_target {
@@ -405,10 +406,10 @@ impl Pooled {
                 ready: None,
                 trailers: None,
                 conn: None,
-                upgraded: Some(Upgraded {
+                upgraded: Some(Box::new(Upgraded {
                     read: self.conn.read.split().freeze(),
                     io: self.conn.io,
-                }),
+                })),
             }
         } else {
             let mut decoder = Decoder::new(head.framing);
@@ -430,7 +431,7 @@ impl Pooled {
                             joined = Some(both);
                         }
                     },
-                    Decoded::Trailers(fields) => trailers = Some(fields),
+                    Decoded::Trailers(fields) => trailers = Some(Box::new(fields)),
                     Decoded::NeedMore | Decoded::End => break,
                 }
             }
@@ -619,9 +620,9 @@ pub struct UpstreamBody {
     /// Body bytes already decoded, to go out first.
     ready: Option<Bytes>,
     /// Trailers already decoded, to go out after `ready`.
-    trailers: Option<HeaderMap>,
+    trailers: Option<Box<HeaderMap>>,
     conn: Option<Returning>,
-    upgraded: Option<Upgraded>,
+    upgraded: Option<Box<Upgraded>>,
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -648,7 +649,7 @@ impl UpstreamBody {
 
     /// The connection of a 101 response, for the switched protocol; `None` for any other.
     pub fn take_upgraded(&mut self) -> Option<Upgraded> {
-        self.upgraded.take()
+        self.upgraded.take().map(|u| *u)
     }
 
     /// The body ended: the connection goes back to the pool if it can carry another request
@@ -677,7 +678,7 @@ impl Body for UpstreamBody {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         if let Some(trailers) = this.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
         }
         loop {
             let Some(returning) = this.conn.as_mut() else {

@@ -44,7 +44,7 @@ pub struct Forwarding<'a> {
     /// (HTTP/2), and X-Forwarded-Host.
     pub host: Option<&'a HeaderValue>,
     /// A request id to add; `None` when the request carries its own X-Request-ID.
-    pub request_id: Option<&'a HeaderValue>,
+    pub request_id: Option<&'a [u8]>,
     /// Whether the request asks to switch protocols: Upgrade is kept and Connection says
     /// `upgrade`.
     pub upgrade: bool,
@@ -224,7 +224,7 @@ pub fn encode_head(
         write_field(out, b"x-forwarded-host", host.as_bytes());
     }
     if let Some(id) = fwd.request_id {
-        write_field(out, b"x-request-id", id.as_bytes());
+        write_field(out, b"x-request-id", id);
     }
     if fwd.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");

@@ -38,7 +38,7 @@ fn plain(conn: &ConnHeaders) -> Forwarding<'_> {
 fn request_heads_carry_the_forwarding_fields() {
     let conn = conn();
     let host = HeaderValue::from_static("a.com");
-    let id = HeaderValue::from_static("id-1");
+    let id = b"id-1";
     let p = parts(
         "GET",
         "/p?q=1",
@@ -53,7 +53,7 @@ fn request_heads_carry_the_forwarding_fields() {
     );
     let fwd = Forwarding {
         host: Some(&host),
-        request_id: Some(&id),
+        request_id: Some(id),
         ..plain(&conn)
     };
     assert_eq!(
