@@ -1,12 +1,15 @@
 //! Prometheus metrics: request counts and latencies, upstream failures, open connections,
 //! and the controller's build status, served by the admin listener as OpenMetrics text.
 //!
-//! Recording is cheap: a request's labels are `Arc<str>` clones and enums, and the counter
-//! family takes a read lock and hashes the labels (a write lock only for a new label set).
+//! Recording is cheap: a routed request counts through counters cached with its route
+//! (`RouteCounters`), without hashing; other requests look theirs up in the counter family
+//! (a read lock and a hash of the labels, a write lock only for a new label set).
 
 mod labels;
 
 use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text;
@@ -33,9 +36,24 @@ const DURATION_BUCKETS: [f64; 16] = [
     30.0,
 ];
 
+/// Method classes times status classes: the request counters one route can have.
+const ROUTE_COUNTERS: usize = 10 * 5;
+
+/// One route's request counters, looked up in the family once per method and status class and
+/// kept with the route, so that counting a request hashes nothing. They belong to the first
+/// `Metrics` that fills them (a process has one; tests may have several); any other looks its
+/// counters up in its own family.
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    owner: OnceLock<u64>,
+    slots: OnceLock<Box<[OnceLock<Counter>]>>,
+}
+
 /// The metrics of one Portico process: create once, share as `Arc<Metrics>`.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Tells this instance's cached counters from another's (`RouteCounters`).
+    id: u64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Histogram,
@@ -80,7 +98,9 @@ impl Metrics {
                 .clone()
         });
         registry.register("open_connections", "Open client connections", open_family);
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             duration,
@@ -93,6 +113,29 @@ impl Metrics {
     /// Records one finished request.
     pub fn request(&self, labels: RequestLabels, duration: Duration) {
         self.requests.get_or_create(&labels).inc();
+        self.duration.observe(duration.as_secs_f64());
+    }
+
+    /// Records one finished request of a route, counted through the route's `cache`;
+    /// `labels` makes the label set the first time a counter is looked up.
+    pub fn route_request(
+        &self,
+        cache: &RouteCounters,
+        method: MethodClass,
+        status: StatusClass,
+        labels: impl FnOnce() -> RequestLabels,
+        duration: Duration,
+    ) {
+        if *cache.owner.get_or_init(|| self.id) == self.id {
+            let slots = cache
+                .slots
+                .get_or_init(|| (0..ROUTE_COUNTERS).map(|_| OnceLock::new()).collect());
+            let slot = &slots[method as usize * 5 + status as usize];
+            slot.get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc();
+        } else {
+            self.requests.get_or_create(&labels()).inc();
+        }
         self.duration.observe(duration.as_secs_f64());
     }
 

@@ -179,3 +179,40 @@ fn shareable() {
     is_send_sync::<Metrics>();
     is_send_sync::<ConnectionGuard>();
 }
+
+#[test]
+fn route_counters_are_cached_per_metrics_instance() {
+    let (a, b) = (Metrics::new(), Metrics::new());
+    let cache = RouteCounters::default();
+    let mut made = 0;
+    for (metrics, method, status) in [
+        (&a, &Method::GET, StatusCode::OK),
+        (&a, &Method::GET, StatusCode::OK),
+        (&a, &Method::POST, StatusCode::BAD_GATEWAY),
+        // Another instance does not count into a's counters.
+        (&b, &Method::GET, StatusCode::OK),
+    ] {
+        metrics.route_request(
+            &cache,
+            MethodClass::of(method),
+            StatusClass::of(status),
+            || {
+                made += 1;
+                labels(method, status)
+            },
+            Duration::from_millis(1),
+        );
+    }
+    assert_eq!(
+        made, 3,
+        "labels made once per cached counter, and for b's lookup"
+    );
+    let get = r#"portico_requests_total{ingress="default/myblog",service="default/myblog:80",method="GET",status="2xx"}"#;
+    let post = r#"portico_requests_total{ingress="default/myblog",service="default/myblog:80",method="POST",status="5xx"}"#;
+    let text = a.encode(&BuildStatus::default());
+    assert!(line(&text, get).ends_with(" 2"), "{text}");
+    assert!(line(&text, post).ends_with(" 1"), "{text}");
+    let text = b.encode(&BuildStatus::default());
+    assert!(line(&text, get).ends_with(" 1"), "{text}");
+    assert!(line(&text, "portico_request_duration_seconds_count").ends_with(" 1"));
+}

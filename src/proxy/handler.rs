@@ -20,8 +20,8 @@ use crate::snapshot::routes::{Route, RouteLabels, Upstream};
 
 /// What is learned about a request on its way, for the access log and metrics.
 #[derive(Debug, Default)]
-struct Outcome {
-    labels: Option<RouteLabels>,
+struct Outcome<'s> {
+    labels: Option<&'s RouteLabels>,
     upstream: Option<SocketAddr>,
     upstream_status: Option<u16>,
     request_id: Option<HeaderValue>,
@@ -52,20 +52,30 @@ impl Proxy {
             .headers_mut()
             .entry(SERVER)
             .or_insert_with(|| headers::SERVER.clone());
-        let labels = outcome.labels.take();
-        self.metrics.request(
-            crate::metrics::RequestLabels {
-                ingress: labels
-                    .as_ref()
-                    .map_or_else(|| "".into(), |l| l.ingress.clone()),
-                service: labels
-                    .as_ref()
-                    .map_or_else(|| "".into(), |l| l.service.clone()),
+        let status = crate::metrics::StatusClass::of(response.status());
+        match outcome.labels.take() {
+            Some(labels) => self.metrics.route_request(
+                &labels.counters,
                 method,
-                status: crate::metrics::StatusClass::of(response.status()),
-            },
-            start.elapsed(),
-        );
+                status,
+                || crate::metrics::RequestLabels {
+                    ingress: labels.ingress.clone(),
+                    service: labels.service.clone(),
+                    method,
+                    status,
+                },
+                start.elapsed(),
+            ),
+            None => self.metrics.request(
+                crate::metrics::RequestLabels {
+                    ingress: "".into(),
+                    service: "".into(),
+                    method,
+                    status,
+                },
+                start.elapsed(),
+            ),
+        }
         match logged {
             Some((method, uri, host)) => {
                 let record = AccessRecord {
@@ -85,12 +95,12 @@ impl Proxy {
         }
     }
 
-    async fn forward(
+    async fn forward<'s>(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &'s Snapshot,
         mut req: Request<Incoming>,
         conn: &ConnHeaders,
-        outcome: &mut Outcome,
+        outcome: &mut Outcome<'s>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let host = host_value(&req);
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
@@ -98,7 +108,7 @@ impl Proxy {
             .routes
             .route(host_str, req.uri().path())
             .ok_or(ProxyError::NoRoute)?;
-        outcome.labels = Some(route.labels.clone());
+        outcome.labels = Some(&route.labels);
         if !conn.tls && route.ssl_redirect {
             return Ok(redirect(host_str, req.uri(), self.config.https_port));
         }
@@ -152,7 +162,7 @@ impl Proxy {
         route: &Route,
         req: Request<Incoming>,
         fwd: &Forwarding<'_>,
-        outcome: &mut Outcome,
+        outcome: &mut Outcome<'_>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let port = match &route.backend.upstream {
             Upstream::Service(id) => snapshot

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::metrics::RouteCounters;
+
 use super::diagnostics::Diagnostic;
 use super::host::{self, MAX_HOST};
 use super::services::ServicePortId;
@@ -114,14 +116,26 @@ pub struct Route {
     pub labels: RouteLabels,
 }
 
-/// A route's names as metrics label values: `namespace/ingress` and `namespace/service:port`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A route's names as metrics label values: `namespace/ingress` and `namespace/service:port`,
+/// and its request counters once used.
+#[derive(Clone, Debug, Serialize)]
 pub struct RouteLabels {
     /// `namespace/name` of the Ingress.
     pub ingress: Arc<str>,
     /// `namespace/service:port` of the backend.
     pub service: Arc<str>,
+    /// The route's request counters (a cache: not part of the route's identity).
+    #[serde(skip)]
+    pub counters: Arc<RouteCounters>,
 }
+
+impl PartialEq for RouteLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.ingress == other.ingress && self.service == other.service
+    }
+}
+
+impl Eq for RouteLabels {}
 
 // === impl RouteLabels ===
 
@@ -135,6 +149,7 @@ impl RouteLabels {
         RouteLabels {
             ingress: format!("{}/{}", ingress.namespace, ingress.name).into(),
             service: format!("{}/{}:{port}", ingress.namespace, backend.service).into(),
+            counters: Arc::default(),
         }
     }
 }
