@@ -30,7 +30,13 @@ impl EndpointPicker for Schedulers {
         client: IpAddr,
         exclude: Option<SocketAddr>,
     ) -> Option<Pick<'a>> {
-        scheduler::pick(port, client, exclude, Instant::now())
+        // Only ClientIP affinity reads the time: skip the clock read for every other port.
+        static UNUSED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let now = match port.session_affinity {
+            crate::snapshot::services::SessionAffinity::None => *UNUSED.get_or_init(Instant::now),
+            _ => Instant::now(),
+        };
+        scheduler::pick(port, client, exclude, now)
     }
 }
 

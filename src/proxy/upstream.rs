@@ -17,9 +17,10 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
@@ -125,8 +126,13 @@ impl Conn {
 
 struct Idle {
     conn: Box<Conn>,
-    since: Instant,
+    /// The pool's tick when the connection went idle.
+    since: u64,
 }
+
+/// Ticks of the idle clock per idle timeout: an idle connection expires after between 4 and 5
+/// ticks, that is between 1 and 1.25 idle timeouts, without reading the clock per request.
+const TICKS_PER_TIMEOUT: u64 = 4;
 
 /// Hashes pool keys: endpoint addresses and names from the cluster's own objects, not from
 /// clients, so a fast multiply-rotate hash does (SipHash's flood resistance is not needed,
@@ -173,6 +179,8 @@ type Targets<V> = HashMap<Target, V, std::hash::BuildHasherDefault<TargetHasher>
 /// Idle keep-alive connections by target; shared by every connection of the proxy.
 pub struct UpstreamPool {
     idle: Mutex<Targets<Vec<Idle>>>,
+    /// The idle clock: advanced by the sweeping task every quarter of the idle timeout.
+    tick: AtomicU64,
     config: PoolConfig,
 }
 
@@ -213,18 +221,21 @@ impl UpstreamPool {
     pub fn new(config: PoolConfig) -> Arc<Self> {
         let pool = Arc::new(UpstreamPool {
             idle: Mutex::new(Targets::default()),
+            tick: AtomicU64::new(0),
             config,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&pool);
-            let period = (config.idle_timeout / 2).max(Duration::from_secs(1));
+            let period =
+                (config.idle_timeout / TICKS_PER_TIMEOUT as u32).max(Duration::from_millis(1));
             runtime.spawn(async move {
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     let Some(pool) = weak.upgrade() else { return };
-                    pool.sweep(Instant::now());
+                    pool.tick.fetch_add(1, Ordering::Relaxed);
+                    pool.sweep();
                 }
             });
         }
@@ -241,10 +252,10 @@ impl UpstreamPool {
     }
 
     /// Closes idle connections that expired or that the upstream closed.
-    fn sweep(&self, now: Instant) {
-        let timeout = self.config.idle_timeout;
+    fn sweep(&self) {
+        let now = self.tick.load(Ordering::Relaxed);
         self.lock().retain(|_, list| {
-            list.retain(|i| now.duration_since(i.since) < timeout && !i.conn.is_stale());
+            list.retain(|i| !expired(i, now) && !i.conn.is_stale());
             !list.is_empty()
         });
     }
@@ -279,9 +290,9 @@ impl UpstreamPool {
     fn take_idle(&self, target: &Target) -> Option<Box<Conn>> {
         let mut idle = self.lock();
         let list = idle.get_mut(target)?;
-        let now = Instant::now();
+        let now = self.tick.load(Ordering::Relaxed);
         while let Some(i) = list.pop() {
-            if now.duration_since(i.since) < self.config.idle_timeout && !i.conn.is_stale() {
+            if !expired(&i, now) && !i.conn.is_stale() {
                 return Some(i.conn);
             }
         }
@@ -303,10 +314,15 @@ impl UpstreamPool {
         if list.len() < self.config.max_idle_per_target {
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: self.tick.load(Ordering::Relaxed),
             });
         }
     }
+}
+
+/// Whether an idle connection has been idle for the idle timeout (at tick `now`).
+fn expired(idle: &Idle, now: u64) -> bool {
+    now.saturating_sub(idle.since) > TICKS_PER_TIMEOUT
 }
 
 /// How a request sent on a pooled connection failed.
