@@ -71,12 +71,7 @@ pub fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> 
         .http1()
         // No timer: the header timeout is kept per connection (`idle`), not per request.
         .header_read_timeout(None)
-        .max_buf_size(config.max_header_bytes.max(8192))
-        // One write of head and body copied together instead of a writev of both: about 500
-        // fewer instructions per small response, for a copy of large bodies (64 KiB responses
-        // cost 5 % more CPU, still well under nginx's); requests per second are what an
-        // ingress runs out of first (ARCHITECTURE.md, BENCHMARKS.md).
-        .writev(false);
+        .max_buf_size(config.max_header_bytes.max(8192));
     // hyper parses up to 100 headers in a stack array; naming any limit, even 100, makes it
     // allocate and fill a vector for every request head instead.
     if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
