@@ -9,7 +9,7 @@ use std::time::Duration;
 use portico::snapshot::Snapshot;
 use portico::snapshot::services::ClusterIp;
 use support::Env;
-use support::l4::{free_port, service, slices};
+use support::l4::{free_node, service, slices};
 use support::manifests::class;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -112,7 +112,9 @@ async fn udp_round_trip(to: SocketAddr, payload: &str) -> String {
     panic!("no UDP answer from {to}");
 }
 
-async fn start(node_port: u16, tcp: &[(SocketAddr, bool)], udp: &[(SocketAddr, bool)]) -> Env {
+async fn start(node: SocketAddr, tcp: &[(SocketAddr, bool)], udp: &[(SocketAddr, bool)]) -> Env {
+    let node_port = node.port();
+    let node_address = node.ip().to_string();
     let cidr = format!(
         "127.{}.{}.0/24",
         100 + std::process::id() % 100,
@@ -135,7 +137,7 @@ async fn start(node_port: u16, tcp: &[(SocketAddr, bool)], udp: &[(SocketAddr, b
     let flags = [
         "--proxy-nodeports",
         "--node-address",
-        "127.0.0.1",
+        &node_address,
         "--proxy-cluster-ips",
         "--service-cidr",
         &cidr,
@@ -149,15 +151,9 @@ async fn start(node_port: u16, tcp: &[(SocketAddr, bool)], udp: &[(SocketAddr, b
 async fn tcp_and_udp_through_node_ports_and_cluster_ips() {
     let (a, b) = (tcp_echo("a").await, tcp_echo("b").await);
     let (ua, ub) = (udp_echo("ua").await, udp_echo("ub").await);
-    let node_port = free_port();
-    let env = start(
-        node_port,
-        &[(a, true), (b, true)],
-        &[(ua, true), (ub, true)],
-    )
-    .await;
+    let node = free_node();
+    let env = start(node, &[(a, true), (b, true)], &[(ua, true), (ub, true)]).await;
     let s = env.wait_for("allocations", |_| true).await;
-    let node = SocketAddr::from(([127, 0, 0, 1], node_port));
     let vip = SocketAddr::new(cluster_ip(&s, "tcp-app"), 7000);
     let udp_vip = SocketAddr::new(cluster_ip(&s, "udp-app"), 7000);
     for target in [node, vip] {
@@ -212,9 +208,8 @@ async fn tcp_and_udp_through_node_ports_and_cluster_ips() {
 async fn an_endpoint_turning_not_ready_gets_no_new_connections() {
     let (a, b) = (tcp_echo("a").await, tcp_echo("b").await);
     let ua = udp_echo("ua").await;
-    let node_port = free_port();
-    let env = start(node_port, &[(a, true), (b, true)], &[(ua, true)]).await;
-    let node = SocketAddr::from(([127, 0, 0, 1], node_port));
+    let node = free_node();
+    let env = start(node, &[(a, true), (b, true)], &[(ua, true)]).await;
     let (first, mut established) = tcp_connect(node).await;
     let (gone, stays) = if first == "a" { (a, b) } else { (b, a) };
     let other = if first == "a" { "b" } else { "a" };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use portico::snapshot::Snapshot;
 use support::Env;
-use support::l4::{free_port, service_with, slices};
+use support::l4::{free_node, service_with, slices};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
@@ -20,8 +20,9 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// Portico with one TCP NodePort Service (`lc` scheduler) over `backends`; the NodePort.
 async fn start(backends: &[SocketAddr]) -> (Env, SocketAddr) {
-    let node_port = free_port();
-    let range = format!("{node_port}-{node_port}");
+    let node = free_node();
+    let range = format!("{0}-{0}", node.port());
+    let node_address = node.ip().to_string();
     let ready: Vec<_> = backends.iter().map(|b| (*b, true)).collect();
     let files = [
         ("class.yaml", support::manifests::class()),
@@ -34,13 +35,13 @@ async fn start(backends: &[SocketAddr]) -> (Env, SocketAddr) {
     let flags = [
         "--proxy-nodeports",
         "--node-address",
-        "127.0.0.1",
+        &node_address,
         "--service-node-port-range",
         &range,
     ];
     let env = Env::start_with(&files, &flags).await;
     env.wait_for("the endpoints", |s| active(s).is_some()).await;
-    (env, SocketAddr::from(([127, 0, 0, 1], node_port)))
+    (env, node)
 }
 
 /// Open connections counted on the Service's endpoints.

@@ -4,12 +4,24 @@
 use std::net::SocketAddr;
 
 /// A port free for both TCP and UDP right now.
-pub fn free_port() -> u16 {
+/// A NodePort for a test: a loopback address of its own (other tests bind 127.0.0.1, so a port
+/// freed here cannot be taken by them before Portico binds it) and a port free on it for TCP and
+/// UDP.
+pub fn free_node() -> std::net::SocketAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pid = std::process::id();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ip = std::net::Ipv4Addr::new(
+        127,
+        (201 + pid % 50) as u8,
+        ((pid / 50) % 250 + 1) as u8,
+        (n % 250 + 1) as u8,
+    );
     loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
         let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        if std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return std::net::SocketAddr::from((ip, port));
         }
     }
 }
