@@ -36,8 +36,12 @@ const DURATION_BUCKETS: [f64; 16] = [
     30.0,
 ];
 
-/// Method classes times status classes: the request counters one route can have.
-const ROUTE_COUNTERS: usize = 10 * 5;
+/// Status classes (`StatusClass`, 1xx to 5xx).
+const STATUS_CLASSES: usize = 5;
+
+/// Method classes (`MethodClass`) times status classes: the request counters one route can
+/// have.
+const ROUTE_COUNTERS: usize = 10 * STATUS_CLASSES;
 
 /// One route's request counters, looked up in the family once per method and status class and
 /// kept with the route, so that counting a request hashes nothing. They belong to the first
@@ -130,7 +134,7 @@ impl Metrics {
             let slots = cache
                 .slots
                 .get_or_init(|| (0..ROUTE_COUNTERS).map(|_| OnceLock::new()).collect());
-            let slot = &slots[method as usize * 5 + status as usize];
+            let slot = &slots[method as usize * STATUS_CLASSES + status as usize];
             slot.get_or_init(|| self.requests.get_or_create(&labels()).clone())
                 .inc();
         } else {

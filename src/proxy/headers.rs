@@ -75,20 +75,27 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether a Connection token is one of its options (close, keep-alive, upgrade) rather than
+/// the name of another hop-by-hop field.
+pub fn is_connection_option(token: &[u8]) -> bool {
+    [&b"close"[..], b"keep-alive", b"upgrade"]
+        .iter()
+        .any(|o| token.eq_ignore_ascii_case(o))
+}
+
 /// Other fields named in Connection (its options close, keep-alive and upgrade aside), to be
 /// removed with it. Rare: the vector only allocates when there are some.
 pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     let mut listed = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(str::trim) {
-            if ["close", "keep-alive", "upgrade"]
-                .iter()
-                .any(|o| token.eq_ignore_ascii_case(o))
+        for token in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            if !is_connection_option(token)
+                && let Ok(name) = HeaderName::from_bytes(token)
             {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
                 listed.push(name);
             }
         }

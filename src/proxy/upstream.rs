@@ -27,7 +27,7 @@ use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -115,12 +115,6 @@ impl Conn {
     fn is_stale(&self) -> bool {
         let mut probe = [0u8; 1];
         !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Reads more bytes into the read buffer; 0 at EOF.
-    async fn read_more(&mut self) -> io::Result<usize> {
-        self.read.reserve(READ_SIZE);
-        self.io.read_buf(&mut self.read).await
     }
 }
 
@@ -379,7 +373,7 @@ impl Pooled {
         let head_request = parts.method == Method::HEAD;
         let head = if framing == RequestFraming::Empty {
             let sent = match self.conn.io.write_all(&self.conn.write).await {
-                Ok(()) => read_head(&mut self.conn, head_request).await,
+                Ok(()) => read_head(&mut self.conn.io, &mut self.conn.read, head_request).await,
                 Err(e) => Err(e),
             };
             match sent {
@@ -418,14 +412,11 @@ impl Pooled {
         *response.headers_mut() = head.headers;
         let body = if head.framing == ResponseFraming::Upgrade {
             UpstreamBody {
-                decoder: Decoder::Done,
-                ready: None,
-                trailers: None,
-                conn: None,
                 upgraded: Some(Box::new(Upgraded {
                     read: self.conn.read.split().freeze(),
                     io: self.conn.io,
                 })),
+                ..UpstreamBody::empty()
             }
         } else {
             let mut decoder = Decoder::new(head.framing);
@@ -485,16 +476,21 @@ fn is_closed(e: &io::Error) -> bool {
     )
 }
 
-/// Reads until a final response head is in, informational ones skipped.
-async fn read_head(conn: &mut Conn, head_request: bool) -> io::Result<codec::Head> {
+/// Reads from `io` into `read` until a final response head is in, informational ones skipped.
+async fn read_head(
+    io: &mut (impl AsyncRead + Unpin),
+    read: &mut BytesMut,
+    head_request: bool,
+) -> io::Result<codec::Head> {
     loop {
-        if let Some(head) = codec::parse_head(&mut conn.read, head_request)? {
+        if let Some(head) = codec::parse_head(read, head_request)? {
             return Ok(head);
         }
-        if conn.read_more().await? == 0 {
+        read.reserve(READ_SIZE);
+        if io.read_buf(read).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                if conn.read.is_empty() {
+                if read.is_empty() {
                     "upstream closed the connection without responding"
                 } else {
                     "upstream closed the connection in the middle of the response head"
@@ -519,20 +515,7 @@ async fn send_with_body(
         writer.write_all(write).await?;
         write_body(&mut writer, body, framing).await
     };
-    let receiving = async {
-        loop {
-            if let Some(head) = codec::parse_head(read, head_request)? {
-                return Ok(head);
-            }
-            read.reserve(READ_SIZE);
-            if reader.read_buf(read).await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "upstream closed the connection without responding",
-                ));
-            }
-        }
-    };
+    let receiving = read_head(&mut reader, read, head_request);
     tokio::pin!(sending, receiving);
     let mut sent = false;
     loop {
@@ -589,9 +572,8 @@ async fn write_body(
             Ok(mut data) => {
                 written += data.len() as u64;
                 if framing == RequestFraming::Chunked {
-                    let mut chunk = codec::chunk_line(data.len())
-                        .chain(data)
-                        .chain(Bytes::from_static(b"\r\n"));
+                    let line = codec::ChunkLine::new(data.len());
+                    let mut chunk = Buf::chain(line.as_bytes(), data).chain(&b"\r\n"[..]);
                     writer.write_all_buf(&mut chunk).await?;
                 } else {
                     writer.write_all_buf(&mut data).await?;

@@ -142,13 +142,11 @@ fn write_fields(
             }
             Field::ForwardedHost => fwd.host.is_none(),
             Field::Connection => {
-                seen.connection_options |= value.as_bytes().split(|&b| b == b',').any(|t| {
-                    let t = t.trim_ascii();
-                    !t.is_empty()
-                        && !t.eq_ignore_ascii_case(b"close")
-                        && !t.eq_ignore_ascii_case(b"keep-alive")
-                        && !t.eq_ignore_ascii_case(b"upgrade")
-                });
+                seen.connection_options |= value
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| !t.is_empty() && !headers::is_connection_option(t));
                 false
             }
             Field::Dropped => false,
@@ -239,9 +237,32 @@ pub fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The line that starts a chunk of `len` bytes.
-pub fn chunk_line(len: usize) -> Bytes {
-    Bytes::from(format!("{len:x}\r\n"))
+/// The line that starts a chunk of `len` bytes, formatted on the stack.
+pub struct ChunkLine {
+    buf: [u8; 18],
+    len: usize,
+}
+
+impl ChunkLine {
+    /// The chunk-size line for `len` bytes: hex digits and CRLF.
+    pub fn new(len: usize) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 18];
+        let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, slot) in buf[..digits].iter_mut().enumerate() {
+            *slot = HEX[(len >> (4 * (digits - 1 - i))) & 15];
+        }
+        buf[digits..digits + 2].copy_from_slice(b"\r\n");
+        ChunkLine {
+            buf,
+            len: digits + 2,
+        }
+    }
+
+    /// The line's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// The last chunk and, when there are any, trailer fields.
@@ -288,7 +309,7 @@ pub struct Head {
 }
 
 /// A malformed response (the message says what was wrong).
-pub fn invalid(what: impl Into<String>) -> io::Error {
+fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
@@ -395,7 +416,7 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive_token = true;
-                } else if !token.eq_ignore_ascii_case(b"upgrade")
+                } else if !headers::is_connection_option(token)
                     && let Ok(other) = HeaderName::from_bytes(token)
                 {
                     listed.push(other);

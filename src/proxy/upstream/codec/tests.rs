@@ -179,7 +179,13 @@ fn bodies_are_framed() {
     let mut trailers = HeaderMap::new();
     trailers.insert("x-sum", HeaderValue::from_static("9"));
     assert_eq!(&last_chunk(Some(&trailers))[..], b"0\r\nx-sum: 9\r\n\r\n");
-    assert_eq!(&chunk_line(255)[..], b"ff\r\n");
+    assert_eq!(ChunkLine::new(255).as_bytes(), b"ff\r\n");
+    assert_eq!(ChunkLine::new(1).as_bytes(), b"1\r\n");
+    assert_eq!(ChunkLine::new(0x1000).as_bytes(), b"1000\r\n");
+    assert_eq!(
+        ChunkLine::new(usize::MAX).as_bytes(),
+        b"ffffffffffffffff\r\n"
+    );
 }
 
 fn head_of(text: &str, head_request: bool) -> io::Result<Option<Head>> {
