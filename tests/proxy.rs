@@ -458,6 +458,63 @@ async fn upstreams_closing_idle_connections_cost_no_request() {
     );
 }
 
+/// An upstream that keeps a connection open after its first response but closes it when the
+/// next request arrives, unanswered (an idle timeout racing the request). The request had no
+/// body, so Portico sends it once more on a new connection and the client sees nothing of it.
+#[tokio::test]
+async fn a_request_a_reused_connection_drops_unanswered_goes_again_on_a_new_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("conn{n}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                // The next request is read and left unanswered: the connection closes.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", service("c", "dropper", 80)),
+        ("eps.yaml", endpoints("c", "dropper", &[addr], &[])),
+        (
+            "ing.yaml",
+            ingress(
+                "c",
+                "dropper",
+                &[("c.com", vec![prefix("/", "dropper", 80)])],
+            ),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    let first = client::h1(env.http(), get("c.com", "/")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body, Bytes::from_static(b"conn0"));
+    // Pooled and reused: the upstream reads this one and closes; it goes again on conn1.
+    let second = client::h1(env.http(), get("c.com", "/")).await;
+    assert_eq!(second.status, StatusCode::OK, "{:?}", second.body);
+    assert_eq!(second.body, Bytes::from_static(b"conn1"));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// The client header timeout: a stalled request head and an idle keep-alive connection are
 /// closed once it passes; a request whose response takes longer is not cut.
 #[tokio::test]

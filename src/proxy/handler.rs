@@ -1,7 +1,7 @@
 //! One request: route it by the snapshot, redirect to HTTPS, pick an endpoint, forward, and
 //! turn failures into responses in one place.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use http::header::{HOST, LOCATION, SERVER};
@@ -14,7 +14,10 @@ use super::access::{AccessRecord, LoggedBody};
 use super::body::ProxyBody;
 use super::errors::{ProxyError, wants_json};
 use super::headers::{self, ConnHeaders};
-use super::upstream::{ConnectError, Forwarding, Pooled, SendError, Target, UpstreamBody};
+use super::upstream::{
+    ConnectError, Exchange, Forwarding, Pooled, Resend, SendError, Target, UpstreamBody,
+};
+use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{Route, RouteLabels, Upstream};
 
@@ -34,10 +37,11 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnHeaders) -> Response<ProxyBody> {
         let start = Instant::now();
         let json = wants_json(req.headers());
+        // Boxed: only with the access log on, and kept small in every request's future.
         let logged = self
             .config
             .access_log
-            .then(|| (req.method().clone(), req.uri().clone(), host_value(&req)));
+            .then(|| Box::new((req.method().clone(), req.uri().clone(), host_value(&req))));
         let method = crate::metrics::MethodClass::of(req.method());
         let snapshot = self.snapshot.load_full();
         let mut outcome = Outcome::default();
@@ -76,7 +80,7 @@ impl Proxy {
                 start.elapsed(),
             ),
         }
-        match logged {
+        match logged.map(|b| *b) {
             Some((method, uri, host)) => {
                 let record = AccessRecord {
                     start,
@@ -121,22 +125,26 @@ impl Proxy {
             }
             None => Some(headers::RequestId::generate()),
         };
+        if let Some(id) = &generated
+            && logged
+        {
+            outcome.request_id = Some(id.to_value());
+        }
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (pooled, _pick) = self
+            .connect_to_backend(snapshot, route, conn.peer.ip(), outcome)
+            .await?;
         let fwd = Forwarding {
             conn,
             host: host.as_ref(),
             request_id: generated.as_ref().map(headers::RequestId::as_bytes),
             upgrade,
         };
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let sent = self
-            .send_to_backend(snapshot, route, req, &fwd, outcome)
-            .await;
-        if let Some(id) = generated
-            && logged
-        {
-            outcome.request_id = Some(id.to_value());
-        }
-        let mut response = sent?;
+        let exchange = pooled.prepare(req, &fwd);
+        // `_pick` counts as open load on its endpoint (for lc and p2c) until the response
+        // head is in.
+        let mut response = self.exchange(exchange).await?;
+        drop(_pick);
         outcome.upstream_status = Some(response.status().as_u16());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         match client_upgrade {
@@ -154,16 +162,16 @@ impl Proxy {
         Ok(response.map(ProxyBody::Upstream))
     }
 
-    /// Sends to the route's backend: a Service endpoint (another ready endpoint is tried
-    /// when connecting fails) or an ExternalName.
-    async fn send_to_backend(
+    /// A connection to the route's backend: a Service endpoint (another ready endpoint is
+    /// tried when connecting fails) or an ExternalName. The pick, if any, counts as open load
+    /// on its endpoint until dropped.
+    async fn connect_to_backend<'s>(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &'s Snapshot,
         route: &Route,
-        req: Request<Incoming>,
-        fwd: &Forwarding<'_>,
+        client: IpAddr,
         outcome: &mut Outcome<'_>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
+    ) -> Result<(Pooled, Option<Pick<'s>>), ProxyError> {
         let port = match &route.backend.upstream {
             Upstream::Service(id) => snapshot
                 .services
@@ -171,22 +179,18 @@ impl Proxy {
                 .ok_or(ProxyError::BackendUnavailable)?,
             Upstream::External { host, port } => {
                 let target = Target::Name(host.clone(), *port);
-                let pooled = self.checkout(&target).await?;
-                return self.send(pooled, req, fwd).await;
+                return Ok((self.checkout(&target).await?, None));
             }
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
-        let client = fwd.conn.peer.ip();
-        // Each pick counts as open load on its endpoint (for lc and p2c) until the response
-        // headers are in.
         let first = self
             .picker
             .pick(port, client, None)
             .ok_or(ProxyError::NoEndpoints)?;
         let first_addr = first.endpoint.addr;
         outcome.upstream = Some(first_addr);
-        let (pooled, _pick) = match self.checkout(&Target::Addr(first_addr)).await {
-            Ok(pooled) => (pooled, first),
+        match self.checkout(&Target::Addr(first_addr)).await {
+            Ok(pooled) => Ok((pooled, Some(first))),
             Err(error) => {
                 drop(first);
                 let second = self.picker.pick(port, client, Some(first_addr));
@@ -197,10 +201,9 @@ impl Proxy {
                 let next = second.endpoint.addr;
                 debug!(failed = %first_addr, %next, "connect failed; trying another endpoint");
                 outcome.upstream = Some(next);
-                (self.checkout(&Target::Addr(next)).await?, second)
+                Ok((self.checkout(&Target::Addr(next)).await?, Some(second)))
             }
-        };
-        self.send(pooled, req, fwd).await
+        }
     }
 
     /// A connection to `target`; a failure is counted and mapped to 502 or 504.
@@ -217,40 +220,29 @@ impl Proxy {
         }
     }
 
-    /// Sends a request on `pooled`. A request that a reused connection could not take (the
-    /// upstream had closed it) goes once more on a new connection to the same target.
-    async fn send(
-        &self,
-        pooled: Pooled,
-        req: Request<Incoming>,
-        fwd: &Forwarding<'_>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let target = pooled.target().clone();
-        let reused = pooled.reused();
-        match self.send_timed(pooled, req, fwd).await? {
+    /// Sends a prepared request and reads its response head, within the response timeout
+    /// (504 past it). A request that a reused connection could not take (the upstream had
+    /// closed it) goes once more on a new connection to the same target.
+    async fn exchange(&self, exchange: Exchange) -> Result<Response<UpstreamBody>, ProxyError> {
+        let sent = tokio::time::timeout(self.config.response_timeout, exchange.send()).await;
+        match sent.map_err(|_| ProxyError::Timeout)? {
             Ok(response) => Ok(response),
-            Err(SendError::NotSent(req, _)) if reused => {
-                debug!(upstream = %target, "idle connection was closed; sending on a new one");
-                let connected = self.upstreams.connect(&target).await;
-                let fresh = connected.map_err(|e| self.connect_failed(&target, e))?;
-                self.send_timed(fresh, *req, fwd)
-                    .await?
-                    .map_err(upstream_error)
-            }
+            // Boxed: rare, and its future would otherwise weigh on every request's.
+            Err(SendError::NotSent(resend, _)) => Box::pin(self.resend(resend)).await,
             Err(e) => Err(upstream_error(e)),
         }
     }
 
-    /// `pooled.send(req)` within the response timeout (504 past it).
-    async fn send_timed(
-        &self,
-        pooled: Pooled,
-        req: Request<Incoming>,
-        fwd: &Forwarding<'_>,
-    ) -> Result<Result<Response<UpstreamBody>, SendError>, ProxyError> {
-        tokio::time::timeout(self.config.response_timeout, pooled.send(req, fwd))
-            .await
-            .map_err(|_| ProxyError::Timeout)
+    /// Sends a request again, on a new connection to the same target.
+    async fn resend(&self, resend: Resend) -> Result<Response<UpstreamBody>, ProxyError> {
+        let target = resend.target().clone();
+        debug!(upstream = %target, "idle connection was closed; sending on a new one");
+        let connected = self.upstreams.connect(&target).await;
+        let fresh = connected.map_err(|e| self.connect_failed(&target, e))?;
+        let sent = tokio::time::timeout(self.config.response_timeout, resend.on(fresh).send());
+        sent.await
+            .map_err(|_| ProxyError::Timeout)?
+            .map_err(upstream_error)
     }
 }
 
@@ -305,4 +297,25 @@ fn log_at_end(response: Response<ProxyBody>, record: AccessRecord) -> Response<P
         }
     };
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `handle` returns, without calling it.
+    fn handle_future_size<'a, F: Future>(
+        _: impl FnOnce(&'a Proxy, Request<Incoming>, &'a ConnHeaders) -> F,
+    ) -> usize {
+        size_of::<F>()
+    }
+
+    /// hyper moves each request's future into place, and every nested `async fn` is copied
+    /// into its caller's: rare paths (connecting, sending again, request bodies, the access
+    /// log) are boxed so that what every request carries stays small. It was 5.3 KiB.
+    #[test]
+    fn a_request_future_stays_small() {
+        let size = handle_future_size(Proxy::handle);
+        assert!(size <= 2560, "Proxy::handle's future is {size} bytes");
+    }
 }

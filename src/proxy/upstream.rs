@@ -260,7 +260,9 @@ impl UpstreamPool {
         if let Some(conn) = self.take_idle(target) {
             return Ok(self.pooled(conn, target.clone(), true));
         }
-        self.connect(target).await
+        // Boxed: connecting (a resolver, a connect timer) would make every request's future
+        // larger, and a new connection costs far more than the allocation.
+        Box::pin(self.connect(target)).await
     }
 
     /// A new connection to `target`, bypassing the idle ones.
@@ -322,11 +324,49 @@ fn expired(idle: &Idle, now: u64) -> bool {
 /// How a request sent on a pooled connection failed.
 #[derive(Debug)]
 pub enum SendError {
-    /// A reused connection turned out to be closed before any of the response and before any
-    /// of the request body was read: the request comes back, to be sent on a new connection.
-    NotSent(Box<Request<Incoming>>, io::Error),
+    /// A reused connection turned out to be closed before any of the response came, and the
+    /// request had no body: its head can go again, on a new connection to the same target.
+    NotSent(Resend, io::Error),
     /// The request (or some of its body) is gone, or the response was invalid.
     Failed(io::Error),
+}
+
+/// A bodiless request head already written for a target, to be sent again on another
+/// connection to it.
+#[derive(Debug)]
+pub struct Resend {
+    target: Target,
+    head: Vec<u8>,
+    head_request: bool,
+}
+
+// === impl Resend ===
+
+impl Resend {
+    /// Where the request was going.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The same request, ready to go on `pooled` (a connection to the same target).
+    pub fn on(mut self, mut pooled: Pooled) -> Exchange {
+        std::mem::swap(&mut pooled.conn.write, &mut self.head);
+        Exchange {
+            pooled,
+            body: None,
+            head_request: self.head_request,
+        }
+    }
+}
+
+/// A request whose head is written into its connection's buffer, ready to be sent.
+#[derive(Debug)]
+pub struct Exchange {
+    pooled: Pooled,
+    /// The request body and how it goes; `None` for a bodiless request.
+    body: Option<(Incoming, RequestFraming)>,
+    /// The request was HEAD: the response has no body whatever its fields say.
+    head_request: bool,
 }
 
 /// Bytes that an upstream sent after a 101 response head, and its connection: the switched
@@ -352,14 +392,10 @@ impl Pooled {
         self.reused
     }
 
-    /// Sends `req`, its head rewritten by `fwd` (see `codec::encode_head`), and reads the
-    /// response head; the response body reads the rest, and gives the connection back to
-    /// the pool when it ends.
-    pub async fn send(
-        mut self,
-        req: Request<Incoming>,
-        fwd: &Forwarding<'_>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    /// Writes the head of `req`, rewritten by `fwd` (see `codec::encode_head`), into this
+    /// connection's buffer, where a bodiless request can also be sent again from (see
+    /// [`Resend`]). The request's own head is not needed after this and is dropped.
+    pub fn prepare(mut self, req: Request<Incoming>, fwd: &Forwarding<'_>) -> Exchange {
         let (parts, body) = req.into_parts();
         let framing = if body.is_end_stream() {
             RequestFraming::Empty
@@ -370,39 +406,11 @@ impl Pooled {
         };
         self.conn.write.clear();
         codec::encode_head(&mut self.conn.write, &parts, framing, fwd, &self.target);
-        let head_request = parts.method == Method::HEAD;
-        let head = if framing == RequestFraming::Empty {
-            let sent = match self.conn.io.write_all(&self.conn.write).await {
-                Ok(()) => read_head(&mut self.conn.io, &mut self.conn.read, head_request).await,
-                Err(e) => Err(e),
-            };
-            match sent {
-                Ok(head) => head,
-                // Nothing came back on a connection that sat idle: the upstream closed it
-                // as the request went out. The request has no body, so it can go again.
-                Err(e) if self.reused && self.conn.read.is_empty() && is_closed(&e) => {
-                    let req = Request::from_parts(parts, body);
-                    return Err(SendError::NotSent(Box::new(req), e));
-                }
-                Err(e) => return Err(SendError::Failed(e)),
-            }
-        } else {
-            let (head, body_sent) =
-                send_with_body(&mut self.conn, body, framing, head_request).await?;
-            match head {
-                Ok(head) => {
-                    let mut head = head;
-                    // An early answer (413, 401…) before the whole body went: the upstream
-                    // stopped reading, and the connection cannot be trusted again.
-                    if !body_sent {
-                        head.keep_alive = false;
-                    }
-                    head
-                }
-                Err(e) => return Err(SendError::Failed(e)),
-            }
-        };
-        self.response(head).map_err(SendError::Failed)
+        Exchange {
+            pooled: self,
+            body: (framing != RequestFraming::Empty).then_some((body, framing)),
+            head_request: parts.method == Method::HEAD,
+        }
     }
 
     fn response(mut self, head: codec::Head) -> io::Result<Response<UpstreamBody>> {
@@ -462,6 +470,60 @@ impl Pooled {
         };
         *response.body_mut() = body;
         Ok(response)
+    }
+}
+
+// === impl Exchange ===
+
+impl Exchange {
+    /// Sends the request and reads the response head; the response body reads the rest,
+    /// and gives the connection back to the pool when it ends.
+    pub async fn send(self) -> Result<Response<UpstreamBody>, SendError> {
+        let Exchange {
+            mut pooled,
+            body,
+            head_request,
+        } = self;
+        let head = match body {
+            None => {
+                let conn = &mut *pooled.conn;
+                let sent = match conn.io.write_all(&conn.write).await {
+                    Ok(()) => read_head(&mut conn.io, &mut conn.read, head_request).await,
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok(head) => head,
+                    // Nothing came back on a connection that sat idle: the upstream closed
+                    // it as the request went out. The request has no body, so it can go
+                    // again.
+                    Err(e) if pooled.reused && conn.read.is_empty() && is_closed(&e) => {
+                        let head = std::mem::take(&mut conn.write);
+                        let target = pooled.target.clone();
+                        let resend = Resend {
+                            target,
+                            head,
+                            head_request,
+                        };
+                        return Err(SendError::NotSent(resend, e));
+                    }
+                    Err(e) => return Err(SendError::Failed(e)),
+                }
+            }
+            // Boxed: the body-carrying path's future is large, and a bodiless request
+            // should not carry its size.
+            Some((body, framing)) => {
+                let sending = send_with_body(&mut pooled.conn, body, framing, head_request);
+                let (head, body_sent) = Box::pin(sending).await?;
+                let mut head = head.map_err(SendError::Failed)?;
+                // An early answer (413, 401…) before the whole body went: the upstream
+                // stopped reading, and the connection cannot be trusted again.
+                if !body_sent {
+                    head.keep_alive = false;
+                }
+                head
+            }
+        };
+        pooled.response(head).map_err(SendError::Failed)
     }
 }
 

@@ -112,7 +112,7 @@ async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, Send
         request_id: None,
         upgrade: false,
     };
-    pooled.send(request(path).await, &fwd).await
+    pooled.prepare(request(path).await, &fwd).send().await
 }
 
 async fn get(pool: &Arc<UpstreamPool>, up: &Upstream, path: &str) -> (bool, Bytes) {
