@@ -4,6 +4,7 @@
 pub mod access;
 pub mod balance;
 pub mod body;
+pub mod drain;
 pub mod errors;
 mod handler;
 pub mod headers;

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -17,6 +16,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{DemoArgs, RunArgs};
 use crate::controller::{BuildStatus, Controller, Debounce};
 use crate::metrics::Metrics;
+use crate::proxy::drain::Drain;
 use crate::proxy::listener::{self, BindError};
 use crate::proxy::{Proxy, tls};
 use crate::snapshot::certs::{CertError, TlsCert};
@@ -67,7 +67,7 @@ pub struct Portico {
     pub snapshot: SnapshotHandle,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
-    graceful: Arc<GracefulShutdown>,
+    drain: Drain,
     source: tokio::task::JoinHandle<Result<(), RunError>>,
     drain_timeout: Duration,
 }
@@ -95,7 +95,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
         snapshot: snapshot.clone(),
         stop,
         listeners: JoinSet::new(),
-        graceful: Arc::new(GracefulShutdown::new()),
+        drain: Drain::new(),
         source,
         drain_timeout: p.drain_timeout,
     };
@@ -180,13 +180,7 @@ impl Portico {
         let tls = std::iter::repeat_n(None, http.len())
             .chain(std::iter::repeat_n(Some(acceptor), https.len()));
         for (l, tls) in http.into_iter().chain(https).zip(tls) {
-            let task = listener::serve(
-                l,
-                proxy.clone(),
-                tls,
-                self.graceful.clone(),
-                stopped.clone(),
-            );
+            let task = listener::serve(l, proxy.clone(), tls, self.drain.clone(), stopped.clone());
             self.listeners.spawn(task);
         }
         Ok(())
@@ -211,10 +205,7 @@ impl Portico {
         self.stop.send_replace(true);
         while self.listeners.join_next().await.is_some() {}
         self.source.abort();
-        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
-            return warn!("listeners still running; not draining");
-        };
-        match tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await {
+        match tokio::time::timeout(self.drain_timeout, self.drain.shutdown()).await {
             Ok(()) => info!("drained"),
             Err(_) => warn!("drain timeout: closing the remaining connections"),
         }

@@ -13,13 +13,13 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use super::drain::Drain;
 use super::headers::ConnHeaders;
 use super::idle::{self, Activity, ClientBody};
 use super::{Proxy, ProxyConfig};
@@ -86,14 +86,14 @@ pub fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> 
     builder
 }
 
-/// Accepts connections until `shutdown` turns true; each is served until it ends or the
-/// graceful shutdown drains it. The caller keeps `graceful` and, once every listener has
-/// returned (dropping its reference), calls `shutdown()` on it to drain.
+/// Accepts connections until `shutdown` turns true; each is served until it ends or `drain`
+/// closes it gracefully. The caller keeps a clone of `drain` and, once every listener has
+/// returned, calls `shutdown()` on it.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
-    graceful: Arc<GracefulShutdown>,
+    drain: Drain,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = connection_builder(proxy.config());
@@ -115,7 +115,7 @@ pub async fn serve(
         let conn = Connection {
             proxy: proxy.clone(),
             builder: builder.clone(),
-            watcher: graceful.watcher(),
+            drain: drain.clone(),
             peer,
             local,
         };
@@ -136,7 +136,7 @@ async fn stopped(flag: &mut watch::Receiver<bool>) {
 struct Connection {
     proxy: Arc<Proxy>,
     builder: auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    drain: Drain,
     peer: SocketAddr,
     local: SocketAddr,
 }
@@ -202,7 +202,7 @@ impl Connection {
             .into_owned();
         let (abort, registration) = AbortHandle::new_pair();
         let watchdog = tokio::spawn(idle::watchdog(activity, timeout, abort));
-        match Abortable::new(self.watcher.watch(connection), registration).await {
+        match Abortable::new(self.drain.watch(connection), registration).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => debug!(peer = %self.peer, %error, "connection ended with an error"),
             Err(Aborted) => {
