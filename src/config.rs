@@ -250,7 +250,8 @@ pub struct ProxyArgs {
     /// Connecting to an endpoint; past it the client gets 504.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
-    /// From sending a request upstream to its response headers; past it the client gets 504.
+    /// From sending a request upstream to its response headers; past it (by at most a
+    /// quarter more) the client gets 504.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub upstream_response_timeout: Duration,
     /// Idle pooled upstream connections are closed after this.

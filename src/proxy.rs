@@ -4,6 +4,7 @@
 pub mod access;
 pub mod balance;
 pub mod body;
+pub mod deadline;
 pub mod drain;
 pub mod errors;
 mod handler;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::balance::EndpointPicker;
+use self::deadline::Deadlines;
 use self::upstream::{PoolConfig, UpstreamPool};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
@@ -26,7 +28,8 @@ use crate::snapshot::SnapshotHandle;
 pub struct ProxyConfig {
     /// Connecting to an endpoint (default 5 s); a timeout answers 504.
     pub connect_timeout: Duration,
-    /// From sending the request to the upstream's response headers (default 60 s).
+    /// From sending the request to the upstream's response headers (default 60 s; a request
+    /// times out between 1 and 1.25 times this, see `deadline`).
     pub response_timeout: Duration,
     /// Reading a client's request headers, and the idle time between requests of a
     /// keep-alive connection (default 60 s).
@@ -66,6 +69,8 @@ impl Default for ProxyConfig {
 pub struct Proxy {
     snapshot: SnapshotHandle,
     upstreams: Arc<UpstreamPool>,
+    /// The response timeout of each request.
+    deadlines: Deadlines,
     picker: Arc<dyn EndpointPicker>,
     metrics: Arc<Metrics>,
     config: ProxyConfig,
@@ -89,6 +94,7 @@ impl Proxy {
         Arc::new(Proxy {
             snapshot,
             upstreams,
+            deadlines: Deadlines::new(config.response_timeout),
             picker,
             metrics,
             config,

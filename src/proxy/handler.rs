@@ -224,7 +224,7 @@ impl Proxy {
     /// (504 past it). A request that a reused connection could not take (the upstream had
     /// closed it) goes once more on a new connection to the same target.
     async fn exchange(&self, exchange: Exchange) -> Result<Response<UpstreamBody>, ProxyError> {
-        let sent = tokio::time::timeout(self.config.response_timeout, exchange.send()).await;
+        let sent = self.deadlines.run(exchange.send()).await;
         match sent.map_err(|_| ProxyError::Timeout)? {
             Ok(response) => Ok(response),
             // Boxed: rare, and its future would otherwise weigh on every request's.
@@ -239,7 +239,7 @@ impl Proxy {
         debug!(upstream = %target, "idle connection was closed; sending on a new one");
         let connected = self.upstreams.connect(&target).await;
         let fresh = connected.map_err(|e| self.connect_failed(&target, e))?;
-        let sent = tokio::time::timeout(self.config.response_timeout, resend.on(fresh).send());
+        let sent = self.deadlines.run(resend.on(fresh).send());
         sent.await
             .map_err(|_| ProxyError::Timeout)?
             .map_err(upstream_error)
