@@ -126,10 +126,9 @@ impl RequestId {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let words = [splitmix64(n ^ keys[0]), splitmix64(n.wrapping_add(keys[1]))];
         let mut buf = [0u8; 32];
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, byte) in words.iter().flat_map(|w| w.to_be_bytes()).enumerate() {
-            buf[2 * i] = HEX[usize::from(byte >> 4)];
-            buf[2 * i + 1] = HEX[usize::from(byte & 15)];
+        let bytes = words.iter().flat_map(|w| w.to_be_bytes());
+        for (pair, byte) in buf.chunks_exact_mut(2).zip(bytes) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
         }
         RequestId(buf)
     }
@@ -144,6 +143,18 @@ impl RequestId {
         HeaderValue::from_bytes(&self.0).unwrap_or(HeaderValue::from_static("0"))
     }
 }
+
+/// The two hex digits of every byte value: one lookup per byte instead of two.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    pairs
+};
 
 /// The splitmix64 finalizer: a bijection on u64 that spreads every input bit.
 fn splitmix64(x: u64) -> u64 {
@@ -180,5 +191,12 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_eq!(a.to_value().as_bytes(), a.as_bytes());
+    }
+
+    #[test]
+    fn hex_pairs_are_each_byte_in_lowercase_hex() {
+        for (i, pair) in HEX_PAIRS.iter().enumerate() {
+            assert_eq!(pair, format!("{i:02x}").as_bytes());
+        }
     }
 }
