@@ -85,12 +85,3 @@ fn static_reason(e: &ProxyError) -> &'static str {
         _ => "error",
     }
 }
-
-/// Whether the request's Accept header asks for JSON.
-pub fn wants_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/json") || v.contains("+json"))
-}

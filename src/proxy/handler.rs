@@ -12,7 +12,7 @@ use tracing::debug;
 use super::Proxy;
 use super::access::{AccessRecord, LoggedBody};
 use super::body::ProxyBody;
-use super::errors::{ProxyError, wants_json};
+use super::errors::ProxyError;
 use super::headers::{self, ConnHeaders};
 use super::upstream::{
     ConnectError, Exchange, Forwarding, Pooled, Resend, SendError, Target, UpstreamBody,
@@ -28,6 +28,8 @@ struct Outcome<'s> {
     upstream: Option<SocketAddr>,
     upstream_status: Option<u16>,
     request_id: Option<HeaderValue>,
+    /// Error bodies in JSON (the request's Accept asks for it).
+    json: bool,
 }
 
 // === impl Proxy ===
@@ -36,12 +38,11 @@ impl Proxy {
     /// Handles one request from a client connection.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnHeaders) -> Response<ProxyBody> {
         let start = Instant::now();
-        let json = wants_json(req.headers());
         // Boxed: only with the access log on, and kept small in every request's future.
-        let logged = self
-            .config
-            .access_log
-            .then(|| Box::new((req.method().clone(), req.uri().clone(), host_value(&req))));
+        let logged = self.config.access_log.then(|| {
+            let host = host_value(req.uri(), req.headers().get(HOST));
+            Box::new((req.method().clone(), req.uri().clone(), host))
+        });
         let method = crate::metrics::MethodClass::of(req.method());
         let snapshot = self.snapshot.load_full();
         let mut outcome = Outcome::default();
@@ -49,7 +50,7 @@ impl Proxy {
             Ok(response) => response,
             Err(e) => {
                 debug!(error = %e, "request failed");
-                e.response(json)
+                e.response(outcome.json)
             }
         };
         response
@@ -106,7 +107,9 @@ impl Proxy {
         conn: &ConnHeaders,
         outcome: &mut Outcome<'s>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let host = host_value(&req);
+        let fields = headers::RequestFields::of(req.headers());
+        outcome.json = fields.wants_json;
+        let host = host_value(req.uri(), fields.host);
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let route = snapshot
             .routes
@@ -116,9 +119,9 @@ impl Proxy {
         if !conn.tls && route.ssl_redirect {
             return Ok(redirect(host_str, req.uri(), self.config.https_port));
         }
-        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let upgrade = req.version() == Version::HTTP_11 && fields.upgrade;
         let logged = self.config.access_log;
-        let generated = match req.headers().get(&headers::X_REQUEST_ID) {
+        let generated = match fields.request_id {
             Some(id) => {
                 outcome.request_id = logged.then(|| id.clone());
                 None
@@ -253,11 +256,11 @@ fn upstream_error(e: SendError) -> ProxyError {
     }
 }
 
-/// The Host of a request: the URI's authority (HTTP/2, absolute-form) or the Host header.
-fn host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.uri().authority() {
+/// The Host of a request: the URI's authority (HTTP/2, absolute-form) or its Host field.
+fn host_value(uri: &Uri, host_field: Option<&HeaderValue>) -> Option<HeaderValue> {
+    match uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(HOST).cloned(),
+        None => host_field.cloned(),
     }
 }
 
