@@ -7,7 +7,9 @@ use std::io;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    self, CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
@@ -330,6 +332,56 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<H
     }
 }
 
+/// The response fields most servers send, by the length of their name.
+fn common_response_fields(len: usize) -> &'static [(&'static [u8], HeaderName)] {
+    use header::*;
+    static FOUR: [(&[u8], HeaderName); 3] = [(b"date", DATE), (b"etag", ETAG), (b"vary", VARY)];
+    static SIX: [(&[u8], HeaderName); 1] = [(b"server", SERVER)];
+    static SEVEN: [(&[u8], HeaderName); 1] = [(b"expires", EXPIRES)];
+    static TEN: [(&[u8], HeaderName); 2] =
+        [(b"connection", CONNECTION), (b"set-cookie", SET_COOKIE)];
+    static TWELVE: [(&[u8], HeaderName); 1] = [(b"content-type", CONTENT_TYPE)];
+    static THIRTEEN: [(&[u8], HeaderName); 3] = [
+        (b"cache-control", CACHE_CONTROL),
+        (b"last-modified", LAST_MODIFIED),
+        (b"accept-ranges", ACCEPT_RANGES),
+    ];
+    static FOURTEEN: [(&[u8], HeaderName); 1] = [(b"content-length", CONTENT_LENGTH)];
+    static SIXTEEN: [(&[u8], HeaderName); 1] = [(b"content-encoding", CONTENT_ENCODING)];
+    static SEVENTEEN: [(&[u8], HeaderName); 1] = [(b"transfer-encoding", TRANSFER_ENCODING)];
+    match len {
+        4 => &FOUR,
+        6 => &SIX,
+        7 => &SEVEN,
+        10 => &TEN,
+        12 => &TWELVE,
+        13 => &THIRTEEN,
+        14 => &FOURTEEN,
+        16 => &SIXTEEN,
+        17 => &SEVENTEEN,
+        _ => &[],
+    }
+}
+
+/// The name of a response field (bytes httparse accepted as a token). The common ones are
+/// matched directly: `HeaderName::from_bytes` lowercases every name into a buffer and then
+/// searches all the standard names (about 120 instructions a name, callgrind); others still
+/// go through it. Setting bit 0x20 lowercases a letter and leaves '-' as it is; the only other
+/// byte it turns into a letter or '-' is CR, which is no token byte.
+fn response_field_name(raw: &[u8]) -> Option<HeaderName> {
+    let common = common_response_fields(raw.len()).iter().find(|(known, _)| {
+        let diff = raw
+            .iter()
+            .zip(*known)
+            .fold(0, |d, (r, k)| d | ((r | 0x20) ^ k));
+        diff == 0
+    });
+    match common {
+        Some((_, name)) => Some(name.clone()),
+        None => HeaderName::from_bytes(raw).ok(),
+    }
+}
+
 fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>> {
     if buf.is_empty() {
         return Ok(None);
@@ -407,8 +459,8 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
     let mut length: Option<io::Result<u64>> = None;
     for &(ns, ne, vs, ve) in &fields[..count] {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-        let name = HeaderName::from_bytes(&head[ns..ne])
-            .map_err(|_| invalid("invalid header name in the response"))?;
+        let name = response_field_name(&head[ns..ne])
+            .ok_or_else(|| invalid("invalid header name in the response"))?;
         let raw = &head[vs..ve];
         if name == CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {

@@ -450,3 +450,49 @@ fn eof_ends_only_close_delimited_bodies() {
     assert!(Decoder::new(ResponseFraming::Length(0)).is_done());
     assert!(Decoder::new(ResponseFraming::Empty).is_done());
 }
+
+#[test]
+fn response_field_names_match_from_bytes_in_any_case() {
+    let mut names: Vec<String> = (0..32)
+        .flat_map(common_response_fields)
+        .map(|(raw, name)| {
+            assert_eq!(*raw, name.as_str().as_bytes());
+            name.as_str().to_owned()
+        })
+        .collect();
+    assert_eq!(names.len(), 14);
+    names.extend(
+        [
+            "x-custom",
+            "content-language",
+            "dates",
+            "dat",
+            "x-date",
+            "Server2",
+        ]
+        .map(String::from),
+    );
+    for name in names {
+        for raw in [name.clone(), name.to_ascii_uppercase(), title_case(&name)] {
+            assert_eq!(
+                response_field_name(raw.as_bytes()),
+                HeaderName::from_bytes(raw.as_bytes()).ok(),
+                "{raw}"
+            );
+        }
+    }
+    assert_eq!(response_field_name(b"bad name"), None);
+    assert_eq!(response_field_name(b""), None);
+}
+
+fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map_or(String::new(), |f| {
+                f.to_ascii_uppercase().to_string() + c.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
