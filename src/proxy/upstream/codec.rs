@@ -457,6 +457,7 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
     let mut listed: Vec<HeaderName> = Vec::new();
     let mut chunked: Option<bool> = None;
     let mut length: Option<io::Result<u64>> = None;
+    let mut length_field = None;
     for &(ns, ne, vs, ve) in &fields[..count] {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let name = response_field_name(&head[ns..ne])
@@ -485,6 +486,10 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
                 Some(Err(e)) => Err(e),
                 earlier => content_length(raw, earlier.and_then(Result::ok)),
             });
+            // Into the map below only where hyper would not write it from the body's
+            // exact length (it then also skips parsing it back).
+            length_field.get_or_insert((vs, ve));
+            continue;
         } else if name == TE
             || name == TRAILER
             || (name == UPGRADE && !upgrade)
@@ -517,8 +522,7 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
     } else if let Some(chunked) = chunked {
         // Transfer-Encoding overrides Content-Length, which then must not go on (the body
         // is re-framed for the client), and such a connection is not trusted again.
-        if length.is_some() {
-            headers.remove(CONTENT_LENGTH);
+        if length.take().is_some() {
             keep_alive = false;
         }
         if chunked {
@@ -527,12 +531,20 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
             keep_alive = false;
             ResponseFraming::Close
         }
-    } else if let Some(length) = length {
+    } else if let Some(length) = length.take() {
         ResponseFraming::Length(length?)
     } else {
         keep_alive = false;
         ResponseFraming::Close
     };
+    // A body of known length: hyper writes Content-Length from the body's exact size (the
+    // same number). Without a body (HEAD, 204, 304, 1xx), the upstream's goes on as it is.
+    if let (Some(length), Some((vs, ve))) = (length, length_field) {
+        length?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| invalid("invalid value of response header content-length"))?;
+        headers.insert(CONTENT_LENGTH, value);
+    }
     Ok(Some(Head {
         status,
         version,
