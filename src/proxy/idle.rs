@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,59 +17,118 @@ use bytes::Bytes;
 use futures_util::future::AbortHandle;
 use http_body::{Body, Frame, SizeHint};
 
+use super::Proxy;
 use super::body::ProxyBody;
+use super::headers::ConnHeaders;
 
 /// Looks per timeout: quiet for this many looks in a row, a connection is closed.
 const LOOKS_PER_TIMEOUT: u32 = 4;
 
-/// What the watchdog of one connection looks at.
+/// What the watchdog of one connection looks at: requests in flight (the high 32 bits) and
+/// requests ended (the low 32 bits, wrapping), in one word so that a request starts and ends
+/// with one atomic operation each.
 #[derive(Debug, Default)]
-pub struct Activity {
-    /// Requests whose response has not been sent to the end.
-    in_flight: AtomicUsize,
-    /// Requests whose response has been sent (or dropped).
-    ended: AtomicU64,
-}
+pub struct Activity(AtomicU64);
+
+/// One request in flight, in an `Activity` word.
+const IN_FLIGHT: u64 = 1 << 32;
 
 // === impl Activity ===
 
 impl Activity {
     /// A connection that starts idle now.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Activity::default())
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Counts a request in flight until the guard (carried by its response body) is dropped.
-    pub fn request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
+    /// A request starts.
+    pub fn start(&self) {
+        self.0.fetch_add(IN_FLIGHT, Ordering::AcqRel);
+    }
+
+    /// A request ended: one fewer in flight, one more ended, in one step (the watchdog never
+    /// sees nothing in flight and nothing new).
+    pub fn end(&self) {
+        self.0
+            .fetch_add(1u64.wrapping_sub(IN_FLIGHT), Ordering::AcqRel);
+    }
+
+    /// Requests in flight, and requests ended (wrapping).
+    fn read(&self) -> (u64, u32) {
+        let word = self.0.load(Ordering::Acquire);
+        (word >> 32, word as u32)
     }
 }
 
-/// A request in flight on its connection.
+impl AsRef<Activity> for Activity {
+    fn as_ref(&self) -> &Activity {
+        self
+    }
+}
+
+/// What a client connection's requests share: the proxy, the connection's forwarding values
+/// and its activity. A request takes one `Arc` of it, which its response body keeps.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub struct ConnState {
+    /// The proxy.
+    pub proxy: Arc<Proxy>,
+    /// The connection's forwarding values.
+    pub headers: ConnHeaders,
+    activity: Activity,
+}
+
+impl ConnState {
+    /// A connection's state, idle.
+    pub fn new(proxy: Arc<Proxy>, headers: ConnHeaders) -> Arc<Self> {
+        Arc::new(ConnState {
+            proxy,
+            headers,
+            activity: Activity::new(),
+        })
+    }
+}
+
+impl AsRef<Activity> for ConnState {
+    fn as_ref(&self) -> &Activity {
+        &self.activity
+    }
+}
+
+/// A request in flight on its connection, counted from `InFlight::start` until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    /// Counts a request of `conn` in flight.
+    pub fn start(conn: Arc<ConnState>) -> Self {
+        conn.activity.start();
+        InFlight(conn)
+    }
+
+    /// The connection.
+    pub fn conn(&self) -> &ConnState {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // The count first, so the watchdog never sees nothing in flight and nothing new.
-        self.0.ended.fetch_add(1, Ordering::AcqRel);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.activity.end();
     }
 }
 
 /// Closes the connection (through `abort`) once it has been idle for `timeout`: no request
 /// in flight and none ended at any of `LOOKS_PER_TIMEOUT` looks in a row, a quarter of the
 /// timeout apart.
-pub async fn watchdog(activity: Arc<Activity>, timeout: Duration, abort: AbortHandle) {
+pub async fn watchdog<C: AsRef<Activity>>(conn: Arc<C>, timeout: Duration, abort: AbortHandle) {
     let period = (timeout / LOOKS_PER_TIMEOUT).max(Duration::from_millis(1));
     let mut looks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut quiet, mut ended) = (0, 0);
     while quiet < LOOKS_PER_TIMEOUT {
         looks.tick().await;
-        let now_ended = activity.ended.load(Ordering::Acquire);
-        if activity.in_flight.load(Ordering::Acquire) > 0 || now_ended != ended {
+        let (in_flight, now_ended) = (*conn).as_ref().read();
+        if in_flight > 0 || now_ended != ended {
             (quiet, ended) = (0, now_ended);
         } else {
             quiet += 1;
@@ -139,14 +198,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_a_request_closes_after_the_timeout() {
         let start = Instant::now();
-        let closed = closed_at(&Activity::new()).await;
+        let closed = closed_at(&Arc::new(Activity::new())).await;
         assert_eq!(closed - start, TIMEOUT);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_keeps_the_connection_open() {
-        let activity = Activity::new();
-        let in_flight = activity.request();
+        let activity = Arc::new(Activity::new());
+        activity.start();
         let watching = tokio::spawn({
             let activity = activity.clone();
             async move { closed_at(&activity).await }
@@ -154,7 +213,7 @@ mod tests {
         tokio::time::sleep(TIMEOUT * 10).await;
         assert!(!watching.is_finished(), "closed with a request in flight");
         let ended = Instant::now();
-        drop(in_flight);
+        activity.end();
         let idle = watching.await.unwrap() - ended;
         assert!(
             idle >= TIMEOUT && idle <= TIMEOUT * 5 / 4,
@@ -166,7 +225,7 @@ mod tests {
     async fn an_idle_connection_closes_between_one_and_one_and_a_quarter_timeouts_after_its_last_request()
      {
         for offset in [0, 10, 99, 100, 150, 399] {
-            let activity = Activity::new();
+            let activity = Arc::new(Activity::new());
             let watching = tokio::spawn({
                 let activity = activity.clone();
                 async move { closed_at(&activity).await }
@@ -174,10 +233,12 @@ mod tests {
             // Requests now and then, never idle for a timeout.
             for _ in 0..5 {
                 tokio::time::sleep(TIMEOUT / 2).await;
-                drop(activity.request());
+                activity.start();
+                activity.end();
             }
             tokio::time::sleep(Duration::from_millis(offset)).await;
-            drop(activity.request());
+            activity.start();
+            activity.end();
             let ended = Instant::now();
             let idle = watching.await.unwrap() - ended;
             assert!(

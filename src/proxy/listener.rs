@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::drain::Drain;
 use super::headers::ConnHeaders;
-use super::idle::{self, Activity, ClientBody};
+use super::idle::{self, ClientBody, ConnState, InFlight};
 use super::{Proxy, ProxyConfig};
 use crate::metrics::ListenerKind;
 
@@ -187,13 +187,13 @@ impl Connection {
         W: WrapRequest,
     {
         let timeout = self.proxy.config().client_header_timeout;
-        let (proxy, conn) = (self.proxy, Arc::new(headers));
-        let activity = Activity::new();
-        let counted = activity.clone();
+        let state = ConnState::new(self.proxy, headers);
+        let shared = state.clone();
         let service = service_fn(move |req| {
-            let (proxy, conn, in_flight) = (proxy.clone(), conn.clone(), counted.request());
+            let in_flight = InFlight::start(shared.clone());
             wrap.wrap(async move {
-                let response = proxy.handle(req, &conn).await;
+                let conn = in_flight.conn();
+                let response = conn.proxy.handle(req, &conn.headers).await;
                 Ok::<_, Infallible>(response.map(|body| ClientBody::new(body, in_flight)))
             })
         });
@@ -201,7 +201,7 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let (abort, registration) = AbortHandle::new_pair();
-        let watchdog = tokio::spawn(idle::watchdog(activity, timeout, abort));
+        let watchdog = tokio::spawn(idle::watchdog(state, timeout, abort));
         match Abortable::new(self.drain.watch(connection), registration).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => debug!(peer = %self.peer, %error, "connection ended with an error"),
