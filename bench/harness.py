@@ -839,11 +839,17 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
         kernel = ("Portico makes fewer system calls per request than nginx" if calls["portico"] < calls["nginx"] - 0.05
                   else "the system calls per request are the same for both" if abs(calls["portico"] - calls["nginx"]) <= 0.05
                   else "Portico makes more system calls per request than nginx")
+        if ratio < 1:
+            user = ("Portico runs fewer user-space instructions per request than nginx; what separates the "
+                    "throughputs above is the kernel's share of each request (loopback TCP, twice per request for "
+                    "both) and the noise of a machine shared with the load generator and the backends.")
+        else:
+            user = ("the user-space difference is what remains between the HTTP/1.1 throughputs above: hyper's "
+                    "HTTP/1 server (parsing each request into a header map, encoding the response head), the "
+                    "header map each upstream response is parsed into for it, and tokio's task wake-ups, against "
+                    "nginx's in-place parsing and buffer chains.")
         lines += ["", f"Portico/nginx user-space instructions per request: **{ratio:.2f}**. In the kernel (loopback "
-                  f"TCP), {kernel}; the user-space difference is what remains between the HTTP/1.1 throughputs "
-                  "above: hyper's HTTP/1 server (parsing each request into a header map, encoding the response "
-                  "head), the header map each upstream response is parsed into for it, and tokio's timer and "
-                  "task wake-ups, against nginx's in-place parsing and buffer chains.", ""]
+                  f"TCP), {kernel}; {user}", ""]
     lines += ["## Peak RSS over the proxy scenarios", "", "| proxy | MiB |", "|---|---|"]
     lines += [f"| {p} | {rss[p]:.1f} |" for p in proxies]
     lines.append("")
