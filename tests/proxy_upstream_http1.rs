@@ -845,6 +845,10 @@ async fn head_responses_have_no_body_and_keep_the_connection() {
         assert!(client.send(req.as_bytes()).await);
         let after = client.response(false).await.unwrap();
         assert_eq!((after.head.status(), &after.body[..]), (200, &b"after"[..]));
+        // A body of known length goes with its Content-Length (hyper writes it from the
+        // body's size), not chunked.
+        assert_eq!(after.head.get("content-length"), Some("5"), "{after:?}");
+        assert_eq!(after.head.get("transfer-encoding"), None);
         settle().await;
     }
     let reply = send(env.http(), request("HEAD", "/h", Bytes::new()))
