@@ -406,45 +406,73 @@ async fn oversized_request_heads_are_refused() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
 
-/// An upstream that answers each connection's first request keep-alive style (no
-/// `Connection: close`) and then closes the connection, as servers with short idle timeouts
-/// do. Portico must notice and not send the next request into a closed connection.
-#[tokio::test]
-async fn upstreams_closing_idle_connections_cost_no_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// An upstream on loopback that runs `serve` on each connection it accepts, with the
+/// connection's number (from 0); returns its address and the count of connections accepted.
+async fn scripted_upstream<F, Fut>(
+    serve: F,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+)
+where
+    F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nonce\r\n")
-                    .await;
-                // Closing at once: the connection is idle in Portico's pool by now.
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve(stream, n));
         }
     });
-    let files = [
+    (addr, accepted)
+}
+
+/// Reads one request head from `stream`; false if it closed first.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let (mut head, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// Files routing c.com to a Service `name` whose one endpoint is `addr`.
+fn one_endpoint(name: &str, addr: std::net::SocketAddr) -> [(&'static str, String); 4] {
+    [
         ("class.yaml", class()),
-        ("svc.yaml", service("c", "closer", 80)),
-        ("eps.yaml", endpoints("c", "closer", &[addr], &[])),
+        ("svc.yaml", service("c", name, 80)),
+        ("eps.yaml", endpoints("c", name, &[addr], &[])),
         (
             "ing.yaml",
-            ingress("c", "closer", &[("c.com", vec![prefix("/", "closer", 80)])]),
+            ingress("c", name, &[("c.com", vec![prefix("/", name, 80)])]),
         ),
-    ];
-    let env = Env::start(&files).await;
+    ]
+}
+
+/// An upstream that answers each connection's first request keep-alive style (no
+/// `Connection: close`) and then closes the connection, as servers with short idle timeouts
+/// do. Portico must notice and not send the next request into a closed connection.
+#[tokio::test]
+async fn upstreams_closing_idle_connections_cost_no_request() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, accepted) = scripted_upstream(|mut stream, _| async move {
+        if read_request_head(&mut stream).await {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nonce\r\n")
+                .await;
+        }
+        // Closing at once: the connection is idle in Portico's pool by now.
+    })
+    .await;
+    let env = Env::start(&one_endpoint("closer", addr)).await;
     for i in 0..10 {
         let reply = client::h1(env.http(), get("c.com", "/")).await;
         assert_eq!(reply.status, StatusCode::OK, "request {i}");
@@ -463,48 +491,22 @@ async fn upstreams_closing_idle_connections_cost_no_request() {
 /// body, so Portico sends it once more on a new connection and the client sees nothing of it.
 #[tokio::test]
 async fn a_request_a_reused_connection_drops_unanswered_goes_again_on_a_new_one() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = format!("conn{n}");
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-                // The next request is read and left unanswered: the connection closes.
-                let _ = stream.read(&mut buf).await;
-            });
+    use tokio::io::AsyncWriteExt;
+    let (addr, accepted) = scripted_upstream(|mut stream, n| async move {
+        if !read_request_head(&mut stream).await {
+            return;
         }
-    });
-    let files = [
-        ("class.yaml", class()),
-        ("svc.yaml", service("c", "dropper", 80)),
-        ("eps.yaml", endpoints("c", "dropper", &[addr], &[])),
-        (
-            "ing.yaml",
-            ingress(
-                "c",
-                "dropper",
-                &[("c.com", vec![prefix("/", "dropper", 80)])],
-            ),
-        ),
-    ];
-    let env = Env::start(&files).await;
+        let body = format!("conn{n}");
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        // The next request is read and left unanswered: the connection closes.
+        read_request_head(&mut stream).await;
+    })
+    .await;
+    let env = Env::start(&one_endpoint("dropper", addr)).await;
     let first = client::h1(env.http(), get("c.com", "/")).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body, Bytes::from_static(b"conn0"));
