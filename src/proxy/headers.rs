@@ -34,12 +34,10 @@ pub static SERVER: HeaderValue = HeaderValue::from_static("portico");
 pub struct ConnHeaders {
     /// The client's address.
     pub peer: SocketAddr,
-    /// `X-Real-IP` and the `X-Forwarded-For` element: the client IP.
-    pub client_ip: HeaderValue,
-    /// `X-Forwarded-Proto`: http or https.
-    pub proto: HeaderValue,
-    /// `X-Forwarded-Port`: the port the client connected to.
-    pub port: HeaderValue,
+    /// What ends `X-Forwarded-For` and follows it in every request head of this connection,
+    /// written once here: the client IP, CRLF, then `X-Forwarded-Proto` (http or https),
+    /// `X-Forwarded-Port` (the port the client connected to) and `X-Real-IP` fields.
+    pub forwarded_tail: Box<[u8]>,
     /// Whether the connection is TLS.
     pub tls: bool,
 }
@@ -49,13 +47,15 @@ pub struct ConnHeaders {
 impl ConnHeaders {
     /// The values for a connection from `peer` to `local`.
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
-        let ip = peer.ip().to_canonical();
+        let ip = peer.ip().to_canonical().to_string();
+        let proto = if tls { "https" } else { "http" };
+        let port = local.port();
+        let tail = format!(
+            "{ip}\r\nx-forwarded-proto: {proto}\r\nx-forwarded-port: {port}\r\nx-real-ip: {ip}\r\n"
+        );
         ConnHeaders {
             peer,
-            client_ip: HeaderValue::from_str(&ip.to_string())
-                .unwrap_or(HeaderValue::from_static("unknown")),
-            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
-            port: HeaderValue::from(local.port()),
+            forwarded_tail: tail.into_bytes().into_boxed_slice(),
             tls,
         }
     }

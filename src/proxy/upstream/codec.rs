@@ -215,11 +215,9 @@ pub fn encode_head(
             out.extend_from_slice(b", ");
         }
     }
-    out.extend_from_slice(fwd.conn.client_ip.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    write_field(out, b"x-forwarded-proto", fwd.conn.proto.as_bytes());
-    write_field(out, b"x-forwarded-port", fwd.conn.port.as_bytes());
-    write_field(out, b"x-real-ip", fwd.conn.client_ip.as_bytes());
+    // The client IP, X-Forwarded-Proto, X-Forwarded-Port and X-Real-IP: the same for every
+    // request of the connection, written once.
+    out.extend_from_slice(&fwd.conn.forwarded_tail);
     if let Some(host) = fwd.host {
         write_field(out, b"x-forwarded-host", host.as_bytes());
     }
