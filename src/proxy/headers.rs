@@ -160,9 +160,12 @@ impl RequestId {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let words = [splitmix64(n ^ keys[0]), splitmix64(n.wrapping_add(keys[1]))];
         let mut buf = [0u8; 32];
-        let bytes = words.iter().flat_map(|w| w.to_be_bytes());
-        for (pair, byte) in buf.chunks_exact_mut(2).zip(bytes) {
-            pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+        // Fixed bounds and indices: the loops unroll into 16 table loads and stores.
+        for (i, word) in words.iter().enumerate() {
+            for (j, byte) in word.to_be_bytes().into_iter().enumerate() {
+                let at = 16 * i + 2 * j;
+                buf[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+            }
         }
         RequestId(buf)
     }

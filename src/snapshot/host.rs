@@ -6,22 +6,34 @@ pub const MAX_HOST: usize = 253;
 /// Strips any `:port` and one trailing '.', and lower-cases into `buf` only when needed.
 /// None for hosts no rule can match (empty, or longer than a DNS name).
 pub fn normalize<'a>(host: &'a str, buf: &'a mut [u8; MAX_HOST]) -> Option<&'a str> {
-    let host = match host.rsplit_once(':') {
-        // A name or `[v6]` with a port; a bare IPv6 address has several ':' and no brackets.
-        Some((h, port)) if !h.contains(':') || h.ends_with(']') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
+    // One pass over the bytes, this runs for every request: the last ':', whether there is
+    // another, and whether any byte is upper case (a stripped ":port" or '.' has none).
+    let bytes = host.as_bytes();
+    let (mut last_colon, mut colons, mut upper) = (None, 0u32, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b':' {
+            last_colon = Some(i);
+            colons += 1;
         }
-        _ => host,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
+        upper |= b.is_ascii_uppercase();
+    }
+    let mut end = bytes.len();
+    if let Some(at) = last_colon
+        // A name or `[v6]` with a port; a bare IPv6 address has several ':' and no brackets.
+        && (colons == 1 || bytes[..at].ends_with(b"]"))
+        && bytes[at + 1..].iter().all(u8::is_ascii_digit)
+    {
+        end = at;
+    }
+    if bytes[..end].ends_with(b".") {
+        end -= 1;
+    }
+    // ':' and '.' are ASCII: `end` is a char boundary.
+    let host = &host[..end];
     if host.is_empty() || host.len() > MAX_HOST {
         return None;
     }
-    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+    if !upper {
         return Some(host);
     }
     let out = &mut buf[..host.len()];
@@ -99,6 +111,30 @@ mod tests {
         }
         let long = "a".repeat(300);
         assert_eq!(normalize(&long, &mut buf), None);
+    }
+
+    /// The straightforward form of `normalize` (split at the last ':', then the checks, each
+    /// its own pass), which the one-pass version must agree with.
+    fn reference(host: &str) -> Option<String> {
+        let host = match host.rsplit_once(':') {
+            Some((h, port))
+                if (!h.contains(':') || h.ends_with(']'))
+                    && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                h
+            }
+            _ => host,
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        (!host.is_empty() && host.len() <= MAX_HOST).then(|| host.to_ascii_lowercase())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalize_agrees_with_the_straightforward_form(host in "[aZ0-9.:\\[\\]é-]{0,12}") {
+            let mut buf = [0u8; MAX_HOST];
+            proptest::prop_assert_eq!(normalize(&host, &mut buf).map(str::to_owned), reference(&host));
+        }
     }
 
     #[test]
