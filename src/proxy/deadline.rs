@@ -93,6 +93,7 @@ impl Deadlines {
     }
 
     /// Requests waiting now.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.shared.lock().len()
     }

@@ -93,6 +93,7 @@ impl Drain {
     }
 
     /// How many connections are being served.
+    #[cfg(test)]
     pub fn connections(&self) -> usize {
         self.shared.lock().wakers.len()
     }

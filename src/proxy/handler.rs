@@ -121,17 +121,15 @@ impl Proxy {
         }
         let upgrade = req.version() == Version::HTTP_11 && fields.upgrade;
         let logged = self.config.access_log;
-        let generated = match fields.request_id {
-            Some(id) => {
-                outcome.request_id = logged.then(|| id.clone());
-                None
-            }
-            None => Some(headers::RequestId::generate()),
-        };
-        if let Some(id) = &generated
-            && logged
-        {
-            outcome.request_id = Some(id.to_value());
+        let generated = fields
+            .request_id
+            .is_none()
+            .then(headers::RequestId::generate);
+        if logged {
+            outcome.request_id = match &generated {
+                Some(id) => Some(id.to_value()),
+                None => fields.request_id.cloned(),
+            };
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (pooled, _pick) = self
@@ -227,8 +225,7 @@ impl Proxy {
     /// (504 past it). A request that a reused connection could not take (the upstream had
     /// closed it) goes once more on a new connection to the same target.
     async fn exchange(&self, exchange: Exchange) -> Result<Response<UpstreamBody>, ProxyError> {
-        let sent = self.deadlines.run(exchange.send()).await;
-        match sent.map_err(|_| ProxyError::Timeout)? {
+        match self.send_timed(exchange).await? {
             Ok(response) => Ok(response),
             // Boxed: rare, and its future would otherwise weigh on every request's.
             Err(SendError::NotSent(resend, _)) => Box::pin(self.resend(resend)).await,
@@ -242,10 +239,18 @@ impl Proxy {
         debug!(upstream = %target, "idle connection was closed; sending on a new one");
         let connected = self.upstreams.connect(&target).await;
         let fresh = connected.map_err(|e| self.connect_failed(&target, e))?;
-        let sent = self.deadlines.run(resend.on(fresh).send());
-        sent.await
-            .map_err(|_| ProxyError::Timeout)?
+        self.send_timed(resend.on(fresh))
+            .await?
             .map_err(upstream_error)
+    }
+
+    /// `exchange.send()` within the response timeout (504 past it).
+    async fn send_timed(
+        &self,
+        exchange: Exchange,
+    ) -> Result<Result<Response<UpstreamBody>, SendError>, ProxyError> {
+        let sent = self.deadlines.run(exchange.send()).await;
+        sent.map_err(|_| ProxyError::Timeout)
     }
 }
 

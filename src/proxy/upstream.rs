@@ -382,16 +382,6 @@ pub struct Upgraded {
 // === impl Pooled ===
 
 impl Pooled {
-    /// Where this connection goes.
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
-    /// Whether this connection was idle in the pool before this request.
-    pub fn reused(&self) -> bool {
-        self.reused
-    }
-
     /// Writes the head of `req`, rewritten by `fwd` (see `codec::encode_head`), into this
     /// connection's buffer, where a bodiless request can also be sent again from (see
     /// [`Resend`]). The request's own head is not needed after this and is dropped.

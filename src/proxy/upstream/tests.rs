@@ -117,7 +117,7 @@ async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, Send
 
 async fn get(pool: &Arc<UpstreamPool>, up: &Upstream, path: &str) -> (bool, Bytes) {
     let pooled = pool.checkout(&Target::Addr(up.addr)).await.unwrap();
-    let reused = pooled.reused();
+    let reused = pooled.reused;
     let response = send(pooled, path).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (reused, body)
