@@ -9,11 +9,11 @@
 //! poll reads one atomic counter. A request times out between 1 and 1.25 timeouts after it
 //! started waiting, as nginx's timers are not exact either.
 
-use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use slab::Slab;
@@ -65,31 +65,18 @@ impl Deadlines {
         Deadlines { shared }
     }
 
-    /// Runs `work` until it completes or the deadline passes.
-    pub async fn run<F: Future>(&self, work: F) -> Result<F::Output, Elapsed> {
-        let mut work = pin!(work);
-        let mut slot = Slot {
-            shared: &self.shared,
-            key: None,
-            due: 0,
-            waker: (0, 0),
-        };
-        poll_fn(|cx| {
-            if let Poll::Ready(output) = work.as_mut().poll(cx) {
-                return Poll::Ready(Ok(output));
-            }
-            match slot.key {
-                None => slot.wait(cx.waker()),
-                Some(key) => {
-                    if self.shared.tick.load(Ordering::Acquire) >= slot.due {
-                        return Poll::Ready(Err(Elapsed));
-                    }
-                    slot.update_waker(key, cx.waker());
-                }
-            }
-            Poll::Pending
-        })
-        .await
+    /// Runs `work` until it completes or the deadline passes. `work` is pinned by the caller
+    /// (`pin!`): its output is not moved through another future on its way out.
+    pub fn run<F: Future + Unpin>(&self, work: F) -> Timed<'_, F> {
+        Timed {
+            work,
+            slot: Slot {
+                shared: &self.shared,
+                key: None,
+                due: 0,
+                waker: (0, 0),
+            },
+        }
     }
 
     /// Requests waiting now.
@@ -125,6 +112,33 @@ async fn tick(shared: Weak<Shared>, period: Duration) {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Slab<Waiting>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `work` within the deadline: see [`Deadlines::run`].
+pub struct Timed<'a, F> {
+    work: F,
+    slot: Slot<'a>,
+}
+
+impl<F: Future + Unpin> Future for Timed<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Timed { work, slot } = &mut *self;
+        if let Poll::Ready(output) = Pin::new(work).poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match slot.key {
+            None => slot.wait(cx.waker()),
+            Some(key) => {
+                if slot.shared.tick.load(Ordering::Acquire) >= slot.due {
+                    return Poll::Ready(Err(Elapsed));
+                }
+                slot.update_waker(key, cx.waker());
+            }
+        }
+        Poll::Pending
     }
 }
 

@@ -2,6 +2,7 @@
 //! turn failures into responses in one place.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
 use std::time::Instant;
 
 use http::header::{HOST, LOCATION, SERVER};
@@ -12,11 +13,10 @@ use tracing::debug;
 use super::Proxy;
 use super::access::{AccessRecord, LoggedBody};
 use super::body::ProxyBody;
+use super::deadline::Elapsed;
 use super::errors::ProxyError;
 use super::headers::{self, ConnHeaders};
-use super::upstream::{
-    ConnectError, Exchange, Forwarding, Pooled, Resend, SendError, Target, UpstreamBody,
-};
+use super::upstream::{ConnectError, Forwarding, Pooled, Resend, SendError, Target, UpstreamBody};
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{Route, RouteLabels, Upstream};
@@ -142,9 +142,18 @@ impl Proxy {
             upgrade,
         };
         let exchange = pooled.prepare(req, &fwd);
-        // `_pick` counts as open load on its endpoint (for lc and p2c) until the response
-        // head is in.
-        let mut response = self.exchange(exchange).await?;
+        // Sent, and its response head read, within the response timeout (504 past it). A
+        // request that a reused connection could not take (the upstream had closed it) goes
+        // once more on a new connection to the same target. Matched here rather than in a
+        // helper: each `async fn` level copies the response on its way out. `_pick` counts as
+        // open load on its endpoint (for lc and p2c) until the response head is in.
+        let mut response = match self.deadlines.run(pin!(exchange.send())).await {
+            Ok(Ok(response)) => response,
+            // Boxed: rare, and its future would otherwise weigh on every request's.
+            Ok(Err(SendError::NotSent(resend, _))) => Box::pin(self.resend(resend)).await?,
+            Ok(Err(e)) => return Err(upstream_error(e)),
+            Err(Elapsed) => return Err(ProxyError::Timeout),
+        };
         drop(_pick);
         outcome.upstream_status = Some(response.status().as_u16());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -221,36 +230,17 @@ impl Proxy {
         }
     }
 
-    /// Sends a prepared request and reads its response head, within the response timeout
-    /// (504 past it). A request that a reused connection could not take (the upstream had
-    /// closed it) goes once more on a new connection to the same target.
-    async fn exchange(&self, exchange: Exchange) -> Result<Response<UpstreamBody>, ProxyError> {
-        match self.send_timed(exchange).await? {
-            Ok(response) => Ok(response),
-            // Boxed: rare, and its future would otherwise weigh on every request's.
-            Err(SendError::NotSent(resend, _)) => Box::pin(self.resend(resend)).await,
-            Err(e) => Err(upstream_error(e)),
-        }
-    }
-
-    /// Sends a request again, on a new connection to the same target.
+    /// Sends a request again, on a new connection to the same target, within the response
+    /// timeout (504 past it).
     async fn resend(&self, resend: Resend) -> Result<Response<UpstreamBody>, ProxyError> {
         let target = resend.target().clone();
         debug!(upstream = %target, "idle connection was closed; sending on a new one");
         let connected = self.upstreams.connect(&target).await;
         let fresh = connected.map_err(|e| self.connect_failed(&target, e))?;
-        self.send_timed(resend.on(fresh))
-            .await?
-            .map_err(upstream_error)
-    }
-
-    /// `exchange.send()` within the response timeout (504 past it).
-    async fn send_timed(
-        &self,
-        exchange: Exchange,
-    ) -> Result<Result<Response<UpstreamBody>, SendError>, ProxyError> {
-        let sent = self.deadlines.run(exchange.send()).await;
-        sent.map_err(|_| ProxyError::Timeout)
+        match self.deadlines.run(pin!(resend.on(fresh).send())).await {
+            Ok(sent) => sent.map_err(upstream_error),
+            Err(Elapsed) => Err(ProxyError::Timeout),
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+use std::pin::pin;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,11 +10,11 @@ const TIMEOUT: Duration = Duration::from_millis(400);
 #[tokio::test(start_paused = true)]
 async fn work_done_in_time_is_returned_and_gives_its_slot_back() {
     let deadlines = Deadlines::new(TIMEOUT);
-    let quick = deadlines.run(tokio::time::sleep(Duration::from_millis(100)));
-    assert_eq!(quick.await, Ok(()));
+    let quick = pin!(tokio::time::sleep(Duration::from_millis(100)));
+    assert_eq!(deadlines.run(quick).await, Ok(()));
     assert_eq!(deadlines.waiting(), 0);
     // Ready at once: no slot taken at all.
-    assert_eq!(deadlines.run(async { 7 }).await, Ok(7));
+    assert_eq!(deadlines.run(pin!(async { 7 })).await, Ok(7));
     assert_eq!(deadlines.waiting(), 0);
 }
 
@@ -38,8 +39,8 @@ async fn work_that_never_ends_times_out_between_one_and_one_and_a_quarter_timeou
 #[tokio::test(start_paused = true)]
 async fn work_that_ends_just_before_the_deadline_is_not_cut() {
     let deadlines = Deadlines::new(TIMEOUT);
-    let almost = deadlines.run(tokio::time::sleep(TIMEOUT - Duration::from_millis(1)));
-    assert_eq!(almost.await, Ok(()));
+    let almost = pin!(tokio::time::sleep(TIMEOUT - Duration::from_millis(1)));
+    assert_eq!(deadlines.run(almost).await, Ok(()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -57,7 +58,7 @@ async fn many_requests_each_get_their_own_deadline() {
                     std::future::pending::<()>().await;
                 }
             };
-            deadlines.run(work).await
+            deadlines.run(pin!(work)).await
         }));
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
