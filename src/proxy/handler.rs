@@ -32,11 +32,25 @@ struct Outcome<'s> {
     json: bool,
 }
 
+/// `?` inside the labeled block `$label`: the error ends the block.
+macro_rules! or_break {
+    ($label:lifetime, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => break $label Err(e),
+        }
+    };
+}
+
 // === impl Proxy ===
 
 impl Proxy {
     /// Handles one request from a client connection.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnHeaders) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnHeaders,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         // Boxed: only with the access log on, and kept small in every request's future.
         let logged = self.config.access_log.then(|| {
@@ -46,7 +60,76 @@ impl Proxy {
         let method = crate::metrics::MethodClass::of(req.method());
         let snapshot = self.snapshot.load_full();
         let mut outcome = Outcome::default();
-        let mut response = match self.forward(&snapshot, req, conn, &mut outcome).await {
+        // Forwarding, written out here rather than in an `async fn` of its own: each level of
+        // nested future copies the request in and the response out.
+        let forwarded: Result<Response<ProxyBody>, ProxyError> = 'forward: {
+            let fields = headers::RequestFields::of(req.headers());
+            outcome.json = fields.wants_json;
+            let host = host_value(req.uri(), fields.host);
+            let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+            let route = snapshot.routes.route(host_str, req.uri().path());
+            let route = or_break!('forward, route.ok_or(ProxyError::NoRoute));
+            outcome.labels = Some(&route.labels);
+            if !conn.tls && route.ssl_redirect {
+                break 'forward Ok(redirect(host_str, req.uri(), self.config.https_port));
+            }
+            let upgrade = req.version() == Version::HTTP_11 && fields.upgrade;
+            let generated = fields
+                .request_id
+                .is_none()
+                .then(headers::RequestId::generate);
+            if self.config.access_log {
+                outcome.request_id = match &generated {
+                    Some(id) => Some(id.to_value()),
+                    None => fields.request_id.cloned(),
+                };
+            }
+            let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            let connected = self
+                .connect_to_backend(&snapshot, route, conn.peer.ip(), &mut outcome)
+                .await;
+            let (pooled, _pick) = or_break!('forward, connected);
+            let fwd = Forwarding {
+                conn,
+                host: host.as_ref(),
+                request_id: generated.as_ref().map(headers::RequestId::as_bytes),
+                upgrade,
+            };
+            let exchange = pooled.prepare(req, &fwd);
+            // Sent, and its response head read, within the response timeout (504 past it). A
+            // request that a reused connection could not take (the upstream had closed it) goes
+            // once more on a new connection to the same target. `_pick` counts as open load on
+            // its endpoint (for lc and p2c) until the response head is in.
+            let mut response = match self.deadlines.run(pin!(exchange.send())).await {
+                Ok(Ok(response)) => response,
+                // Boxed: rare, and its future would otherwise weigh on every request's.
+                Ok(Err(SendError::NotSent(resend, _))) => {
+                    or_break!('forward, Box::pin(self.resend(resend)).await)
+                }
+                Ok(Err(e)) => break 'forward Err(upstream_error(e)),
+                Err(Elapsed) => break 'forward Err(ProxyError::Timeout),
+            };
+            drop(_pick);
+            outcome.upstream_status = Some(response.status().as_u16());
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            match client_upgrade {
+                Some(client) if switching => match response.body_mut().take_upgraded() {
+                    Some(upstream) => super::listener::tunnel(client, upstream),
+                    None => {
+                        let e = ProxyError::Upstream("101 without a connection".into());
+                        break 'forward Err(e);
+                    }
+                },
+                _ if switching => {
+                    break 'forward Err(ProxyError::Upstream(
+                        "101 without an upgrade request".into(),
+                    ));
+                }
+                _ => {}
+            }
+            Ok(response.map(ProxyBody::Upstream))
+        };
+        let mut response = match forwarded {
             Ok(response) => response,
             Err(e) => {
                 debug!(error = %e, "request failed");
@@ -98,78 +181,6 @@ impl Proxy {
             }
             None => response,
         }
-    }
-
-    async fn forward<'s>(
-        &self,
-        snapshot: &'s Snapshot,
-        mut req: Request<Incoming>,
-        conn: &ConnHeaders,
-        outcome: &mut Outcome<'s>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let fields = headers::RequestFields::of(req.headers());
-        outcome.json = fields.wants_json;
-        let host = host_value(req.uri(), fields.host);
-        let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-        let route = snapshot
-            .routes
-            .route(host_str, req.uri().path())
-            .ok_or(ProxyError::NoRoute)?;
-        outcome.labels = Some(&route.labels);
-        if !conn.tls && route.ssl_redirect {
-            return Ok(redirect(host_str, req.uri(), self.config.https_port));
-        }
-        let upgrade = req.version() == Version::HTTP_11 && fields.upgrade;
-        let logged = self.config.access_log;
-        let generated = fields
-            .request_id
-            .is_none()
-            .then(headers::RequestId::generate);
-        if logged {
-            outcome.request_id = match &generated {
-                Some(id) => Some(id.to_value()),
-                None => fields.request_id.cloned(),
-            };
-        }
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (pooled, _pick) = self
-            .connect_to_backend(snapshot, route, conn.peer.ip(), outcome)
-            .await?;
-        let fwd = Forwarding {
-            conn,
-            host: host.as_ref(),
-            request_id: generated.as_ref().map(headers::RequestId::as_bytes),
-            upgrade,
-        };
-        let exchange = pooled.prepare(req, &fwd);
-        // Sent, and its response head read, within the response timeout (504 past it). A
-        // request that a reused connection could not take (the upstream had closed it) goes
-        // once more on a new connection to the same target. Matched here rather than in a
-        // helper: each `async fn` level copies the response on its way out. `_pick` counts as
-        // open load on its endpoint (for lc and p2c) until the response head is in.
-        let mut response = match self.deadlines.run(pin!(exchange.send())).await {
-            Ok(Ok(response)) => response,
-            // Boxed: rare, and its future would otherwise weigh on every request's.
-            Ok(Err(SendError::NotSent(resend, _))) => Box::pin(self.resend(resend)).await?,
-            Ok(Err(e)) => return Err(upstream_error(e)),
-            Err(Elapsed) => return Err(ProxyError::Timeout),
-        };
-        drop(_pick);
-        outcome.upstream_status = Some(response.status().as_u16());
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        match client_upgrade {
-            Some(client) if switching => match response.body_mut().take_upgraded() {
-                Some(upstream) => super::listener::tunnel(client, upstream),
-                None => return Err(ProxyError::Upstream("101 without a connection".into())),
-            },
-            _ if switching => {
-                return Err(ProxyError::Upstream(
-                    "101 without an upgrade request".into(),
-                ));
-            }
-            _ => {}
-        }
-        Ok(response.map(ProxyBody::Upstream))
     }
 
     /// A connection to the route's backend: a Service endpoint (another ready endpoint is
