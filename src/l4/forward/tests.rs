@@ -50,12 +50,36 @@ async fn forwards_both_ways_and_passes_each_eof_on() {
     assert_eq!(counts, (up.len() as u64, down.len() as u64));
 }
 
+/// One direction, `a` → `b`, with `pipes` counted: how many pipes it asked for.
+#[cfg(target_os = "linux")]
+fn one_way_counted(
+    a: TcpStream,
+    b: TcpStream,
+    pipes: impl Fn() -> std::io::Result<pipe::Pipe> + Send + 'static,
+) -> (
+    tokio::task::JoinHandle<std::io::Result<u64>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let proxy = tokio::spawn(async move {
+        let pipes = move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            pipes()
+        };
+        let (moved, other) = (AtomicU64::new(0), AtomicU64::new(0));
+        splice::one_way(&a, &b, pipes, &moved, &other).await
+    });
+    (proxy, asked)
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn without_a_pipe_a_burst_is_copied() {
+async fn a_stream_without_a_pipe_is_copied() {
     let ((mut client, a), (b, mut server)) = (pair().await, pair().await);
     let no_pipe = || Err(std::io::Error::other("no pipe"));
-    let proxy = tokio::spawn(async move { splice::one_way(&a, &b, no_pipe).await });
+    let (proxy, asked) = one_way_counted(a, b, no_pipe);
     let up = noise(3 << 20, 3);
     let (_, got) = tokio::join!(
         async {
@@ -70,15 +94,20 @@ async fn without_a_pipe_a_burst_is_copied() {
     );
     assert!(got == up, "{} bytes of {}", got.len(), up.len());
     assert_eq!(proxy.await.unwrap().unwrap(), up.len() as u64);
+    assert!(
+        asked.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "turned to splicing"
+    );
 }
 
+/// 1.8 MB one way: copied up to `STREAMING`, spliced after, in order across the switch.
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn bursts_through_pooled_pipes_arrive_in_order() {
+async fn a_stream_turns_to_splicing_and_stays_in_order() {
     let ((mut client, a), (b, mut server)) = (pair().await, pair().await);
-    let proxy = tokio::spawn(async move { splice::one_way(&a, &b, pipe::take).await });
+    let (proxy, asked) = one_way_counted(a, b, pipe::take);
     for round in 0..3u32 {
-        let chunk = noise(100_000, round + 10);
+        let chunk = noise(600_000, round + 10);
         client.write_all(&chunk).await.unwrap();
         let mut got = vec![0; chunk.len()];
         server.read_exact(&mut got).await.unwrap();
@@ -88,5 +117,50 @@ async fn bursts_through_pooled_pipes_arrive_in_order() {
     let mut rest = Vec::new();
     server.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty());
-    assert_eq!(proxy.await.unwrap().unwrap(), 300_000);
+    assert_eq!(proxy.await.unwrap().unwrap(), 1_800_000);
+    assert!(
+        asked.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "never spliced"
+    );
+}
+
+/// Requests and 256 KiB responses in turn, 4 MiB each way in all: copied throughout, as the
+/// turns keep either direction from running `STREAMING` bytes alone.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn request_response_traffic_is_copied_not_spliced() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ((mut client, a), (b, mut server)) = (pair().await, pair().await);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let proxy = tokio::spawn(async move {
+        let pipes = move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            pipe::take()
+        };
+        let (up, down) = (
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::atomic::AtomicU64::new(0),
+        );
+        tokio::try_join!(
+            splice::one_way(&a, &b, &pipes, &up, &down),
+            splice::one_way(&b, &a, &pipes, &down, &up)
+        )
+    });
+    let message = noise(256 << 10, 7);
+    for round in 0..16 {
+        client.write_all(&message).await.unwrap();
+        let mut got = vec![0; message.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert!(got == message, "request {round}");
+        server.write_all(&message).await.unwrap();
+        client.read_exact(&mut got).await.unwrap();
+        assert!(got == message, "response {round}");
+    }
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+    let moved = proxy.await.unwrap().unwrap();
+    assert_eq!(moved, (4 << 20, 4 << 20));
+    assert_eq!(asked.load(Ordering::Relaxed), 0, "spliced");
 }
