@@ -780,6 +780,13 @@ def main():
     Path(args.output).write_text(report)
 
 
+def sysctl(name):
+    try:
+        return Path("/proc/sys", name).read_text().strip()
+    except OSError:
+        return "?"
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
     mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
@@ -787,7 +794,8 @@ def machine():
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return [
         f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {int(mem) // 1024} MiB, Linux {platform.release()}",
+        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {int(mem) // 1024} MiB, Linux {platform.release()}, "
+        f"TCP congestion control {sysctl('net/ipv4/tcp_congestion_control')}, default qdisc {sysctl('net/core/default_qdisc')}",
         f"- Portico {rev} (release build), {version(['nginx', '-v']).splitlines()[0]}, "
         f"{version(['haproxy', '-v']).splitlines()[0].split(' - ')[0]}, {version(['wrk', '-v']).splitlines()[0].split(' Copyright')[0]}, "
         f"{version(['h2load', '--version']).splitlines()[0]}, {version(['openssl', 'version'])}",
@@ -876,7 +884,9 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
         if others:
             lines += [f"What limits these ratios: the load generator, the backends and the proxy share the machine's CPUs, "
                       f"and a proxied byte crosses loopback TCP twice; the other user-space TCP proxies reach "
-                      f"{min(others):.2f}-{max(others):.2f} of direct in the same runs.", ""]
+                      f"{min(others):.2f}-{max(others):.2f} of direct in the same runs. Portico copies request/response "
+                      f"traffic through buffers and splices a direction once it streams (1 MiB with the other side silent): "
+                      f"see ARCHITECTURE.md, the TCP data path.", ""]
         if ("bulk-up", "direct") in l4:
             lines += ["One TCP connection streaming for the run's length (`iperf3 -c 127.0.0.1 -t S`, upload, and `-R`, "
                       "download), straight to an iperf3 server and through a NodePort whose only endpoint it is.", "",
