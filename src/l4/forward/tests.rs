@@ -1,3 +1,8 @@
+#[cfg(target_os = "linux")]
+use std::sync::Arc;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -50,24 +55,35 @@ async fn forwards_both_ways_and_passes_each_eof_on() {
     assert_eq!(counts, (up.len() as u64, down.len() as u64));
 }
 
+/// `pipes`, counting how many pipes were asked for.
+#[cfg(target_os = "linux")]
+fn counted(
+    pipes: impl Fn() -> std::io::Result<pipe::Pipe> + Send + Sync + 'static,
+) -> (
+    impl Fn() -> std::io::Result<pipe::Pipe> + Send + Sync + 'static,
+    Arc<AtomicUsize>,
+) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let counting = move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        pipes()
+    };
+    (counting, asked)
+}
+
 /// One direction, `a` → `b`, with `pipes` counted: how many pipes it asked for.
 #[cfg(target_os = "linux")]
 fn one_way_counted(
     a: TcpStream,
     b: TcpStream,
-    pipes: impl Fn() -> std::io::Result<pipe::Pipe> + Send + 'static,
+    pipes: impl Fn() -> std::io::Result<pipe::Pipe> + Send + Sync + 'static,
 ) -> (
     tokio::task::JoinHandle<std::io::Result<u64>>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    Arc<AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    let asked = std::sync::Arc::new(AtomicUsize::new(0));
-    let counted = asked.clone();
+    let (pipes, asked) = counted(pipes);
     let proxy = tokio::spawn(async move {
-        let pipes = move || {
-            counted.fetch_add(1, Ordering::Relaxed);
-            pipes()
-        };
         let (moved, other) = (AtomicU64::new(0), AtomicU64::new(0));
         splice::one_way(&a, &b, pipes, &moved, &other).await
     });
@@ -94,10 +110,7 @@ async fn a_stream_without_a_pipe_is_copied() {
     );
     assert!(got == up, "{} bytes of {}", got.len(), up.len());
     assert_eq!(proxy.await.unwrap().unwrap(), up.len() as u64);
-    assert!(
-        asked.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "turned to splicing"
-    );
+    assert!(asked.load(Ordering::Relaxed) > 0, "turned to splicing");
 }
 
 /// 1.8 MB one way: copied up to `STREAMING`, spliced after, in order across the switch.
@@ -118,10 +131,7 @@ async fn a_stream_turns_to_splicing_and_stays_in_order() {
     server.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty());
     assert_eq!(proxy.await.unwrap().unwrap(), 1_800_000);
-    assert!(
-        asked.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "never spliced"
-    );
+    assert!(asked.load(Ordering::Relaxed) > 0, "never spliced");
 }
 
 /// Requests and 256 KiB responses in turn, 4 MiB each way in all: copied throughout, as the
@@ -129,20 +139,10 @@ async fn a_stream_turns_to_splicing_and_stays_in_order() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn request_response_traffic_is_copied_not_spliced() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let ((mut client, a), (b, mut server)) = (pair().await, pair().await);
-    let asked = Arc::new(AtomicUsize::new(0));
-    let counted = asked.clone();
+    let (pipes, asked) = counted(pipe::take);
     let proxy = tokio::spawn(async move {
-        let pipes = move || {
-            counted.fetch_add(1, Ordering::Relaxed);
-            pipe::take()
-        };
-        let (up, down) = (
-            std::sync::atomic::AtomicU64::new(0),
-            std::sync::atomic::AtomicU64::new(0),
-        );
+        let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
         tokio::try_join!(
             splice::one_way(&a, &b, &pipes, &up, &down),
             splice::one_way(&b, &a, &pipes, &down, &up)
