@@ -1,7 +1,6 @@
 //! Endpoints of a Service port from EndpointSlices (or, for Services without any slice, from
 //! the Endpoints object), with the target port resolved per endpoint.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -12,63 +11,49 @@ use super::reuse::Source;
 use super::{Endpoint, Protocol, ServicePort, ServiceType, TargetPort};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::source::{Kind, ObjectKey};
-use crate::store::{ObjectStore, Objects};
-
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::store::{ObjectStore, SERVICE_NAME_LABEL};
 
 /// A port as an EndpointSlice or Endpoints subset lists it: (name, number, protocol).
 type ListedPort<'a> = (Option<&'a str>, Option<i32>, Option<&'a str>);
 
-/// The EndpointSlices of one Service: (slice name, slice), in name order.
-type Slices<'a> = Vec<(&'a str, &'a Arc<EndpointSlice>)>;
-
-/// EndpointSlices grouped by the Service they belong to.
+/// A Service's endpoint objects, looked up in the store (which keeps EndpointSlices grouped
+/// by Service).
 pub(super) struct EndpointIndex<'a> {
-    slices: HashMap<(&'a str, &'a str), Slices<'a>>,
-    endpoints: &'a Objects<Endpoints>,
+    store: &'a ObjectStore,
 }
 
 // === impl EndpointIndex ===
 
 impl<'a> EndpointIndex<'a> {
+    /// The index over `store`; the EndpointSlices without a Service label are reported.
     pub(super) fn new(store: &'a ObjectStore, diagnostics: &mut Vec<Diagnostic>) -> Self {
-        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
-        for ((ns, name), slice) in &store.endpoint_slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            match service {
-                Some(svc) => slices
-                    .entry((ns.as_str(), svc.as_str()))
-                    .or_default()
-                    .push((name.as_str(), slice)),
-                None => diagnostics.push(Diagnostic::warning(
-                    &ObjectKey::new(Kind::EndpointSlice, ns, name),
-                    format!("metadata.labels[{SERVICE_NAME_LABEL}]"),
-                    "no Service label; ignored",
-                )),
-            }
+        for (ns, name) in store.unlabelled_slices() {
+            diagnostics.push(Diagnostic::warning(
+                &ObjectKey::new(Kind::EndpointSlice, ns, name),
+                format!("metadata.labels[{SERVICE_NAME_LABEL}]"),
+                "no Service label; ignored",
+            ));
         }
-        EndpointIndex {
-            slices,
-            endpoints: &store.endpoints,
-        }
+        EndpointIndex { store }
+    }
+
+    /// The Service's Endpoints object (used when it has no slices).
+    fn endpoints(&self, ns: &str, name: &str) -> Option<&'a Arc<Endpoints>> {
+        self.store
+            .endpoints
+            .get(&(ns.to_string(), name.to_string()))
     }
 
     /// The objects a Service's endpoints come from: its slices, else its Endpoints.
     pub(super) fn sources(&self, service: &ObjectKey) -> Vec<Source> {
         let (ns, name) = (service.namespace.as_str(), service.name.as_str());
-        match self.slices.get(&(ns, name)) {
+        match self.store.slices_of(ns, name) {
             Some(slices) => slices
-                .iter()
-                .map(|(_, s)| Source::Slice(Arc::clone(s)))
+                .values()
+                .map(|s| Source::Slice(Arc::clone(s)))
                 .collect(),
             None => self
-                .endpoints
-                .get(&(ns.to_string(), name.to_string()))
+                .endpoints(ns, name)
                 .map(|e| Source::Endpoints(Arc::clone(e)))
                 .into_iter()
                 .collect(),
@@ -78,13 +63,15 @@ impl<'a> EndpointIndex<'a> {
     /// Whether [`EndpointIndex::sources`] would be these very objects.
     pub(super) fn same_sources(&self, service: &ObjectKey, sources: &[Source]) -> bool {
         let (ns, name) = (service.namespace.as_str(), service.name.as_str());
-        match self.slices.get(&(ns, name)) {
-            Some(slices) => slices.len() == sources.len()
-                && slices.iter().zip(sources).all(
-                    |((_, s), source)| matches!(source, Source::Slice(old) if Arc::ptr_eq(old, s)),
-                ),
+        match self.store.slices_of(ns, name) {
+            Some(slices) => {
+                slices.len() == sources.len()
+                    && slices.values().zip(sources).all(
+                        |(s, source)| matches!(source, Source::Slice(old) if Arc::ptr_eq(old, s)),
+                    )
+            }
             None => {
-                let now = self.endpoints.get(&(ns.to_string(), name.to_string()));
+                let now = self.endpoints(ns, name);
                 match (now, sources) {
                     (None, []) => true,
                     (Some(e), [Source::Endpoints(old)]) => Arc::ptr_eq(e, old),
@@ -105,15 +92,15 @@ impl<'a> EndpointIndex<'a> {
             return Vec::new();
         }
         let (ns, name) = (service.namespace.as_str(), service.name.as_str());
-        if let Some(slices) = self.slices.get(&(ns, name)) {
+        if let Some(slices) = self.store.slices_of(ns, name) {
             let mut out = Vec::new();
             for (slice_name, slice) in slices {
-                let key = ObjectKey::new(Kind::EndpointSlice, ns, *slice_name);
+                let key = ObjectKey::new(Kind::EndpointSlice, ns, slice_name);
                 from_slice(&key, slice, port, &mut out, diagnostics);
             }
             return out;
         }
-        match self.endpoints.get(&(ns.to_string(), name.to_string())) {
+        match self.endpoints(ns, name) {
             Some(eps) => from_endpoints(
                 &ObjectKey::new(Kind::Endpoints, ns, name),
                 eps,
