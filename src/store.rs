@@ -97,6 +97,24 @@ impl ObjectStore {
         self.unlabelled_slices.iter()
     }
 
+    /// Every object, kind by kind.
+    #[cfg(test)]
+    pub fn objects(&self) -> impl Iterator<Item = Object> + '_ {
+        fn all<T>(
+            map: &Objects<T>,
+            wrap: fn(Arc<T>) -> Object,
+        ) -> impl Iterator<Item = Object> + '_ {
+            map.values().map(move |o| wrap(Arc::clone(o)))
+        }
+        all(&self.ingress_classes, Object::IngressClass)
+            .chain(all(&self.ingresses, Object::Ingress))
+            .chain(all(&self.services, Object::Service))
+            .chain(all(&self.endpoint_slices, Object::EndpointSlice))
+            .chain(all(&self.endpoints, Object::Endpoints))
+            .chain(all(&self.secrets, Object::Secret))
+            .chain(all(&self.namespaces, Object::Namespace))
+    }
+
     /// True when the store holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -196,6 +196,9 @@ proptest! {
         let mut history: Vec<Built> = vec![build(&store, &config)];
         for (slot, version, back) in steps {
             apply_step(&mut store, &slots, slot, version);
+            // What the store keeps as events come (slices grouped by Service) is what it
+            // would hold filled at once.
+            prop_assert_eq!(&store, &ObjectStore::from_objects(store.objects()));
             let back = (back as usize).min(history.len() - 1);
             let previous = &history[history.len() - 1 - back].snapshot;
             let incremental = build_after(&store, &config, Some(previous));
