@@ -16,13 +16,14 @@ use tokio::net::TcpStream;
 #[cfg(target_os = "linux")]
 mod buffer;
 #[cfg(target_os = "linux")]
+mod kept;
+#[cfg(target_os = "linux")]
 mod pipe;
 #[cfg(target_os = "linux")]
 mod splice;
 
-/// Bytes a buffered copy moves per read (elsewhere than Linux): tokio's default (8 KiB) costs
-/// four times the syscalls on bulk transfers.
-#[cfg(not(target_os = "linux"))]
+/// Bytes a buffered copy moves per read: tokio's default (8 KiB) costs four times the
+/// syscalls on bulk transfers.
 const BUFFER: usize = 64 * 1024;
 
 /// Forwards until both directions reached EOF, or either failed. Returns the bytes sent

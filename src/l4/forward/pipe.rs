@@ -1,11 +1,12 @@
 //! Pipes for splice(2), kept per thread once empty: an idle connection holds none, and a busy
 //! one takes a pipe for a burst without a pipe2/fcntl/close round per connection.
 
-use std::cell::RefCell;
 use std::io;
 use std::os::fd::OwnedFd;
 
 use rustix::pipe::{PipeFlags, fcntl_setpipe_size, pipe_with};
+
+use super::kept::Kept;
 
 /// What one splice can carry. Each pipe slot holds one page fragment of a socket buffer, so
 /// the default 16 slots (64 KiB) often carry less than 64 KiB; 256 KiB (64 slots) moves a
@@ -28,12 +29,12 @@ pub struct Pipe {
 }
 
 thread_local! {
-    static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    static POOL: Kept<Pipe, KEPT> = const { Kept::new() };
 }
 
 /// An empty pipe: a kept one, else a new one.
 pub fn take() -> io::Result<Pipe> {
-    if let Some(pipe) = POOL.with(|p| p.borrow_mut().pop()) {
+    if let Some(pipe) = POOL.with(Kept::take) {
         return Ok(pipe);
     }
     let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
@@ -45,10 +46,5 @@ pub fn take() -> io::Result<Pipe> {
 /// Keeps `pipe` for another burst. It must be empty: a pipe still holding bytes is dropped
 /// (closed) instead, never given back.
 pub fn give(pipe: Pipe) {
-    POOL.with(|p| {
-        let mut pool = p.borrow_mut();
-        if pool.len() < KEPT {
-            pool.push(pipe);
-        }
-    });
+    POOL.with(|p| p.give(pipe));
 }
