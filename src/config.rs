@@ -247,13 +247,43 @@ pub struct ProxyArgs {
     /// Admin listener: /healthz, /readyz, /metrics, /debug/snapshot.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
     pub admin_addr: SocketAddr,
-    /// Connecting to an endpoint; past it the client gets 504.
+    /// Connecting to an endpoint (nginx `proxy_connect_timeout`); past it the client gets
+    /// 504.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    pub upstream_connect_timeout: Duration,
-    /// From sending a request upstream to its response headers; past it (by at most a
-    /// quarter more) the client gets 504.
+    pub proxy_connect_timeout: Duration,
+    /// The longest wait between two successful writes of a request to an endpoint (nginx
+    /// `proxy_send_timeout`): a slow but progressing upload is never cut.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub upstream_response_timeout: Duration,
+    pub proxy_send_timeout: Duration,
+    /// The longest wait between two reads from an endpoint, response head or body (nginx
+    /// `proxy_read_timeout`): before the head the client gets 504; a body that stalls for
+    /// longer is cut and the client connection closed (at most a quarter later for the head).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub proxy_read_timeout: Duration,
+    /// The longest wait between two reads of a request body from the client (nginx
+    /// `client_body_timeout`); past it the client gets 408.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub client_body_timeout: Duration,
+    /// A client that reads nothing of its response for this long is closed, releasing its
+    /// upstream connection (nginx `send_timeout`).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+    /// Request bodies up to this size are read whole before an upstream connection is taken
+    /// (nginx `proxy_request_buffering on`), so a slow client costs a buffer, not a backend
+    /// connection; a larger body is streamed once it outgrows the buffer (no temporary files).
+    #[arg(long, value_name = "BYTES", default_value = "64k", value_parser = parse_size)]
+    pub client_body_buffer_size: usize,
+    /// Keep request header fields whose names contain `_` (nginx `underscores_in_headers`;
+    /// off: they are dropped, as CGI/WSGI/PHP backends read `X_Forwarded_For` as
+    /// `X-Forwarded-For`).
+    #[arg(long)]
+    pub enable_underscores_in_headers: bool,
+    /// Deprecated alias of `--proxy-connect-timeout` (kept for one release).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub upstream_connect_timeout: Option<Duration>,
+    /// Deprecated alias of `--proxy-read-timeout` (kept for one release).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub upstream_response_timeout: Option<Duration>,
     /// Idle pooled upstream connections are closed after this.
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
@@ -280,8 +310,15 @@ impl ProxyArgs {
     /// The proxy configuration these flags describe.
     pub fn proxy_config(&self) -> crate::proxy::ProxyConfig {
         crate::proxy::ProxyConfig {
-            connect_timeout: self.upstream_connect_timeout,
-            response_timeout: self.upstream_response_timeout,
+            connect_timeout: self.connect_timeout(),
+            read_timeout: self
+                .upstream_response_timeout
+                .unwrap_or(self.proxy_read_timeout),
+            send_timeout: self.proxy_send_timeout,
+            client_body_timeout: self.client_body_timeout,
+            client_send_timeout: self.send_timeout,
+            client_body_buffer_size: self.client_body_buffer_size,
+            underscores_in_headers: self.enable_underscores_in_headers,
             client_header_timeout: self.client_header_timeout,
             upstream_idle_timeout: self.upstream_idle_timeout,
             max_header_bytes: self.max_header_bytes,
@@ -290,6 +327,24 @@ impl ProxyArgs {
             access_log: self.access_log,
             ..crate::proxy::ProxyConfig::default()
         }
+    }
+
+    /// The connect timeout (`--proxy-connect-timeout`, or its deprecated alias).
+    pub fn connect_timeout(&self) -> Duration {
+        self.upstream_connect_timeout
+            .unwrap_or(self.proxy_connect_timeout)
+    }
+
+    /// One line per deprecated flag in use, naming its replacement (for the log at start).
+    pub fn deprecations(&self) -> Vec<&'static str> {
+        let mut used = Vec::new();
+        if self.upstream_connect_timeout.is_some() {
+            used.push("--upstream-connect-timeout is deprecated: use --proxy-connect-timeout");
+        }
+        if self.upstream_response_timeout.is_some() {
+            used.push("--upstream-response-timeout is deprecated: use --proxy-read-timeout");
+        }
+        used
     }
 }
 
@@ -340,6 +395,23 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("{s:?}: unit must be ms, s or m")),
     }
+}
+
+/// A size in bytes with nginx's suffixes: `8192`, `64k`, `1m`, `1g` (either case).
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (number, shift) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 20),
+        Some(b'g' | b'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .filter(|_| !number.starts_with('+'))
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size like 8192, 64k or 1m"))
 }
 
 /// Log line format.

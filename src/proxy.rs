@@ -11,6 +11,7 @@ mod handler;
 pub mod headers;
 mod idle;
 pub mod listener;
+mod path;
 pub mod tls;
 pub mod upstream;
 
@@ -28,9 +29,24 @@ use crate::snapshot::SnapshotHandle;
 pub struct ProxyConfig {
     /// Connecting to an endpoint (default 5 s); a timeout answers 504.
     pub connect_timeout: Duration,
-    /// From sending the request to the upstream's response headers (default 60 s; a request
-    /// times out between 1 and 1.25 times this, see `deadline`).
-    pub response_timeout: Duration,
+    /// The longest wait between two reads from the upstream (nginx `proxy_read_timeout`,
+    /// default 60 s): for the response head, counted from when the request (or its buffered
+    /// body) is written, between 1 and 1.25 times this (see `deadline`); for the body, between
+    /// two reads.
+    pub read_timeout: Duration,
+    /// The longest wait between two writes of a streamed request body to the upstream (nginx
+    /// `proxy_send_timeout`, default 60 s).
+    pub send_timeout: Duration,
+    /// The longest wait between two reads of a request body from the client (nginx
+    /// `client_body_timeout`, default 60 s): 408.
+    pub client_body_timeout: Duration,
+    /// A client that takes nothing of its response for this long is closed (nginx
+    /// `send_timeout`, default 60 s).
+    pub client_send_timeout: Duration,
+    /// Request bodies up to this size are read whole before connecting (default 64 KiB).
+    pub client_body_buffer_size: usize,
+    /// Request header names with `_` are forwarded (default: dropped).
+    pub underscores_in_headers: bool,
     /// Reading a client's request headers, and the idle time between requests of a
     /// keep-alive connection (default 60 s).
     pub client_header_timeout: Duration,
@@ -52,7 +68,12 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            client_send_timeout: Duration::from_secs(60),
+            client_body_buffer_size: 64 * 1024,
+            underscores_in_headers: false,
             client_header_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(90),
             tls_handshake_timeout: Duration::from_secs(10),
@@ -90,11 +111,14 @@ impl Proxy {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.upstream_idle_timeout,
             max_idle_per_target: 1024,
+            read_timeout: config.read_timeout,
+            send_timeout: config.send_timeout,
+            client_body_timeout: config.client_body_timeout,
         });
         Arc::new(Proxy {
             snapshot,
             upstreams,
-            deadlines: Deadlines::new(config.response_timeout),
+            deadlines: Deadlines::new(config.read_timeout),
             picker,
             metrics,
             config,

@@ -75,6 +75,9 @@ pub struct Portico {
 /// Binds every listener (all or nothing), then starts serving.
 pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let p = &args.proxy;
+    for deprecated in p.deprecations() {
+        warn!("{deprecated}");
+    }
     let http = bind_all(&p.http_addrs, "HTTP")?;
     let https = bind_all(&p.https_addrs, "HTTPS")?;
     let admin = listener::bind(p.admin_addr, "admin")?;
@@ -102,7 +105,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let proxy = proxy(args, &portico, metrics.clone());
     portico.serve_proxy(http, https, proxy, &stopped)?;
     // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
-    let l4 = args.l4.config(embedded, p.upstream_connect_timeout);
+    let l4 = args.l4.config(embedded, p.connect_timeout());
     tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {

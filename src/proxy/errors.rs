@@ -30,6 +30,15 @@ pub enum ProxyError {
     /// The request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// More header fields than `--max-headers` (HTTP/2; hyper refuses HTTP/1 heads itself).
+    #[error("too many header fields")]
+    TooManyFields,
+    /// The client sent nothing of its request body for the client body timeout.
+    #[error("client body timed out")]
+    ClientTimeout,
+    /// The client's request body failed (the client went away or broke its framing).
+    #[error("client request body failed: {0}")]
+    ClientBody(String),
 }
 
 // === impl ProxyError ===
@@ -44,7 +53,9 @@ impl ProxyError {
             }
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TooManyFields => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -82,6 +93,9 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::BackendUnavailable => "backend unavailable",
         ProxyError::NoEndpoints => "no ready endpoints",
         ProxyError::Timeout => "upstream timed out",
+        ProxyError::TooManyFields => "too many header fields",
+        ProxyError::ClientTimeout => "request body timed out",
+        ProxyError::ClientBody(_) => "request body failed",
         _ => "error",
     }
 }

@@ -1,6 +1,7 @@
 //! One request: route it by the snapshot, redirect to HTTPS, pick an endpoint, forward, and
 //! turn failures into responses in one place.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use http::header::{HOST, LOCATION, SERVER};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tracing::debug;
 
 use super::Proxy;
@@ -16,7 +18,9 @@ use super::body::ProxyBody;
 use super::deadline::Elapsed;
 use super::errors::ProxyError;
 use super::headers::{self, ConnHeaders};
-use super::upstream::{ConnectError, Forwarding, Pooled, Resend, SendError, Target, UpstreamBody};
+use super::upstream::{
+    ConnectError, Forwarding, Pooled, RequestBody, Resend, SendError, Target, UpstreamBody,
+};
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{Route, RouteLabels, Upstream};
@@ -46,11 +50,7 @@ macro_rules! or_break {
 
 impl Proxy {
     /// Handles one request from a client connection.
-    pub async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        conn: &ConnHeaders,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnHeaders) -> Response<ProxyBody> {
         let start = Instant::now();
         // Boxed: only with the access log on, and kept small in every request's future.
         let logged = self.config.access_log.then(|| {
@@ -62,18 +62,25 @@ impl Proxy {
         let mut outcome = Outcome::default();
         // Forwarding, written out here rather than in an `async fn` of its own: each level of
         // nested future copies the request in and the response out.
+        let (mut parts, body) = req.into_parts();
         let forwarded: Result<Response<ProxyBody>, ProxyError> = 'forward: {
-            let fields = headers::RequestFields::of(req.headers());
+            let fields = headers::RequestFields::of(&parts.headers);
             outcome.json = fields.wants_json;
-            let host = host_value(req.uri(), fields.host);
+            // hyper refuses HTTP/1 heads over the limit itself; HTTP/2 ones are counted here.
+            if parts.headers.len() > self.config.max_headers {
+                break 'forward Err(ProxyError::TooManyFields);
+            }
+            let host = or_break!('forward, request_host(&parts, &fields));
             let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-            let route = snapshot.routes.route(host_str, req.uri().path());
+            let path = or_break!('forward, normalized_path(&parts.uri));
+            let route = snapshot.routes.route(host_str, &path);
             let route = or_break!('forward, route.ok_or(ProxyError::NoRoute));
             outcome.labels = Some(&route.labels);
             if !conn.tls && route.ssl_redirect {
-                break 'forward Ok(redirect(host_str, req.uri(), self.config.https_port));
+                let location = (host_str, &*path, parts.uri.query());
+                break 'forward Ok(redirect(location, self.config.https_port));
             }
-            let upgrade = req.version() == Version::HTTP_11 && fields.upgrade;
+            let upgrade = parts.version == Version::HTTP_11 && fields.upgrade;
             let generated = fields
                 .request_id
                 .is_none()
@@ -84,7 +91,22 @@ impl Proxy {
                     None => fields.request_id.cloned(),
                 };
             }
-            let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            // What `hyper::upgrade::on` takes from a request, taken from its parts.
+            let client_upgrade = upgrade
+                .then(|| parts.extensions.remove::<OnUpgrade>())
+                .flatten();
+            // The body is read (up to the buffer size) before an upstream connection is
+            // taken: a slow client costs a buffer, not a backend connection. Boxed: rare.
+            let body = if http_body::Body::is_end_stream(&body) {
+                RequestBody::Empty
+            } else {
+                let reading = RequestBody::read(
+                    body,
+                    self.config.client_body_buffer_size,
+                    self.config.client_body_timeout,
+                );
+                or_break!('forward, Box::pin(reading).await.map_err(upstream_error))
+            };
             let connected = self
                 .connect_to_backend(&snapshot, route, conn.peer.ip(), &mut outcome)
                 .await;
@@ -92,15 +114,26 @@ impl Proxy {
             let fwd = Forwarding {
                 conn,
                 host: host.as_ref(),
+                path: match &path {
+                    Cow::Owned(normal) => Some(normal),
+                    Cow::Borrowed(_) => None,
+                },
                 request_id: generated.as_ref().map(headers::RequestId::as_bytes),
                 upgrade,
             };
-            let exchange = pooled.prepare(req, &fwd);
-            // Sent, and its response head read, within the response timeout (504 past it). A
-            // request that a reused connection could not take (the upstream had closed it) goes
-            // once more on a new connection to the same target. `_pick` counts as open load on
-            // its endpoint (for lc and p2c) until the response head is in.
-            let mut response = match self.deadlines.run(pin!(exchange.send())).await {
+            let exchange = pooled.prepare(&parts, body, &fwd);
+            // Sent, and its response head read, within the read timeout (504 past it). A
+            // request that a reused connection could not take (the upstream had closed it)
+            // goes once more on a new connection to the same target. A streamed body applies
+            // the send, client body and read timeouts itself (a slow but progressing upload
+            // is never cut). `_pick` counts as open load on its endpoint (for lc and p2c)
+            // until the response head is in.
+            let sent = if exchange.streams_body() {
+                Ok(Box::pin(exchange.send()).await)
+            } else {
+                self.deadlines.run(pin!(exchange.send())).await
+            };
+            let mut response = match sent {
                 Ok(Ok(response)) => response,
                 // Boxed: rare, and its future would otherwise weigh on every request's.
                 Ok(Err(SendError::NotSent(resend, _))) => {
@@ -255,14 +288,70 @@ impl Proxy {
     }
 }
 
-/// A request that failed on its connection: 502.
+/// A request that failed on its connection: 502; timeouts 504 (upstream) or 408 (client).
 fn upstream_error(e: SendError) -> ProxyError {
     match e {
         SendError::NotSent(_, e) | SendError::Failed(e) => ProxyError::Upstream(e.to_string()),
+        SendError::TimedOut(why) => {
+            debug!(why, "upstream timed out");
+            ProxyError::Timeout
+        }
+        SendError::ClientTimedOut => ProxyError::ClientTimeout,
+        SendError::Client(e) => ProxyError::ClientBody(e),
     }
 }
 
-/// The Host of a request: the URI's authority (HTTP/2, absolute-form) or its Host field.
+/// The one host of a request: the target's authority (HTTP/2 `:authority`, or an
+/// absolute-form target, whose authority replaces any Host field: RFC 9112 §3.2.2), else its
+/// only Host field. 400 for two Host fields, a host that is not `host[:port]` (userinfo
+/// included), an HTTP/2 `host` that disagrees with `:authority` (RFC 9113 §8.3.1), or an
+/// HTTP/1.1 request without Host (RFC 9112 §3.2). `None`: HTTP/1.0 or HTTP/2 without a host.
+fn request_host(
+    req: &http::request::Parts,
+    fields: &headers::RequestFields<'_>,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    if fields.hosts > 1 {
+        return Err(ProxyError::BadRequest("more than one Host"));
+    }
+    let version = req.version;
+    if version == Version::HTTP_11 && fields.host.is_none() {
+        return Err(ProxyError::BadRequest("no Host"));
+    }
+    let host = match req.uri.authority() {
+        Some(authority) => {
+            let authority = authority.as_str().as_bytes();
+            let differs = fields
+                .host
+                .is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(authority));
+            if version == Version::HTTP_2 && differs {
+                return Err(ProxyError::BadRequest(":authority and Host differ"));
+            }
+            HeaderValue::from_bytes(authority).ok()
+        }
+        None => fields.host.cloned(),
+    };
+    match host {
+        Some(h) if !headers::valid_host(h.as_bytes()) => {
+            Err(ProxyError::BadRequest("invalid Host"))
+        }
+        host => Ok(host),
+    }
+}
+
+/// The path routed by and forwarded (see `proxy::path`); 400 when it cannot be normalised.
+/// `OPTIONS *` and authority-form targets have no path to normalise.
+fn normalized_path(uri: &Uri) -> Result<Cow<'_, str>, ProxyError> {
+    let path = uri.path();
+    if path == "*" || path.is_empty() {
+        return Ok(Cow::Borrowed(path));
+    }
+    super::path::normalize(path).map_err(|e| {
+        debug!(error = %e, path, "path refused");
+        ProxyError::BadRequest("invalid path")
+    })
+}
+
+/// The Host of a request for the access log: the URI's authority or its Host field.
 fn host_value(uri: &Uri, host_field: Option<&HeaderValue>) -> Option<HeaderValue> {
     match uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -270,8 +359,11 @@ fn host_value(uri: &Uri, host_field: Option<&HeaderValue>) -> Option<HeaderValue
     }
 }
 
-/// 308 to the same host and path over HTTPS.
-fn redirect(host: &str, uri: &Uri, https_port: u16) -> Response<ProxyBody> {
+/// 308 to the same host, path and query over HTTPS.
+fn redirect(
+    (host, path, query): (&str, &str, Option<&str>),
+    https_port: u16,
+) -> Response<ProxyBody> {
     let name = match host.rsplit_once(':') {
         Some((h, port))
             if port.bytes().all(|b| b.is_ascii_digit())
@@ -281,10 +373,10 @@ fn redirect(host: &str, uri: &Uri, https_port: u16) -> Response<ProxyBody> {
         }
         _ => host,
     };
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let query = query.map_or(String::new(), |q| format!("?{q}"));
     let location = match https_port {
-        443 => format!("https://{name}{path}"),
-        port => format!("https://{name}:{port}{path}"),
+        443 => format!("https://{name}{path}{query}"),
+        port => format!("https://{name}:{port}{path}{query}"),
     };
     let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;

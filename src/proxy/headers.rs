@@ -40,13 +40,15 @@ pub struct ConnHeaders {
     pub forwarded_tail: Box<[u8]>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Request header names with `_` are forwarded (`--enable-underscores-in-headers`).
+    pub underscores: bool,
 }
 
 // === impl ConnHeaders ===
 
 impl ConnHeaders {
     /// The values for a connection from `peer` to `local`.
-    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, underscores: bool) -> Self {
         let ip = peer.ip().to_canonical().to_string();
         let proto = if tls { "https" } else { "http" };
         let port = local.port();
@@ -57,6 +59,7 @@ impl ConnHeaders {
             peer,
             forwarded_tail: tail.into_bytes().into_boxed_slice(),
             tls,
+            underscores,
         }
     }
 }
@@ -67,6 +70,8 @@ impl ConnHeaders {
 pub struct RequestFields<'a> {
     /// The first Host field.
     pub host: Option<&'a HeaderValue>,
+    /// How many Host fields there are (saturating): more than one is a 400.
+    pub hosts: u8,
     /// The first X-Request-ID field.
     pub request_id: Option<&'a HeaderValue>,
     /// Accept asks for JSON (`application/json` or a `+json` type): error bodies are then
@@ -84,6 +89,7 @@ impl<'a> RequestFields<'a> {
         for (name, value) in headers {
             if name == header::HOST {
                 fields.host.get_or_insert(value);
+                fields.hosts = fields.hosts.saturating_add(1);
             } else if name == header::ACCEPT {
                 fields.wants_json |= accepts_json(value);
             } else if name == header::CONNECTION {
@@ -107,6 +113,42 @@ fn accepts_json(value: &HeaderValue) -> bool {
     value
         .to_str()
         .is_ok_and(|v| v.contains("application/json") || v.contains("+json"))
+}
+
+/// Whether `host` is a valid `host[:port]` (RFC 9110 §7.2; RFC 3986 §3.2.2): a name or IPv4
+/// address of letters, digits, '-', '.', '_' and '~', or an IPv6 literal in brackets, then an
+/// optional port of at most five digits. No userinfo ('@'), path, whitespace, comma or other
+/// delimiter: such a Host could be read one way for routing and another by the backend.
+pub fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.first() {
+        Some(b'[') => match host.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &host[1..end];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                if !ok {
+                    return false;
+                }
+                match &host[end + 1..] {
+                    [] => return true,
+                    [b':', port @ ..] => (&[][..], port),
+                    _ => return false,
+                }
+            }
+            None => return false,
+        },
+        _ => match host.iter().position(|&b| b == b':') {
+            Some(at) => (&host[..at], &host[at + 1..]),
+            None => (host, &[][..]),
+        },
+    };
+    let name_ok = name
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    name_ok && port_ok && (host.first() == Some(&b'[') || !name.is_empty())
 }
 
 /// Whether a Connection token is one of its options (close, keep-alive, upgrade) rather than
@@ -244,6 +286,48 @@ mod tests {
             HeaderValue::from_static("x-secret ,close"),
         );
         assert_eq!(connection_listed(&h), ["x-secret"]);
+    }
+
+    #[test]
+    fn hosts_are_host_and_optional_port() {
+        for good in [
+            "a.test",
+            "A.Test:8080",
+            "a.test:",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[::ffff:1.2.3.4]:1",
+            "under_score.test",
+            "x",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "user@a.test",
+            "a.test/x",
+            "a.test,b.test",
+            "a test",
+            "a.test ",
+            "\ta.test",
+            "a.test:80:80",
+            "a.test:port",
+            "a.test:123456",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:80:80",
+            "[a.test]",
+            "a.test?x",
+            "a.test#x",
+            "a%2e.test",
+            "ä.test",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]

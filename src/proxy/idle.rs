@@ -6,6 +6,14 @@
 //! callgrind). A request costs two atomic counts and no clock read: the watchdog looks every
 //! quarter of the timeout and closes the connection after four quiet looks in a row, so an
 //! idle connection closes between 1 and 1.25 timeouts after its last request ended.
+//!
+//! The same watchdog keeps the client send timeout (nginx `send_timeout`): a response body
+//! that handed a piece to the client side and has not been asked for the next one is waiting
+//! on the client (hyper asks for more only once it has written what it had, or the HTTP/2
+//! stream has window). When bodies are waiting and none of them moves for the send timeout,
+//! the connection is closed, which drops its response bodies and so their upstream
+//! connections. It is kept per connection: on HTTP/2, one stream that moves keeps the others
+//! too (each stream's upstream connection then stays, bounded by the stream limit).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -66,6 +74,42 @@ impl AsRef<Activity> for Activity {
     }
 }
 
+/// What the watchdog of one connection looks at for the send timeout: response bodies
+/// waiting on the client (the high 32 bits) and pieces the client side took (the low 32 bits,
+/// wrapping).
+#[derive(Debug, Default)]
+pub struct Sending(AtomicU64);
+
+/// One body waiting on the client, in a `Sending` word.
+const WAITING: u64 = 1 << 32;
+
+// === impl Sending ===
+
+impl Sending {
+    /// A body handed a piece to the client side and waits to be asked for the next.
+    fn wait(&self) {
+        self.0.fetch_add(WAITING, Ordering::AcqRel);
+    }
+
+    /// A waiting body was asked for more (or dropped): one fewer waiting, one more taken.
+    fn resume(&self) {
+        self.0
+            .fetch_add(1u64.wrapping_sub(WAITING), Ordering::AcqRel);
+    }
+
+    /// Bodies waiting, and pieces taken (wrapping).
+    fn read(&self) -> (u64, u32) {
+        let word = self.0.load(Ordering::Acquire);
+        (word >> 32, word as u32)
+    }
+}
+
+impl AsRef<Sending> for Sending {
+    fn as_ref(&self) -> &Sending {
+        self
+    }
+}
+
 /// What a client connection's requests share: the proxy, the connection's forwarding values
 /// and its activity. A request takes one `Arc` of it, which its response body keeps.
 #[derive(Debug)]
@@ -75,6 +119,7 @@ pub struct ConnState {
     /// The connection's forwarding values.
     pub headers: ConnHeaders,
     activity: Activity,
+    sending: Sending,
 }
 
 impl ConnState {
@@ -84,7 +129,14 @@ impl ConnState {
             proxy,
             headers,
             activity: Activity::new(),
+            sending: Sending::default(),
         })
+    }
+}
+
+impl AsRef<Sending> for ConnState {
+    fn as_ref(&self) -> &Sending {
+        &self.sending
     }
 }
 
@@ -117,32 +169,66 @@ impl Drop for InFlight {
     }
 }
 
-/// Closes the connection (through `abort`) once it has been idle for `timeout`: no request
-/// in flight and none ended at any of `LOOKS_PER_TIMEOUT` looks in a row, a quarter of the
-/// timeout apart.
-pub async fn watchdog<C: AsRef<Activity>>(conn: Arc<C>, timeout: Duration, abort: AbortHandle) {
-    let period = (timeout / LOOKS_PER_TIMEOUT).max(Duration::from_millis(1));
+/// The watchdog's timeouts.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// No request in flight and none ended for this long: closed (client header timeout).
+    pub idle: Duration,
+    /// Bodies waiting on the client and none moved for this long: closed (send timeout).
+    pub send: Duration,
+}
+
+/// Closes the connection (through `abort`) once it has been idle for the idle timeout (no
+/// request in flight and none ended at any look for that long), or once response bodies have
+/// waited on the client for the send timeout without any of them moving. It looks every
+/// quarter of the shorter timeout, so each closes between 1 and 1.25 of its timeout.
+pub async fn watchdog<C>(conn: Arc<C>, timeouts: Timeouts, abort: AbortHandle)
+where
+    C: AsRef<Activity> + AsRef<Sending>,
+{
+    let shorter = timeouts.idle.min(timeouts.send);
+    let period = (shorter / LOOKS_PER_TIMEOUT).max(Duration::from_millis(1));
+    let looks_for = |timeout: Duration| {
+        let looks = timeout.as_nanos().div_ceil(period.as_nanos());
+        u32::try_from(looks).unwrap_or(u32::MAX).max(1)
+    };
+    let (idle_looks, send_looks) = (looks_for(timeouts.idle), looks_for(timeouts.send));
     let mut looks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut quiet, mut ended) = (0, 0);
-    while quiet < LOOKS_PER_TIMEOUT {
+    let (mut stalled, mut taken) = (0, 0);
+    loop {
         looks.tick().await;
-        let (in_flight, now_ended) = (*conn).as_ref().read();
+        let activity: &Activity = (*conn).as_ref();
+        let (in_flight, now_ended) = activity.read();
         if in_flight > 0 || now_ended != ended {
             (quiet, ended) = (0, now_ended);
         } else {
             quiet += 1;
+        }
+        let sending: &Sending = (*conn).as_ref();
+        let (waiting, now_taken) = sending.read();
+        if waiting > 0 && now_taken == taken {
+            stalled += 1;
+        } else {
+            (stalled, taken) = (0, now_taken);
+        }
+        if quiet >= idle_looks || stalled >= send_looks {
+            break;
         }
     }
     abort.abort();
 }
 
 /// A response body on its way to the client, keeping its request counted in flight until it
-/// has been sent (or dropped).
+/// has been sent (or dropped), and counted as waiting on the client between handing a piece
+/// to the client side and being asked for the next (the send timeout).
 #[derive(Debug)]
 pub struct ClientBody {
     inner: ProxyBody,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    /// Counted in the connection's `Sending` as waiting on the client.
+    waiting: bool,
 }
 
 // === impl ClientBody ===
@@ -152,7 +238,8 @@ impl ClientBody {
     pub fn new(inner: ProxyBody, in_flight: InFlight) -> Self {
         ClientBody {
             inner,
-            _in_flight: in_flight,
+            in_flight,
+            waiting: false,
         }
     }
 }
@@ -165,7 +252,21 @@ impl Body for ClientBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        if this.waiting {
+            this.waiting = false;
+            this.in_flight.0.sending.resume();
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // A piece handed over with more to come: waiting on the client until asked again. The
+        // last piece is not counted (the body is dropped once it is written).
+        if let Poll::Ready(Some(Ok(_))) = &polled
+            && !this.inner.is_end_stream()
+        {
+            this.waiting = true;
+            this.in_flight.0.sending.wait();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -174,6 +275,14 @@ impl Body for ClientBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.in_flight.0.sending.resume();
+        }
     }
 }
 
@@ -186,11 +295,44 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_millis(400);
 
+    /// A connection's counters, without a proxy.
+    #[derive(Debug, Default)]
+    struct Counters {
+        activity: Activity,
+        sending: Sending,
+    }
+
+    impl Counters {
+        fn start(&self) {
+            self.activity.start();
+        }
+
+        fn end(&self) {
+            self.activity.end();
+        }
+    }
+
+    impl AsRef<Activity> for Counters {
+        fn as_ref(&self) -> &Activity {
+            &self.activity
+        }
+    }
+
+    impl AsRef<Sending> for Counters {
+        fn as_ref(&self) -> &Sending {
+            &self.sending
+        }
+    }
+
     /// Runs the watchdog of `activity` until it closes the connection (checked); returns when.
-    async fn closed_at(activity: &Arc<Activity>) -> Instant {
+    async fn closed_at(activity: &Arc<Counters>) -> Instant {
+        closed_with(activity, TIMEOUT, TIMEOUT).await
+    }
+
+    async fn closed_with(activity: &Arc<Counters>, idle: Duration, send: Duration) -> Instant {
         let (abort, registration) = AbortHandle::new_pair();
         let connection = Abortable::new(std::future::pending::<()>(), registration);
-        watchdog(activity.clone(), TIMEOUT, abort).await;
+        watchdog(activity.clone(), Timeouts { idle, send }, abort).await;
         assert!(connection.is_aborted());
         Instant::now()
     }
@@ -198,13 +340,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_a_request_closes_after_the_timeout() {
         let start = Instant::now();
-        let closed = closed_at(&Arc::new(Activity::new())).await;
+        let closed = closed_at(&Arc::new(Counters::default())).await;
         assert_eq!(closed - start, TIMEOUT);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_keeps_the_connection_open() {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Counters::default());
         activity.start();
         let watching = tokio::spawn({
             let activity = activity.clone();
@@ -225,7 +367,7 @@ mod tests {
     async fn an_idle_connection_closes_between_one_and_one_and_a_quarter_timeouts_after_its_last_request()
      {
         for offset in [0, 10, 99, 100, 150, 399] {
-            let activity = Arc::new(Activity::new());
+            let activity = Arc::new(Counters::default());
             let watching = tokio::spawn({
                 let activity = activity.clone();
                 async move { closed_at(&activity).await }
@@ -246,5 +388,38 @@ mod tests {
                 "offset {offset} ms: closed {idle:?} after the last request"
             );
         }
+    }
+
+    /// A response waiting on a client that takes nothing closes the connection after the send
+    /// timeout, though a request is in flight; one whose client keeps taking pieces does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_is_closed_after_the_send_timeout() {
+        let send = Duration::from_millis(100);
+        let conn = Arc::new(Counters::default());
+        conn.start();
+        conn.sending.wait();
+        let start = Instant::now();
+        let closed = closed_with(&conn, TIMEOUT * 10, send).await - start;
+        assert!(
+            closed >= send && closed <= send * 5 / 4,
+            "closed after {closed:?}"
+        );
+
+        let conn = Arc::new(Counters::default());
+        conn.start();
+        let watching = tokio::spawn({
+            let conn = conn.clone();
+            async move { closed_with(&conn, TIMEOUT * 10, send).await }
+        });
+        for _ in 0..50 {
+            conn.sending.wait();
+            tokio::time::sleep(send / 2).await;
+            conn.sending.resume();
+        }
+        assert!(
+            !watching.is_finished(),
+            "closed while the client took its response"
+        );
+        watching.abort();
     }
 }

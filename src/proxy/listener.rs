@@ -142,10 +142,14 @@ struct Connection {
 }
 
 impl Connection {
+    fn underscores(&self) -> bool {
+        self.proxy.config().underscores_in_headers
+    }
+
     async fn serve_plain(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let _open = self.proxy.metrics().connection_opened(ListenerKind::Http);
-        let headers = ConnHeaders::new(self.peer, self.local, false);
+        let headers = ConnHeaders::new(self.peer, self.local, false, self.underscores());
         // HTTP/1.1, or HTTP/2 with prior knowledge (h2c): the builder tells them apart.
         let builder = self.builder.clone();
         self.serve(builder, stream, headers, Inline).await;
@@ -163,7 +167,7 @@ impl Connection {
             Ok(Err(error)) => return debug!(peer = %self.peer, %error, "TLS handshake failed"),
             Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
         };
-        let headers = ConnHeaders::new(self.peer, self.local, true);
+        let headers = ConnHeaders::new(self.peer, self.local, true, self.underscores());
         // ALPN has chosen the protocol: no sniffing of the first bytes.
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         let builder = self.builder.clone();
@@ -186,7 +190,10 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         W: WrapRequest,
     {
-        let timeout = self.proxy.config().client_header_timeout;
+        let timeouts = idle::Timeouts {
+            idle: self.proxy.config().client_header_timeout,
+            send: self.proxy.config().client_send_timeout,
+        };
         let state = ConnState::new(self.proxy, headers);
         let shared = state.clone();
         let service = service_fn(move |req| {
@@ -201,7 +208,7 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let (abort, registration) = AbortHandle::new_pair();
-        let watchdog = tokio::spawn(idle::watchdog(state, timeout, abort));
+        let watchdog = tokio::spawn(idle::watchdog(state, timeouts, abort));
         match Abortable::new(self.drain.watch(connection), registration).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => debug!(peer = %self.peer, %error, "connection ended with an error"),

@@ -14,16 +14,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -81,6 +82,15 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// At most this many idle connections are kept per target.
     pub max_idle_per_target: usize,
+    /// The longest wait between two reads of a response body (nginx `proxy_read_timeout`);
+    /// also the wait for the head of a request whose body was streamed.
+    pub read_timeout: Duration,
+    /// The longest wait between two writes of a streamed request body (nginx
+    /// `proxy_send_timeout`).
+    pub send_timeout: Duration,
+    /// The longest wait between two reads of a streamed request body from the client (nginx
+    /// `client_body_timeout`).
+    pub client_body_timeout: Duration,
 }
 
 /// Bytes asked of the socket per read, at least.
@@ -96,16 +106,27 @@ struct Conn {
     read: BytesMut,
     /// The request head being written (kept for its capacity).
     write: Vec<u8>,
+    /// The pool's timeouts (a body reads them without reaching the pool).
+    timeouts: Timeouts,
+}
+
+/// The timeouts a connection applies itself (the response head's is `proxy::deadline`).
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    read: Duration,
+    send: Duration,
+    client_body: Duration,
 }
 
 // === impl Conn ===
 
 impl Conn {
-    fn new(io: TcpStream) -> Self {
+    fn new(io: TcpStream, timeouts: Timeouts) -> Self {
         Conn {
             io,
             read: BytesMut::with_capacity(READ_SIZE),
             write: Vec::with_capacity(1024),
+            timeouts,
         }
     }
 
@@ -280,7 +301,12 @@ impl UpstreamPool {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        Ok(self.pooled(Box::new(Conn::new(stream)), target.clone(), false))
+        let timeouts = Timeouts {
+            read: self.config.read_timeout,
+            send: self.config.send_timeout,
+            client_body: self.config.client_body_timeout,
+        };
+        Ok(self.pooled(Box::new(Conn::new(stream, timeouts)), target.clone(), false))
     }
 
     fn take_idle(&self, target: &Target) -> Option<Box<Conn>> {
@@ -329,10 +355,17 @@ pub enum SendError {
     NotSent(Resend, io::Error),
     /// The request (or some of its body) is gone, or the response was invalid.
     Failed(io::Error),
+    /// The upstream took a streamed body's bytes or sent its response head too slowly (the
+    /// send or read timeout): 504.
+    TimedOut(&'static str),
+    /// The client sent nothing of its streamed body for the client body timeout: 408.
+    ClientTimedOut,
+    /// The client's streamed body failed (it went away, or broke its framing).
+    Client(String),
 }
 
-/// A bodiless request head already written for a target, to be sent again on another
-/// connection to it.
+/// A request written for a target (its head, and its body when that was buffered), to be
+/// sent again on another connection to it.
 #[derive(Debug)]
 pub struct Resend {
     target: Target,
@@ -355,6 +388,94 @@ impl Resend {
             pooled,
             body: None,
             head_request: self.head_request,
+            resendable: true,
+        }
+    }
+}
+
+/// A request body on its way upstream.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// The whole body, read before connecting (at most `--client-body-buffer-size`): it
+    /// goes with its Content-Length in the same write as the head, and can be sent again.
+    Buffered(Bytes),
+    /// A body larger than the buffer: what was read of it, then the rest as it comes.
+    Streaming(Box<Streaming>),
+}
+
+/// A body that outgrew the buffer.
+#[derive(Debug)]
+pub struct Streaming {
+    /// What was read before connecting.
+    pub read: Vec<Bytes>,
+    /// The rest, from the client.
+    pub rest: Incoming,
+    /// Its whole length, when the client announced it.
+    pub length: Option<u64>,
+}
+
+// === impl RequestBody ===
+
+impl RequestBody {
+    /// Reads `body` until it ends or holds more than `limit` bytes, each read within
+    /// `timeout` (nginx's `client_body_timeout`): a slow client costs this buffer, not an
+    /// upstream connection. Trailers of a body that fits are dropped (it goes with a
+    /// Content-Length, as nginx sends a buffered body).
+    pub async fn read(
+        mut body: Incoming,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<RequestBody, SendError> {
+        if body.is_end_stream() {
+            return Ok(RequestBody::Empty);
+        }
+        let length = body.size_hint().exact();
+        let mut read: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        loop {
+            if total > limit {
+                let rest = Streaming {
+                    read,
+                    rest: body,
+                    length,
+                };
+                return Ok(RequestBody::Streaming(Box::new(rest)));
+            }
+            let frame = match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => return Err(SendError::ClientTimedOut),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(SendError::Client(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                total += data.len();
+                read.push(data);
+            }
+        }
+        Ok(RequestBody::Buffered(match read.len() {
+            0 => Bytes::new(),
+            1 => read.pop().unwrap_or_default(),
+            _ => {
+                let mut joined = BytesMut::with_capacity(total);
+                for piece in &read {
+                    joined.extend_from_slice(piece);
+                }
+                joined.freeze()
+            }
+        }))
+    }
+
+    fn framing(&self) -> RequestFraming {
+        match self {
+            RequestBody::Empty => RequestFraming::Empty,
+            RequestBody::Buffered(data) => RequestFraming::Length(data.len() as u64),
+            RequestBody::Streaming(s) => s
+                .length
+                .map_or(RequestFraming::Chunked, RequestFraming::Length),
         }
     }
 }
@@ -363,10 +484,14 @@ impl Resend {
 #[derive(Debug)]
 pub struct Exchange {
     pooled: Pooled,
-    /// The request body and how it goes; `None` for a bodiless request.
-    body: Option<(Incoming, RequestFraming)>,
+    /// A body too large to buffer, and how it goes; `None` for a request without a body or
+    /// with a buffered one (written with the head).
+    body: Option<(Box<Streaming>, RequestFraming)>,
     /// The request was HEAD: the response has no body whatever its fields say.
     head_request: bool,
+    /// The request has no body: on a reused connection that turns out closed before any
+    /// response byte, it can go again.
+    resendable: bool,
 }
 
 /// Bytes that an upstream sent after a 101 response head, and its connection: the switched
@@ -382,24 +507,32 @@ pub struct Upgraded {
 // === impl Pooled ===
 
 impl Pooled {
-    /// Writes the head of `req`, rewritten by `fwd` (see `codec::encode_head`), into this
-    /// connection's buffer, where a bodiless request can also be sent again from (see
-    /// [`Resend`]). The request's own head is not needed after this and is dropped.
-    pub fn prepare(mut self, req: Request<Incoming>, fwd: &Forwarding<'_>) -> Exchange {
-        let (parts, body) = req.into_parts();
-        let framing = if body.is_end_stream() {
-            RequestFraming::Empty
-        } else if let Some(n) = body.size_hint().exact() {
-            RequestFraming::Length(n)
-        } else {
-            RequestFraming::Chunked
-        };
+    /// Writes the head of a request, rewritten by `fwd` (see `codec::encode_head`), into this
+    /// connection's buffer, with its body when that was buffered: from there it is sent in one
+    /// write, and sent again if need be (see [`Resend`]).
+    pub fn prepare(
+        mut self,
+        parts: &http::request::Parts,
+        body: RequestBody,
+        fwd: &Forwarding<'_>,
+    ) -> Exchange {
+        let framing = body.framing();
+        let resendable = matches!(body, RequestBody::Empty);
         self.conn.write.clear();
-        codec::encode_head(&mut self.conn.write, &parts, framing, fwd, &self.target);
+        codec::encode_head(&mut self.conn.write, parts, framing, fwd, &self.target);
+        let body = match body {
+            RequestBody::Empty => None,
+            RequestBody::Buffered(data) => {
+                self.conn.write.extend_from_slice(&data);
+                None
+            }
+            RequestBody::Streaming(streaming) => Some((streaming, framing)),
+        };
         Exchange {
             pooled: self,
-            body: (framing != RequestFraming::Empty).then_some((body, framing)),
+            body,
             head_request: parts.method == Method::HEAD,
+            resendable,
         }
     }
 
@@ -452,6 +585,7 @@ impl Pooled {
                     keep_alive: head.keep_alive,
                 }),
                 upgraded: None,
+                stall: None,
             };
             if body.decoder.is_done() {
                 body.release();
@@ -466,6 +600,13 @@ impl Pooled {
 // === impl Exchange ===
 
 impl Exchange {
+    /// Whether the request streams a body too large to buffer: its send applies the send,
+    /// client body and read timeouts itself, and must not run under the response deadline
+    /// (a slow but progressing upload is never cut).
+    pub fn streams_body(&self) -> bool {
+        self.body.is_some()
+    }
+
     /// Sends the request and reads the response head; the response body reads the rest,
     /// and gives the connection back to the pool when it ends.
     pub async fn send(self) -> Result<Response<UpstreamBody>, SendError> {
@@ -473,6 +614,7 @@ impl Exchange {
             mut pooled,
             body,
             head_request,
+            resendable,
         } = self;
         let head = match body {
             None => {
@@ -486,7 +628,9 @@ impl Exchange {
                     // Nothing came back on a connection that sat idle: the upstream closed
                     // it as the request went out. The request has no body, so it can go
                     // again.
-                    Err(e) if pooled.reused && conn.read.is_empty() && is_closed(&e) => {
+                    Err(e)
+                        if resendable && pooled.reused && conn.read.is_empty() && is_closed(&e) =>
+                    {
                         let head = std::mem::take(&mut conn.write);
                         let target = pooled.target.clone();
                         let resend = Resend {
@@ -554,42 +698,54 @@ async fn read_head(
 
 /// Writes the request head and body while watching for the response head: an upstream may
 /// answer before it has read the whole body. Returns the head (or why none came) and whether
-/// the whole body was sent. Only a failure of the client's own body ends it early.
+/// the whole body was sent. Each write of the body must finish within the send timeout, each
+/// read of the client's body within the client body timeout, and once the body is sent the
+/// head must come within the read timeout.
 async fn send_with_body(
     conn: &mut Conn,
-    body: Incoming,
+    body: Box<Streaming>,
     framing: RequestFraming,
     head_request: bool,
 ) -> Result<(io::Result<codec::Head>, bool), SendError> {
-    let Conn { io, read, write } = conn;
+    let Conn {
+        io,
+        read,
+        write,
+        timeouts,
+    } = conn;
+    let timeouts = *timeouts;
     let (mut reader, mut writer) = io.split();
     let sending = async {
-        writer.write_all(write).await?;
-        write_body(&mut writer, body, framing).await
+        within(timeouts.send, writer.write_all(write)).await?;
+        write_body(&mut writer, *body, framing, timeouts).await
     };
     let receiving = read_head(&mut reader, read, head_request);
     tokio::pin!(sending, receiving);
-    let mut sent = false;
-    loop {
-        tokio::select! {
+    tokio::select! {
             biased;
-            done = &mut sending, if !sent => match done {
-                Ok(()) => sent = true,
-                Err(BodyWriteError::Client(e)) => {
-                    return Err(SendError::Failed(io::Error::other(format!(
-                        "client request body failed: {e}"
-                    ))));
+            done = &mut sending => match done {
+                Ok(()) => {
+                    return match tokio::time::timeout(timeouts.read, &mut receiving).await {
+                        Ok(head) => Ok((head, true)),
+                        Err(_) => Err(SendError::TimedOut("no response head within the read timeout")),
+                    };
+                }
+                Err(BodyWriteError::Client(e)) => return Err(SendError::Client(e.to_string())),
+                Err(BodyWriteError::ClientTimedOut) => return Err(SendError::ClientTimedOut),
+                Err(BodyWriteError::SendTimedOut) => {
+                    return Err(SendError::TimedOut("the upstream took no body bytes within the send timeout"));
                 }
                 // The upstream stopped reading; it may still have answered (a 413 before
                 // closing), so the head is awaited all the same.
                 Err(BodyWriteError::Upstream(error)) => {
                     debug!(%error, "upstream stopped reading the request body");
-                    let head = receiving.await;
-                    return Ok((head, false));
+                    return match tokio::time::timeout(timeouts.read, &mut receiving).await {
+                        Ok(head) => Ok((head, false)),
+                        Err(_) => Err(SendError::TimedOut("no response head within the read timeout")),
+                    };
                 }
             },
-            head = &mut receiving => return Ok((head, sent)),
-        }
+            head = &mut receiving => Ok((head, false)),
     }
 }
 
@@ -597,6 +753,10 @@ async fn send_with_body(
 enum BodyWriteError {
     /// Reading the client's body failed (the client went away, or broke its framing).
     Client(hyper::Error),
+    /// The client sent nothing for the client body timeout.
+    ClientTimedOut,
+    /// The upstream took nothing for the send timeout.
+    SendTimedOut,
     /// Writing to the upstream failed.
     Upstream(io::Error),
 }
@@ -607,45 +767,58 @@ impl From<io::Error> for BodyWriteError {
     }
 }
 
-/// Copies the client's body frames to the upstream, framed as `framing`.
+/// A write to the upstream within the send timeout.
+async fn within(
+    limit: Duration,
+    write: impl Future<Output = io::Result<()>>,
+) -> Result<(), BodyWriteError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(BodyWriteError::SendTimedOut),
+    }
+}
+
+/// Copies the client's body (what was read before connecting, then the rest as it comes)
+/// to the upstream, framed as `framing`.
 async fn write_body(
     writer: &mut tokio::net::tcp::WriteHalf<'_>,
-    mut body: Incoming,
+    body: Streaming,
     framing: RequestFraming,
+    timeouts: Timeouts,
 ) -> Result<(), BodyWriteError> {
+    let Streaming { read, mut rest, .. } = body;
     let mut written = 0u64;
+    let chunked = framing == RequestFraming::Chunked;
+    for mut data in read {
+        written += data.len() as u64;
+        write_data(writer, &mut data, chunked, timeouts.send).await?;
+    }
     loop {
-        let frame = match body.frame().await {
-            None => break,
-            Some(frame) => frame.map_err(BodyWriteError::Client)?,
+        let frame = match tokio::time::timeout(timeouts.client_body, rest.frame()).await {
+            Err(_) => return Err(BodyWriteError::ClientTimedOut),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(BodyWriteError::Client)?,
         };
         match frame.into_data() {
             Ok(data) if data.is_empty() => {}
             Ok(mut data) => {
                 written += data.len() as u64;
-                if framing == RequestFraming::Chunked {
-                    let line = codec::ChunkLine::new(data.len());
-                    let mut chunk = Buf::chain(line.as_bytes(), data).chain(&b"\r\n"[..]);
-                    writer.write_all_buf(&mut chunk).await?;
-                } else {
-                    writer.write_all_buf(&mut data).await?;
-                }
+                write_data(writer, &mut data, chunked, timeouts.send).await?;
             }
             Err(frame) => {
                 // Trailers: kept with a chunked body, which can carry them.
-                if framing == RequestFraming::Chunked
-                    && let Ok(trailers) = frame.into_trailers()
-                {
-                    writer
-                        .write_all(&codec::last_chunk(Some(&trailers)))
-                        .await?;
+                if chunked && let Ok(trailers) = frame.into_trailers() {
+                    let last = codec::last_chunk(Some(&trailers));
+                    within(timeouts.send, writer.write_all(&last)).await?;
                     return Ok(());
                 }
             }
         }
     }
     match framing {
-        RequestFraming::Chunked => writer.write_all(&codec::last_chunk(None)).await?,
+        RequestFraming::Chunked => {
+            within(timeouts.send, writer.write_all(&codec::last_chunk(None))).await?;
+        }
         RequestFraming::Length(n) if written != n => {
             return Err(BodyWriteError::Upstream(io::Error::other(format!(
                 "request body was {written} bytes, announced {n}"
@@ -654,6 +827,22 @@ async fn write_body(
         _ => {}
     }
     Ok(())
+}
+
+/// Writes one piece of body, as a chunk when `chunked`.
+async fn write_data(
+    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    data: &mut Bytes,
+    chunked: bool,
+    limit: Duration,
+) -> Result<(), BodyWriteError> {
+    if chunked {
+        let line = codec::ChunkLine::new(data.len());
+        let mut chunk = Buf::chain(line.as_bytes(), data).chain(&b"\r\n"[..]);
+        within(limit, writer.write_all_buf(&mut chunk)).await
+    } else {
+        within(limit, writer.write_all_buf(data)).await
+    }
 }
 
 /// The connection a body gives back when it ends.
@@ -673,6 +862,9 @@ pub struct UpstreamBody {
     trailers: Option<Box<HeaderMap>>,
     conn: Option<Returning>,
     upgraded: Option<Box<Upgraded>>,
+    /// Set the first time the body waits for the upstream, and reset at each read: past it
+    /// (the read timeout) the body fails and the client connection is closed.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -694,6 +886,7 @@ impl UpstreamBody {
             trailers: None,
             conn: None,
             upgraded: None,
+            stall: None,
         }
     }
 
@@ -765,15 +958,33 @@ impl Body for UpstreamBody {
                     conn.read.reserve(want.max(READ_SIZE));
                     let read =
                         tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.read);
-                    match ready!(read) {
-                        Ok(0) => {
+                    let limit = conn.timeouts.read;
+                    match read {
+                        Poll::Pending => {
+                            let stall = this
+                                .stall
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                            if stall.as_mut().poll(cx).is_ready() {
+                                this.conn = None;
+                                return Poll::Ready(Some(Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "the upstream sent nothing of the body within the read timeout",
+                                ))));
+                            }
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Ok(0)) => {
                             if let Err(e) = this.decoder.eof() {
                                 this.conn = None;
                                 return Poll::Ready(Some(Err(e)));
                             }
                         }
-                        Ok(_) => {}
-                        Err(e) => {
+                        Poll::Ready(Ok(_)) => {
+                            if let Some(stall) = &mut this.stall {
+                                stall.as_mut().reset(tokio::time::Instant::now() + limit);
+                            }
+                        }
+                        Poll::Ready(Err(e)) => {
                             this.conn = None;
                             return Poll::Ready(Some(Err(e)));
                         }

@@ -7,6 +7,7 @@ pub mod fake_api;
 pub mod kube;
 pub mod l4;
 pub mod manifests;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -42,9 +42,11 @@ pub enum RequestFraming {
 pub struct Forwarding<'a> {
     /// The client connection's values (X-Forwarded-For/-Proto/-Port, X-Real-IP).
     pub conn: &'a ConnHeaders,
-    /// The request's host (Host or `:authority`): Host when the request has no Host field
-    /// (HTTP/2), and X-Forwarded-Host.
+    /// The request's one host (the target's authority, else the Host field): the Host sent
+    /// upstream, and X-Forwarded-Host. `None` (HTTP/1.0 without Host): the endpoint.
     pub host: Option<&'a HeaderValue>,
+    /// The normalised path, when it differs from the request's (see `proxy::path`).
+    pub path: Option<&'a str>,
     /// A request id to add; `None` when the request carries its own X-Request-ID.
     pub request_id: Option<&'a [u8]>,
     /// Whether the request asks to switch protocols: Upgrade is kept and Connection says
@@ -54,27 +56,28 @@ pub struct Forwarding<'a> {
 
 /// What happens to a request field on its way upstream.
 enum Field {
-    /// Written as it is.
+    /// Written as it is, unless Connection names it or its name has `_` (and those are not
+    /// kept).
     Pass,
-    /// Host: written, and none added.
-    Host,
-    /// Content-Length: written unless the body goes chunked.
+    /// Content-Length: never written as it came; Portico writes the framing of the body it
+    /// sends.
     Length,
     /// Upgrade: written only for an upgrade.
     Upgrade,
     /// X-Forwarded-For: the values are joined, with the client's address added, at the end.
     ForwardedFor,
-    /// X-Forwarded-Host: replaced when the request has a host.
-    ForwardedHost,
+    /// X-Request-ID: written as it is; naming it in Connection does not remove it.
+    RequestId,
     /// Connection: hop-by-hop, and it may name other fields that are.
     Connection,
-    /// Hop-by-hop, or replaced by Portico's own value.
+    /// Hop-by-hop, framing (Transfer-Encoding), or replaced by Portico's own value (Host,
+    /// X-Forwarded-Host/-Proto/-Port, X-Real-IP).
     Dropped,
 }
 
 fn classify(name: &HeaderName) -> Field {
     if name == HOST {
-        Field::Host
+        Field::Dropped
     } else if name == CONTENT_LENGTH {
         Field::Length
     } else if name == UPGRADE {
@@ -86,10 +89,11 @@ fn classify(name: &HeaderName) -> Field {
     } else if name.as_str().starts_with("x-") {
         if name == headers::X_FORWARDED_FOR {
             Field::ForwardedFor
-        } else if name == headers::X_FORWARDED_HOST {
-            Field::ForwardedHost
+        } else if name == headers::X_REQUEST_ID {
+            Field::RequestId
         } else if name == headers::X_FORWARDED_PROTO
             || name == headers::X_FORWARDED_PORT
+            || name == headers::X_FORWARDED_HOST
             || name == headers::X_REAL_IP
         {
             Field::Dropped
@@ -105,7 +109,6 @@ fn classify(name: &HeaderName) -> Field {
 
 /// What `write_fields` saw.
 struct Written {
-    has_host: bool,
     has_length: bool,
     forwarded_for: bool,
     /// Connection lists options other than close, keep-alive and upgrade: field names.
@@ -113,36 +116,36 @@ struct Written {
 }
 
 /// Writes the request's own fields that go upstream, leaving out those named in `listed`.
+/// Only end-to-end fields can be named away: framing, Host and Portico's own fields are
+/// decided here whatever Connection says (naming Content-Length there once made the body
+/// go without framing: a second request smuggled inside it).
 fn write_fields(
     out: &mut Vec<u8>,
     parts: &Parts,
-    framing: RequestFraming,
     fwd: &Forwarding<'_>,
     listed: &[HeaderName],
 ) -> Written {
     let mut seen = Written {
-        has_host: false,
         has_length: false,
         forwarded_for: false,
         connection_options: false,
     };
     for (name, value) in &parts.headers {
         let write = match classify(name) {
-            Field::Pass => true,
-            Field::Host => {
-                seen.has_host = true;
-                true
+            Field::Pass => {
+                (listed.is_empty() || !listed.contains(name))
+                    && (fwd.conn.underscores || !name.as_str().as_bytes().contains(&b'_'))
             }
+            Field::RequestId => true,
             Field::Length => {
-                seen.has_length = framing != RequestFraming::Chunked;
-                seen.has_length
+                seen.has_length = true;
+                false
             }
             Field::Upgrade => fwd.upgrade,
             Field::ForwardedFor => {
                 seen.forwarded_for = true;
                 false
             }
-            Field::ForwardedHost => fwd.host.is_none(),
             Field::Connection => {
                 seen.connection_options |= value
                     .as_bytes()
@@ -153,7 +156,7 @@ fn write_fields(
             }
             Field::Dropped => false,
         };
-        if write && (listed.is_empty() || !listed.contains(name)) {
+        if write {
             write_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
@@ -168,10 +171,10 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes the request line and header fields of `parts`, origin-form, into `out`, the way
-/// they go upstream: hop-by-hop fields (and those named in Connection) left out, Host added
-/// when missing (from `fwd.host`, else `target`), the forwarding fields and a request id
-/// added, and the body framed as `framing` (Content-Length added when the length is known but
-/// not announced: an HTTP/2 request with a sized body).
+/// they go upstream: the one Host first (`fwd.host`, else `target`), the path normalised,
+/// hop-by-hop fields (and end-to-end ones named in Connection) left out, the forwarding
+/// fields and a request id added, and the body framed as `framing` by Portico alone
+/// (Content-Length or chunked; the client's own framing fields never go through).
 pub fn encode_head(
     out: &mut Vec<u8>,
     parts: &Parts,
@@ -181,35 +184,35 @@ pub fn encode_head(
 ) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    match parts.uri.path_and_query() {
-        Some(p) if !p.as_str().is_empty() => out.extend_from_slice(p.as_str().as_bytes()),
+    match (fwd.path, parts.uri.path_and_query()) {
+        (Some(path), p) => {
+            out.extend_from_slice(path.as_bytes());
+            if let Some(query) = p.and_then(|p| p.query()) {
+                out.push(b'?');
+                out.extend_from_slice(query.as_bytes());
+            }
+        }
+        (None, Some(p)) if !p.as_str().is_empty() => out.extend_from_slice(p.as_str().as_bytes()),
         _ if parts.method == Method::OPTIONS => out.push(b'*'),
         _ => out.push(b'/'),
     }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    match fwd.host {
+        Some(host) => out.extend_from_slice(host.as_bytes()),
+        None => out.extend_from_slice(target.to_string().as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
     let start = out.len();
-    let mut fields = write_fields(out, parts, framing, fwd, &[]);
+    let mut fields = write_fields(out, parts, fwd, &[]);
     if fields.connection_options {
         // Rare: Connection names other fields, which stay behind too. Written again
         // without them.
         out.truncate(start);
         let listed = headers::connection_listed(&parts.headers);
-        fields = write_fields(out, parts, framing, fwd, &listed);
-    }
-    let Written {
-        has_host,
-        has_length,
-        forwarded_for,
-        ..
-    } = fields;
-    if !has_host {
-        match fwd.host {
-            Some(host) => write_field(out, b"host", host.as_bytes()),
-            None => write_field(out, b"host", target.to_string().as_bytes()),
-        }
+        fields = write_fields(out, parts, fwd, &listed);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if forwarded_for {
+    if fields.forwarded_for {
         for value in parts.headers.get_all(&headers::X_FORWARDED_FOR) {
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b", ");
@@ -229,12 +232,43 @@ pub fn encode_head(
     }
     match framing {
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        RequestFraming::Length(n) if !has_length => {
-            write_field(out, b"content-length", n.to_string().as_bytes());
+        RequestFraming::Length(n) => {
+            let digits = itoa_buf(n);
+            write_field(out, b"content-length", digits.as_bytes());
         }
-        _ => {}
+        // An empty body the client framed (a POST with Content-Length: 0) keeps saying so.
+        RequestFraming::Empty if fields.has_length => {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        RequestFraming::Empty => {}
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The decimal digits of `n`, on the stack.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_buf(mut n: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Digits { buf, start }
 }
 
 /// The line that starts a chunk of `len` bytes, formatted on the stack.
@@ -418,6 +452,11 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
                 MAX_HEAD / 1024
             )));
         }
+        // httparse takes a bare LF for the end of a line: a value holding one would become
+        // a field of its own here, and something else in another parser.
+        if has_bare_lf(&buf[..len]) {
+            return Err(invalid("bare LF in the response head"));
+        }
         let start = buf.as_ptr() as usize;
         let count = response.headers.len();
         let offset = |p: *const u8| (p as usize - start) as u16;
@@ -453,7 +492,8 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
     let mut headers = HeaderMap::with_capacity(count);
     let (mut close, mut keep_alive_token) = (false, false);
     let mut listed: Vec<HeaderName> = Vec::new();
-    let mut chunked: Option<bool> = None;
+    // Transfer-Encoding fields, and whether the one there is exactly `chunked`.
+    let (mut codings, mut chunked) = (0u32, false);
     let mut length: Option<io::Result<u64>> = None;
     let mut length_field = None;
     for &(ns, ne, vs, ve) in &fields[..count] {
@@ -475,9 +515,10 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
             }
             continue;
         } else if name == TRANSFER_ENCODING {
-            // The last coding of the last field is the one that frames the body.
-            let last = raw.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // Only `chunked` alone is accepted: with another coding (`gzip, chunked`) the
+            // body is not ours to decode, and a client or cache could frame it otherwise.
+            codings += 1;
+            chunked = raw.trim_ascii().eq_ignore_ascii_case(b"chunked");
             continue;
         } else if name == CONTENT_LENGTH {
             length = Some(match length {
@@ -517,18 +558,18 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
         || status == StatusCode::NOT_MODIFIED
     {
         ResponseFraming::Empty
-    } else if let Some(chunked) = chunked {
+    } else if codings > 0 {
+        if codings > 1 || !chunked {
+            return Err(invalid(
+                "a transfer coding other than chunked in the response",
+            ));
+        }
         // Transfer-Encoding overrides Content-Length, which then must not go on (the body
         // is re-framed for the client), and such a connection is not trusted again.
         if length.take().is_some() {
             keep_alive = false;
         }
-        if chunked {
-            ResponseFraming::Chunked
-        } else {
-            keep_alive = false;
-            ResponseFraming::Close
-        }
+        ResponseFraming::Chunked
     } else if let Some(length) = length.take() {
         ResponseFraming::Length(length?)
     } else {
@@ -550,6 +591,13 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
         framing,
         keep_alive,
     }))
+}
+
+/// Whether a line of `head` ends in LF alone.
+/// memchr: a head has a few LFs, found a vector at a time (a byte loop over a 200-byte head
+/// cost some 600 instructions per response).
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// The length a Content-Length field says, which must agree with `earlier` fields (and a

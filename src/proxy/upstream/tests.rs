@@ -1,6 +1,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -60,6 +61,9 @@ fn pool(idle_timeout: Duration) -> Arc<UpstreamPool> {
         connect_timeout: Duration::from_secs(2),
         idle_timeout,
         max_idle_per_target: 8,
+        read_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(60),
+        client_body_timeout: Duration::from_secs(60),
     })
 }
 
@@ -105,14 +109,20 @@ async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, Send
         "127.0.0.1:40000".parse().unwrap(),
         "127.0.0.1:80".parse().unwrap(),
         false,
+        false,
     );
     let fwd = Forwarding {
         conn: &conn,
         host: None,
+        path: None,
         request_id: None,
         upgrade: false,
     };
-    pooled.prepare(request(path).await, &fwd).send().await
+    let (parts, _) = request(path).await.into_parts();
+    pooled
+        .prepare(&parts, RequestBody::Empty, &fwd)
+        .send()
+        .await
 }
 
 async fn get(pool: &Arc<UpstreamPool>, up: &Upstream, path: &str) -> (bool, Bytes) {
