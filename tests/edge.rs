@@ -392,3 +392,199 @@ async fn hostile_upstream_heads_are_502() {
         assert_eq!(get(&env, "/ok").await.ok_body(), "fine", "after {path}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. Timeouts with nginx's meaning.
+// ---------------------------------------------------------------------------------------
+
+/// The read timeout is the longest wait between two reads: a response body that stalls for
+/// longer is cut (the client sees the truncation: the connection closes before the body's
+/// length), while one that keeps coming, slowly, arrives whole.
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_after_the_read_timeout() {
+    let upstream = Upstream::start(|mut conn| async move {
+        let Some(req) = conn.request().await else {
+            return;
+        };
+        let stall = req.path() == "/stall";
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nfirst")
+            .await;
+        if stall {
+            // Nothing more, for longer than the client waits.
+            sleep(LIMIT).await;
+            return;
+        }
+        for b in b"second" {
+            sleep(Duration::from_millis(100)).await;
+            conn.send(&[*b]).await;
+        }
+    })
+    .await;
+    let env = proxy_to_with(&upstream, &["--proxy-read-timeout", "300ms"]).await;
+    let started = tokio::time::Instant::now();
+    let mut client = Wire::connect(env.http()).await;
+    let req = format!("GET /stall HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    assert!(client.send(req.as_bytes()).await);
+    let head = client.head().await.expect("the head came");
+    assert_eq!(head.status(), 200);
+    let rest = client.read_to_close().await;
+    assert_eq!(rest, b"first", "cut after what came");
+    assert!(started.elapsed() < LIMIT, "closed by the read timeout");
+    // 600 ms in all, but never 300 ms without a byte.
+    let got = get(&env, "/slow").await;
+    assert_eq!(got.ok_body(), "firstsecond");
+}
+
+/// The send timeout is the longest wait between two writes to the upstream: an upload that
+/// takes far longer than the read timeout, but keeps moving, is not cut (it was a 504).
+#[tokio::test]
+async fn a_slow_but_progressing_upload_is_never_cut() {
+    let mut upstream =
+        Upstream::start(|conn| conn.serve(|s| ok(s.body.len().to_string().as_bytes()))).await;
+    let env = proxy_to_with(
+        &upstream,
+        &[
+            "--proxy-read-timeout",
+            "300ms",
+            "--proxy-send-timeout",
+            "300ms",
+            "--client-body-buffer-size",
+            "1k",
+        ],
+    )
+    .await;
+    for size in [500usize, 40_000] {
+        let mut client = Wire::connect(env.http()).await;
+        let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {size}\r\n\r\n");
+        assert!(client.send(head.as_bytes()).await);
+        let body = pattern(size);
+        // Ten pieces, 100 ms apart: a second in all.
+        for piece in body.chunks(size.div_ceil(10)) {
+            sleep(Duration::from_millis(100)).await;
+            assert!(client.send(piece).await);
+        }
+        let got = client.response(false).await.unwrap();
+        assert_eq!(got.head.status(), 200, "{size} bytes: {got:?}");
+        assert_eq!(got.body, size.to_string().as_bytes());
+        assert_eq!(upstream.next_seen().await.body, body);
+    }
+}
+
+/// The client body timeout is the longest wait between two reads of the request body: a
+/// client that stops sending gets 408, and the upstream never sees the request.
+#[tokio::test]
+async fn a_stalled_request_body_is_408() {
+    let mut upstream = Upstream::start(|conn| conn.serve(|_| ok(b"fine"))).await;
+    let env = proxy_to_with(&upstream, &["--client-body-timeout", "300ms"]).await;
+    let mut client = Wire::connect(env.http()).await;
+    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\nonly this");
+    assert!(client.send(head.as_bytes()).await);
+    let got = client.response(false).await.unwrap();
+    assert_eq!(got.head.status(), 408, "{got:?}");
+    assert!(seen_lines(&mut upstream).await.is_empty());
+}
+
+/// An upstream that streams a large body to a client that reads nothing: after the send
+/// timeout the client connection is closed, and with it the upstream connection (it was held
+/// for as long as the client wanted).
+async fn stalled_client_releases_upstream(h2: bool) {
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = Upstream::start(move |mut conn| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            if conn.request().await.is_none() {
+                return;
+            }
+            let size = 64 * MIB;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+            conn.send(head.as_bytes()).await;
+            let piece = vec![b'x'; 64 * 1024];
+            for _ in 0..size / piece.len() {
+                if !conn.send(&piece).await {
+                    let _ = closed_tx.send(());
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let env = proxy_to_with(&upstream, &["--send-timeout", "300ms"]).await;
+    let client = tokio::net::TcpStream::connect(env.http()).await.unwrap();
+    let mut wire = Wire::new(client);
+    if h2 {
+        // h2c with an initial stream window of 0: the response can never be sent.
+        let (mut sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(0)
+                .handshake(hyper_util::rt::TokioIo::new(wire.stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{HOST}/big"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let _response = tokio::spawn(async move { sender.send_request(req).await });
+        tokio::time::timeout(LIMIT, closed.recv())
+            .await
+            .expect("the upstream connection was released")
+            .unwrap();
+    } else {
+        let req = format!("GET /big HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        assert!(wire.send(req.as_bytes()).await);
+        tokio::time::timeout(LIMIT, closed.recv())
+            .await
+            .expect("the upstream connection was released")
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_releases_its_upstream_connection() {
+    stalled_client_releases_upstream(false).await;
+}
+
+#[tokio::test]
+async fn an_h2_stream_without_window_releases_its_upstream_connection() {
+    stalled_client_releases_upstream(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Request bodies do not pin backends.
+// ---------------------------------------------------------------------------------------
+
+/// Two POSTs trickling their bodies at a few bytes a second take no upstream connection
+/// until their bodies are in: a single-worker backend stays free for everyone else.
+#[tokio::test]
+async fn slow_request_bodies_take_no_upstream_connection_until_read() {
+    let mut upstream = Upstream::start(|conn| conn.serve(|s| ok(&s.body))).await;
+    let env = proxy_to(&upstream).await;
+    let mut slow = Vec::new();
+    for i in 0..2 {
+        let mut client = Wire::connect(env.http()).await;
+        let head = format!("POST /slow{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\n");
+        assert!(client.send(head.as_bytes()).await);
+        slow.push(client);
+    }
+    for b in b"abcd" {
+        for client in &mut slow {
+            assert!(client.send(&[*b]).await);
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        upstream.accepted(),
+        0,
+        "a slow body took an upstream connection"
+    );
+    assert_eq!(get(&env, "/other").await.ok_body(), "");
+    for client in &mut slow {
+        assert!(client.send(b"e").await);
+        let got = client.response(false).await.unwrap();
+        assert_eq!((got.head.status(), &got.body[..]), (200, &b"abcde"[..]));
+    }
+    let mut paths: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        paths.push(upstream.next_seen().await.path().to_string());
+    }
+    assert_eq!(paths, ["/other", "/slow0", "/slow1"]);
+}

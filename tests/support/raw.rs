@@ -461,8 +461,10 @@ pub async fn proxy_to_with(upstream: &Upstream, flags: &[&str]) -> Env {
         ("eps.yaml", endpoints("h1", "raw", &[upstream.addr], &[])),
         ("ing.yaml", ingress("h1", "raw", &rules)),
     ];
-    let mut all = vec!["--proxy-read-timeout", "8s"];
-    all.extend(flags);
+    let mut all = flags.to_vec();
+    if !flags.contains(&"--proxy-read-timeout") {
+        all.extend(["--proxy-read-timeout", "8s"]);
+    }
     Env::start_with(&files, &all).await
 }
 
