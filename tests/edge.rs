@@ -116,6 +116,63 @@ async fn connection_cannot_remove_framing_host_or_forwarding_fields() {
     assert_eq!(head.get("x-request-id"), Some("client-id"), "{head:?}");
 }
 
+/// The classic desync requests (Content-Length with Transfer-Encoding, obfuscated codings,
+/// two lengths) never make the upstream read a second request: each is refused, or goes as
+/// one request with a body framed by Portico.
+#[tokio::test]
+async fn conflicting_request_framing_never_reaches_the_upstream_as_two_requests() {
+    let mut upstream = echo_lines().await;
+    let env = proxy_to(&upstream).await;
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    let chunked_then_request = format!("0\r\n\r\n{smuggled}");
+    for framing in [
+        format!(
+            "Content-Length: {}\r\nTransfer-Encoding: chunked\r\n",
+            chunked_then_request.len()
+        ),
+        format!(
+            "Transfer-Encoding: chunked\r\nContent-Length: {}\r\n",
+            chunked_then_request.len()
+        ),
+        format!(
+            "Transfer-Encoding: xchunked\r\nContent-Length: {}\r\n",
+            chunked_then_request.len()
+        ),
+        format!(
+            "Transfer-Encoding: chunked, identity\r\nContent-Length: {}\r\n",
+            chunked_then_request.len()
+        ),
+        format!(
+            "Content-Length: {}\r\nContent-Length: 5\r\n",
+            chunked_then_request.len()
+        ),
+        format!(
+            "Transfer-Encoding : chunked\r\nContent-Length: {}\r\n",
+            chunked_then_request.len()
+        ),
+    ] {
+        let req =
+            format!("POST /first HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n{chunked_then_request}");
+        let mut client = Wire::connect(env.http()).await;
+        assert!(client.send(req.as_bytes()).await);
+        // Whatever the answer, and whatever the client connection does next.
+        let _ = client.response(false).await;
+        drop(client);
+        let victim = format!("GET /victim HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        let got = raw_exchange(&env, victim.as_bytes()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got.body),
+            "GET /victim HTTP/1.1",
+            "{framing:?}"
+        );
+    }
+    let lines = seen_lines(&mut upstream).await;
+    assert!(
+        lines.iter().all(|l| !l.contains("smuggled")),
+        "a smuggled request reached the upstream: {lines:?}"
+    );
+}
+
 /// An upstream that sends more than its framing said (in a later write) loses that
 /// connection: the next request gets its own response, on a new connection.
 #[tokio::test]
