@@ -751,13 +751,17 @@ impl Decoder {
                         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                         match httparse::parse_headers(buf, &mut fields) {
                             Ok(httparse::Status::Complete((used, fields))) => {
+                                if has_bare_lf(&buf[..used]) {
+                                    return Err(invalid("bare LF in the trailer section"));
+                                }
                                 let mut trailers = HeaderMap::new();
                                 for f in fields {
                                     let name = HeaderName::from_bytes(f.name.as_bytes());
                                     let value = HeaderValue::from_bytes(f.value);
-                                    if let (Ok(name), Ok(value)) = (name, value) {
-                                        trailers.append(name, value);
-                                    }
+                                    let (Ok(name), Ok(value)) = (name, value) else {
+                                        return Err(invalid("invalid trailer field"));
+                                    };
+                                    trailers.append(name, value);
                                 }
                                 buf.advance(used);
                                 *self = Decoder::Done;

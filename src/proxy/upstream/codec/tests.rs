@@ -459,6 +459,9 @@ fn broken_chunked_bodies_are_errors() {
         &b"zz\r\nabc\r\n"[..],
         b"3\r\nabcX\r\n",
         b"fffffffffffffffff\r\n",
+        b"0\r\nX-A: 1\nX-Injected: 2\r\n\r\n",
+        b"0\r\nX-A: 1\r\n\n",
+        b"0\r\nX-A: \x01\r\n\r\n",
     ] {
         let decoder = Decoder::new(ResponseFraming::Chunked);
         assert!(decode_in_pieces(decoder, wire, &[]).is_err(), "{wire:?}");
