@@ -173,6 +173,12 @@ pub struct BuildArgs {
     /// The service table: schedulers and allocation.
     #[command(flatten)]
     pub services: ServiceArgs,
+    /// Who may add paths to a host: `shared` (any namespace, as the Ingress API and
+    /// ingress-nginx allow) or `namespace` (for multi-tenant clusters: the first namespace to
+    /// claim a host, that of its oldest Ingress, owns all of its paths; other namespaces'
+    /// rules for it are refused with an error).
+    #[arg(long, value_enum, default_value_t = crate::snapshot::HostOwnership::Shared)]
+    pub host_ownership: crate::snapshot::HostOwnership,
 }
 
 /// Schedulers and, in the embedded mode, ClusterIP/NodePort allocation.
@@ -231,6 +237,7 @@ impl BuildArgs {
             fallback_certificate: fallback,
             // Manifests are the embedded mode: nobody else allocates ClusterIPs and NodePorts.
             services: self.services.options(true),
+            host_ownership: self.host_ownership,
         }
     }
 }

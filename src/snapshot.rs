@@ -18,7 +18,9 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
-pub use build::{BuildCache, BuildConfig, Built, CONTROLLER_NAME, build, build_after};
+pub use build::{
+    BuildCache, BuildConfig, Built, CONTROLLER_NAME, HostOwnership, build, build_after,
+};
 pub use certs::CertTable;
 pub use diagnostics::{Diagnostic, Severity};
 pub use routes::RouteTable;

@@ -721,31 +721,30 @@ async fn send_with_body(
     };
     let receiving = read_head(&mut reader, read, head_request);
     tokio::pin!(sending, receiving);
+    const NO_HEAD: &str = "no response head within the read timeout";
     tokio::select! {
-            biased;
-            done = &mut sending => match done {
-                Ok(()) => {
-                    return match tokio::time::timeout(timeouts.read, &mut receiving).await {
-                        Ok(head) => Ok((head, true)),
-                        Err(_) => Err(SendError::TimedOut("no response head within the read timeout")),
-                    };
-                }
-                Err(BodyWriteError::Client(e)) => return Err(SendError::Client(e.to_string())),
-                Err(BodyWriteError::ClientTimedOut) => return Err(SendError::ClientTimedOut),
-                Err(BodyWriteError::SendTimedOut) => {
-                    return Err(SendError::TimedOut("the upstream took no body bytes within the send timeout"));
-                }
-                // The upstream stopped reading; it may still have answered (a 413 before
-                // closing), so the head is awaited all the same.
-                Err(BodyWriteError::Upstream(error)) => {
-                    debug!(%error, "upstream stopped reading the request body");
-                    return match tokio::time::timeout(timeouts.read, &mut receiving).await {
-                        Ok(head) => Ok((head, false)),
-                        Err(_) => Err(SendError::TimedOut("no response head within the read timeout")),
-                    };
-                }
+        biased;
+        done = &mut sending => match done {
+            Ok(()) => match tokio::time::timeout(timeouts.read, &mut receiving).await {
+                Ok(head) => Ok((head, true)),
+                Err(_) => Err(SendError::TimedOut(NO_HEAD)),
             },
-            head = &mut receiving => Ok((head, false)),
+            Err(BodyWriteError::Client(e)) => Err(SendError::Client(e.to_string())),
+            Err(BodyWriteError::ClientTimedOut) => Err(SendError::ClientTimedOut),
+            Err(BodyWriteError::SendTimedOut) => Err(SendError::TimedOut(
+                "the upstream took no body bytes within the send timeout",
+            )),
+            // The upstream stopped reading; it may still have answered (a 413 before
+            // closing), so the head is awaited all the same.
+            Err(BodyWriteError::Upstream(error)) => {
+                debug!(%error, "upstream stopped reading the request body");
+                match tokio::time::timeout(timeouts.read, &mut receiving).await {
+                    Ok(head) => Ok((head, false)),
+                    Err(_) => Err(SendError::TimedOut(NO_HEAD)),
+                }
+            }
+        },
+        head = &mut receiving => Ok((head, false)),
     }
 }
 

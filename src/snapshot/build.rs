@@ -9,6 +9,7 @@ mod class;
 mod ingress;
 mod tls;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -18,6 +19,7 @@ pub use cache::BuildCache;
 use super::Snapshot;
 use super::diagnostics::Diagnostic;
 use super::services::{ServiceOptions, ServiceTable};
+use crate::snapshot::routes::HostPattern;
 use crate::source::ObjectKey;
 use crate::store::ObjectStore;
 
@@ -39,6 +41,19 @@ pub struct BuildConfig {
     pub fallback_certificate: Arc<CertifiedKey>,
     /// Schedulers and allocation of the service table.
     pub services: ServiceOptions,
+    /// Whether a host's paths may come from several namespaces (`--host-ownership`).
+    pub host_ownership: HostOwnership,
+}
+
+/// Who may add paths to a host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostOwnership {
+    /// Any namespace (the Ingress API's and ingress-nginx's behaviour).
+    #[default]
+    Shared,
+    /// Only the namespace of the host's oldest Ingress (for multi-tenant clusters): the
+    /// others' rules for it are refused with an error.
+    Namespace,
 }
 
 // === impl BuildConfig ===
@@ -52,6 +67,7 @@ impl BuildConfig {
             default_certificate: None,
             fallback_certificate,
             services: ServiceOptions::default(),
+            host_ownership: HostOwnership::default(),
         }
     }
 }
@@ -93,8 +109,6 @@ pub fn build_after(
     let mut with_tls: Vec<&class::OurIngress<'_>> =
         ours.iter().filter(|o| tls::has_tls_entries(o)).collect();
     with_tls.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
-    let (certs, secrets) =
-        tls::cert_table(store, config, &with_tls, &cache.secrets, &mut diagnostics);
     let tls_hosts = tls::tls_hosts(&with_tls);
     let context = ingress::Context {
         store,
@@ -103,7 +117,21 @@ pub fn build_after(
     };
     let tls_changed = tls_hosts != cache.tls_hosts;
     let (compiled, changes) = cache::compile_all(&context, &ours, &cache.ingresses, tls_changed);
-    let (hosts, rebuilt) = cache::update_hosts(&cache.hosts, &changes);
+    let exclusive = config.host_ownership == HostOwnership::Namespace;
+    let (hosts, rebuilt) = cache::update_hosts(&cache.hosts, &changes, exclusive);
+    // A host's certificate comes from the namespace that owns it (that of its oldest rule).
+    let owners: HashMap<String, &str> = hosts
+        .iter()
+        .filter(|(h, _)| **h != HostPattern::Any)
+        .filter_map(|(h, e)| Some((h.to_string(), e.owner()?)))
+        .collect();
+    let (certs, secrets) = tls::cert_table(
+        store,
+        config,
+        (&with_tls, &owners),
+        &cache.secrets,
+        &mut diagnostics,
+    );
     let mut defaults: Vec<&ingress::Compiled> = compiled
         .iter()
         .filter(|c| c.default_backend.is_some())

@@ -164,6 +164,9 @@ pub struct CertTable {
     default: Arc<CertifiedKey>,
     /// host pattern → entry: the data the maps were built from.
     entries: BTreeMap<String, CertEntry>,
+    /// Exact hosts that get the default certificate though a wildcard entry matches them
+    /// (the wildcard is another namespace's).
+    pinned: std::collections::BTreeSet<String>,
 }
 
 impl PartialEq for CertTable {
@@ -171,6 +174,7 @@ impl PartialEq for CertTable {
         let entry =
             |(h, e): (&String, &CertEntry)| (h.clone(), e.secret.clone(), e.cert.key.cert.clone());
         self.default.cert == other.default.cert
+            && self.pinned == other.pinned
             && self.entries.len() == other.entries.len()
             && self
                 .entries
@@ -190,6 +194,15 @@ impl CertTable {
             wildcard: HashMap::new(),
             default,
             entries: BTreeMap::new(),
+            pinned: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Serves the default certificate for an exact host that has no entry of its own, though
+    /// a wildcard entry would match it.
+    pub fn pin_default(&mut self, host: &str) {
+        if !self.entries.contains_key(host) && self.pinned.insert(host.to_string()) {
+            self.exact.insert(host.into(), self.default.clone());
         }
     }
 

@@ -166,6 +166,17 @@ pub enum HostPattern {
     Any,
 }
 
+impl std::fmt::Display for HostPattern {
+    /// As written in a rule: `foo.com`, `*.foo.com`, or `*` for no host.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
 /// Maps looked up per request. Their keys come from the cluster's Ingresses, not from
 /// clients (a client only chooses what is looked up, which cannot make the table's chains
 /// longer), so foldhash does instead of SipHash: about 150 instructions less per request.

@@ -28,8 +28,9 @@ pub struct BuildCache {
     /// The route table of exactly these hosts (its maps shared with the snapshot's), which
     /// the next build patches.
     pub(super) routes: RouteTable,
-    /// The TLS host patterns the compiled Ingresses' redirect flags were computed against.
-    pub(super) tls_hosts: HashSet<String>,
+    /// The TLS host patterns (by namespace) the compiled Ingresses' redirect flags were
+    /// computed against.
+    pub(super) tls_hosts: super::tls::TlsHosts,
     /// The Secrets parsed for certificates.
     pub(super) secrets: ParsedSecrets,
     /// The keys of `ingresses` ([`super::Built::ingresses`]).
@@ -60,10 +61,33 @@ pub(super) struct HostEntry {
 // === impl HostEntry ===
 
 impl HostEntry {
-    /// Builds the host's router from its claimants (in precedence order).
-    fn new(host: &HostPattern, claimants: Vec<Arc<Compiled>>) -> HostEntry {
+    /// The namespace that owns the host: that of its oldest claimant.
+    pub fn owner(&self) -> Option<&str> {
+        self.claimants.first().map(|c| c.key.namespace.as_str())
+    }
+
+    /// Builds the host's router from its claimants (in precedence order). With `exclusive`
+    /// (`--host-ownership=namespace`), only the owner's namespace (that of the oldest
+    /// claimant) may add paths; the others' rules for the host are refused.
+    fn new(host: &HostPattern, claimants: Vec<Arc<Compiled>>, exclusive: bool) -> HostEntry {
+        let mut diagnostics = Vec::new();
+        let owner = claimants.first().map(|c| c.key.namespace.clone());
+        let admitted = |c: &Compiled| !exclusive || Some(&c.key.namespace) == owner.as_ref();
+        for refused in claimants.iter().filter(|c| !admitted(c)) {
+            let field = refused
+                .paths
+                .iter()
+                .find(|(h, _)| h == host)
+                .map_or("spec.rules", |(_, c)| c.field.as_str());
+            let reason = format!(
+                "host {host} belongs to namespace {} (--host-ownership=namespace): this Ingress's paths for it are refused",
+                owner.as_deref().unwrap_or_default()
+            );
+            diagnostics.push(Diagnostic::error(&refused.key, field, reason));
+        }
         let candidates = claimants
             .iter()
+            .filter(|c| admitted(c))
             .enumerate()
             .flat_map(|(age, c)| {
                 c.paths
@@ -76,7 +100,6 @@ impl HostEntry {
                     })
             })
             .collect();
-        let mut diagnostics = Vec::new();
         let routes = Arc::new(build_host(candidates, &mut diagnostics));
         HostEntry {
             claimants,
@@ -136,6 +159,7 @@ pub(super) type HostChange = (HostPattern, Option<Arc<HostEntry>>);
 pub(super) fn update_hosts(
     previous: &HashMap<HostPattern, Arc<HostEntry>>,
     changes: &Changes<'_>,
+    exclusive: bool,
 ) -> (HashMap<HostPattern, Arc<HostEntry>>, Vec<HostChange>) {
     let changed: HashSet<&ObjectKey> = changes
         .gone
@@ -172,7 +196,7 @@ pub(super) fn update_hosts(
             continue;
         }
         claimants.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
-        let entry = Arc::new(HostEntry::new(host, claimants));
+        let entry = Arc::new(HostEntry::new(host, claimants, exclusive));
         hosts.insert(host.clone(), Arc::clone(&entry));
         rebuilt.push((host.clone(), Some(entry)));
     }

@@ -4,7 +4,6 @@
 //! ([`Lookup`]s) and on the TLS hosts (the redirect flag): [`Compiled::still_valid`] checks
 //! exactly those, so the next build can reuse it.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -25,7 +24,7 @@ const SSL_REDIRECT_ANNOTATION: &str = "portico.dev/ssl-redirect";
 pub(super) struct Context<'a> {
     pub store: &'a ObjectStore,
     pub services: &'a ServiceTable,
-    pub tls_hosts: &'a HashSet<String>,
+    pub tls_hosts: &'a super::tls::TlsHosts,
 }
 
 /// One Ingress of ours, compiled: what it offers the route table, and its own diagnostics.
@@ -109,8 +108,11 @@ impl Compiled {
         (created.is_none(), created.map(|t| t.0), &self.key)
     }
 
+    /// A route redirects when an Ingress of its own namespace lists its host under
+    /// `spec.tls`: another namespace's TLS entry never changes this one's site.
     fn ssl_redirect(&self, cx: &Context<'_>, host: Option<&str>) -> bool {
-        self.redirect && host.is_some_and(|h| has_tls(cx.tls_hosts, h))
+        let ours = cx.tls_hosts.get(self.key.namespace.as_str());
+        self.redirect && host.is_some_and(|h| ours.is_some_and(|t| has_tls(t, h)))
     }
 
     fn compile(&mut self, cx: &Context<'_>) {
@@ -293,7 +295,7 @@ pub(super) fn default_backend<'a>(
     chosen.cloned()
 }
 
-fn has_tls(tls_hosts: &HashSet<String>, host: &str) -> bool {
+fn has_tls(tls_hosts: &std::collections::HashSet<String>, host: &str) -> bool {
     tls_hosts.contains(host)
         || host::wildcard_suffix(host)
             .is_some_and(|s| !host.starts_with("*.") && tls_hosts.contains(&format!("*.{s}")))

@@ -23,12 +23,17 @@ struct Parsed<'a> {
     now: ParsedSecrets,
 }
 
+/// The namespace that owns each host pattern with routes (that of its oldest rule).
+pub(super) type Owners<'a> = HashMap<String, &'a str>;
+
 /// Builds the certificate table: for each host of each `spec.tls` entry, in the order of
-/// `ours` (oldest Ingress first). Returns the Secrets it parsed, for the next build.
+/// `ours` (oldest Ingress first). A host that has routes takes certificates only from its
+/// owner's namespace: another namespace's entry for it (or a wildcard that would cover it) is
+/// not served for it. Returns the Secrets it parsed, for the next build.
 pub(super) fn cert_table(
     store: &ObjectStore,
     config: &BuildConfig,
-    ours: &[&OurIngress<'_>],
+    (ours, owners): (&[&OurIngress<'_>], &Owners<'_>),
     previous: &ParsedSecrets,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (CertTable, ParsedSecrets) {
@@ -51,14 +56,30 @@ pub(super) fn cert_table(
     };
     let mut table = CertTable::new(default);
     for our in ours {
-        add_ingress_certs(store, our, &mut parsed, &mut table, diagnostics);
+        add_ingress_certs(store, (our, owners), &mut parsed, &mut table, diagnostics);
+    }
+    // A wildcard from one namespace must not cover a host another namespace owns: such a
+    // host gets the default certificate (or its owner's own, installed above).
+    for (host, owner) in owners {
+        if host.starts_with("*.") || table.entry(host).is_some() {
+            continue;
+        }
+        let Some(suffix) = host::wildcard_suffix(host) else {
+            continue;
+        };
+        if table
+            .entry(&format!("*.{suffix}"))
+            .is_some_and(|e| e.secret.namespace != *owner)
+        {
+            table.pin_default(host);
+        }
     }
     (table, parsed.now)
 }
 
 fn add_ingress_certs(
     store: &ObjectStore,
-    our: &OurIngress<'_>,
+    (our, owners): (&OurIngress<'_>, &Owners<'_>),
     parsed: &mut Parsed<'_>,
     table: &mut CertTable,
     diagnostics: &mut Vec<Diagnostic>,
@@ -92,6 +113,13 @@ fn add_ingress_certs(
         let secret_key = ObjectKey::new(Kind::Secret, ns, secret);
         for (j, h) in hosts_of(our, tls).into_iter().enumerate() {
             let field = format!("{field}.hosts[{j}]");
+            if let Some(owner) = owners.get(&h).filter(|o| **o != ns) {
+                let reason = format!(
+                    "host {h} belongs to namespace {owner} (its oldest rule); the certificate of Secret {ns}/{secret} is not served for it"
+                );
+                diagnostics.push(Diagnostic::warning(&key, field, reason));
+                continue;
+            }
             add_host_cert(&key, &field, &h, &secret_key, &cert, table, diagnostics);
         }
     }
@@ -205,9 +233,15 @@ fn hosts_of(
     }
 }
 
-/// Every host pattern some Ingress of ours lists under `spec.tls`.
-pub(super) fn tls_hosts(ours: &[&OurIngress<'_>]) -> HashSet<String> {
-    ours.iter()
-        .flat_map(|our| tls_entries(our).flat_map(move |tls| hosts_of(our, tls)))
-        .collect()
+/// The host patterns listed under `spec.tls`, by the namespace of the Ingress listing them.
+pub(super) type TlsHosts = HashMap<String, HashSet<String>>;
+
+/// Every host pattern some Ingress of ours lists under `spec.tls`, by namespace.
+pub(super) fn tls_hosts(ours: &[&OurIngress<'_>]) -> TlsHosts {
+    let mut hosts = TlsHosts::new();
+    for our in ours {
+        let listed = hosts.entry(our.namespace.to_string()).or_default();
+        listed.extend(tls_entries(our).flat_map(|tls| hosts_of(our, tls)));
+    }
+    hosts
 }
