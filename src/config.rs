@@ -170,6 +170,12 @@ pub struct BuildArgs {
     /// (default: a self-signed certificate generated at start).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced_name)]
     pub default_ssl_certificate: Option<(String, String)>,
+    /// Route to ExternalName Services (never to the node itself: loopback, link-local and
+    /// the node's own addresses are refused with 502). `--allow-external-name-services=false`
+    /// turns them off: their routes answer 503, with an error on the Ingress.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          env = "PORTICO_ALLOW_EXTERNAL_NAME_SERVICES")]
+    pub allow_external_name_services: bool,
     /// The service table: schedulers and allocation.
     #[command(flatten)]
     pub services: ServiceArgs,
@@ -231,6 +237,7 @@ impl BuildArgs {
             fallback_certificate: fallback,
             // Manifests are the embedded mode: nobody else allocates ClusterIPs and NodePorts.
             services: self.services.options(true),
+            allow_external_names: self.allow_external_name_services,
         }
     }
 }

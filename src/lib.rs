@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod controller;
 pub mod echo;
+pub mod egress;
 pub mod l4;
 pub mod metrics;
 pub mod proxy;

@@ -234,6 +234,10 @@ impl Proxy {
     }
 
     fn connect_failed(&self, target: &Target, e: ConnectError) -> ProxyError {
+        if let ConnectError::Refused(_) = e {
+            self.metrics.external_name_refused();
+            return ProxyError::ExternalNameRefused;
+        }
         self.metrics.upstream_connect_error();
         match e {
             ConnectError::Timeout => ProxyError::Timeout,
