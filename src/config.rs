@@ -251,9 +251,14 @@ pub struct ProxyArgs {
     /// HTTPS listener (repeatable).
     #[arg(long = "https-addr", value_name = "ADDR", default_values = ["0.0.0.0:443"])]
     pub https_addrs: Vec<SocketAddr>,
-    /// Admin listener: /healthz, /readyz, /metrics, /debug/snapshot.
+    /// Admin listener: /healthz, /readyz, /metrics (open to all), /debug/* (loopback
+    /// clients, or with the admin token).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
     pub admin_addr: SocketAddr,
+    /// A file holding a token (white space around it trimmed) that lets clients other than
+    /// loopback read the admin's /debug/* with `Authorization: Bearer <token>`. Read at start.
+    #[arg(long, value_name = "PATH", env = "PORTICO_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Connecting to an endpoint; past it the client gets 504.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,

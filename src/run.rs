@@ -49,6 +49,9 @@ pub enum RunError {
     /// The TLS configuration could not be made.
     #[error(transparent)]
     Tls(#[from] tls::TlsConfigError),
+    /// The admin token file cannot be used.
+    #[error(transparent)]
+    AdminToken(#[from] admin::TokenError),
     /// An I/O error of a listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -75,6 +78,10 @@ pub struct Portico {
 /// Binds every listener (all or nothing), then starts serving.
 pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let p = &args.proxy;
+    let token = match &p.admin_token_file {
+        Some(path) => Some(Arc::new(admin::AdminToken::read(path)?)),
+        None => None,
+    };
     let http = bind_all(&p.http_addrs, "HTTP")?;
     let https = bind_all(&p.https_addrs, "HTTPS")?;
     let admin = listener::bind(p.admin_addr, "admin")?;
@@ -110,6 +117,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
         status,
         metrics,
         node_addresses,
+        token,
     };
     let mut admin_stop = stopped;
     tokio::spawn(admin::serve(admin, state, async move {
