@@ -281,6 +281,15 @@ pub struct ProxyArgs {
     /// Most request headers accepted.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_headers: usize,
+    /// Client connections open at once, the HTTP and HTTPS listeners together; past it a new
+    /// connection is accepted and closed at once (open ones, the admin listener and upstream
+    /// connections are not affected). Default: `(soft − reserve) / 2` of the file descriptor
+    /// limit (after raising it to the hard limit), `reserve = min(128, soft / 2)` kept for
+    /// listeners, admin, watchers and DNS, the other half for upstream connections: 448 at
+    /// 1024 descriptors, 524224 at 1048576; no limit when the descriptor limit is unknown.
+    #[arg(long, value_name = "N", env = "PORTICO_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// One log line per request (target `portico::access`); `--access-log false` turns it off.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -300,6 +309,10 @@ impl ProxyArgs {
             max_headers: self.max_headers,
             https_port: self.https_addrs.first().map_or(443, |a| a.port()),
             access_log: self.access_log,
+            max_connections: match self.max_connections {
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => crate::resources::default_max_connections(),
+            },
             ..crate::proxy::ProxyConfig::default()
         }
     }

@@ -64,6 +64,7 @@ pub struct Metrics {
     connect_errors: Counter,
     retries: Counter,
     external_name_refused: Counter,
+    connections_refused: Counter,
     /// One gauge per [`ListenerKind`], in [`ListenerKind::ALL`] order, so opening a connection
     /// needs no family lookup.
     open: [Gauge; 3],
@@ -102,6 +103,12 @@ impl Metrics {
             "Connections to ExternalName Services not made: every address the name resolved to was loopback, unspecified, link-local or the node's own",
             external_name_refused.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at once because --max-connections were open",
+            connections_refused.clone(),
+        );
         let open_family = Family::<ListenerLabels, Gauge>::default();
         let open = ListenerKind::ALL.map(|listener| {
             open_family
@@ -118,6 +125,7 @@ impl Metrics {
             connect_errors,
             retries,
             external_name_refused,
+            connections_refused,
             open,
         }
     }
@@ -164,6 +172,11 @@ impl Metrics {
     /// Records a connection to an ExternalName Service refused (see [`crate::egress`]).
     pub fn external_name_refused(&self) {
         self.external_name_refused.inc();
+    }
+
+    /// Records a client connection closed at once over the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a connection open on `listener` until the returned guard is dropped.

@@ -114,7 +114,9 @@ impl Proxy {
             let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             match client_upgrade {
                 Some(client) if switching => match response.body_mut().take_upgraded() {
-                    Some(upstream) => super::listener::tunnel(client, upstream),
+                    Some(upstream) => {
+                        super::listener::tunnel(client, upstream, self.hold_connection());
+                    }
                     None => {
                         let e = ProxyError::Upstream("101 without a connection".into());
                         break 'forward Err(e);
