@@ -26,12 +26,14 @@ const LOOPBACK_V6: &str = "[::1]:40000";
 const MAPPED_LOOPBACK: &str = "[::ffff:127.0.0.1]:40000";
 const REMOTE: &str = "10.1.2.3:40000";
 
+/// (peer, Host, Authorization, token configured, allowed)
+type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, bool, bool);
+
 #[test]
 fn the_rule() {
     let token = AdminToken::new(b"s3cret-token").expect("token");
     let good = Some("Bearer s3cret-token");
-    // (peer, Host, Authorization, token configured, allowed)
-    let cases: &[(&str, Option<&str>, Option<&str>, bool, bool)] = &[
+    let cases: &[Case<'_>] = &[
         (LOOPBACK, Some("localhost:10254"), None, false, true),
         (LOOPBACK, Some("127.0.0.1:10254"), None, false, true),
         (LOOPBACK, Some("[::1]:10254"), None, false, true),
