@@ -423,4 +423,35 @@ mod tests {
             "check needs --manifests"
         );
     }
+
+    #[test]
+    fn hardening_flags_parse() {
+        let cli = Cli::try_parse_from(["portico"]).unwrap();
+        assert!(cli.run.build.allow_external_name_services);
+        assert_eq!(cli.run.proxy.max_connections, None);
+        assert_eq!(cli.run.proxy.admin_token_file, None);
+        let cli = Cli::try_parse_from([
+            "portico",
+            "--allow-external-name-services=false",
+            "--max-connections",
+            "4",
+            "--admin-token-file",
+            "/run/token",
+        ])
+        .unwrap();
+        assert!(!cli.run.build.allow_external_name_services);
+        assert_eq!(cli.run.proxy.proxy_config().max_connections, 4);
+        assert_eq!(
+            cli.run.proxy.admin_token_file.as_deref(),
+            Some(std::path::Path::new("/run/token"))
+        );
+        assert!(!cli.run.build.build_config(fallback()).allow_external_names);
+        assert!(Cli::try_parse_from(["portico", "--max-connections", "0"]).is_err());
+    }
+
+    fn fallback() -> std::sync::Arc<rustls::sign::CertifiedKey> {
+        crate::snapshot::certs::TlsCert::self_signed(&["x"])
+            .unwrap()
+            .key
+    }
 }
