@@ -7,9 +7,18 @@
 //! | `/readyz` | 200 `ready` once the first snapshot is published, else 503 |
 //! | `/metrics` | OpenMetrics text ([`Metrics::encode`]) |
 //! | `/debug/snapshot` | `{"generation", "routes", "diagnostics"}` |
+//! | `/debug/explain?url=…` | how a URL is served, as text |
+//!
+//! The probes and `/metrics` answer everyone (kubelet probes from the node's address,
+//! Prometheus from anywhere). `/debug/*` shows the whole configuration, so it answers only a
+//! loopback peer or a client presenting the `--admin-token-file` token, and only with a Host
+//! that is `localhost` or an IP literal (DNS rebinding); others get a bare 403 ([`access`]).
+
+mod access;
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{ALLOW, CONTENT_TYPE};
@@ -30,6 +39,8 @@ use crate::snapshot::SnapshotHandle;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::table::{RouteRow, route_rows};
 
+pub use access::{AdminToken, TokenError};
+
 /// The content type of `/metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -44,6 +55,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The node's addresses (for `/debug/explain` of NodePort URLs).
     pub node_addresses: Vec<std::net::IpAddr>,
+    /// `--admin-token-file`: lets clients other than loopback read `/debug/*`.
+    pub token: Option<Arc<AdminToken>>,
 }
 
 /// Serves the admin endpoints on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves,
@@ -54,11 +67,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
-    crate::serve::accept_loop(listener, "admin", shutdown, |stream, _peer| {
+    crate::serve::accept_loop(listener, "admin", shutdown, |stream, peer| {
         let guard = state.metrics.connection_opened(ListenerKind::Admin);
         let state = state.clone();
         let service = service_fn(move |req| {
-            let response = respond(&state, &req);
+            let response = respond(&state, peer, &req);
             async move { Ok::<_, Infallible>(response) }
         });
         let conn = builder
@@ -70,8 +83,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Routes one request. The handlers only read memory, so they run inline.
-fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Routes one request from `peer`. The handlers only read memory, so they run inline.
+fn respond<B>(state: &AdminState, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response
@@ -79,7 +92,11 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if path.starts_with("/debug") && !access::debug_allowed(peer, req, state.token.as_deref()) {
+        return text(StatusCode::FORBIDDEN, "forbidden\n");
+    }
+    match path {
         "/healthz" => text(StatusCode::OK, "ok"),
         "/readyz" => readyz(state),
         "/metrics" => {

@@ -170,6 +170,12 @@ pub struct BuildArgs {
     /// (default: a self-signed certificate generated at start).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced_name)]
     pub default_ssl_certificate: Option<(String, String)>,
+    /// Route to ExternalName Services (never to the node itself: loopback, link-local and
+    /// the node's own addresses are refused with 502). `--allow-external-name-services=false`
+    /// turns them off: their routes answer 503, with an error on the Ingress.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          env = "PORTICO_ALLOW_EXTERNAL_NAME_SERVICES")]
+    pub allow_external_name_services: bool,
     /// The service table: schedulers and allocation.
     #[command(flatten)]
     pub services: ServiceArgs,
@@ -238,6 +244,7 @@ impl BuildArgs {
             // Manifests are the embedded mode: nobody else allocates ClusterIPs and NodePorts.
             services: self.services.options(true),
             host_ownership: self.host_ownership,
+            allow_external_names: self.allow_external_name_services,
         }
     }
 }
@@ -251,9 +258,14 @@ pub struct ProxyArgs {
     /// HTTPS listener (repeatable).
     #[arg(long = "https-addr", value_name = "ADDR", default_values = ["0.0.0.0:443"])]
     pub https_addrs: Vec<SocketAddr>,
-    /// Admin listener: /healthz, /readyz, /metrics, /debug/snapshot.
+    /// Admin listener: /healthz, /readyz, /metrics (open to all), /debug/* (loopback
+    /// clients, or with the admin token).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
     pub admin_addr: SocketAddr,
+    /// A file holding a token (white space around it trimmed) that lets clients other than
+    /// loopback read the admin's /debug/* with `Authorization: Bearer <token>`. Read at start.
+    #[arg(long, value_name = "PATH", env = "PORTICO_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Connecting to an endpoint (nginx `proxy_connect_timeout`); past it the client gets
     /// 504.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
@@ -306,6 +318,15 @@ pub struct ProxyArgs {
     /// Most request headers accepted.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_headers: usize,
+    /// Client connections open at once, the HTTP and HTTPS listeners together; past it a new
+    /// connection is accepted and closed at once (open ones, the admin listener and upstream
+    /// connections are not affected). Default: `(soft − reserve) / 2` of the file descriptor
+    /// limit (after raising it to the hard limit), `reserve = min(128, soft / 2)` kept for
+    /// listeners, admin, watchers and DNS, the other half for upstream connections: 448 at
+    /// 1024 descriptors, 524224 at 1048576; no limit when the descriptor limit is unknown.
+    #[arg(long, value_name = "N", env = "PORTICO_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// One log line per request (target `portico::access`); `--access-log false` turns it off.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -332,6 +353,10 @@ impl ProxyArgs {
             max_headers: self.max_headers,
             https_port: self.https_addrs.first().map_or(443, |a| a.port()),
             access_log: self.access_log,
+            max_connections: match self.max_connections {
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => crate::resources::default_max_connections(),
+            },
             ..crate::proxy::ProxyConfig::default()
         }
     }
@@ -476,5 +501,36 @@ mod tests {
             Cli::try_parse_from(["portico", "check"]).is_err(),
             "check needs --manifests"
         );
+    }
+
+    #[test]
+    fn hardening_flags_parse() {
+        let cli = Cli::try_parse_from(["portico"]).unwrap();
+        assert!(cli.run.build.allow_external_name_services);
+        assert_eq!(cli.run.proxy.max_connections, None);
+        assert_eq!(cli.run.proxy.admin_token_file, None);
+        let cli = Cli::try_parse_from([
+            "portico",
+            "--allow-external-name-services=false",
+            "--max-connections",
+            "4",
+            "--admin-token-file",
+            "/run/token",
+        ])
+        .unwrap();
+        assert!(!cli.run.build.allow_external_name_services);
+        assert_eq!(cli.run.proxy.proxy_config().max_connections, 4);
+        assert_eq!(
+            cli.run.proxy.admin_token_file.as_deref(),
+            Some(std::path::Path::new("/run/token"))
+        );
+        assert!(!cli.run.build.build_config(fallback()).allow_external_names);
+        assert!(Cli::try_parse_from(["portico", "--max-connections", "0"]).is_err());
+    }
+
+    fn fallback() -> std::sync::Arc<rustls::sign::CertifiedKey> {
+        crate::snapshot::certs::TlsCert::self_signed(&["x"])
+            .unwrap()
+            .key
     }
 }

@@ -63,6 +63,8 @@ pub struct Metrics {
     duration: Histogram,
     connect_errors: Counter,
     retries: Counter,
+    external_name_refused: Counter,
+    connections_refused: Counter,
     /// One gauge per [`ListenerKind`], in [`ListenerKind::ALL`] order, so opening a connection
     /// needs no family lookup.
     open: [Gauge; 3],
@@ -95,6 +97,18 @@ impl Metrics {
             "Requests retried on another upstream endpoint",
             retries.clone(),
         );
+        let external_name_refused = Counter::default();
+        registry.register(
+            "external_name_refused",
+            "Connections to ExternalName Services not made: every address the name resolved to was loopback, unspecified, link-local or the node's own",
+            external_name_refused.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at once because --max-connections were open",
+            connections_refused.clone(),
+        );
         let open_family = Family::<ListenerLabels, Gauge>::default();
         let open = ListenerKind::ALL.map(|listener| {
             open_family
@@ -110,6 +124,8 @@ impl Metrics {
             duration,
             connect_errors,
             retries,
+            external_name_refused,
+            connections_refused,
             open,
         }
     }
@@ -151,6 +167,16 @@ impl Metrics {
     /// Records a request retried on another upstream endpoint.
     pub fn upstream_retry(&self) {
         self.retries.inc();
+    }
+
+    /// Records a connection to an ExternalName Service refused (see [`crate::egress`]).
+    pub fn external_name_refused(&self) {
+        self.external_name_refused.inc();
+    }
+
+    /// Records a client connection closed at once over the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a connection open on `listener` until the returned guard is dropped.

@@ -22,6 +22,7 @@ use self::balance::EndpointPicker;
 use self::deadline::Deadlines;
 use self::upstream::{PoolConfig, UpstreamPool};
 use crate::metrics::Metrics;
+use crate::resources::{ConnectionLimit, ConnectionPermit};
 use crate::snapshot::SnapshotHandle;
 
 /// Timeouts, limits and behaviour of the proxy.
@@ -62,6 +63,10 @@ pub struct ProxyConfig {
     pub https_port: u16,
     /// Write one access-log line per request.
     pub access_log: bool,
+    /// Client connections open at once, all proxy listeners together (default: no limit;
+    /// `--max-connections` derives one from the file descriptor limit). Past it a new
+    /// connection is accepted and closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -81,6 +86,7 @@ impl Default for ProxyConfig {
             max_headers: 100,
             https_port: 443,
             access_log: true,
+            max_connections: usize::MAX,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct Proxy {
     deadlines: Deadlines,
     picker: Arc<dyn EndpointPicker>,
     metrics: Arc<Metrics>,
+    /// Open client connections against `config.max_connections`.
+    connections: Arc<ConnectionLimit>,
     config: ProxyConfig,
 }
 
@@ -121,6 +129,7 @@ impl Proxy {
             deadlines: Deadlines::new(config.read_timeout),
             picker,
             metrics,
+            connections: ConnectionLimit::new(config.max_connections),
             config,
         })
     }
@@ -133,5 +142,20 @@ impl Proxy {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// A permit for one more client connection, or `None` (counted as refused) when
+    /// `max_connections` are open.
+    pub fn admit(&self) -> Option<ConnectionPermit> {
+        let permit = self.connections.try_acquire();
+        if permit.is_none() {
+            self.metrics.connection_refused();
+        }
+        permit
+    }
+
+    /// Keeps an upgraded connection counted once its HTTP connection has ended.
+    fn hold_connection(&self) -> ConnectionPermit {
+        self.connections.hold()
     }
 }

@@ -49,6 +49,9 @@ pub enum RunError {
     /// The TLS configuration could not be made.
     #[error(transparent)]
     Tls(#[from] tls::TlsConfigError),
+    /// The admin token file cannot be used.
+    #[error(transparent)]
+    AdminToken(#[from] admin::TokenError),
     /// An I/O error of a listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -78,6 +81,10 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     for deprecated in p.deprecations() {
         warn!("{deprecated}");
     }
+    let token = match &p.admin_token_file {
+        Some(path) => Some(Arc::new(admin::AdminToken::read(path)?)),
+        None => None,
+    };
     let http = bind_all(&p.http_addrs, "HTTP")?;
     let https = bind_all(&p.https_addrs, "HTTPS")?;
     let admin = listener::bind(p.admin_addr, "admin")?;
@@ -103,6 +110,7 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
         drain_timeout: p.drain_timeout,
     };
     let proxy = proxy(args, &portico, metrics.clone());
+    let max_connections = proxy.config().max_connections;
     portico.serve_proxy(http, https, proxy, &stopped)?;
     // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
     let l4 = args.l4.config(embedded, p.connect_timeout());
@@ -113,12 +121,20 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
         status,
         metrics,
         node_addresses,
+        token,
     };
     let mut admin_stop = stopped;
     tokio::spawn(admin::serve(admin, state, async move {
         let _ = admin_stop.wait_for(|s| *s).await;
     }));
-    info!(http = ?portico.http, https = ?portico.https, admin = %portico.admin, "listening");
+    let max_connections = (max_connections != usize::MAX).then_some(max_connections);
+    info!(
+        http = ?portico.http,
+        https = ?portico.https,
+        admin = %portico.admin,
+        max_connections,
+        "listening"
+    );
     Ok(portico)
 }
 
@@ -220,7 +236,28 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Caught from here on: a signal that arrives while starting (after the first snapshot is
     // published, say) drains like any other instead of killing the process.
     let signals = ShutdownSignals::install();
+    raise_fd_limit();
     start(&args).await?.run_until_signal(signals).await
+}
+
+/// Raises the soft file descriptor limit to the hard one, before anything derives a limit
+/// from it (`--max-connections`), and logs both.
+fn raise_fd_limit() {
+    match crate::resources::raise_fd_limit() {
+        Ok(Some((before, after))) => info!(
+            soft = %after.soft,
+            hard = %after.hard,
+            soft_before = %before.soft,
+            "file descriptor limit"
+        ),
+        Ok(None) => {}
+        Err(error) => match crate::resources::fd_limits() {
+            Some(now) => {
+                warn!(%error, soft = %now.soft, hard = %now.hard, "cannot raise the file descriptor limit")
+            }
+            None => warn!(%error, "cannot raise the file descriptor limit"),
+        },
+    }
 }
 
 /// The myblog demo: echo backends on the endpoints of the manifests, and Portico.

@@ -21,6 +21,10 @@ pub enum ProxyError {
     /// Connecting to the upstream failed (after the retry, when there was one).
     #[error("upstream connect failed: {0}")]
     Connect(String),
+    /// An ExternalName resolved only to addresses Portico does not connect to (the node
+    /// itself: loopback, link-local, its own addresses). Not retried.
+    #[error("ExternalName refused")]
+    ExternalNameRefused,
     /// The upstream did not answer in time (connect or response headers).
     #[error("upstream timed out")]
     Timeout,
@@ -51,7 +55,9 @@ impl ProxyError {
             ProxyError::BackendUnavailable | ProxyError::NoEndpoints => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::ExternalNameRefused => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TooManyFields => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -96,6 +102,9 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::TooManyFields => "too many header fields",
         ProxyError::ClientTimeout => "request body timed out",
         ProxyError::ClientBody(_) => "request body failed",
+        ProxyError::ExternalNameRefused => {
+            "ExternalName refused: it resolves to a loopback, link-local or node address"
+        }
         _ => "error",
     }
 }

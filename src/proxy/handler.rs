@@ -147,7 +147,9 @@ impl Proxy {
             let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             match client_upgrade {
                 Some(client) if switching => match response.body_mut().take_upgraded() {
-                    Some(upstream) => super::listener::tunnel(client, upstream),
+                    Some(upstream) => {
+                        super::listener::tunnel(client, upstream, self.hold_connection());
+                    }
                     None => {
                         let e = ProxyError::Upstream("101 without a connection".into());
                         break 'forward Err(e);
@@ -267,6 +269,10 @@ impl Proxy {
     }
 
     fn connect_failed(&self, target: &Target, e: ConnectError) -> ProxyError {
+        if let ConnectError::Refused(_) = e {
+            self.metrics.external_name_refused();
+            return ProxyError::ExternalNameRefused;
+        }
         self.metrics.upstream_connect_error();
         match e {
             ConnectError::Timeout => ProxyError::Timeout,

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::drain::Drain;
 use super::headers::ConnHeaders;
@@ -98,18 +98,25 @@ pub async fn serve(
 ) {
     let builder = connection_builder(proxy.config());
     let local = listener.local_addr().ok();
+    let mut errors = crate::serve::AcceptErrors::new("proxy");
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%error, "accept failed");
+                    errors.failed(&error);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = stopped(&mut shutdown) => break,
+        };
+        errors.accepted();
+        // Over --max-connections: closed at once, so the backlog does not fill either.
+        let Some(permit) = proxy.admit() else {
+            drop(stream);
+            continue;
         };
         let local = stream.local_addr().ok().or(local).unwrap_or(peer);
         let conn = Connection {
@@ -118,6 +125,7 @@ pub async fn serve(
             drain: drain.clone(),
             peer,
             local,
+            _permit: permit,
         };
         match &tls {
             None => drop(tokio::spawn(conn.serve_plain(stream))),
@@ -139,6 +147,8 @@ struct Connection {
     drain: Drain,
     peer: SocketAddr,
     local: SocketAddr,
+    /// Counts the connection against `--max-connections` until it ends.
+    _permit: crate::resources::ConnectionPermit,
 }
 
 impl Connection {
@@ -257,8 +267,14 @@ impl WrapRequest for Boxed {
 /// Joins an upgraded client connection to an upstream connection that switched protocols
 /// (WebSocket and other `Upgrade` protocols) and copies both ways until either side closes.
 /// What the upstream sent right after its 101 head goes to the client first.
-pub(super) fn tunnel(client: OnUpgrade, upstream: super::upstream::Upgraded) {
+/// `permit` keeps the tunnel counted against `--max-connections`.
+pub(super) fn tunnel(
+    client: OnUpgrade,
+    upstream: super::upstream::Upgraded,
+    permit: crate::resources::ConnectionPermit,
+) {
     tokio::spawn(async move {
+        let _permit = permit;
         let client = match client.await {
             Ok(client) => client,
             Err(error) => return debug!(%error, "upgrade failed"),

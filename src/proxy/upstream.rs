@@ -62,6 +62,8 @@ pub enum ConnectError {
     Timeout,
     /// The connection was refused, reset, or the name did not resolve.
     Io(io::Error),
+    /// An ExternalName resolved only to addresses of the node itself (see [`crate::egress`]).
+    Refused(crate::egress::Refused),
 }
 
 impl fmt::Display for ConnectError {
@@ -69,6 +71,7 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Refused(r) => write!(f, "not connected: {r}"),
         }
     }
 }
@@ -290,14 +293,18 @@ impl UpstreamPool {
     pub async fn connect(self: &Arc<Self>, target: &Target) -> Result<Pooled, ConnectError> {
         let connecting = async {
             match target {
-                Target::Addr(addr) => TcpStream::connect(addr).await,
-                Target::Name(host, port) => TcpStream::connect((&**host, *port)).await,
+                Target::Addr(addr) => TcpStream::connect(addr).await.map_err(ConnectError::Io),
+                // Only to addresses that are not the node itself.
+                Target::Name(host, port) => match crate::egress::connect(host, *port).await {
+                    Ok(stream) => Ok(stream),
+                    Err(crate::egress::EgressError::Refused(r)) => Err(ConnectError::Refused(r)),
+                    Err(crate::egress::EgressError::Io(e)) => Err(ConnectError::Io(e)),
+                },
             }
         };
         let stream = tokio::time::timeout(self.config.connect_timeout, connecting)
             .await
-            .map_err(|_| ConnectError::Timeout)?
-            .map_err(ConnectError::Io)?;
+            .map_err(|_| ConnectError::Timeout)??;
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);

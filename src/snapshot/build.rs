@@ -41,6 +41,9 @@ pub struct BuildConfig {
     pub fallback_certificate: Arc<CertifiedKey>,
     /// Schedulers and allocation of the service table.
     pub services: ServiceOptions,
+    /// Route to ExternalName Services (`--allow-external-name-services`, default true); when
+    /// false their routes answer 503 with an error diagnostic.
+    pub allow_external_names: bool,
     /// Whether a host's paths may come from several namespaces (`--host-ownership`).
     pub host_ownership: HostOwnership,
 }
@@ -68,6 +71,7 @@ impl BuildConfig {
             fallback_certificate,
             services: ServiceOptions::default(),
             host_ownership: HostOwnership::default(),
+            allow_external_names: true,
         }
     }
 }
@@ -114,6 +118,7 @@ pub fn build_after(
         store,
         services: &services,
         tls_hosts: &tls_hosts,
+        allow_external_names: config.allow_external_names,
     };
     let tls_changed = tls_hosts != cache.tls_hosts;
     let (compiled, changes) = cache::compile_all(&context, &ours, &cache.ingresses, tls_changed);

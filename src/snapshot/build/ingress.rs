@@ -25,6 +25,8 @@ pub(super) struct Context<'a> {
     pub store: &'a ObjectStore,
     pub services: &'a ServiceTable,
     pub tls_hosts: &'a super::tls::TlsHosts,
+    /// Whether ExternalName Services may be routed to (`BuildConfig::allow_external_names`).
+    pub allow_external_names: bool,
 }
 
 /// One Ingress of ours, compiled: what it offers the route table, and its own diagnostics.
@@ -41,6 +43,8 @@ pub(super) struct Compiled {
     pub default_backend: Option<Route>,
     /// Whether its TLS hosts redirect plain HTTP (the annotation).
     redirect: bool,
+    /// `Context::allow_external_names` when it was compiled (its lookups depend on it).
+    allow_external_names: bool,
     /// Every Service lookup made, in order: what the result depended on.
     lookups: Vec<Lookup>,
     /// Problems of this Ingress alone (precedence among Ingresses is judged later).
@@ -68,6 +72,7 @@ impl Compiled {
             hosts: Vec::new(),
             default_backend: None,
             redirect: true,
+            allow_external_names: cx.allow_external_names,
             lookups: Vec::new(),
             diagnostics: Vec::new(),
         };
@@ -80,11 +85,12 @@ impl Compiled {
     }
 
     /// Whether compiling `ingress` now would give this again: the same Ingress, every backend
-    /// resolving as before (certain when the service table is unchanged), and (when the TLS
-    /// hosts changed) the same redirect flags.
+    /// resolving as before (certain when the service table and the ExternalName option are
+    /// unchanged), and (when the TLS hosts changed) the same redirect flags.
     pub fn still_valid(&self, cx: &Context<'_>, ingress: &Arc<Ingress>, tls_changed: bool) -> bool {
         let ns = self.key.namespace.as_str();
-        (Arc::ptr_eq(&self.ingress, ingress) || *self.ingress == **ingress)
+        self.allow_external_names == cx.allow_external_names
+            && (Arc::ptr_eq(&self.ingress, ingress) || *self.ingress == **ingress)
             && (cx.services.unchanged()
                 || self.lookups.iter().all(|l| {
                     let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
@@ -206,6 +212,17 @@ impl Compiled {
         if let Some(reason) = &error {
             self.error(format!("{field}.service"), reason.clone());
         }
+        // A function of the upstream alone, so a reused compilation (same lookups) has it too.
+        if let Upstream::External { host, .. } = &upstream
+            && let Some(refusal) = crate::egress::literal_refusal(host)
+        {
+            let reason = format!(
+                "ExternalName Service {}/{service} names {host:?}, {refusal}: Portico does not connect there; requests get 502",
+                self.key.namespace
+            );
+            let warning = Diagnostic::warning(&self.key, format!("{field}.service"), reason);
+            self.diagnostics.push(warning);
+        }
         self.lookups.push(Lookup {
             service: Arc::clone(&service),
             port: port.clone(),
@@ -260,6 +277,12 @@ fn lookup(cx: &Context<'_>, ns: &str, name: &str, port: &PortRef) -> (Upstream, 
         },
         Err(_) => Upstream::Unavailable,
     };
+    if matches!(upstream, Upstream::External { .. }) && !cx.allow_external_names {
+        let reason = format!(
+            "Service {ns}/{name} is of type ExternalName, and ExternalName Services are disabled (--allow-external-name-services=false); requests get 503"
+        );
+        return (Upstream::Unavailable, Some(reason));
+    }
     if upstream != Upstream::Unavailable {
         return (upstream, None);
     }

@@ -217,6 +217,85 @@ fn external_name_services() {
     assert_eq!(errors(&built), 0);
 }
 
+/// An ExternalName naming the node itself (a loopback literal, `localhost`) is still routed
+/// (the proxy refuses it at connect time: 502), with a warning naming the Service; one that
+/// only DNS can judge gets none.
+#[test]
+fn external_names_of_the_node_are_warned_about() {
+    for (name, warned) in [
+        ("localhost", true),
+        ("Admin.LOCALHOST.", true),
+        ("127.0.0.1", true),
+        ("::1", true),
+        ("169.254.169.254", true),
+        ("0.0.0.0", true),
+        ("api.example.org", false),
+        ("10.0.0.1", false),
+    ] {
+        let ext = svc_with("ext", json!({"type": "ExternalName", "externalName": name}));
+        let built = build_of(vec![our_class(), ext, ing_to("ext", json!({"number": 80}))]);
+        let route = built.snapshot.routes.route("h.com", "/").unwrap();
+        assert!(
+            matches!(route.backend.upstream, Upstream::External { .. }),
+            "{name}"
+        );
+        assert_eq!(errors(&built), 0, "{name}");
+        let found = diags(&built, "ExternalName Service default/ext names");
+        assert_eq!(found.len(), usize::from(warned), "{name}: {found:?}");
+        if let Some(d) = found.first() {
+            assert_eq!(d.severity, Severity::Warning);
+            assert_eq!(d.object.name, "i");
+            assert_eq!(d.field, "spec.rules[0].http.paths[0].backend.service");
+            assert!(d.reason.contains("requests get 502"), "{d}");
+        }
+    }
+}
+
+/// `--allow-external-name-services=false`: 503 and an error on the Ingress, for Services with
+/// and without ports and for default backends; the incremental build follows the option.
+#[test]
+fn external_names_can_be_disabled() {
+    let objects = || {
+        vec![
+            our_class(),
+            svc_with(
+                "ext",
+                json!({"type": "ExternalName", "externalName": "api.example.org"}),
+            ),
+            svc_with(
+                "ext-ports",
+                json!({"type": "ExternalName", "externalName": "api.example.org", "ports": [{"port": 443}]}),
+            ),
+            ing(
+                "i",
+                json!({"defaultBackend": {"service": {"name": "ext", "port": {"number": 80}}},
+                       "rules": [rule("h.com", &[("/a", "Prefix", "ext", 80), ("/b", "Prefix", "ext-ports", 443)])]}),
+            ),
+        ]
+    };
+    let mut off = config();
+    off.allow_external_names = false;
+    let store = ObjectStore::from_objects(objects());
+    let disabled = build(&store, &off);
+    for path in ["/a", "/b", "/c"] {
+        let route = disabled.snapshot.routes.route("h.com", path).unwrap();
+        assert_eq!(route.backend.upstream, Upstream::Unavailable, "{path}");
+    }
+    let found = diags(&disabled, "ExternalName Services are disabled");
+    assert_eq!(found.len(), 3, "{:?}", disabled.diagnostics);
+    assert!(found.iter().all(|d| d.severity == Severity::Error));
+    assert!(found[0].reason.contains("default/ext"), "{}", found[0]);
+    // Built after a build with the other setting, the result is that of a build from
+    // scratch: the compiled Ingress is not reused across the option.
+    let enabled = build(&store, &config());
+    let after = build_after(&store, &off, Some(&enabled.snapshot));
+    assert_eq!(after.snapshot, disabled.snapshot);
+    assert_eq!(after.diagnostics, disabled.diagnostics);
+    let back = build_after(&store, &config(), Some(&after.snapshot));
+    assert_eq!(back.snapshot, enabled.snapshot);
+    assert_eq!(back.diagnostics, enabled.diagnostics);
+}
+
 #[test]
 fn missing_service_or_port_is_a_diagnostic_and_a_503_route() {
     let built = build_of(vec![our_class(), ing_to("ghost", json!({"number": 80}))]);
