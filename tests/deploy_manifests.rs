@@ -148,6 +148,12 @@ fn the_daemonset_runs_on_the_host_network_of_labelled_nodes() {
     );
     let ports: Vec<i32> = c.ports.iter().flatten().map(|p| p.container_port).collect();
     assert_eq!(ports, [80, 443, 10254]);
+    let host_ports: Vec<Option<i32>> = c.ports.iter().flatten().map(|p| p.host_port).collect();
+    assert_eq!(
+        host_ports,
+        [Some(80), Some(443), None],
+        "the admin needs no hostPort (hostNetwork puts it on the node already)"
+    );
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
         p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone()
     };
