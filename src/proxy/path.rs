@@ -39,6 +39,7 @@ pub enum InvalidPath {
 
 /// The normal form of `path` (the path of a request target, without its query): borrowed
 /// when it is already normal.
+#[inline]
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
