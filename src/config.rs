@@ -147,9 +147,24 @@ pub struct SourceArgs {
     /// Kubernetes API.
     #[arg(long, value_name = "DIR", env = "PORTICO_MANIFESTS")]
     pub manifests: Option<PathBuf>,
+    /// A manifest file larger than this (`16m`, `512k`, bytes) is not read: it is reported,
+    /// and keeps the objects of its last good read.
+    #[arg(long, value_name = "BYTES", default_value = "16m", value_parser = parse_size)]
+    pub manifests_max_file_bytes: usize,
     /// The Kubernetes API source.
     #[command(flatten)]
     pub kube: crate::source::kubernetes::KubeArgs,
+}
+
+// === impl SourceArgs ===
+
+impl SourceArgs {
+    /// How the manifests directory is read.
+    pub fn manifest_options(&self) -> crate::source::manifests::ManifestOptions {
+        crate::source::manifests::ManifestOptions {
+            max_file_bytes: self.manifests_max_file_bytes as u64,
+        }
+    }
 }
 
 /// How Ingresses become routes.
@@ -456,6 +471,10 @@ mod tests {
         );
         assert_eq!(cli.run.build.ingress_class, "edge");
         assert!(cli.run.build.watch_ingress_without_class);
+        assert_eq!(cli.run.source.manifests_max_file_bytes, 16 << 20);
+        let limited = ["portico", "--manifests-max-file-bytes", "512k"];
+        let limited = Cli::try_parse_from(limited).unwrap().run.source;
+        assert_eq!(limited.manifest_options().max_file_bytes, 512 << 10);
         assert_eq!(
             cli.run.build.default_ssl_certificate,
             Some(("ns".into(), "cert".into()))

@@ -153,9 +153,10 @@ async fn start_source(
 ) -> Result<tokio::task::JoinHandle<Result<(), RunError>>, RunError> {
     if let Some(dir) = args.source.manifests.clone() {
         info!(dir = %dir.display(), "reading manifests");
-        return Ok(tokio::spawn(
-            async move { Ok(manifests::run(dir, tx).await?) },
-        ));
+        let options = args.source.manifest_options();
+        return Ok(tokio::spawn(async move {
+            Ok(manifests::run(dir, options, tx).await?)
+        }));
     }
     let source = kubernetes::start(&args.source.kube, tx, builds).await?;
     Ok(tokio::spawn(async move { Ok(source.run().await?) }))

@@ -41,6 +41,28 @@ pub use watch::{WatchBackend, run, run_with};
 
 use crate::source::Object;
 
+/// How the files of a manifests directory are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ManifestOptions {
+    /// A file larger than this is not read: it is an error, and keeps the objects of its last
+    /// good read (`--manifests-max-file-bytes`).
+    pub max_file_bytes: u64,
+}
+
+impl ManifestOptions {
+    /// The default `max_file_bytes`: 16 MiB, far above any hand-written manifest, and low
+    /// enough that one file cannot take a large share of memory.
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 << 20;
+}
+
+impl Default for ManifestOptions {
+    fn default() -> Self {
+        ManifestOptions {
+            max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
 /// Something wrong with a manifest file, located as precisely as known.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ManifestProblem {

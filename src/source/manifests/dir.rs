@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{FileParse, ManifestProblem, ManifestsError, parse_file};
+use super::{FileParse, ManifestOptions, ManifestProblem, ManifestsError, parse_file};
 use crate::source::{Event, Object, ObjectKey};
 
 /// A manifests directory as last read: per file its content and last good objects, per key
@@ -16,6 +16,7 @@ use crate::source::{Event, Object, ObjectKey};
 #[derive(Debug)]
 pub struct ManifestDir {
     dir: PathBuf,
+    options: ManifestOptions,
     files: BTreeMap<PathBuf, FileState>,
     /// Every definition of each key, in (path, position in the file) order: the last wins.
     defs: BTreeMap<ObjectKey, Vec<Definition>>,
@@ -54,13 +55,20 @@ struct FileState {
 // === impl ManifestDir ===
 
 impl ManifestDir {
-    /// State for this directory, read nothing yet; fails when the directory cannot be read.
+    /// State for this directory with the default options, read nothing yet; fails when the
+    /// directory cannot be read.
     pub fn new(dir: PathBuf) -> Result<Self, ManifestsError> {
+        Self::with_options(dir, ManifestOptions::default())
+    }
+
+    /// State for this directory, read nothing yet; fails when the directory cannot be read.
+    pub fn with_options(dir: PathBuf, options: ManifestOptions) -> Result<Self, ManifestsError> {
         if let Err(source) = fs::read_dir(&dir) {
             return Err(ManifestsError::Dir { path: dir, source });
         }
         Ok(ManifestDir {
             dir,
+            options,
             files: BTreeMap::new(),
             defs: BTreeMap::new(),
             objects: BTreeMap::new(),
@@ -110,7 +118,7 @@ impl ManifestDir {
         }
         for path in &listing.files {
             let state = self.files.entry(path.clone()).or_default();
-            let (problems, replaced) = state.refresh(path);
+            let (problems, replaced) = state.refresh(path, self.options.max_file_bytes);
             new_problems.extend(problems);
             if let Some(before) = replaced {
                 changed.push((path.clone(), before));
@@ -207,10 +215,10 @@ impl ManifestDir {
 impl FileState {
     /// Re-reads the file; returns the problems to report (none when nothing changed), and
     /// the previous good objects when a good parse replaced them.
-    fn refresh(&mut self, path: &Path) -> (Vec<ManifestProblem>, Option<Vec<Object>>) {
-        match fs::read(path) {
-            Ok(bytes) if self.content.as_ref() == Some(&bytes) => (Vec::new(), None),
-            Ok(bytes) => {
+    fn refresh(&mut self, path: &Path, limit: u64) -> (Vec<ManifestProblem>, Option<Vec<Object>>) {
+        match read::read(path, limit) {
+            Ok(read) if self.content.as_ref() == Some(&read.bytes) => (Vec::new(), None),
+            Ok(read::Contents { bytes, .. }) => {
                 let parse = match std::str::from_utf8(&bytes) {
                     Ok(text) => parse_file(path, text),
                     Err(e) => broken(path, format!("the file is not UTF-8: {e}")),
@@ -222,7 +230,7 @@ impl FileState {
                 (self.problems.clone(), replaced)
             }
             Err(e) => {
-                let problems = broken(path, format!("cannot read the file: {e}")).problems;
+                let problems = broken(path, e.reason()).problems;
                 let new = self.content.is_some() || self.problems != problems;
                 self.content = None;
                 self.problems = problems;
@@ -282,8 +290,9 @@ impl Listing {
                 continue;
             }
             let path = entry.path();
-            // `fs::metadata` follows links; a dangling link named like a manifest is listed
-            // and then fails to read, which keeps its last objects.
+            // `fs::metadata` follows links; anything named like a manifest that is not a
+            // directory is listed, and what is not a regular file (a FIFO, a device, a dangling
+            // link) is then reported without being read, keeping its last objects.
             match fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => self.walk_dir(&path, visited),
                 _ if is_manifest(&path) => {
@@ -312,6 +321,8 @@ fn is_manifest(path: &Path) -> bool {
     path.extension()
         .is_some_and(|ext| ext == "yaml" || ext == "yml" || ext == "json")
 }
+
+mod read;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{ManifestDir, ManifestsError, Rescan};
+use super::{ManifestDir, ManifestOptions, ManifestsError, Rescan};
 use crate::source::{Event, Kind};
 
 /// The coalescing period. A change that is complete when its event arrives (a file renamed
@@ -43,17 +43,22 @@ pub enum WatchBackend {
 /// every kind, and from then on sends the changes, a fraction of a second after the files
 /// change. Returns `Ok(())` once the receiver is dropped; fails at start when `dir` cannot be
 /// read. Problems in the files are logged once and never stop the source.
-pub async fn run(dir: PathBuf, tx: mpsc::Sender<Event>) -> Result<(), ManifestsError> {
-    run_with(dir, tx, WatchBackend::Native).await
+pub async fn run(
+    dir: PathBuf,
+    options: ManifestOptions,
+    tx: mpsc::Sender<Event>,
+) -> Result<(), ManifestsError> {
+    run_with(dir, options, tx, WatchBackend::Native).await
 }
 
 /// [`run`] with a chosen file watcher.
 pub async fn run_with(
     dir: PathBuf,
+    options: ManifestOptions,
     tx: mpsc::Sender<Event>,
     backend: WatchBackend,
 ) -> Result<(), ManifestsError> {
-    let mut state = ManifestDir::new(dir.clone())?;
+    let mut state = ManifestDir::with_options(dir.clone(), options)?;
     let wake = Arc::new(Wake::default());
     // Watch before the first scan, so that no change slips in between.
     let mut watch = Watch::start(&dir, backend, &wake)?;
