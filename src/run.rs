@@ -105,7 +105,9 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let proxy = proxy(args, &portico, metrics.clone());
     portico.serve_proxy(http, https, proxy, &stopped)?;
     // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
-    let l4 = args.l4.config(embedded, p.connect_timeout());
+    let l4 = args
+        .l4
+        .config(embedded, p.connect_timeout(), metrics.udp_flows());
     tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {
