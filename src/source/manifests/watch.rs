@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::dir::SETTLE;
 use super::{ManifestDir, ManifestOptions, ManifestsError, Rescan};
 use crate::source::{Event, Kind};
 
@@ -19,7 +20,9 @@ use crate::source::{Event, Kind};
 /// last `COALESCE`, else `COALESCE` after the previous one: so an isolated change costs no
 /// wait, and a burst (an editor's write-and-rename, a ConfigMap update) costs two rescans at
 /// most per period. A write still in progress (created, data written, not yet closed) waits
-/// `COALESCE` for its close, so that a half-written file is not read.
+/// `COALESCE` for its close, so that a half-written file is not read. Beyond that, a file
+/// changed in place must have settled (see [`ManifestDir::settling`]); the rescan that finds
+/// it unsettled says when to look again.
 const COALESCE: Duration = Duration::from_millis(20);
 
 /// The interval of the polling watcher used when the native one is unavailable.
@@ -58,13 +61,14 @@ pub async fn run_with(
     tx: mpsc::Sender<Event>,
     backend: WatchBackend,
 ) -> Result<(), ManifestsError> {
-    let mut state = ManifestDir::with_options(dir.clone(), options)?;
+    let mut state = ManifestDir::with_options(dir.clone(), options)?.settling(SETTLE);
     let wake = Arc::new(Wake::default());
     // Watch before the first scan, so that no change slips in between.
     let mut watch = Watch::start(&dir, backend, &wake)?;
     let rescan;
     (state, rescan) = rescan_off_runtime(state).await?;
     info!(dir = %dir.display(), objects = state.objects().count(), "manifests loaded");
+    let mut due = rescan_after(&rescan);
     if !publish(&tx, rescan).await {
         return Ok(());
     }
@@ -74,7 +78,6 @@ pub async fn run_with(
         }
     }
     let mut last_scan = Instant::now();
-    let mut due: Option<Instant> = None;
     loop {
         let deadline = async {
             match due {
@@ -95,7 +98,6 @@ pub async fn run_with(
             () = deadline => {}
             () = tokio::time::sleep(RETRY), if !watch.armed => {}
         }
-        due = None;
         // The coming rescan covers what arrived until now.
         wake.take_settled();
         wake.drain().await;
@@ -106,10 +108,16 @@ pub async fn run_with(
         (state, rescan) = rescan_off_runtime(state).await?;
         last_scan = Instant::now();
         watch.armed &= state.is_readable();
+        due = rescan_after(&rescan);
         if !publish(&tx, rescan).await {
             return Ok(());
         }
     }
+}
+
+/// When to rescan again after `rescan` without a wake-up: when a file not yet settled may be.
+fn rescan_after(rescan: &Rescan) -> Option<Instant> {
+    rescan.wait.map(|wait| Instant::now() + wait)
 }
 
 /// When to rescan after a wake-up, given the rescan already `due` (if any) and when the last

@@ -87,11 +87,6 @@ pub(super) fn read(path: &Path, limit: u64) -> Result<Contents, ReadError> {
     })
 }
 
-/// The stamp of a file as it is now (links followed), `None` when it cannot be had.
-pub(super) fn stamp(path: &Path) -> Option<Stamp> {
-    fs::metadata(path).ok().map(|meta| Stamp::of(&meta))
-}
-
 fn check(meta: &Metadata, limit: u64) -> Result<(), ReadError> {
     if !meta.is_file() {
         return Err(ReadError::NotRegular(describe(meta)));

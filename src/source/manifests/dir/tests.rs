@@ -371,3 +371,90 @@ fn a_file_over_the_size_limit_keeps_its_objects() {
         assert!(problem.reason.contains("200 bytes"), "{problem}");
     }
 }
+
+mod settling {
+    use std::io::Write;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    /// Long enough that a file just written is never settled by the test's own slowness.
+    const SETTLE: Duration = Duration::from_secs(60);
+
+    /// Truncates and writes, as `echo > file` does: the same file, empty for a moment.
+    fn rewrite(path: &Path, text: &str) {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Makes the file look last modified `ago`.
+    fn age(path: &Path, ago: Duration) {
+        let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - ago).unwrap();
+    }
+
+    fn settling_dir() -> (tempfile::TempDir, ManifestDir, PathBuf) {
+        let (tmp, state) = dir_with(&[("a.yaml", service("a", 80))]);
+        let path = tmp.path().join("a.yaml");
+        let mut state = state.settling(SETTLE);
+        assert_eq!(applied_keys(&state.rescan()), vec![svc_key("a")], "new: at once");
+        (tmp, state, path)
+    }
+
+    /// A file rewritten in place is taken once unchanged for the settle time; emptied, once
+    /// empty for 50 of them; meanwhile it keeps its objects and the rescan says when to look
+    /// again.
+    #[test]
+    fn a_file_rewritten_in_place_is_taken_once_settled() {
+        let (_tmp, mut state, path) = settling_dir();
+        rewrite(&path, &service("a", 81));
+        let held = state.rescan();
+        assert!(held.events.is_empty(), "{:?}", held.events);
+        assert!(held.wait.is_some_and(|w| w <= SETTLE), "{held:?}");
+        age(&path, 2 * SETTLE);
+        let rescan = state.rescan();
+        assert!(matches!(&rescan.events[..], [Event::Applied(o)] if port(o) == Some(81)));
+        assert_eq!(rescan.wait, None);
+
+        rewrite(&path, "");
+        age(&path, 2 * SETTLE);
+        let held = state.rescan();
+        assert!(held.events.is_empty(), "emptied: held longer {:?}", held.events);
+        assert!(held.wait.is_some_and(|w| w > SETTLE), "{held:?}");
+        age(&path, SETTLE * 60);
+        assert_eq!(state.rescan().events, vec![Event::Deleted(svc_key("a"))]);
+    }
+
+    /// A broken version caught while the file is still being written is not reported; once
+    /// settled it is, and the file keeps its objects as any broken file does.
+    #[test]
+    fn a_broken_write_in_progress_is_not_reported_until_settled() {
+        let (_tmp, mut state, path) = settling_dir();
+        rewrite(&path, "kind: [");
+        let held = state.rescan();
+        assert!(held.new_problems.is_empty() && held.wait.is_some(), "{held:?}");
+        age(&path, 2 * SETTLE);
+        let rescan = state.rescan();
+        assert!(rescan.events.is_empty());
+        assert_eq!(rescan.new_problems.len(), 1, "{rescan:?}");
+    }
+
+    /// A file renamed into place (a new inode: editors, kubelet, `kubectl cp`-style tools) is
+    /// complete when it lands, and is taken at once, as are new files.
+    #[test]
+    fn a_file_renamed_into_place_is_taken_at_once() {
+        let (tmp, mut state, path) = settling_dir();
+        let temporary = tmp.path().join(".a.yaml.tmp");
+        write(&temporary, &service("a", 82));
+        fs::rename(&temporary, &path).unwrap();
+        write(&tmp.path().join("b.yaml"), &service("b", 80));
+        let rescan = state.rescan();
+        assert_eq!(applied_keys(&rescan), vec![svc_key("a"), svc_key("b")]);
+        assert_eq!(rescan.wait, None);
+    }
+}
