@@ -402,7 +402,11 @@ mod settling {
         let (tmp, state) = dir_with(&[("a.yaml", service("a", 80))]);
         let path = tmp.path().join("a.yaml");
         let mut state = state.settling(SETTLE);
-        assert_eq!(applied_keys(&state.rescan()), vec![svc_key("a")], "new: at once");
+        assert_eq!(
+            applied_keys(&state.rescan()),
+            vec![svc_key("a")],
+            "new: at once"
+        );
         (tmp, state, path)
     }
 
@@ -424,7 +428,11 @@ mod settling {
         rewrite(&path, "");
         age(&path, 2 * SETTLE);
         let held = state.rescan();
-        assert!(held.events.is_empty(), "emptied: held longer {:?}", held.events);
+        assert!(
+            held.events.is_empty(),
+            "emptied: held longer {:?}",
+            held.events
+        );
         assert!(held.wait.is_some_and(|w| w > SETTLE), "{held:?}");
         age(&path, SETTLE * 60);
         assert_eq!(state.rescan().events, vec![Event::Deleted(svc_key("a"))]);
@@ -437,7 +445,10 @@ mod settling {
         let (_tmp, mut state, path) = settling_dir();
         rewrite(&path, "kind: [");
         let held = state.rescan();
-        assert!(held.new_problems.is_empty() && held.wait.is_some(), "{held:?}");
+        assert!(
+            held.new_problems.is_empty() && held.wait.is_some(),
+            "{held:?}"
+        );
         age(&path, 2 * SETTLE);
         let rescan = state.rescan();
         assert!(rescan.events.is_empty());
