@@ -107,7 +107,12 @@ async fn udp_flows_are_bounded_and_the_oldest_idle_is_evicted() {
             i + 1
         );
     }
-    let grown = open_sockets().saturating_sub(before);
+    // The fewest over a moment: a connection of the last scrape may still be closing.
+    let mut grown = usize::MAX;
+    for _ in 0..10 {
+        grown = grown.min(open_sockets().saturating_sub(before));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         grown <= MAX_FLOWS + 2,
         "{grown} sockets more for {CLIENTS} sources"
