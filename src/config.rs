@@ -147,9 +147,24 @@ pub struct SourceArgs {
     /// Kubernetes API.
     #[arg(long, value_name = "DIR", env = "PORTICO_MANIFESTS")]
     pub manifests: Option<PathBuf>,
+    /// A manifest file larger than this (`16m`, `512k`, bytes) is not read: it is reported,
+    /// and keeps the objects of its last good read.
+    #[arg(long, value_name = "BYTES", default_value = "16m", value_parser = parse_size)]
+    pub manifests_max_file_bytes: usize,
     /// The Kubernetes API source.
     #[command(flatten)]
     pub kube: crate::source::kubernetes::KubeArgs,
+}
+
+// === impl SourceArgs ===
+
+impl SourceArgs {
+    /// How the manifests directory is read.
+    pub fn manifest_options(&self) -> crate::source::manifests::ManifestOptions {
+        crate::source::manifests::ManifestOptions {
+            max_file_bytes: self.manifests_max_file_bytes as u64,
+        }
+    }
 }
 
 /// How Ingresses become routes.
@@ -396,19 +411,31 @@ pub struct L4Args {
     /// A UDP flow with no traffic for this long is forgotten.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub udp_idle_timeout: Duration,
+    /// The most UDP flows open at once, every UDP NodePort and ClusterIP together (each holds
+    /// a socket); at most half the open-file limit. A new client beyond it takes the place of
+    /// its listener's least recently used flow.
+    #[arg(long, value_name = "N", default_value_t = crate::l4::UdpFlows::DEFAULT_MAX)]
+    pub udp_max_flows: usize,
 }
 
 // === impl L4Args ===
 
 impl L4Args {
-    /// The L4 configuration; `embedded` is the manifests mode (NodePorts on by default).
-    pub fn config(&self, embedded: bool, connect_timeout: Duration) -> crate::l4::L4Config {
+    /// The L4 configuration; `embedded` is the manifests mode (NodePorts on by default);
+    /// `udp_metrics` count the UDP flows.
+    pub fn config(
+        &self,
+        embedded: bool,
+        connect_timeout: Duration,
+        udp_metrics: crate::metrics::UdpFlowMetrics,
+    ) -> crate::l4::L4Config {
         crate::l4::L4Config {
             node_ports: self.proxy_nodeports.unwrap_or(embedded),
             cluster_ips: self.proxy_cluster_ips.unwrap_or(false),
             node_addresses: self.node_addresses.clone(),
             connect_timeout,
             udp_idle_timeout: self.udp_idle_timeout,
+            udp_flows: crate::l4::UdpFlows::new(self.udp_max_flows, udp_metrics),
         }
     }
 }
@@ -488,6 +515,11 @@ mod tests {
         );
         assert_eq!(cli.run.build.ingress_class, "edge");
         assert!(cli.run.build.watch_ingress_without_class);
+        assert_eq!(cli.run.source.manifests_max_file_bytes, 16 << 20);
+        assert_eq!(cli.run.l4.udp_max_flows, crate::l4::UdpFlows::DEFAULT_MAX);
+        let limited = ["portico", "--manifests-max-file-bytes", "512k"];
+        let limited = Cli::try_parse_from(limited).unwrap().run.source;
+        assert_eq!(limited.manifest_options().max_file_bytes, 512 << 10);
         assert_eq!(
             cli.run.build.default_ssl_certificate,
             Some(("ns".into(), "cert".into()))

@@ -18,6 +18,7 @@ use crate::snapshot::services::ServicePort;
 
 pub use listener::{L4Config, run};
 pub use scheduler::{Pick, pick};
+pub use udp::UdpFlows;
 
 /// The L7 proxy's endpoint picker: the Service port's own scheduler and affinity.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,5 +1,5 @@
-//! Prometheus metrics: request counts and latencies, upstream failures, open connections,
-//! and the controller's build status, served by the admin listener as OpenMetrics text.
+//! Prometheus metrics: request counts and latencies, upstream failures, open connections, UDP
+//! flows, and the controller's build status, served by the admin listener as OpenMetrics text.
 //!
 //! Recording is cheap: a routed request counts through counters cached with its route
 //! (`RouteCounters`), without hashing; other requests look theirs up in the counter family
@@ -68,6 +68,21 @@ pub struct Metrics {
     /// One gauge per [`ListenerKind`], in [`ListenerKind::ALL`] order, so opening a connection
     /// needs no family lookup.
     open: [Gauge; 3],
+    udp: UdpFlowMetrics,
+}
+
+/// The UDP flow table's metrics, shared with every UDP listener (counters are cheap clones of
+/// one atomic). `Default` is a set registered nowhere, for tests.
+#[derive(Clone, Debug, Default)]
+pub struct UdpFlowMetrics {
+    /// `portico_udp_flows`: flows open, every UDP listener together.
+    pub open: Gauge,
+    /// `portico_udp_flows_evicted_total`: flows closed to make room for a new client's
+    /// (`--udp-max-flows` reached).
+    pub evicted: Counter,
+    /// `portico_udp_flows_refused_total`: new clients' datagrams dropped because the limit was
+    /// reached and their listener had no flow of its own to evict.
+    pub refused: Counter,
 }
 
 // === impl Metrics ===
@@ -116,6 +131,18 @@ impl Metrics {
                 .clone()
         });
         registry.register("open_connections", "Open client connections", open_family);
+        let udp = UdpFlowMetrics::default();
+        registry.register("udp_flows", "UDP flows open", udp.open.clone());
+        registry.register(
+            "udp_flows_evicted",
+            "UDP flows closed to make room for a new one (--udp-max-flows reached)",
+            udp.evicted.clone(),
+        );
+        registry.register(
+            "udp_flows_refused",
+            "New UDP flows refused: the limit was reached and their listener had no flow to evict",
+            udp.refused.clone(),
+        );
         static IDS: AtomicU64 = AtomicU64::new(0);
         Metrics {
             id: IDS.fetch_add(1, Ordering::Relaxed),
@@ -127,7 +154,13 @@ impl Metrics {
             external_name_refused,
             connections_refused,
             open,
+            udp,
         }
+    }
+
+    /// The UDP flow metrics, for the L4 listeners.
+    pub fn udp_flows(&self) -> UdpFlowMetrics {
+        self.udp.clone()
     }
 
     /// Records one finished request.

@@ -113,7 +113,9 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let max_connections = proxy.config().max_connections;
     portico.serve_proxy(http, https, proxy, &stopped)?;
     // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
-    let l4 = args.l4.config(embedded, p.connect_timeout());
+    let l4 = args
+        .l4
+        .config(embedded, p.connect_timeout(), metrics.udp_flows());
     tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {
@@ -169,9 +171,10 @@ async fn start_source(
 ) -> Result<tokio::task::JoinHandle<Result<(), RunError>>, RunError> {
     if let Some(dir) = args.source.manifests.clone() {
         info!(dir = %dir.display(), "reading manifests");
-        return Ok(tokio::spawn(
-            async move { Ok(manifests::run(dir, tx).await?) },
-        ));
+        let options = args.source.manifest_options();
+        return Ok(tokio::spawn(async move {
+            Ok(manifests::run(dir, options, tx).await?)
+        }));
     }
     let source = kubernetes::start(&args.source.kube, tx, builds).await?;
     Ok(tokio::spawn(async move { Ok(source.run().await?) }))

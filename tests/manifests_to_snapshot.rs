@@ -63,7 +63,8 @@ fn start(dir: &Path) -> SnapshotHandle {
     let (publisher, handle) = channel(Snapshot::empty(cert.clone()));
     let controller = Controller::new(BuildConfig::new(cert), publisher, Debounce::default());
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(manifests::run(dir.to_path_buf(), tx));
+    let options = manifests::ManifestOptions::default();
+    tokio::spawn(manifests::run(dir.to_path_buf(), options, tx));
     tokio::spawn(controller.run(rx));
     handle
 }

@@ -30,6 +30,8 @@ pub struct L4Config {
     pub connect_timeout: Duration,
     /// A UDP flow without traffic for this long is forgotten.
     pub udp_idle_timeout: Duration,
+    /// The budget of UDP flows every UDP listener shares (`--udp-max-flows`).
+    pub udp_flows: super::UdpFlows,
 }
 
 impl Default for L4Config {
@@ -40,6 +42,7 @@ impl Default for L4Config {
             node_addresses: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
             connect_timeout: Duration::from_secs(5),
             udp_idle_timeout: Duration::from_secs(30),
+            udp_flows: super::UdpFlows::default(),
         }
     }
 }

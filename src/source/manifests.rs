@@ -2,8 +2,13 @@
 //! takes, read once at start and then watched.
 //!
 //! What is read:
-//! - every `*.yaml`, `*.yml` and `*.json` file under the directory, recursively, following
-//!   symbolic links (a directory reached twice, e.g. through a link loop, is read once);
+//! - every `*.yaml`, `*.yml` and `*.json` regular file under the directory, recursively,
+//!   following symbolic links (a directory reached twice, e.g. through a link loop, is read
+//!   once); anything else with such a name (a FIFO, socket, device or dangling link) is an
+//!   error naming what it is, and is never opened for reading;
+//! - a file larger than [`ManifestOptions::max_file_bytes`] is an error, and is not read;
+//! - while watching, a file changed in place (truncated and rewritten) is read once it has
+//!   settled (see [`ManifestDir::settling`]); one renamed into place at once;
 //! - entries whose name starts with `.` are skipped, files and directories alike: editor swap
 //!   and temporary files, and the internals of a Kubernetes ConfigMap volume (`..data`,
 //!   `..2024_01_01_00_00_00.123`), which hold the same files again and would otherwise define
@@ -40,6 +45,28 @@ pub use parse::{FileParse, parse_file};
 pub use watch::{WatchBackend, run, run_with};
 
 use crate::source::Object;
+
+/// How the files of a manifests directory are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ManifestOptions {
+    /// A file larger than this is not read: it is an error, and keeps the objects of its last
+    /// good read (`--manifests-max-file-bytes`).
+    pub max_file_bytes: u64,
+}
+
+impl ManifestOptions {
+    /// The default `max_file_bytes`: 16 MiB, far above any hand-written manifest, and low
+    /// enough that one file cannot take a large share of memory.
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 << 20;
+}
+
+impl Default for ManifestOptions {
+    fn default() -> Self {
+        ManifestOptions {
+            max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
 
 /// Something wrong with a manifest file, located as precisely as known.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

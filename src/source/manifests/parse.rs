@@ -9,6 +9,7 @@ use serde_saphyr::MessageFormatter;
 
 use super::ManifestProblem;
 use crate::source::{Object, ObjectError, ObjectKey};
+use document::Document;
 
 /// What one manifest file holds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -50,7 +51,7 @@ fn parse_yaml(text: &str, out: &mut Collector<'_>) {
     let options = serde_saphyr::options! { with_snippet: false };
     for (index, chunk) in split_documents(text).into_iter().enumerate() {
         let document = index + 1;
-        match serde_saphyr::from_multiple_with_options::<Value>(chunk.text, options.clone()) {
+        match serde_saphyr::from_multiple_with_options::<Document>(chunk.text, options.clone()) {
             Ok(values) => values.into_iter().for_each(|v| out.document(document, v)),
             Err(e) => {
                 let at = e.location().and_then(|l| {
@@ -109,7 +110,7 @@ fn has_content(text: &str) -> bool {
 }
 
 fn parse_json(text: &str, out: &mut Collector<'_>) {
-    let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let stream = serde_json::Deserializer::from_str(text).into_iter::<Document>();
     for (index, value) in stream.enumerate() {
         let document = index + 1;
         match value {
@@ -158,28 +159,25 @@ impl<'a> Collector<'a> {
         self.problems.push(problem);
     }
 
-    /// One parsed document: a `List` is expanded into its items.
-    fn document(&mut self, document: usize, value: Value) {
-        match list_items(value) {
-            Ok(items) => {
+    /// One parsed document: a `List` stands for its items (decoded already).
+    fn document(&mut self, document: usize, parsed: Document) {
+        match parsed {
+            Document::List(items) => {
                 for (index, item) in items.into_iter().enumerate() {
-                    self.decode(document, &format!("items[{index}]: "), item);
+                    self.decoded(document, &format!("items[{index}]: "), item);
                 }
             }
-            Err(value) => self.decode(document, "", value),
+            Document::Other(value) => self.decoded(document, "", decode(value)),
         }
     }
 
-    fn decode(&mut self, document: usize, prefix: &str, value: Value) {
-        if let Some(reason) = malformed(&value) {
-            return self.broken(document, None, format!("{prefix}{reason}"));
-        }
-        match Object::from_value(value) {
-            Ok(object) => self.objects.push((document, object)),
-            Err(e @ ObjectError::UnsupportedKind { .. }) => {
-                self.problem(document, None, format!("{prefix}{e}; ignored"));
+    fn decoded(&mut self, document: usize, prefix: &str, decoded: Decoded) {
+        match decoded {
+            Decoded::Object(object) => self.objects.push((document, object)),
+            Decoded::Ignored(reason) => {
+                self.problem(document, None, format!("{prefix}{reason}; ignored"));
             }
-            Err(e) => self.broken(document, None, format!("{prefix}{e}")),
+            Decoded::Broken(reason) => self.broken(document, None, format!("{prefix}{reason}")),
         }
     }
 
@@ -203,18 +201,26 @@ impl<'a> Collector<'a> {
     }
 }
 
-/// The items of a list document (`kind` ending in `List` with an `items` array), or the
-/// document itself.
-fn list_items(mut value: Value) -> Result<Vec<Value>, Value> {
-    let is_list = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|kind| kind.ends_with("List"))
-        && value.get("items").is_some_and(Value::is_array);
-    if is_list && let Some(Value::Array(items)) = value.get_mut("items").map(Value::take) {
-        return Ok(items);
+/// What one document (or one item of a List) became.
+enum Decoded {
+    /// An object of a kind Portico reads.
+    Object(Object),
+    /// A kind Portico does not read: why.
+    Ignored(String),
+    /// Not a Kubernetes object, or one that fails its kind's schema: why.
+    Broken(String),
+}
+
+/// Decodes one document (or List item) into an object.
+fn decode(value: Value) -> Decoded {
+    if let Some(reason) = malformed(&value) {
+        return Decoded::Broken(reason.into_owned());
     }
-    Err(value)
+    match Object::from_value(value) {
+        Ok(object) => Decoded::Object(object),
+        Err(e @ ObjectError::UnsupportedKind { .. }) => Decoded::Ignored(e.to_string()),
+        Err(e) => Decoded::Broken(e.to_string()),
+    }
 }
 
 /// Why a document cannot be a Kubernetes object at all (`kubectl apply` rejects these too).
@@ -227,6 +233,8 @@ fn malformed(value: &Value) -> Option<Cow<'static, str>> {
         .find(|field| !map.get(*field).is_some_and(Value::is_string))
         .map(|field| format!("{field} is missing or not a string").into())
 }
+
+mod document;
 
 #[cfg(test)]
 mod split_tests {

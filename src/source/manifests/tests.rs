@@ -89,6 +89,43 @@ fn lists_are_expanded() {
     assert_eq!(keys(&parse.objects), want);
 }
 
+/// Items are decoded as they are read (see `parse::document`): the result must not depend on
+/// where `kind` stands, and `items` in a document that is not a List means nothing.
+#[test]
+fn lists_decode_whatever_the_field_order() {
+    let items = r#"[{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}}]"#;
+    let late = format!(r#"{{"items":{items},"apiVersion":"v1","kind":"List"}}"#);
+    assert_eq!(keys(&parse_as("l.json", &late).objects), vec![svc_key("a")]);
+    let not_list = format!(
+        r#"{{"items":{items},"apiVersion":"v1","kind":"Service","metadata":{{"name":"s"}}}}"#
+    );
+    let parse = parse_as("s.json", &not_list);
+    assert!(
+        !parse.broken && parse.problems.is_empty(),
+        "{:?}",
+        parse.problems
+    );
+    assert_eq!(keys(&parse.objects), vec![svc_key("s")]);
+    let not_array = r#"{"apiVersion":"v1","kind":"List","items":{"a":1}}"#;
+    let parse = parse_as("m.json", not_array);
+    assert!(
+        parse.objects.is_empty() && !parse.broken,
+        "not a List: a kind not read"
+    );
+    assert!(
+        parse.problems[0].reason.contains("\"List\""),
+        "{:?}",
+        parse.problems
+    );
+    for scalar in ["3", "\"text\"", "null", "[1, 2]"] {
+        let parse = parse_as("x.json", scalar);
+        assert_eq!(
+            parse.problems[0].reason, "the document is not a mapping",
+            "{scalar}"
+        );
+    }
+}
+
 #[test]
 fn list_items_are_checked_like_documents() {
     let text = "kind: List\napiVersion: v1\nitems:\n- {apiVersion: apps/v1, kind: Deployment, metadata: {name: d}}\n- {apiVersion: v1, kind: Service, metadata: {}}\n";

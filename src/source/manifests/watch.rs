@@ -11,7 +11,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{ManifestDir, ManifestsError, Rescan};
+use super::dir::SETTLE;
+use super::{ManifestDir, ManifestOptions, ManifestsError, Rescan};
 use crate::source::{Event, Kind};
 
 /// The coalescing period. A change that is complete when its event arrives (a file renamed
@@ -19,7 +20,9 @@ use crate::source::{Event, Kind};
 /// last `COALESCE`, else `COALESCE` after the previous one: so an isolated change costs no
 /// wait, and a burst (an editor's write-and-rename, a ConfigMap update) costs two rescans at
 /// most per period. A write still in progress (created, data written, not yet closed) waits
-/// `COALESCE` for its close, so that a half-written file is not read.
+/// `COALESCE` for its close, so that a half-written file is not read. Beyond that, a file
+/// changed in place must have settled (see [`ManifestDir::settling`]); the rescan that finds
+/// it unsettled says when to look again.
 const COALESCE: Duration = Duration::from_millis(20);
 
 /// The interval of the polling watcher used when the native one is unavailable.
@@ -43,23 +46,29 @@ pub enum WatchBackend {
 /// every kind, and from then on sends the changes, a fraction of a second after the files
 /// change. Returns `Ok(())` once the receiver is dropped; fails at start when `dir` cannot be
 /// read. Problems in the files are logged once and never stop the source.
-pub async fn run(dir: PathBuf, tx: mpsc::Sender<Event>) -> Result<(), ManifestsError> {
-    run_with(dir, tx, WatchBackend::Native).await
+pub async fn run(
+    dir: PathBuf,
+    options: ManifestOptions,
+    tx: mpsc::Sender<Event>,
+) -> Result<(), ManifestsError> {
+    run_with(dir, options, tx, WatchBackend::Native).await
 }
 
 /// [`run`] with a chosen file watcher.
 pub async fn run_with(
     dir: PathBuf,
+    options: ManifestOptions,
     tx: mpsc::Sender<Event>,
     backend: WatchBackend,
 ) -> Result<(), ManifestsError> {
-    let mut state = ManifestDir::new(dir.clone())?;
+    let mut state = ManifestDir::with_options(dir.clone(), options)?.settling(SETTLE);
     let wake = Arc::new(Wake::default());
     // Watch before the first scan, so that no change slips in between.
     let mut watch = Watch::start(&dir, backend, &wake)?;
     let rescan;
     (state, rescan) = rescan_off_runtime(state).await?;
     info!(dir = %dir.display(), objects = state.objects().count(), "manifests loaded");
+    let mut due = rescan_after(&rescan);
     if !publish(&tx, rescan).await {
         return Ok(());
     }
@@ -69,7 +78,6 @@ pub async fn run_with(
         }
     }
     let mut last_scan = Instant::now();
-    let mut due: Option<Instant> = None;
     loop {
         let deadline = async {
             match due {
@@ -90,7 +98,6 @@ pub async fn run_with(
             () = deadline => {}
             () = tokio::time::sleep(RETRY), if !watch.armed => {}
         }
-        due = None;
         // The coming rescan covers what arrived until now.
         wake.take_settled();
         wake.drain().await;
@@ -101,10 +108,16 @@ pub async fn run_with(
         (state, rescan) = rescan_off_runtime(state).await?;
         last_scan = Instant::now();
         watch.armed &= state.is_readable();
+        due = rescan_after(&rescan);
         if !publish(&tx, rescan).await {
             return Ok(());
         }
     }
+}
+
+/// When to rescan again after `rescan` without a wake-up: when a file not yet settled may be.
+fn rescan_after(rescan: &Rescan) -> Option<Instant> {
+    rescan.wait.map(|wait| Instant::now() + wait)
 }
 
 /// When to rescan after a wake-up, given the rescan already `due` (if any) and when the last

@@ -273,3 +273,199 @@ mod rescans {
         }
     }
 }
+
+/// Runs a rescan on a thread of its own, so that a rescan that blocks fails the test instead
+/// of hanging it.
+fn rescan_within(mut state: ManifestDir, limit: std::time::Duration) -> (ManifestDir, Rescan) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rescan = state.rescan();
+        drop(tx.send((state, rescan)));
+    });
+    rx.recv_timeout(limit)
+        .expect("the rescan blocked (a special file opened for reading?)")
+}
+
+fn problem_about<'a>(rescan: &'a Rescan, name: &str) -> &'a ManifestProblem {
+    let found = rescan.new_problems.iter().find(|p| p.file.ends_with(name));
+    found.unwrap_or_else(|| panic!("no problem about {name}: {:?}", rescan.new_problems))
+}
+
+/// A FIFO, a socket and a dangling link named like manifests are reported (path and what it
+/// is) and skipped without being opened: before, the FIFO blocked the rescan forever.
+#[cfg(unix)]
+#[test]
+fn special_files_are_reported_and_skipped() {
+    let (tmp, state) = dir_with(&[("a.yaml", service("a", 80))]);
+    let root = tmp.path();
+    let fifo = root.join("f.yaml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("s.yaml")).unwrap();
+    std::os::unix::fs::symlink(root.join("missing.txt"), root.join("d.yaml")).unwrap();
+    let (mut state, rescan) = rescan_within(state, std::time::Duration::from_secs(10));
+    assert_eq!(applied_keys(&rescan), vec![svc_key("a")]);
+    assert_eq!(rescan.new_problems.len(), 3, "{:?}", rescan.new_problems);
+    for (name, what) in [
+        ("f.yaml", "a FIFO"),
+        ("s.yaml", "a socket"),
+        ("d.yaml", "a symbolic link to nothing"),
+    ] {
+        let problem = problem_about(&rescan, name);
+        assert!(problem.is_error(), "{problem}");
+        assert!(problem.reason.contains(what), "{problem}");
+        assert!(problem.to_string().contains(name), "{problem}");
+    }
+    assert_eq!(state.rescan(), Rescan::default(), "reported once");
+}
+
+/// A link to a device (`/dev/zero` never ends) is reported and not read: before, it was read
+/// until memory ran out (2 GiB in 2 s).
+#[cfg(unix)]
+#[test]
+fn a_link_to_a_device_is_not_read() {
+    let (tmp, state) = dir_with(&[("a.yaml", service("a", 80))]);
+    std::os::unix::fs::symlink("/dev/zero", tmp.path().join("zero.yaml")).unwrap();
+    let (_state, rescan) = rescan_within(state, std::time::Duration::from_secs(10));
+    assert_eq!(applied_keys(&rescan), vec![svc_key("a")]);
+    let problem = problem_about(&rescan, "zero.yaml");
+    assert!(problem.reason.contains("a character device"), "{problem}");
+}
+
+/// A file over `max_file_bytes` is an error and keeps its previous objects, like a file that
+/// does not parse; one that says it is empty but reads longer (a /proc file) is cut at the
+/// limit all the same.
+#[test]
+fn a_file_over_the_size_limit_keeps_its_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("a.yaml");
+    write(&path, &service("a", 80));
+    let options = crate::source::manifests::ManifestOptions {
+        max_file_bytes: 200,
+    };
+    let mut state = ManifestDir::with_options(tmp.path().to_path_buf(), options).unwrap();
+    assert_eq!(applied_keys(&state.rescan()), vec![svc_key("a")]);
+
+    let padded = format!("{}# {}\n", service("a", 81), "x".repeat(300));
+    write(&path, &padded);
+    let rescan = state.rescan();
+    assert!(rescan.events.is_empty(), "{:?}", rescan.events);
+    let problem = problem_about(&rescan, "a.yaml");
+    assert!(
+        problem.is_error() && problem.reason.contains("200 bytes"),
+        "{problem}"
+    );
+    assert_eq!(port(state.objects().next().unwrap()), Some(80), "kept");
+    assert_eq!(state.rescan(), Rescan::default(), "reported once");
+
+    write(&path, &service("a", 82));
+    let rescan = state.rescan();
+    assert!(rescan.new_problems.is_empty() && state.problems().is_empty());
+    assert!(matches!(&rescan.events[..], [Event::Applied(o)] if port(o) == Some(82)));
+
+    #[cfg(target_os = "linux")]
+    {
+        std::os::unix::fs::symlink("/proc/self/status", tmp.path().join("p.yaml")).unwrap();
+        let rescan = state.rescan();
+        let problem = problem_about(&rescan, "p.yaml");
+        assert!(problem.reason.contains("200 bytes"), "{problem}");
+    }
+}
+
+mod settling {
+    use std::io::Write;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    /// Long enough that a file just written is never settled by the test's own slowness.
+    const SETTLE: Duration = Duration::from_secs(60);
+
+    /// Truncates and writes, as `echo > file` does: the same file, empty for a moment.
+    fn rewrite(path: &Path, text: &str) {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Makes the file look last modified `ago`.
+    fn age(path: &Path, ago: Duration) {
+        let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - ago).unwrap();
+    }
+
+    fn settling_dir() -> (tempfile::TempDir, ManifestDir, PathBuf) {
+        let (tmp, state) = dir_with(&[("a.yaml", service("a", 80))]);
+        let path = tmp.path().join("a.yaml");
+        let mut state = state.settling(SETTLE);
+        assert_eq!(
+            applied_keys(&state.rescan()),
+            vec![svc_key("a")],
+            "new: at once"
+        );
+        (tmp, state, path)
+    }
+
+    /// A file rewritten in place is taken once unchanged for the settle time; emptied, once
+    /// empty for 50 of them; meanwhile it keeps its objects and the rescan says when to look
+    /// again.
+    #[test]
+    fn a_file_rewritten_in_place_is_taken_once_settled() {
+        let (_tmp, mut state, path) = settling_dir();
+        rewrite(&path, &service("a", 81));
+        let held = state.rescan();
+        assert!(held.events.is_empty(), "{:?}", held.events);
+        assert!(held.wait.is_some_and(|w| w <= SETTLE), "{held:?}");
+        age(&path, 2 * SETTLE);
+        let rescan = state.rescan();
+        assert!(matches!(&rescan.events[..], [Event::Applied(o)] if port(o) == Some(81)));
+        assert_eq!(rescan.wait, None);
+
+        rewrite(&path, "");
+        age(&path, 2 * SETTLE);
+        let held = state.rescan();
+        assert!(
+            held.events.is_empty(),
+            "emptied: held longer {:?}",
+            held.events
+        );
+        assert!(held.wait.is_some_and(|w| w > SETTLE), "{held:?}");
+        age(&path, SETTLE * 60);
+        assert_eq!(state.rescan().events, vec![Event::Deleted(svc_key("a"))]);
+    }
+
+    /// A broken version caught while the file is still being written is not reported; once
+    /// settled it is, and the file keeps its objects as any broken file does.
+    #[test]
+    fn a_broken_write_in_progress_is_not_reported_until_settled() {
+        let (_tmp, mut state, path) = settling_dir();
+        rewrite(&path, "kind: [");
+        let held = state.rescan();
+        assert!(
+            held.new_problems.is_empty() && held.wait.is_some(),
+            "{held:?}"
+        );
+        age(&path, 2 * SETTLE);
+        let rescan = state.rescan();
+        assert!(rescan.events.is_empty());
+        assert_eq!(rescan.new_problems.len(), 1, "{rescan:?}");
+    }
+
+    /// A file renamed into place (a new inode: editors, kubelet, `kubectl cp`-style tools) is
+    /// complete when it lands, and is taken at once, as are new files.
+    #[test]
+    fn a_file_renamed_into_place_is_taken_at_once() {
+        let (tmp, mut state, path) = settling_dir();
+        let temporary = tmp.path().join(".a.yaml.tmp");
+        write(&temporary, &service("a", 82));
+        fs::rename(&temporary, &path).unwrap();
+        write(&tmp.path().join("b.yaml"), &service("b", 80));
+        let rescan = state.rescan();
+        assert_eq!(applied_keys(&rescan), vec![svc_key("a"), svc_key("b")]);
+        assert_eq!(rescan.wait, None);
+    }
+}

@@ -22,7 +22,11 @@ type Source = (
 
 fn start(dir: &Path, backend: WatchBackend) -> Source {
     let (tx, rx) = mpsc::channel(16);
-    (tokio::spawn(run_with(dir.to_path_buf(), tx, backend)), rx)
+    let options = ManifestOptions::default();
+    (
+        tokio::spawn(run_with(dir.to_path_buf(), options, tx, backend)),
+        rx,
+    )
 }
 
 async fn next(rx: &mut mpsc::Receiver<Event>) -> Event {
