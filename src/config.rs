@@ -436,6 +436,8 @@ impl L4Args {
             connect_timeout,
             udp_idle_timeout: self.udp_idle_timeout,
             udp_flows: crate::l4::UdpFlows::new(self.udp_max_flows, udp_metrics),
+            // Set by the run: shared with the proxy's listeners.
+            connections: None,
         }
     }
 }

@@ -154,6 +154,11 @@ impl Proxy {
         permit
     }
 
+    /// The client connection limit, to share with the L4 listeners.
+    pub fn connection_limit(&self) -> Arc<ConnectionLimit> {
+        Arc::clone(&self.connections)
+    }
+
     /// Keeps an upgraded connection counted once its HTTP connection has ended.
     fn hold_connection(&self) -> ConnectionPermit {
         self.connections.hold()

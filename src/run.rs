@@ -111,11 +111,13 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     };
     let proxy = proxy(args, &portico, metrics.clone());
     let max_connections = proxy.config().max_connections;
+    let connection_limit = proxy.connection_limit();
     portico.serve_proxy(http, https, proxy, &stopped)?;
     // The L4 task also sweeps idle ClientIP affinity entries, which the L7 proxy uses too.
-    let l4 = args
+    let mut l4 = args
         .l4
         .config(embedded, p.connect_timeout(), metrics.udp_flows());
+    l4.connections = Some(connection_limit);
     tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {

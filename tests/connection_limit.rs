@@ -288,3 +288,63 @@ async fn few_file_descriptors_refuse_the_excess_instead_of_hanging() {
     .await
     .expect("bounded");
 }
+
+/// TCP NodePort connections count against the same limit: with two idle HTTP clients under
+/// `--max-connections 3`, one NodePort connection is forwarded and the next is closed at once;
+/// and once the NodePort connection ends, HTTP serves again.
+#[tokio::test]
+async fn node_port_connections_count_against_the_limit() {
+    use support::l4::{free_node, service as l4_service, slices};
+    let backend = Backend::start("app").await;
+    let node = free_node();
+    let range = format!("{}-{}", node.port(), node.port());
+    let node_address = node.ip().to_string();
+    let mut files = manifests(backend.addr);
+    files.push(("np.yaml", l4_service("np", "TCP")));
+    files.push(("np-eps.yaml", slices("np", "TCP", &[(backend.addr, true)])));
+    let flags = [
+        "--max-connections",
+        "3",
+        "--proxy-nodeports",
+        "--node-address",
+        &node_address,
+        "--service-node-port-range",
+        &range,
+    ];
+    let env = Env::start_with(&files, &flags).await;
+    let _idle = [idle_client(env.http()).await, idle_client(env.http()).await];
+    // The third place: a NodePort connection, which carries a request to the echo backend.
+    let deadline = Instant::now() + PATIENCE;
+    let mut forwarded = loop {
+        if let Ok(mut stream) = TcpStream::connect(node).await {
+            let _ = stream
+                .write_all(b"GET /np HTTP/1.1\r\nHost: app.test\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 64];
+            if let Ok(Ok(n)) = timeout(PROMPTLY, stream.read(&mut buf)).await
+                && n > 0
+            {
+                break stream;
+            }
+        }
+        assert!(Instant::now() < deadline, "the NodePort never forwarded");
+        sleep(Duration::from_millis(50)).await;
+    };
+    let over = TcpStream::connect(node).await.unwrap();
+    assert!(
+        closed_promptly(over, true).await,
+        "a 4th connection (NodePort) was kept"
+    );
+    let over = TcpStream::connect(env.http()).await.unwrap();
+    assert!(
+        closed_promptly(over, true).await,
+        "a 4th connection (HTTP) was kept"
+    );
+    forwarded.shutdown().await.unwrap();
+    drop(forwarded);
+    let deadline = Instant::now() + PATIENCE;
+    while try_get(env.http()).await != Some(StatusCode::OK) {
+        assert!(Instant::now() < deadline, "HTTP never served again");
+        sleep(Duration::from_millis(50)).await;
+    }
+}

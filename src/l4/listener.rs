@@ -32,6 +32,10 @@ pub struct L4Config {
     pub udp_idle_timeout: Duration,
     /// The budget of UDP flows every UDP listener shares (`--udp-max-flows`).
     pub udp_flows: super::UdpFlows,
+    /// The client connection limit (`--max-connections`) the L7 listeners count against: a
+    /// TCP NodePort or ClusterIP connection counts too, so the L4 plane cannot take the file
+    /// descriptors the proxy keeps for its clients. `None`: no limit.
+    pub connections: Option<Arc<crate::resources::ConnectionLimit>>,
 }
 
 impl Default for L4Config {
@@ -43,6 +47,7 @@ impl Default for L4Config {
             connect_timeout: Duration::from_secs(5),
             udp_idle_timeout: Duration::from_secs(30),
             udp_flows: super::UdpFlows::default(),
+            connections: None,
         }
     }
 }
@@ -201,13 +206,30 @@ async fn accept_tcp(
 ) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => drop(tokio::spawn(connect_and_forward(
-                stream,
-                peer,
-                handle.load_full(),
-                target,
-                config.connect_timeout,
-            ))),
+            Ok((stream, peer)) => {
+                // Over the connection limit: closed at once (the proxy counts it refused).
+                let permit = match &config.connections {
+                    None => None,
+                    Some(limit) => match limit.try_acquire() {
+                        Some(permit) => Some(permit),
+                        None => {
+                            debug!(%peer, ?target, "over the connection limit; closed");
+                            continue;
+                        }
+                    },
+                };
+                let forwarding = connect_and_forward(
+                    stream,
+                    peer,
+                    handle.load_full(),
+                    target,
+                    config.connect_timeout,
+                );
+                drop(tokio::spawn(async move {
+                    forwarding.await;
+                    drop(permit);
+                }));
+            }
             Err(error) => {
                 warn!(%error, "L4 accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
