@@ -17,11 +17,14 @@ use crate::source::ObjectKey;
 /// The Secret type that holds a TLS certificate.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// Why a Secret gave no usable certificate.
+/// Why a Secret gave no usable certificate. The texts never quote the Secret's data: parser
+/// errors are described in words of our own, and what a library says is scrubbed
+/// ([`crate::redact`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CertError {
-    /// The Secret is not of type `kubernetes.io/tls`.
-    #[error("Secret type is {0:?}, not \"kubernetes.io/tls\"")]
+    /// The Secret is not of type `kubernetes.io/tls` (the type as shown: scrubbed, shortened,
+    /// unquoted so that a scrub of the whole message leaves it).
+    #[error("the Secret's type is {0}, not kubernetes.io/tls")]
     WrongType(String),
     /// A key is missing from the Secret's data.
     #[error("data[{0}] is missing")]
@@ -35,6 +38,20 @@ pub enum CertError {
     /// `tls.key` holds no usable key.
     #[error("tls.key: {0}")]
     BadKey(String),
+}
+
+/// What is wrong with a PEM text, in words that quote none of it (the parser's own message
+/// quotes the line it could not read, or the END line it missed).
+fn pem_problem(error: &rustls_pki_types::pem::Error) -> &'static str {
+    use rustls_pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { .. } => "a PEM block has no END line",
+        Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed",
+        Error::Base64Decode(_) => "a PEM block is not valid base64",
+        Error::NoItemsFound => "no PEM block of the expected kind",
+        Error::SectionTooLarge => "a PEM block is too large",
+        _ => "not valid PEM",
+    }
 }
 
 /// A parsed certificate and key, with the names the leaf certificate is valid for.
@@ -56,7 +73,11 @@ impl TlsCert {
     pub fn from_secret(secret: &Secret) -> Result<TlsCert, CertError> {
         let type_ = secret.type_.as_deref().unwrap_or("Opaque");
         if type_ != TLS_SECRET_TYPE {
-            return Err(CertError::WrongType(type_.to_string()));
+            let shown = match type_ {
+                "" => "empty".to_string(),
+                t => crate::redact::short_value(t),
+            };
+            return Err(CertError::WrongType(shown));
         }
         let get = |k: &'static str| {
             let string = secret
@@ -79,12 +100,16 @@ impl TlsCert {
     pub fn from_pem(crt: &[u8], key: &[u8]) -> Result<TlsCert, CertError> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(crt)
             .collect::<Result<_, _>>()
-            .map_err(|e| CertError::BadCertificate(e.to_string()))?;
+            .map_err(|e| CertError::BadCertificate(pem_problem(&e).into()))?;
         if chain.is_empty() {
             return Err(CertError::NoCertificate);
         }
-        let key =
-            PrivateKeyDer::from_pem_slice(key).map_err(|e| CertError::BadKey(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => CertError::BadKey(
+                "holds no private key (a PKCS#1, PKCS#8 or SEC1 PEM block)".into(),
+            ),
+            e => CertError::BadKey(pem_problem(&e).into()),
+        })?;
         TlsCert::from_der(chain, key)
     }
 
@@ -100,7 +125,7 @@ impl TlsCert {
             rustls::Error::InconsistentKeys(_) => {
                 CertError::BadKey("does not match the certificate in tls.crt".into())
             }
-            e => CertError::BadKey(e.to_string()),
+            e => CertError::BadKey(crate::redact::scrub(&e.to_string()).into_owned()),
         })?;
         Ok(TlsCert {
             key: Arc::new(key),
@@ -125,8 +150,10 @@ impl TlsCert {
 }
 
 fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), CertError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| CertError::BadCertificate(format!("leaf certificate does not parse: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
+        let e = crate::redact::scrub(&e.to_string()).into_owned();
+        CertError::BadCertificate(format!("the leaf certificate does not parse: {e}"))
+    })?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {

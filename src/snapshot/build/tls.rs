@@ -183,7 +183,9 @@ fn secret_cert(
         Some((before, result)) if Arc::ptr_eq(before, secret) || **before == **secret => {
             result.clone()
         }
-        _ => TlsCert::from_secret(secret).map_err(|e| e.to_string()),
+        // The error texts quote nothing of the Secret; scrubbed all the same.
+        _ => TlsCert::from_secret(secret)
+            .map_err(|e| crate::redact::scrub(&e.to_string()).into_owned()),
     };
     parsed.now.insert(key, (Arc::clone(secret), result.clone()));
     result

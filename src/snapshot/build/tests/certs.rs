@@ -158,7 +158,7 @@ fn broken_tls_keeps_routing_with_the_default_certificate() {
             "Secret default/garbage: tls.crt holds no PEM CERTIFICATE",
         ),
         (3, "d.com", "does not cover d.com"),
-        (4, "e.com", "not \"kubernetes.io/tls\""),
+        (4, "e.com", "type is Opaque, not kubernetes.io/tls"),
     ] {
         assert_eq!(served(&built, host, "/"), "s:80", "{host} keeps routing");
         assert_eq!(
