@@ -14,6 +14,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::host::{self, MAX_HOST};
 use crate::source::ObjectKey;
 
+pub mod expiry;
+
 /// The Secret type that holds a TLS certificate.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
@@ -61,6 +63,8 @@ pub struct TlsCert {
     pub key: Arc<CertifiedKey>,
     /// DNS names of the leaf: subjectAltName dNSNames, or the subject CNs when there are none.
     pub names: Vec<String>,
+    /// The leaf's notBefore, as Unix seconds.
+    pub not_before: i64,
     /// The leaf's notAfter, as Unix seconds.
     pub not_after: i64,
 }
@@ -119,7 +123,7 @@ impl TlsCert {
         key: PrivateKeyDer<'static>,
     ) -> Result<TlsCert, CertError> {
         let leaf = chain.first().ok_or(CertError::NoCertificate)?;
-        let (names, not_after) = leaf_names(leaf)?;
+        let (names, (not_before, not_after)) = leaf_names(leaf)?;
         let provider = rustls::crypto::ring::default_provider();
         let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => {
@@ -130,6 +134,7 @@ impl TlsCert {
         Ok(TlsCert {
             key: Arc::new(key),
             names,
+            not_before,
             not_after,
         })
     }
@@ -149,7 +154,8 @@ impl TlsCert {
     }
 }
 
-fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), CertError> {
+/// The names of the leaf and its validity period (notBefore, notAfter as Unix seconds).
+fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, (i64, i64)), CertError> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
         let e = crate::redact::scrub(&e.to_string()).into_owned();
         CertError::BadCertificate(format!("the leaf certificate does not parse: {e}"))
@@ -171,7 +177,12 @@ fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), CertError
             .filter_map(|cn| cn.as_str().ok());
         names.extend(cns.map(str::to_ascii_lowercase));
     }
-    Ok((names, cert.validity().not_after.timestamp()))
+    let validity = cert.validity();
+    let period = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    Ok((names, period))
 }
 
 /// A host's certificate and the Secret it came from.
@@ -189,6 +200,9 @@ pub struct CertTable {
     exact: HashMap<Box<str>, Arc<CertifiedKey>>,
     wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+    /// The Secret and certificate of `default`, when it came from a Secret
+    /// (`--default-ssl-certificate`).
+    default_entry: Option<CertEntry>,
     /// host pattern → entry: the data the maps were built from.
     entries: BTreeMap<String, CertEntry>,
     /// Exact hosts that get the default certificate though a wildcard entry matches them
@@ -200,7 +214,9 @@ impl PartialEq for CertTable {
     fn eq(&self, other: &Self) -> bool {
         let entry =
             |(h, e): (&String, &CertEntry)| (h.clone(), e.secret.clone(), e.cert.key.cert.clone());
+        let default_secret = |t: &CertTable| t.default_entry.as_ref().map(|e| e.secret.clone());
         self.default.cert == other.default.cert
+            && default_secret(self) == default_secret(other)
             && self.pinned == other.pinned
             && self.entries.len() == other.entries.len()
             && self
@@ -220,8 +236,17 @@ impl CertTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             default,
+            default_entry: None,
             entries: BTreeMap::new(),
             pinned: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// A table whose default certificate comes from a Secret.
+    pub fn with_default_entry(entry: CertEntry) -> Self {
+        CertTable {
+            default_entry: Some(entry.clone()),
+            ..CertTable::new(entry.cert.key)
         }
     }
 
@@ -272,5 +297,10 @@ impl CertTable {
     /// The default certificate.
     pub fn default_cert(&self) -> &Arc<CertifiedKey> {
         &self.default
+    }
+
+    /// The Secret and certificate of the default certificate, when it came from a Secret.
+    pub fn default_entry(&self) -> Option<&CertEntry> {
+        self.default_entry.as_ref()
     }
 }

@@ -180,10 +180,19 @@ fn configured_default_certificate() {
     config.default_certificate = Some(("default".into(), "rsa".into()));
     let built = build_with(&config, vec![secret("rsa", RSA_CRT, RSA_KEY)]);
     assert_eq!(served_cert(&built, None), der_of(RSA_CRT));
+    // Its Secret and validity are known (for the expiry metric and warnings), as host "*".
+    let served = crate::snapshot::certs::expiry::served(&built.snapshot.certs);
+    let hosts: Vec<(&str, &str)> = served
+        .iter()
+        .map(|s| (s.secret.name.as_str(), s.host.as_str()))
+        .collect();
+    assert_eq!(hosts, [("rsa", "*")]);
     config.default_certificate = Some(("default".into(), "nope".into()));
     let built = build_with(&config, vec![]);
     assert_eq!(served_cert(&built, None), fallback().cert[0].to_vec());
     assert_eq!(diags(&built, "--default-ssl-certificate").len(), 1);
+    let served = crate::snapshot::certs::expiry::served(&built.snapshot.certs);
+    assert!(served.is_empty(), "the self-signed fallback is not listed");
 }
 
 #[test]
