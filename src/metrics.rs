@@ -1,5 +1,6 @@
 //! Prometheus metrics: request counts and latencies, upstream failures, open connections,
-//! and the controller's build status, served by the admin listener as OpenMetrics text.
+//! the controller's build status and the served certificates' expiry, served by the admin
+//! listener as OpenMetrics text.
 //!
 //! Recording is cheap: a routed request counts through counters cached with its route
 //! (`RouteCounters`), without hashing; other requests look theirs up in the counter family
