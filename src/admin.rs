@@ -4,7 +4,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/healthz` | 200 `ok` while the process serves |
-//! | `/readyz` | 200 `ready` once the first snapshot is published, else 503 |
+//! | `/readyz` | 200 `ready` once the first snapshot is published (when the proxy listeners start accepting), else 503 |
 //! | `/metrics` | OpenMetrics text ([`Metrics::encode`]) |
 //! | `/debug/snapshot` | `{"generation", "routes", "diagnostics"}` |
 //! | `/debug/explain?url=…` | how a URL is served, as text |

@@ -114,10 +114,16 @@ pub fn load_and_build(
     let fallback =
         crate::snapshot::certs::TlsCert::self_signed(&[crate::run::DEFAULT_CERT_NAME])?.key;
     let store = crate::store::ObjectStore::from_objects(objects);
-    Ok((
-        crate::snapshot::build(&store, &build.build_config(fallback)),
-        problems,
-    ))
+    let mut built = crate::snapshot::build(&store, &build.build_config(fallback));
+    // Certificates out of (or near the end of) their validity period, judged now, as the
+    // controller judges them after each build.
+    use crate::snapshot::certs::expiry;
+    let served = expiry::served(&built.snapshot.certs);
+    built
+        .diagnostics
+        .extend(expiry::diagnostics(&served, expiry::unix_now()));
+    built.diagnostics.sort();
+    Ok((built, problems))
 }
 
 /// Runs `portico check`: prints the report and returns the exit status.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
+use crate::snapshot::certs::expiry::{self, Served};
 use crate::snapshot::{BuildConfig, Diagnostic, Severity, SnapshotPublisher, build_after};
 use crate::source::{Event, Kind, ObjectKey};
 use crate::store::ObjectStore;
@@ -31,8 +32,15 @@ impl Default for Debounce {
     }
 }
 
+/// How often the served certificates' validity is judged again when nothing was built.
+const EXPIRY_CHECK: Duration = Duration::from_secs(3600);
+
 /// The diagnostics of the latest build.
 pub type Diagnostics = Arc<Vec<Diagnostic>>;
+
+/// The wall clock, as Unix seconds: certificates' validity is judged by it
+/// ([`expiry::unix_now`] unless a test sets another).
+pub type Clock = fn() -> i64;
 
 /// What the latest build produced, for the admin listener and metrics.
 #[derive(Clone, Debug, Default)]
@@ -43,8 +51,12 @@ pub struct BuildStatus {
     pub builds: u64,
     /// How long the latest build took.
     pub build_duration: Duration,
-    /// The latest build's diagnostics.
+    /// The latest build's diagnostics, with the warnings about certificates out of (or near
+    /// the end of) their validity period, judged at the build and every hour since.
     pub diagnostics: Diagnostics,
+    /// The certificates the published snapshot serves from Secrets, with their validity
+    /// periods (`portico_certificate_expiry_timestamp_seconds`).
+    pub certificates: Arc<Vec<Served>>,
     /// The Ingresses that are ours in the latest build, sorted by key
     /// ([`crate::snapshot::Built::ingresses`]).
     pub ingresses: Arc<Vec<ObjectKey>>,
@@ -61,6 +73,10 @@ pub struct Controller {
     /// Diagnostics already logged: each is logged once when it appears.
     reported: BTreeSet<Diagnostic>,
     status: watch::Sender<BuildStatus>,
+    clock: Clock,
+    /// The latest build's own diagnostics, and the expiry warnings in the status now.
+    built: Diagnostics,
+    expiry: Vec<Diagnostic>,
 }
 
 /// Changes waiting for a rebuild: when the first and the latest arrived.
@@ -84,7 +100,16 @@ impl Controller {
             synced: BTreeSet::new(),
             reported: BTreeSet::new(),
             status,
+            clock: expiry::unix_now,
+            built: Diagnostics::default(),
+            expiry: Vec::new(),
         }
+    }
+
+    /// Judges certificates' validity by `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Follows the result of each build.
@@ -100,20 +125,24 @@ impl Controller {
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut pending: Option<Pending> = None;
         let mut last_build: Option<Instant> = None;
+        let mut expiry_check =
+            tokio::time::interval_at(Instant::now() + EXPIRY_CHECK, EXPIRY_CHECK);
+        expiry_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let deadline = pending
                 .filter(|_| self.all_synced())
                 .map(|p| self.deadline(p, last_build));
-            let event = match deadline {
-                None => events.recv().await,
-                Some(deadline) => tokio::select! {
-                    event = events.recv() => event,
-                    () = tokio::time::sleep_until(deadline) => {
-                        self.rebuild();
-                        (pending, last_build) = (None, Some(Instant::now()));
-                        continue;
-                    }
-                },
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = until(deadline) => {
+                    self.rebuild();
+                    (pending, last_build) = (None, Some(Instant::now()));
+                    continue;
+                }
+                _ = expiry_check.tick() => {
+                    self.check_expiry();
+                    continue;
+                }
             };
             let Some(event) = event else {
                 if pending.is_some() && self.all_synced() {
@@ -170,7 +199,11 @@ impl Controller {
         let started = std::time::Instant::now();
         let built = build_after(&self.store, &self.config, previous);
         let elapsed = started.elapsed();
-        self.report(&built.diagnostics);
+        let served = Arc::new(expiry::served(&built.snapshot.certs));
+        self.expiry = expiry::diagnostics(&served, (self.clock)());
+        self.built = Arc::new(built.diagnostics);
+        let diagnostics = self.with_expiry();
+        self.report(&diagnostics);
         let routes = built.snapshot.routes.len();
         let services = built.snapshot.services.len();
         let generation = if current.generation > 0 && *current == built.snapshot {
@@ -190,9 +223,39 @@ impl Controller {
             status.generation = generation;
             status.builds += 1;
             status.build_duration = elapsed;
-            status.diagnostics = Arc::new(built.diagnostics);
+            status.diagnostics = diagnostics;
+            status.certificates = served;
             status.ingresses = built.ingresses;
         });
+    }
+
+    /// Judges the served certificates' validity again (no build): reports and publishes the
+    /// warnings when they changed.
+    fn check_expiry(&mut self) {
+        let served = self.status.borrow().certificates.clone();
+        if self.status.borrow().generation == 0 {
+            return;
+        }
+        let now = expiry::diagnostics(&served, (self.clock)());
+        if now == self.expiry {
+            return;
+        }
+        self.expiry = now;
+        let diagnostics = self.with_expiry();
+        self.report(&diagnostics);
+        self.status
+            .send_modify(|status| status.diagnostics = diagnostics);
+    }
+
+    /// The latest build's diagnostics and the expiry warnings, sorted.
+    fn with_expiry(&self) -> Diagnostics {
+        if self.expiry.is_empty() {
+            return self.built.clone();
+        }
+        let mut all: Vec<Diagnostic> = self.built.iter().chain(&self.expiry).cloned().collect();
+        all.sort();
+        all.dedup();
+        Arc::new(all)
     }
 
     /// Logs the diagnostics that were not there in the previous build.
@@ -210,6 +273,14 @@ impl Controller {
             }
         }
         self.reported = current;
+    }
+}
+
+/// Sleeps until the deadline; never resolves without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod egress;
 pub mod l4;
 pub mod metrics;
 pub mod proxy;
+pub mod redact;
 pub mod resources;
 pub mod run;
 pub mod serve;

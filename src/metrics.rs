@@ -1,5 +1,6 @@
 //! Prometheus metrics: request counts and latencies, upstream failures, open connections, UDP
-//! flows, and the controller's build status, served by the admin listener as OpenMetrics text.
+//! flows, the controller's build status and the served certificates' expiry, served by the
+//! admin listener as OpenMetrics text.
 //!
 //! Recording is cheap: a routed request counts through counters cached with its route
 //! (`RouteCounters`), without hashing; other requests look theirs up in the counter family
@@ -20,8 +21,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tracing::warn;
 
+use labels::{CertLabels, ListenerLabels, SeverityLabels};
 pub use labels::{ListenerKind, MethodClass, RequestLabels, StatusClass};
-use labels::{ListenerLabels, SeverityLabels};
 
 use crate::controller::BuildStatus;
 use crate::snapshot::Severity;
@@ -276,6 +277,23 @@ fn snapshot_registry(status: &BuildStatus) -> Registry {
         "config_diagnostics",
         "Diagnostics of the latest snapshot build, by severity",
         diagnostics,
+    );
+    // One series per served certificate: a certificate that is no longer served (its Ingress
+    // or Secret removed) has none, since the family is made afresh from the status.
+    let expiry = Family::<CertLabels, Gauge>::default();
+    for served in status.certificates.iter() {
+        let labels = CertLabels {
+            secret_namespace: served.secret.namespace.clone(),
+            secret_name: served.secret.name.clone(),
+            host: served.host.clone(),
+        };
+        expiry.get_or_create(&labels).set(served.not_after);
+    }
+    registry.register_with_unit(
+        "certificate_expiry_timestamp",
+        "notAfter of each certificate served from a Secret, as Unix time, by Secret and host (host \"*\": the default certificate)",
+        Unit::Seconds,
+        expiry,
     );
     registry
 }

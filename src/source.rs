@@ -165,12 +165,15 @@ pub enum ObjectError {
     #[error("metadata.name is missing")]
     MissingName,
     /// The document does not match the kind's schema.
-    #[error("{kind} does not match its schema: {source}")]
+    #[error("{kind} does not match its schema: {reason}")]
     Schema {
         /// The kind it claimed to be.
         kind: Kind,
-        /// The decoder's reason.
-        source: serde_json::Error,
+        /// The field found wrong, as a path (`data`, `data.tls.key`), when known.
+        field: Option<String>,
+        /// The decoder's reason; for a Secret, the field and the type expected, never a value
+        /// ([`crate::redact::secret_schema_error`]).
+        reason: String,
     },
 }
 
@@ -194,7 +197,24 @@ impl Object {
         ) -> Result<Arc<T>, ObjectError> {
             serde_json::from_value(value)
                 .map(Arc::new)
-                .map_err(|source| ObjectError::Schema { kind, source })
+                .map_err(|source| ObjectError::Schema {
+                    kind,
+                    field: None,
+                    reason: source.to_string(),
+                })
+        }
+        /// A Secret is decoded from a reference, so that a failure can be described from the
+        /// value without quoting it.
+        fn decode_secret(value: &serde_json::Value) -> Result<Arc<Secret>, ObjectError> {
+            use serde::Deserialize;
+            Secret::deserialize(value).map(Arc::new).map_err(|e| {
+                let (field, reason) = crate::redact::secret_schema_error(value, &e.to_string());
+                ObjectError::Schema {
+                    kind: Kind::Secret,
+                    field,
+                    reason,
+                }
+            })
         }
         let mut object = match kind {
             Kind::IngressClass => Object::IngressClass(decode(kind, value)?),
@@ -202,7 +222,7 @@ impl Object {
             Kind::Service => Object::Service(decode(kind, value)?),
             Kind::EndpointSlice => Object::EndpointSlice(decode(kind, value)?),
             Kind::Endpoints => Object::Endpoints(decode(kind, value)?),
-            Kind::Secret => Object::Secret(decode(kind, value)?),
+            Kind::Secret => Object::Secret(decode_secret(&value)?),
             Kind::Namespace => Object::Namespace(decode(kind, value)?),
         };
         if object.metadata().name.as_deref().unwrap_or("").is_empty() {

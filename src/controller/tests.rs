@@ -193,3 +193,88 @@ async fn the_loop_ends_when_the_sources_are_gone() {
     assert_eq!(handle.generation(), 1, "pending changes are flushed");
     assert_eq!(handle.load().services.len(), 1);
 }
+
+/// The wall clock of `certificates_are_judged_again_every_hour`.
+static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn test_clock() -> i64 {
+    CLOCK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A kubernetes.io/tls Secret `tls` for `h.com`, valid from `not_before` to `not_after`.
+fn tls_secret(not_before: i64, not_after: i64) -> Event {
+    use x509_parser::time::ASN1Time;
+    let mut params = rcgen::CertificateParams::new(vec!["h.com".to_string()]).unwrap();
+    params.not_before = ASN1Time::from_timestamp(not_before).unwrap().to_datetime();
+    params.not_after = ASN1Time::from_timestamp(not_after).unwrap().to_datetime();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "tls"},
+        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}});
+    Event::Applied(Object::from_value(secret).unwrap())
+}
+
+/// A certificate that comes within 14 days of its end is reported without a build: the
+/// controller judges validity again every hour, by the wall clock.
+#[tokio::test(start_paused = true)]
+async fn certificates_are_judged_again_every_hour() {
+    const DAY: i64 = 86_400;
+    let now = 1_767_225_600; // 2026-01-01T00:00:00Z
+    CLOCK.store(now, std::sync::atomic::Ordering::Relaxed);
+    let cert = TlsCert::self_signed(&["test"]).unwrap().key;
+    let (publisher, handle) = channel(Snapshot::empty(cert.clone()));
+    let controller = Controller::new(BuildConfig::new(cert), publisher, Debounce::default())
+        .with_clock(test_clock);
+    let mut status = controller.status();
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(controller.run(rx));
+    let class = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "portico"}, "spec": {"controller": "portico.dev/ingress-controller"}});
+    let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "site"},
+        "spec": {"ingressClassName": "portico", "tls": [{"hosts": ["h.com"], "secretName": "tls"}],
+                 "rules": [{"host": "h.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}});
+    for object in [class, ingress] {
+        let event = Event::Applied(Object::from_value(object).unwrap());
+        tx.send(event).await.unwrap();
+    }
+    tx.send(service("web", 80)).await.unwrap();
+    tx.send(tls_secret(now - 100 * DAY, now + 20 * DAY))
+        .await
+        .unwrap();
+    sync_all(&tx).await;
+    sleep(Duration::from_millis(200)).await;
+    assert_eq!(handle.generation(), 1);
+    {
+        let current = status.borrow_and_update();
+        let served: Vec<(&str, i64)> = current
+            .certificates
+            .iter()
+            .map(|s| (s.host.as_str(), s.not_after))
+            .collect();
+        assert_eq!(served, [("h.com", now + 20 * DAY)]);
+        assert!(current.diagnostics.is_empty(), "{:?}", current.diagnostics);
+    }
+    // A week later, within the hour: the warning, and no build.
+    CLOCK.store(now + 7 * DAY, std::sync::atomic::Ordering::Relaxed);
+    sleep(Duration::from_secs(3601)).await;
+    let current = status.borrow_and_update().clone();
+    assert_eq!(current.builds, 1, "judged again without a build");
+    assert_eq!(current.diagnostics.len(), 1, "{:?}", current.diagnostics);
+    let warning = &current.diagnostics[0];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(
+        warning.object,
+        ObjectKey::new(Kind::Secret, "default", "tls")
+    );
+    assert_eq!(
+        warning.reason,
+        "the certificate expires at 2026-01-21T00:00:00Z (notAfter), in 13 days; still served for h.com"
+    );
+    // A renewed certificate: the warning goes with the build.
+    tx.send(tls_secret(now, now + 90 * DAY)).await.unwrap();
+    sleep(Duration::from_millis(200)).await;
+    assert!(status.borrow_and_update().diagnostics.is_empty());
+}

@@ -101,7 +101,9 @@ pub fn wanted(snapshot: &Snapshot, config: &L4Config) -> BTreeMap<(SocketAddr, P
     out
 }
 
-/// Runs the listeners until `stop` turns true, reconciling on every new snapshot.
+/// Runs the listeners until `stop` turns true, reconciling on every new snapshot. Nothing is
+/// bound before the first snapshot is published (generation 0 is the empty one): until then
+/// a NodePort refuses connections rather than forwarding by a table that is not there yet.
 pub async fn run(snapshot: SnapshotHandle, config: L4Config, mut stop: watch::Receiver<bool>) {
     let mut running: HashMap<(SocketAddr, Protocol), AbortHandle> = HashMap::new();
     let mut generation = 0;

@@ -187,3 +187,14 @@ pub(super) struct ListenerLabels {
 pub(super) struct SeverityLabels {
     pub(super) severity: &'static str,
 }
+
+/// The labels of `portico_certificate_expiry_timestamp_seconds`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct CertLabels {
+    /// The namespace of the Secret the certificate came from.
+    pub(super) secret_namespace: String,
+    /// The Secret's name.
+    pub(super) secret_name: String,
+    /// The host pattern it is served for; `*` for the default certificate.
+    pub(super) host: String,
+}

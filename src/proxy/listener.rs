@@ -24,6 +24,7 @@ use super::headers::ConnHeaders;
 use super::idle::{self, ClientBody, ConnState, InFlight};
 use super::{Proxy, ProxyConfig};
 use crate::metrics::ListenerKind;
+use crate::snapshot::SnapshotHandle;
 
 /// Pending connections the kernel may queue per listener.
 const BACKLOG: i32 = 4096;
@@ -89,6 +90,11 @@ pub fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> 
 /// Accepts connections until `shutdown` turns true; each is served until it ends or `drain`
 /// closes it gracefully. The caller keeps a clone of `drain` and, once every listener has
 /// returned, calls `shutdown()` on it.
+///
+/// Nothing is accepted before the proxy's first snapshot is published: the listener is bound
+/// (so a taken port fails at start), and connections that come before wait in the kernel's
+/// backlog ([`BACKLOG`]) to be routed by that snapshot, instead of being answered 404 by the
+/// empty one.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -96,8 +102,12 @@ pub async fn serve(
     drain: Drain,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = connection_builder(proxy.config());
     let local = listener.local_addr().ok();
+    if !first_snapshot(&proxy.snapshot, &mut shutdown).await {
+        return debug!(?local, "listener closed before the first snapshot");
+    }
+    debug!(?local, "accepting");
+    let builder = connection_builder(proxy.config());
     let mut errors = crate::serve::AcceptErrors::new("proxy");
     loop {
         let (stream, peer) = tokio::select! {
@@ -138,6 +148,19 @@ pub async fn serve(
 /// Resolves once the flag turns true (or its sender is gone).
 async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|stop| *stop).await;
+}
+
+/// Waits for the first published snapshot: true once there is one, false when `shutdown`
+/// comes first (or the publisher is gone without publishing).
+pub async fn first_snapshot(
+    snapshot: &SnapshotHandle,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        biased;
+        () = stopped(shutdown) => false,
+        published = snapshot.wait_for(1) => published,
+    }
 }
 
 /// One accepted client connection.

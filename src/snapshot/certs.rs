@@ -14,14 +14,19 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::host::{self, MAX_HOST};
 use crate::source::ObjectKey;
 
+pub mod expiry;
+
 /// The Secret type that holds a TLS certificate.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// Why a Secret gave no usable certificate.
+/// Why a Secret gave no usable certificate. The texts never quote the Secret's data: parser
+/// errors are described in words of our own, and what a library says is scrubbed
+/// ([`crate::redact`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CertError {
-    /// The Secret is not of type `kubernetes.io/tls`.
-    #[error("Secret type is {0:?}, not \"kubernetes.io/tls\"")]
+    /// The Secret is not of type `kubernetes.io/tls` (the type as shown: scrubbed, shortened,
+    /// unquoted so that a scrub of the whole message leaves it).
+    #[error("the Secret's type is {0}, not kubernetes.io/tls")]
     WrongType(String),
     /// A key is missing from the Secret's data.
     #[error("data[{0}] is missing")]
@@ -37,6 +42,20 @@ pub enum CertError {
     BadKey(String),
 }
 
+/// What is wrong with a PEM text, in words that quote none of it (the parser's own message
+/// quotes the line it could not read, or the END line it missed).
+fn pem_problem(error: &rustls_pki_types::pem::Error) -> &'static str {
+    use rustls_pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { .. } => "a PEM block has no END line",
+        Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed",
+        Error::Base64Decode(_) => "a PEM block is not valid base64",
+        Error::NoItemsFound => "no PEM block of the expected kind",
+        Error::SectionTooLarge => "a PEM block is too large",
+        _ => "not valid PEM",
+    }
+}
+
 /// A parsed certificate and key, with the names the leaf certificate is valid for.
 #[derive(Clone, Debug)]
 pub struct TlsCert {
@@ -44,6 +63,8 @@ pub struct TlsCert {
     pub key: Arc<CertifiedKey>,
     /// DNS names of the leaf: subjectAltName dNSNames, or the subject CNs when there are none.
     pub names: Vec<String>,
+    /// The leaf's notBefore, as Unix seconds.
+    pub not_before: i64,
     /// The leaf's notAfter, as Unix seconds.
     pub not_after: i64,
 }
@@ -56,7 +77,11 @@ impl TlsCert {
     pub fn from_secret(secret: &Secret) -> Result<TlsCert, CertError> {
         let type_ = secret.type_.as_deref().unwrap_or("Opaque");
         if type_ != TLS_SECRET_TYPE {
-            return Err(CertError::WrongType(type_.to_string()));
+            let shown = match type_ {
+                "" => "empty".to_string(),
+                t => crate::redact::short_value(t),
+            };
+            return Err(CertError::WrongType(shown));
         }
         let get = |k: &'static str| {
             let string = secret
@@ -79,12 +104,16 @@ impl TlsCert {
     pub fn from_pem(crt: &[u8], key: &[u8]) -> Result<TlsCert, CertError> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(crt)
             .collect::<Result<_, _>>()
-            .map_err(|e| CertError::BadCertificate(e.to_string()))?;
+            .map_err(|e| CertError::BadCertificate(pem_problem(&e).into()))?;
         if chain.is_empty() {
             return Err(CertError::NoCertificate);
         }
-        let key =
-            PrivateKeyDer::from_pem_slice(key).map_err(|e| CertError::BadKey(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => CertError::BadKey(
+                "holds no private key (a PKCS#1, PKCS#8 or SEC1 PEM block)".into(),
+            ),
+            e => CertError::BadKey(pem_problem(&e).into()),
+        })?;
         TlsCert::from_der(chain, key)
     }
 
@@ -94,17 +123,18 @@ impl TlsCert {
         key: PrivateKeyDer<'static>,
     ) -> Result<TlsCert, CertError> {
         let leaf = chain.first().ok_or(CertError::NoCertificate)?;
-        let (names, not_after) = leaf_names(leaf)?;
+        let (names, (not_before, not_after)) = leaf_names(leaf)?;
         let provider = rustls::crypto::ring::default_provider();
         let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => {
                 CertError::BadKey("does not match the certificate in tls.crt".into())
             }
-            e => CertError::BadKey(e.to_string()),
+            e => CertError::BadKey(crate::redact::scrub(&e.to_string()).into_owned()),
         })?;
         Ok(TlsCert {
             key: Arc::new(key),
             names,
+            not_before,
             not_after,
         })
     }
@@ -124,9 +154,12 @@ impl TlsCert {
     }
 }
 
-fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), CertError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| CertError::BadCertificate(format!("leaf certificate does not parse: {e}")))?;
+/// The names of the leaf and its validity period (notBefore, notAfter as Unix seconds).
+fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, (i64, i64)), CertError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
+        let e = crate::redact::scrub(&e.to_string()).into_owned();
+        CertError::BadCertificate(format!("the leaf certificate does not parse: {e}"))
+    })?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -144,7 +177,12 @@ fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), CertError
             .filter_map(|cn| cn.as_str().ok());
         names.extend(cns.map(str::to_ascii_lowercase));
     }
-    Ok((names, cert.validity().not_after.timestamp()))
+    let validity = cert.validity();
+    let period = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    Ok((names, period))
 }
 
 /// A host's certificate and the Secret it came from.
@@ -162,6 +200,9 @@ pub struct CertTable {
     exact: HashMap<Box<str>, Arc<CertifiedKey>>,
     wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+    /// The Secret and certificate of `default`, when it came from a Secret
+    /// (`--default-ssl-certificate`).
+    default_entry: Option<CertEntry>,
     /// host pattern → entry: the data the maps were built from.
     entries: BTreeMap<String, CertEntry>,
     /// Exact hosts that get the default certificate though a wildcard entry matches them
@@ -173,7 +214,9 @@ impl PartialEq for CertTable {
     fn eq(&self, other: &Self) -> bool {
         let entry =
             |(h, e): (&String, &CertEntry)| (h.clone(), e.secret.clone(), e.cert.key.cert.clone());
+        let default_secret = |t: &CertTable| t.default_entry.as_ref().map(|e| e.secret.clone());
         self.default.cert == other.default.cert
+            && default_secret(self) == default_secret(other)
             && self.pinned == other.pinned
             && self.entries.len() == other.entries.len()
             && self
@@ -193,8 +236,17 @@ impl CertTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             default,
+            default_entry: None,
             entries: BTreeMap::new(),
             pinned: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// A table whose default certificate comes from a Secret.
+    pub fn with_default_entry(entry: CertEntry) -> Self {
+        CertTable {
+            default_entry: Some(entry.clone()),
+            ..CertTable::new(entry.cert.key)
         }
     }
 
@@ -245,5 +297,10 @@ impl CertTable {
     /// The default certificate.
     pub fn default_cert(&self) -> &Arc<CertifiedKey> {
         &self.default
+    }
+
+    /// The Secret and certificate of the default certificate, when it came from a Secret.
+    pub fn default_entry(&self) -> Option<&CertEntry> {
+        self.default_entry.as_ref()
     }
 }

@@ -130,3 +130,30 @@ pub fn tls_secret(ns: &str, name: &str, names: &[&str]) -> (String, Vec<u8>) {
     );
     (yaml, cert.cert.der().to_vec())
 }
+
+/// Like [`tls_secret`], valid from `not_before` to `not_after` (Unix seconds).
+pub fn tls_secret_valid(
+    ns: &str,
+    name: &str,
+    names: &[&str],
+    (not_before, not_after): (i64, i64),
+) -> (String, Vec<u8>) {
+    use x509_parser::time::ASN1Time;
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.not_before = ASN1Time::from_timestamp(not_before).unwrap().to_datetime();
+    params.not_after = ASN1Time::from_timestamp(not_after).unwrap().to_datetime();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert.pem()),
+        indent(key.serialize_pem())
+    );
+    (yaml, cert.der().to_vec())
+}

@@ -2,6 +2,7 @@
 //! ephemeral loopback ports, manifests written as YAML, and clients for HTTP/1.1, h2c and TLS.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod child;
 pub mod client;
 pub mod fake_api;
 pub mod kube;

@@ -41,20 +41,23 @@ pub(super) fn cert_table(
         previous,
         now: ParsedSecrets::new(),
     };
-    let default = match &config.default_certificate {
-        None => config.fallback_certificate.clone(),
-        Some((ns, name)) => match secret_cert(store, &mut parsed, ns, name) {
-            Ok(cert) => cert.key,
-            Err(reason) => {
-                let key = ObjectKey::new(Kind::Secret, ns, name);
-                let reason =
-                    format!("--default-ssl-certificate: {reason}; using a self-signed certificate");
-                diagnostics.push(Diagnostic::error(&key, "", reason));
-                config.fallback_certificate.clone()
+    let fallback = || CertTable::new(config.fallback_certificate.clone());
+    let mut table = match &config.default_certificate {
+        None => fallback(),
+        Some((ns, name)) => {
+            let key = ObjectKey::new(Kind::Secret, ns, name);
+            match secret_cert(store, &mut parsed, ns, name) {
+                Ok(cert) => CertTable::with_default_entry(CertEntry { secret: key, cert }),
+                Err(reason) => {
+                    let reason = format!(
+                        "--default-ssl-certificate: {reason}; using a self-signed certificate"
+                    );
+                    diagnostics.push(Diagnostic::error(&key, "", reason));
+                    fallback()
+                }
             }
-        },
+        }
     };
-    let mut table = CertTable::new(default);
     for our in ours {
         add_ingress_certs(store, (our, owners), &mut parsed, &mut table, diagnostics);
     }
@@ -183,7 +186,9 @@ fn secret_cert(
         Some((before, result)) if Arc::ptr_eq(before, secret) || **before == **secret => {
             result.clone()
         }
-        _ => TlsCert::from_secret(secret).map_err(|e| e.to_string()),
+        // The error texts quote nothing of the Secret; scrubbed all the same.
+        _ => TlsCert::from_secret(secret)
+            .map_err(|e| crate::redact::scrub(&e.to_string()).into_owned()),
     };
     parsed.now.insert(key, (Arc::clone(secret), result.clone()));
     result

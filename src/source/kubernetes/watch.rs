@@ -232,6 +232,11 @@ fn report(kind: Kind, namespace: &str, error: &watcher::Error) {
         watcher::Error::WatchError(status) if status.code == 410 => {
             debug!(%kind, namespace, "watch expired; listing again")
         }
+        // A Secret that does not decode makes the decoder quote its data.
+        _ if kind == Kind::Secret => {
+            let error = crate::redact::scrub(&error.to_string()).into_owned();
+            warn!(%kind, namespace, %error, "watch failed; retrying with backoff")
+        }
         _ => warn!(%kind, namespace, %error, "watch failed; retrying with backoff"),
     }
 }

@@ -52,7 +52,9 @@ fn parse_yaml(text: &str, out: &mut Collector<'_>) {
     for (index, chunk) in split_documents(text).into_iter().enumerate() {
         let document = index + 1;
         match serde_saphyr::from_multiple_with_options::<Document>(chunk.text, options.clone()) {
-            Ok(values) => values.into_iter().for_each(|v| out.document(document, v)),
+            Ok(values) => values
+                .into_iter()
+                .for_each(|v| out.document(document, v, Some(&chunk))),
             Err(e) => {
                 let at = e.location().and_then(|l| {
                     let line = usize::try_from(l.line()).ok().filter(|&n| n > 0)?;
@@ -60,7 +62,7 @@ fn parse_yaml(text: &str, out: &mut Collector<'_>) {
                     Some((line + chunk.first_line - 1, column))
                 });
                 let reason = serde_saphyr::DefaultMessageFormatter.format_message(&e);
-                out.broken(document, at, reason.into_owned());
+                out.broken(document, at, scrub_if_secret(chunk.text, &reason));
             }
         }
     }
@@ -114,13 +116,13 @@ fn parse_json(text: &str, out: &mut Collector<'_>) {
     for (index, value) in stream.enumerate() {
         let document = index + 1;
         match value {
-            Ok(value) => out.document(document, value),
+            Ok(value) => out.document(document, value, None),
             Err(e) => {
                 let at = (e.line() > 0).then(|| (e.line(), e.column()));
                 let message = e.to_string();
                 let suffix = format!(" at line {} column {}", e.line(), e.column());
                 let reason = message.strip_suffix(&suffix).unwrap_or(&message);
-                out.broken(document, at, reason.to_string());
+                out.broken(document, at, scrub_if_secret(text, reason));
                 // The stream cannot resume after a syntax error.
                 break;
             }
@@ -159,25 +161,35 @@ impl<'a> Collector<'a> {
         self.problems.push(problem);
     }
 
-    /// One parsed document: a `List` stands for its items (decoded already).
-    fn document(&mut self, document: usize, parsed: Document) {
+    /// One parsed document (with its YAML text, to locate fields in): a `List` stands for
+    /// its items (decoded already).
+    fn document(&mut self, document: usize, parsed: Document, chunk: Option<&Chunk<'_>>) {
         match parsed {
             Document::List(items) => {
                 for (index, item) in items.into_iter().enumerate() {
-                    self.decoded(document, &format!("items[{index}]: "), item);
+                    self.decoded(document, &format!("items[{index}]: "), item, None);
                 }
             }
-            Document::Other(value) => self.decoded(document, "", decode(value)),
+            Document::Other(value) => self.decoded(document, "", decode(value), chunk),
         }
     }
 
-    fn decoded(&mut self, document: usize, prefix: &str, decoded: Decoded) {
+    fn decoded(
+        &mut self,
+        document: usize,
+        prefix: &str,
+        decoded: Decoded,
+        chunk: Option<&Chunk<'_>>,
+    ) {
         match decoded {
             Decoded::Object(object) => self.objects.push((document, object)),
             Decoded::Ignored(reason) => {
                 self.problem(document, None, format!("{prefix}{reason}; ignored"));
             }
-            Decoded::Broken(reason) => self.broken(document, None, format!("{prefix}{reason}")),
+            Decoded::Broken(reason, field) => {
+                let at = field.zip(chunk).and_then(|(f, c)| locate(c, &f));
+                self.broken(document, at, format!("{prefix}{reason}"));
+            }
         }
     }
 
@@ -207,20 +219,83 @@ enum Decoded {
     Object(Object),
     /// A kind Portico does not read: why.
     Ignored(String),
-    /// Not a Kubernetes object, or one that fails its kind's schema: why.
-    Broken(String),
+    /// Not a Kubernetes object, or one that fails its kind's schema: why, and the field
+    /// found wrong when known.
+    Broken(String, Option<String>),
 }
 
 /// Decodes one document (or List item) into an object.
 fn decode(value: Value) -> Decoded {
     if let Some(reason) = malformed(&value) {
-        return Decoded::Broken(reason.into_owned());
+        return Decoded::Broken(reason.into_owned(), None);
     }
     match Object::from_value(value) {
         Ok(object) => Decoded::Object(object),
         Err(e @ ObjectError::UnsupportedKind { .. }) => Decoded::Ignored(e.to_string()),
-        Err(e) => Decoded::Broken(e.to_string()),
+        Err(e) => {
+            let field = match &e {
+                ObjectError::Schema { field, .. } => field.clone(),
+                _ => None,
+            };
+            Decoded::Broken(e.to_string(), field)
+        }
     }
+}
+
+/// A syntax error's message, scrubbed ([`crate::redact::scrub`]) when the text it is about
+/// may be a Secret: the parser may quote what it could not read.
+fn scrub_if_secret(text: &str, reason: &str) -> String {
+    if text.contains("Secret") {
+        crate::redact::scrub(reason).into_owned()
+    } else {
+        reason.to_string()
+    }
+}
+
+/// The line and column (1-based) of a field (`data`, `data.tls.key`: a top-level key and
+/// optionally one key under it) in a block-style YAML document; the top-level key's when the
+/// one under it is not found on a line of its own.
+fn locate(chunk: &Chunk<'_>, field: &str) -> Option<(usize, usize)> {
+    let (top, below) = match field.split_once('.') {
+        Some((top, below)) => (top, Some(below)),
+        None => (field, None),
+    };
+    let lines: Vec<&str> = chunk.text.lines().collect();
+    let indented = |line: &str| line.starts_with([' ', '\t']);
+    let top_at = lines
+        .iter()
+        .position(|l| !indented(l) && is_key_line(l, top))?;
+    let mut at = (top_at, 1);
+    if let Some(below) = below {
+        for (i, line) in lines.iter().enumerate().skip(top_at + 1) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if !indented(line) {
+                break;
+            }
+            if is_key_line(line, below) {
+                at = (i, line.len() - trimmed.len() + 1);
+                break;
+            }
+        }
+    }
+    Some((chunk.first_line + at.0, at.1))
+}
+
+/// Whether a line starts (after its indentation) with `key:`, the key plain or quoted.
+fn is_key_line(line: &str, key: &str) -> bool {
+    let line = line.trim_start();
+    let rest = line
+        .strip_prefix(key)
+        .or_else(|| line.strip_prefix('"')?.strip_prefix(key)?.strip_prefix('"'))
+        .or_else(|| {
+            line.strip_prefix('\'')?
+                .strip_prefix(key)?
+                .strip_prefix('\'')
+        });
+    rest.is_some_and(|r| r.trim_start().starts_with(':'))
 }
 
 /// Why a document cannot be a Kubernetes object at all (`kubectl apply` rejects these too).

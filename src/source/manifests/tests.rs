@@ -294,3 +294,65 @@ proptest! {
         }
     }
 }
+
+/// A Secret that does not decode: the field and its line, never the value; a syntax error in
+/// a Secret is scrubbed.
+#[test]
+fn secret_problems_locate_the_field_and_hide_the_value() {
+    let key = "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5";
+    let head = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\n";
+    let cases = [
+        (
+            format!("{head}data: \"{key}\"\n"),
+            (6, 1),
+            "data: expected a mapping",
+        ),
+        (
+            format!("{head}data:\n  # the key\n  tls.crt: \"\"\n  \"tls.key\": \"!{key}\"\n"),
+            (9, 3),
+            "data.tls.key: not valid base64",
+        ),
+        (
+            format!("{head}data: {{tls.key: \"!{key}\"}}\n"),
+            (6, 1),
+            "data.tls.key: not valid base64",
+        ),
+        (
+            format!("{head}stringData: [\"{key}\"]\n"),
+            (6, 1),
+            "stringData: expected a mapping of strings, found a list",
+        ),
+    ];
+    for (text, (line, column), reason) in cases {
+        let parse = parse_as("s.yaml", &format!("---\n{text}"));
+        assert!(parse.broken, "{text}");
+        let problem = &parse.problems[0];
+        assert_eq!(
+            (problem.line, problem.column),
+            (Some(line), Some(column)),
+            "{problem}"
+        );
+        assert!(problem.reason.contains(reason), "{problem}");
+        assert!(!problem.to_string().contains(&key[..40]), "{problem}");
+    }
+    let json = format!(
+        r#"{{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "s"}}, "data": "{key}"}}"#
+    );
+    let parse = parse_as("s.json", &json);
+    assert!(
+        parse.problems[0]
+            .reason
+            .contains("data: expected a mapping"),
+        "{:?}",
+        parse.problems
+    );
+    assert!(!parse.problems[0].reason.contains(&key[..40]));
+    let broken = format!("{head}stringData: {{tls.key: \"{key}\n");
+    let parse = parse_as("s.yaml", &broken);
+    assert!(parse.broken);
+    assert!(
+        !parse.problems[0].reason.contains(&key[..40]),
+        "{:?}",
+        parse.problems
+    );
+}

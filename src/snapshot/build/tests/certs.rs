@@ -158,7 +158,7 @@ fn broken_tls_keeps_routing_with_the_default_certificate() {
             "Secret default/garbage: tls.crt holds no PEM CERTIFICATE",
         ),
         (3, "d.com", "does not cover d.com"),
-        (4, "e.com", "not \"kubernetes.io/tls\""),
+        (4, "e.com", "type is Opaque, not kubernetes.io/tls"),
     ] {
         assert_eq!(served(&built, host, "/"), "s:80", "{host} keeps routing");
         assert_eq!(
@@ -180,10 +180,19 @@ fn configured_default_certificate() {
     config.default_certificate = Some(("default".into(), "rsa".into()));
     let built = build_with(&config, vec![secret("rsa", RSA_CRT, RSA_KEY)]);
     assert_eq!(served_cert(&built, None), der_of(RSA_CRT));
+    // Its Secret and validity are known (for the expiry metric and warnings), as host "*".
+    let served = crate::snapshot::certs::expiry::served(&built.snapshot.certs);
+    let hosts: Vec<(&str, &str)> = served
+        .iter()
+        .map(|s| (s.secret.name.as_str(), s.host.as_str()))
+        .collect();
+    assert_eq!(hosts, [("rsa", "*")]);
     config.default_certificate = Some(("default".into(), "nope".into()));
     let built = build_with(&config, vec![]);
     assert_eq!(served_cert(&built, None), fallback().cert[0].to_vec());
     assert_eq!(diags(&built, "--default-ssl-certificate").len(), 1);
+    let served = crate::snapshot::certs::expiry::served(&built.snapshot.certs);
+    assert!(served.is_empty(), "the self-signed fallback is not listed");
 }
 
 #[test]
