@@ -36,20 +36,10 @@ async fn an_empty_admin_token_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, " \n").unwrap();
-    let cli = portico::config::Cli::try_parse_from([
-        "portico",
-        "--manifests",
-        dir.path().to_str().unwrap(),
-        "--http-addr",
-        "127.0.0.1:0",
-        "--https-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--admin-token-file",
-        token.to_str().unwrap(),
-    ])
-    .unwrap();
+    let mut argv = vec!["portico", "--manifests", dir.path().to_str().unwrap()];
+    argv.extend(support::LOOPBACK_LISTENERS);
+    argv.extend(["--admin-token-file", token.to_str().unwrap()]);
+    let cli = portico::config::Cli::try_parse_from(argv).unwrap();
     let err = portico::run::start(&cli.run).await.unwrap_err().to_string();
     assert!(err.contains("empty") && err.contains("token"), "{err}");
 }

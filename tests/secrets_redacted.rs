@@ -267,19 +267,8 @@ async fn manifests_case() {
         std::fs::write(dir.path().join(name), content).unwrap();
     }
     let dir_arg = dir.path().to_str().unwrap();
-    let mut child = Child::spawn(
-        &[
-            "--manifests",
-            dir_arg,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--https-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-        "debug",
-    );
+    let args = [&["--manifests", dir_arg][..], &support::LOOPBACK_LISTENERS].concat();
+    let mut child = Child::spawn(&args, "debug");
     let (http, https_addr, admin) = child.listening(PATIENCE);
     child.wait_for("the first snapshot", PATIENCE, |v| {
         v["message"] == "snapshot published"
@@ -367,21 +356,9 @@ async fn cluster_case() {
     let output = tokio::task::spawn_blocking({
         let kubeconfig = kubeconfig.to_string();
         move || {
-            let mut child = Child::spawn(
-                &[
-                    "--kubeconfig",
-                    &kubeconfig,
-                    "--pod-namespace",
-                    "portico",
-                    "--http-addr",
-                    "127.0.0.1:0",
-                    "--https-addr",
-                    "127.0.0.1:0",
-                    "--admin-addr",
-                    "127.0.0.1:0",
-                ],
-                "debug",
-            );
+            let source = ["--kubeconfig", &kubeconfig, "--pod-namespace", "portico"];
+            let args = [&source[..], &support::LOOPBACK_LISTENERS].concat();
+            let mut child = Child::spawn(&args, "debug");
             child.wait_for("a failed Secret watch", PATIENCE, |v| {
                 v["kind"] == "Secret" && v["message"].as_str().is_some_and(|m| m.contains("watch"))
             });

@@ -23,6 +23,16 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 
+/// Flags that put every listener of a Portico under test on 127.0.0.1 and an ephemeral port.
+pub const LOOPBACK_LISTENERS: [&str; 6] = [
+    "--http-addr",
+    "127.0.0.1:0",
+    "--https-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+];
+
 /// An echo backend on 127.0.0.1 and an ephemeral port.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -80,14 +90,7 @@ impl Env {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
         let mut argv = vec!["portico", "--manifests", dir.path().to_str().unwrap()];
-        argv.extend([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--https-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ]);
+        argv.extend(LOOPBACK_LISTENERS);
         argv.extend(["--access-log", "false", "--drain-timeout", "5s"]);
         argv.extend(flags);
         let cli = portico::config::Cli::try_parse_from(argv).unwrap();
