@@ -57,6 +57,9 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
+/// How long shutdown waits for the source to stop (it bounds its own wait below this).
+const SOURCE_STOP: Duration = Duration::from_secs(5);
+
 /// A running Portico.
 #[derive(Debug)]
 pub struct Portico {
@@ -94,10 +97,10 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
     let controller = Controller::new(build_config(args, fallback), publisher, Debounce::default());
     let status = controller.status();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    let source = start_source(args, tx, status.clone()).await?;
+    let (stop, stopped) = watch::channel(false);
+    let source = start_source(args, tx, status.clone(), stopped.clone()).await?;
     tokio::spawn(controller.run(rx));
     let metrics = Arc::new(Metrics::new());
-    let (stop, stopped) = watch::channel(false);
     let mut portico = Portico {
         http: local_addrs(&http)?,
         https: local_addrs(&https)?,
@@ -166,19 +169,24 @@ fn build_config(args: &RunArgs, fallback: Arc<CertifiedKey>) -> BuildConfig {
 }
 
 /// Starts the source: `--manifests DIR`, else the Kubernetes API.
+/// Both end on `stop` (the Kubernetes source after releasing its Lease).
 async fn start_source(
     args: &RunArgs,
     tx: mpsc::Sender<Event>,
     builds: watch::Receiver<BuildStatus>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<(), RunError>>, RunError> {
     if let Some(dir) = args.source.manifests.clone() {
         info!(dir = %dir.display(), "reading manifests");
         let options = args.source.manifest_options();
         return Ok(tokio::spawn(async move {
-            Ok(manifests::run(dir, options, tx).await?)
+            tokio::select! {
+                result = manifests::run(dir, options, tx) => Ok(result?),
+                _ = stop.wait_for(|s| *s) => Ok(()),
+            }
         }));
     }
-    let source = kubernetes::start(&args.source.kube, tx, builds).await?;
+    let source = kubernetes::start(&args.source.kube, tx, builds, stop).await?;
     Ok(tokio::spawn(async move { Ok(source.run().await?) }))
 }
 
@@ -228,7 +236,15 @@ impl Portico {
         info!(drain_timeout = ?self.drain_timeout, "shutting down: no new connections, draining");
         self.stop.send_replace(true);
         while self.listeners.join_next().await.is_some() {}
-        self.source.abort();
+        // The source ends on stop (a Kubernetes leader first releases its Lease, bounded).
+        // (A finished handle is not polled again: its output may have been taken.)
+        if !self.source.is_finished()
+            && tokio::time::timeout(SOURCE_STOP, &mut self.source)
+                .await
+                .is_err()
+        {
+            self.source.abort();
+        }
         match tokio::time::timeout(self.drain_timeout, self.drain.shutdown()).await {
             Ok(()) => info!("drained"),
             Err(_) => warn!("drain timeout: closing the remaining connections"),

@@ -222,7 +222,7 @@ async fn events() {
     sleep(Duration::from_millis(300)).await;
     assert_eq!(events_about(&api, "bad").len(), 1, "de-duplicated");
 
-    // Fixed, then broken again: a new Event.
+    // Fixed, then broken again: the same problem's Event is updated, not created again.
     api.apply(ingress("shop", "bad", "portico", "bad.example", "web"));
     env.wait_for("bad is fixed", |s| {
         s.routes
@@ -232,9 +232,133 @@ async fn events() {
     .await;
     sleep(Duration::from_millis(300)).await;
     api.apply(ingress("shop", "bad", "portico", "bad.example", "missing"));
-    eventually("a second Event", || {
-        (events_about(&api, "bad").len() == 2).then_some(())
+    eventually("the Event's series bumped", || {
+        let events = events_about(&api, "bad");
+        (events.len() == 1 && events[0]["series"]["count"] == json!(2)).then_some(())
     })
     .await;
     env.shutdown().await;
+}
+
+/// The instance of a KubeEnv started with `--pod-name name`.
+fn instance(api: &FakeApi, name: &str, lease: &str) -> impl Future<Output = KubeEnv> {
+    let flags = [
+        "--pod-name",
+        name,
+        "--leader-lease-duration",
+        lease,
+        "--publish-status-address",
+        "192.0.2.1",
+    ]
+    .map(str::to_string);
+    async move {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        KubeEnv::start(api, &flags).await
+    }
+}
+
+/// A rolling update: the leader stops gracefully and releases the Lease, so the other replica
+/// leads within a retry period (2 s of the default 15 s lease), not after the lease expires.
+#[tokio::test]
+async fn a_leader_that_stops_hands_the_lease_over_at_once() {
+    timeout(LIMIT, handover()).await.unwrap();
+}
+
+async fn handover() {
+    let api = FakeApi::start().await;
+    base(&api);
+    let a = instance(&api, "a", "15s").await;
+    eventually("a leads", || (holder(&api)? == "a").then_some(())).await;
+    let b = instance(&api, "b", "15s").await;
+    sleep(Duration::from_millis(500)).await;
+    let stopped = tokio::time::Instant::now();
+    a.shutdown().await;
+    let lease = api.get("Lease", "portico", "portico-leader").unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "released on shutdown: {lease}"
+    );
+    eventually("b leads", || (holder(&api)? == "b").then_some(())).await;
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(5), "b took over after {took:?}");
+    b.shutdown().await;
+}
+
+/// Seven leader changes, one problem: one Event, its series counting the re-publications.
+#[tokio::test]
+async fn leader_changes_update_one_event_per_problem() {
+    timeout(Duration::from_secs(120), one_event())
+        .await
+        .unwrap();
+}
+
+async fn one_event() {
+    let api = FakeApi::start().await;
+    base(&api);
+    api.apply(ingress("shop", "bad", "portico", "bad.example", "missing"));
+    for round in 0..7 {
+        let name = format!("p{round}");
+        let env = instance(&api, &name, "15s").await;
+        eventually("this instance leads", || {
+            (holder(&api)? == name).then_some(())
+        })
+        .await;
+        let want = json!(round + 1);
+        eventually("the Event published by this leader", || {
+            let events = events_about(&api, "bad");
+            let count = &events.first()?["series"]["count"];
+            let count = if count.is_null() { &json!(1) } else { count };
+            (*count == want).then_some(())
+        })
+        .await;
+        env.shutdown().await;
+    }
+    let events = events_about(&api, "bad");
+    assert_eq!(events.len(), 1, "one Event for one problem: {events:?}");
+    assert_eq!(events[0]["series"]["count"], json!(7));
+    assert!(events[0]["series"]["lastObservedTime"].is_string());
+}
+
+/// Every write Portico makes (status, Events, the Lease) names the field manager `portico`.
+#[tokio::test]
+async fn every_write_uses_the_field_manager_portico() {
+    timeout(LIMIT, field_manager()).await.unwrap();
+}
+
+async fn field_manager() {
+    let api = FakeApi::start().await;
+    base(&api);
+    api.apply(ingress("shop", "bad", "portico", "bad.example", "missing"));
+    let a = instance(&api, "a", "15s").await;
+    status_becomes(&api, "shop", "a", json!([{"ip": "192.0.2.1"}])).await;
+    eventually("an Event", || {
+        Some(events_about(&api, "bad")).filter(|e| !e.is_empty())
+    })
+    .await;
+    // Broken differently, then the original problem again: a series bump (PATCH).
+    api.apply(ingress("shop", "bad", "portico", "bad.example", "web"));
+    sleep(Duration::from_millis(400)).await;
+    api.apply(ingress("shop", "bad", "portico", "bad.example", "missing"));
+    eventually("a patched Event", || {
+        (!api.requests_to("PATCH", "").is_empty()).then_some(())
+    })
+    .await;
+    a.shutdown().await;
+    let writes: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH"))
+        .collect();
+    for method in ["POST", "PUT", "PATCH"] {
+        assert!(writes.iter().any(|w| w.method == method), "{writes:?}");
+    }
+    for w in &writes {
+        assert!(
+            w.query.split('&').any(|kv| kv == "fieldManager=portico"),
+            "{} {} ?{}",
+            w.method,
+            w.path,
+            w.query
+        );
+    }
 }

@@ -7,10 +7,11 @@
 //!   `--watch-endpoints` (every Service's endpoints are mirrored into EndpointSlices by the
 //!   control plane, and the Endpoints API is deprecated). Namespaces are not watched. A kind
 //!   that is not watched is reported synced at once. `--watch-namespace` narrows every
-//!   namespaced watch (one watcher per namespace and kind). Each watcher backs off on errors
-//!   (`default_backoff`), so while the API server is unreachable nothing changes and the last
-//!   snapshot keeps serving; after a relist (410 Gone, or a reconnect that needs one) objects
-//!   that vanished meanwhile are deleted.
+//!   namespaced watch (one watcher per namespace and kind). Each watcher retries errors at most
+//!   a few seconds apart ([`retry`]), so while the API server is unreachable nothing changes
+//!   and the last snapshot keeps serving, and once it is back changes are seen within seconds;
+//!   after a relist (410 Gone, at once, or a reconnect that needs one) objects that vanished
+//!   meanwhile are deleted. Endpoints forbidden by RBAC are reported once and count as synced.
 //! - **Leader election** ([`leader`]) on a coordination.k8s.io/v1 Lease
 //!   (`--election-id`, in the pod's namespace): only the leader writes status and Events.
 //! - **Status** ([`status`]): `status.loadBalancer.ingress` of our Ingresses, from
@@ -20,6 +21,7 @@
 mod addresses;
 mod events;
 mod leader;
+mod retry;
 mod status;
 mod watch;
 
@@ -37,6 +39,25 @@ use tracing::{info, warn};
 
 use crate::controller::BuildStatus;
 use crate::source::Event;
+
+/// The field manager of every write Portico makes (status, Events, the Lease).
+pub(super) const FIELD_MANAGER: &str = "portico";
+
+/// Create/replace parameters with Portico's field manager.
+pub(super) fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..kube::api::PostParams::default()
+    }
+}
+
+/// Patch parameters with Portico's field manager.
+pub(super) fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..kube::api::PatchParams::default()
+    }
+}
 
 /// Flags of the Kubernetes source (used when `--manifests` is not given).
 #[derive(Clone, Debug, Args)]
@@ -112,12 +133,19 @@ pub enum KubeError {
     StatusAddress(String),
 }
 
+/// How long shutdown waits for the leader to release its Lease.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The started source: run it to drive the watchers (and status, events, election).
 pub struct KubeSource {
     /// One task per watched kind.
     watchers: JoinSet<()>,
-    /// Leader election, status and Events.
+    /// Status and Events.
     status: JoinSet<()>,
+    /// Leader election (ends on stop, after releasing the Lease).
+    leader: Option<tokio::task::JoinHandle<()>>,
+    /// Set on shutdown.
+    stop: channel::Receiver<bool>,
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -130,11 +158,12 @@ impl std::fmt::Debug for KubeSource {
 }
 
 /// Connects (no request is made yet) and starts every task: the watchers send to `events`;
-/// status and Events follow the controller's `builds`.
+/// status and Events follow the controller's `builds`; `stop` turns true on shutdown.
 pub async fn start(
     args: &KubeArgs,
     events: mpsc::Sender<Event>,
     builds: channel::Receiver<BuildStatus>,
+    stop: channel::Receiver<bool>,
 ) -> Result<KubeSource, KubeError> {
     let client = client(args).await?;
     let addresses = addresses::AddressSource::from_args(args, &client)?;
@@ -156,51 +185,65 @@ pub async fn start(
             ingresses,
         },
     );
+    let mut leader = None;
     if args.update_status {
-        spawn_status(&mut tasks, args, &client, ingresses_rx, builds, addresses);
+        let election = leader::LeaseConfig::from_args(args, &client);
+        let (leader_tx, leading) = channel::channel(false);
+        let identity = election.identity.clone();
+        let run = leader::run(client.clone(), election, leader_tx, stop.clone());
+        leader = Some(tokio::spawn(run));
+        let inputs = status::Inputs {
+            ingresses: ingresses_rx,
+            builds,
+            leader: leading,
+        };
+        tasks.spawn(status::run(client.clone(), inputs.clone(), addresses));
+        tasks.spawn(events::run(client.clone(), inputs, identity));
     } else {
         info!("not publishing Ingress status or Events (--update-status false)");
     }
     Ok(KubeSource {
         watchers,
         status: tasks,
-    })
-}
-
-/// Leader election, and (while leading) status and Events.
-fn spawn_status(
-    tasks: &mut JoinSet<()>,
-    args: &KubeArgs,
-    client: &kube::Client,
-    ingresses: channel::Receiver<watch::IngressMap>,
-    builds: channel::Receiver<BuildStatus>,
-    addresses: addresses::AddressSource,
-) {
-    let election = leader::LeaseConfig::from_args(args, client);
-    let (leader_tx, leader) = channel::channel(false);
-    let identity = election.identity.clone();
-    tasks.spawn(leader::run(client.clone(), election, leader_tx));
-    let inputs = status::Inputs {
-        ingresses,
-        builds,
         leader,
-    };
-    tasks.spawn(status::run(client.clone(), inputs.clone(), addresses));
-    tasks.spawn(events::run(client.clone(), inputs, identity));
+        stop,
+    })
 }
 
 // === impl KubeSource ===
 
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        if let Some(leader) = &self.leader {
+            leader.abort();
+        }
+    }
+}
+
 impl KubeSource {
-    /// Runs until the controller stops listening (every watcher ends then); dropping it (or
-    /// aborting the task running it) stops every task.
+    /// Runs until the controller stops listening (every watcher ends then) or until stop;
+    /// then lets the leader release its Lease (for up to [`RELEASE_TIMEOUT`]) and stops every
+    /// task. Dropping it (or aborting the task running it) stops every task at once.
     pub async fn run(mut self) -> Result<(), KubeError> {
-        while let Some(joined) = self.watchers.join_next().await {
-            if let Err(error) = joined {
-                warn!(%error, "a Kubernetes watcher failed");
+        let watchers = async {
+            while let Some(joined) = self.watchers.join_next().await {
+                if let Err(error) = joined {
+                    warn!(%error, "a Kubernetes watcher failed");
+                }
             }
+        };
+        tokio::select! {
+            () = watchers => {}
+            _ = self.stop.wait_for(|s| *s) => {}
         }
         self.status.shutdown().await;
+        if let Some(leader) = self.leader.take() {
+            let abort = leader.abort_handle();
+            if tokio::time::timeout(RELEASE_TIMEOUT, leader).await.is_err() {
+                abort.abort();
+                warn!("the Lease was not released in time; it expires by itself");
+            }
+        }
         Ok(())
     }
 }

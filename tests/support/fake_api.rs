@@ -87,6 +87,8 @@ struct State {
     watches: Vec<Watch>,
     log: Vec<Logged>,
     down: bool,
+    /// Resources whose reads (get, list, watch) RBAC forbids: 403.
+    forbidden: Vec<Res>,
 }
 
 /// The fake API server.
@@ -192,6 +194,12 @@ impl FakeApi {
             self.drop_watches();
         }
         self.state().down = down;
+    }
+
+    /// Forbids (as RBAC would) reading every object of a kind: 403 Forbidden.
+    pub fn forbid(&self, kind: &str) {
+        let res = res_of_kind(kind);
+        self.state().forbidden.push(res);
     }
 
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {

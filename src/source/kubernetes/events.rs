@@ -2,10 +2,12 @@
 //! Warning), so `kubectl describe ingress` says why a rule was dropped.
 //!
 //! - Only the leader publishes (every replica builds the same diagnostics).
-//! - De-duplicated: a diagnostic (Ingress uid, severity, field, reason) is published once when
-//!   it appears; while it persists the Event's series is bumped every 30 minutes (a merge
-//!   patch), which keeps it from expiring (the API server's event TTL is one hour by default).
-//!   A diagnostic that goes away is forgotten, so it is published again if it comes back.
+//! - One Event per problem: a diagnostic (Ingress uid, severity, field, reason) names its Event
+//!   (the Ingress's name and a digest of the problem), so whichever replica leads, the problem
+//!   has one Event. It is created when the diagnostic appears; if it exists already (an earlier
+//!   leader published it, or the problem went away and came back) its series is bumped instead
+//!   (count and last observed time, a merge patch). While it persists the series is bumped
+//!   every 30 minutes, which keeps it from expiring (the API server's event TTL is one hour).
 //! - Rate-limited: a token bucket (burst 25, then one per second) over all Events; what is
 //!   held back goes out on the next tick. Publishing is best effort: a failed request is tried
 //!   again on the next build.
@@ -21,7 +23,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::Patch;
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
@@ -41,7 +43,7 @@ const RATE: f64 = 1.0;
 const MAX_NOTE: usize = 1024;
 
 /// One diagnostic about one Ingress (by uid, so a re-created Ingress gets its own Events).
-type Key = (String, Severity, String, String);
+pub(super) type Key = (String, Severity, String, String);
 
 /// The Event published for a diagnostic.
 #[derive(Debug)]
@@ -69,7 +71,6 @@ pub(super) async fn run(client: Client, mut inputs: Inputs, identity: String) {
             .collect(),
         sent: BTreeMap::new(),
         bucket: Bucket::new(Instant::now()),
-        serial: 0,
     };
     while inputs.ready().await {
         while inputs.leading() {
@@ -92,7 +93,6 @@ struct Publisher {
     instance: String,
     sent: BTreeMap<Key, Sent>,
     bucket: Bucket,
-    serial: u64,
 }
 
 // === impl Publisher ===
@@ -122,7 +122,7 @@ impl Publisher {
 
     async fn publish(&mut self, w: &Wanted) {
         let result = match self.sent.remove(&w.key) {
-            Some(sent) => match self.bump(&sent).await {
+            Some(sent) => match self.bump(&sent.namespace, &sent.name, sent.count).await {
                 Err(kube::Error::Api(s)) if s.is_not_found() => self.create(w).await,
                 bumped => bumped,
             },
@@ -136,12 +136,12 @@ impl Publisher {
         }
     }
 
+    /// Creates the Event of a diagnostic; if it exists already (published by an earlier
+    /// leader, or before the diagnostic went away and came back), bumps its series instead.
     async fn create(&mut self, w: &Wanted) -> Result<Sent, kube::Error> {
         let now = Timestamp::now();
         let namespace = w.diagnostic.object.namespace.clone();
-        self.serial += 1;
-        let name: String = w.diagnostic.object.name.chars().take(200).collect();
-        let name = format!("{name}.{:x}.{}", now.as_nanosecond(), self.serial);
+        let name = event_name(&w.diagnostic.object.name, &w.key);
         let (reason, note) = describe(&w.diagnostic);
         let event = KubeEvent {
             metadata: ObjectMeta {
@@ -160,7 +160,15 @@ impl Publisher {
             ..KubeEvent::default()
         };
         let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &namespace);
-        api.create(&PostParams::default(), &event).await?;
+        match api.create(&super::post_params(), &event).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                let existing = api.get(&name).await?;
+                let count = existing.series.map_or(1, |s| s.count);
+                return self.bump(&namespace, &name, count).await;
+            }
+            Err(error) => return Err(error),
+        }
         debug!(object = %w.diagnostic.object, event = %name, "Event created");
         Ok(Sent {
             namespace,
@@ -170,21 +178,45 @@ impl Publisher {
         })
     }
 
-    /// Bumps the series of an Event already published; creates a new one if it expired.
-    async fn bump(&self, sent: &Sent) -> Result<Sent, kube::Error> {
-        let count = sent.count.saturating_add(1);
+    /// Bumps the series of an Event already published (count and last observed time).
+    async fn bump(&self, namespace: &str, name: &str, count: i32) -> Result<Sent, kube::Error> {
+        let count = count.saturating_add(1);
         let patch =
             json!({"series": {"count": count, "lastObservedTime": MicroTime(Timestamp::now())}});
-        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &sent.namespace);
-        api.patch(&sent.name, &PatchParams::default(), &Patch::Merge(&patch))
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), namespace);
+        api.patch(name, &super::patch_params(), &Patch::Merge(&patch))
             .await?;
+        debug!(event = %name, count, "Event series bumped");
         Ok(Sent {
-            namespace: sent.namespace.clone(),
-            name: sent.name.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
             count,
             at: Instant::now(),
         })
     }
+}
+
+/// The Event's name: the Ingress's name and a digest of the problem (Ingress uid, severity,
+/// field, reason), so every leader names one problem's Event alike and updates it rather than
+/// creating another.
+pub(super) fn event_name(ingress: &str, key: &Key) -> String {
+    let (uid, severity, field, reason) = key;
+    let severity = match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let mut text = Vec::new();
+    for part in [uid.as_str(), severity, field, reason] {
+        text.extend_from_slice(part.as_bytes());
+        text.push(0);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &text);
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let ingress: String = ingress.chars().take(200).collect();
+    format!("{ingress}.{hex}")
 }
 
 /// The diagnostics about Ingresses we know (with their uid), and whether some had to be

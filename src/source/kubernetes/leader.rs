@@ -13,7 +13,6 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -72,8 +71,15 @@ fn identity(pod_name: Option<&str>) -> String {
     )
 }
 
-/// Runs for leader forever; `leader` says whether we are it.
-pub(super) async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool>) {
+/// Runs for leader until `stop`; `leader` says whether we are it. On stop, a leader says so
+/// and releases the Lease (holder cleared), so another replica takes over at its next retry
+/// instead of waiting out the lease duration (what a rolling update needs).
+pub(super) async fn run(
+    client: Client,
+    config: LeaseConfig,
+    leader: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity,
           "running for leader");
@@ -105,7 +111,18 @@ pub(super) async fn run(client: Client, config: LeaseConfig, leader: watch::Send
                 info!(%identity, "not the leader any more");
             }
         }
-        tokio::time::sleep(elector.config.retry_period).await;
+        tokio::select! {
+            () = tokio::time::sleep(elector.config.retry_period) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    let was_leader = leader.send_replace(false);
+    if was_leader || elector.renewed.is_some() {
+        match elector.release(&api).await {
+            Ok(true) => info!(identity = %elector.config.identity, "lease released"),
+            Ok(false) => {}
+            Err(error) => warn!(%error, "cannot release the lease; it expires by itself"),
+        }
     }
 }
 
@@ -149,7 +166,7 @@ impl Elector {
         spec.renew_time = Some(now);
         spec.lease_duration_seconds = Some(self.duration_seconds());
         match api
-            .replace(&self.config.name, &PostParams::default(), &lease)
+            .replace(&self.config.name, &super::post_params(), &lease)
             .await
         {
             Ok(_) => Ok(true),
@@ -176,11 +193,31 @@ impl Elector {
                 ..LeaseSpec::default()
             }),
         };
-        match api.create(&PostParams::default(), &lease).await {
+        match api.create(&super::post_params(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    /// Gives the Lease up if we hold it (holder cleared, duration 1 s, as client-go's
+    /// `ReleaseOnCancel`); true when released.
+    async fn release(&self, api: &Api<Lease>) -> Result<bool, kube::Error> {
+        let Some(mut lease) = api.get_opt(&self.config.name).await? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.get_or_insert_default();
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = MicroTime(Timestamp::now());
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now.clone());
+        spec.acquire_time = Some(now);
+        api.replace(&self.config.name, &super::post_params(), &lease)
+            .await?;
+        Ok(true)
     }
 
     /// Records the holder and renew time read; returns when they were first seen as such.

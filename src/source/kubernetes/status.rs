@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerStatus, IngressStatus};
-use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -187,7 +186,7 @@ impl Writer {
         let api: Api<Ingress> = Api::namespaced(self.client.clone(), &namespace);
         let key = (namespace, name);
         match api
-            .replace_status(&key.1, &PostParams::default(), &ingress)
+            .replace_status(&key.1, &super::post_params(), &ingress)
             .await
         {
             Ok(_) => {

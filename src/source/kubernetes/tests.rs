@@ -278,3 +278,83 @@ async fn a_bad_status_address_is_a_start_error() {
         "--publish-status-address: \"not a name\" is not an IP address or a host name"
     );
 }
+
+mod retry {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use crate::source::kubernetes::retry::{BASE, CAP, FORBIDDEN, Failure, RELIST_SPACING, Retry};
+
+    #[test]
+    fn errors_back_off_to_a_cap_of_a_few_seconds() {
+        let (mut r, now) = (Retry::default(), Instant::now());
+        let delays: Vec<Duration> = (0..12)
+            .map(|_| r.failed(Failure::Other, now, 0.999_999))
+            .collect();
+        assert!(delays[0] <= BASE && delays[0] >= BASE / 2, "{delays:?}");
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= CAP), "{delays:?}");
+        assert!(CAP <= Duration::from_secs(4));
+        assert!(
+            delays[11] >= CAP.mul_f64(0.99),
+            "reaches the cap: {delays:?}"
+        );
+        // Jitter stays in the upper half.
+        let mut r = Retry::default();
+        for _ in 0..8 {
+            r.failed(Failure::Other, now, 0.5);
+        }
+        let low = r.failed(Failure::Other, now, 0.0);
+        assert_eq!(low, CAP / 2);
+    }
+
+    #[test]
+    fn a_success_resets_the_backoff() {
+        let (mut r, now) = (Retry::default(), Instant::now());
+        for _ in 0..10 {
+            r.failed(Failure::Other, now, 0.999);
+        }
+        r.succeeded();
+        assert!(r.failed(Failure::Other, now, 0.999) <= BASE);
+    }
+
+    #[test]
+    fn gone_relists_at_once_but_not_in_a_loop() {
+        let (mut r, now) = (Retry::default(), Instant::now());
+        for _ in 0..5 {
+            r.failed(Failure::Other, now, 0.999);
+        }
+        assert_eq!(r.failed(Failure::Expired, now, 0.999), Duration::ZERO);
+        let again = r.failed(Failure::Expired, now + Duration::from_millis(10), 0.999);
+        assert!(again > Duration::ZERO, "a second 410 right away backs off");
+        let later = now + RELIST_SPACING + Duration::from_millis(20);
+        assert_eq!(r.failed(Failure::Expired, later, 0.999), Duration::ZERO);
+    }
+
+    #[test]
+    fn forbidden_waits_long() {
+        let mut r = Retry::default();
+        let d = r.failed(Failure::Forbidden, Instant::now(), 0.0);
+        assert_eq!(d, FORBIDDEN / 2);
+    }
+
+    #[test]
+    fn failures_are_classified_by_status_code() {
+        use kube::runtime::watcher::Error;
+        let status = |code: u16| {
+            let mut s = kube::core::Status::failure("x", "y");
+            s.code = code;
+            Box::new(s)
+        };
+        assert_eq!(
+            Failure::of(&Error::WatchError(status(410))),
+            Failure::Expired
+        );
+        let forbidden = Error::InitialListFailed(kube::Error::Api(status(403)));
+        assert_eq!(Failure::of(&forbidden), Failure::Forbidden);
+        let server = Error::InitialListFailed(kube::Error::Api(status(500)));
+        assert_eq!(Failure::of(&server), Failure::Other);
+        assert_eq!(Failure::of(&Error::NoResourceVersion), Failure::Other);
+    }
+}

@@ -1,7 +1,8 @@
 //! One kube-rs watcher per watched kind and namespace, turned into [`Event`]s.
 //!
-//! Every watcher is `watcher(api, config).default_backoff().modify(strip managedFields)`. A
-//! watcher lists, then watches from the list's resourceVersion; after a 410 Gone (or a
+//! Every watcher is `watcher(api, config)` with Portico's retry rule ([`super::retry`]: a few
+//! seconds at most, reset by any event, a relist at once after 410) and managedFields stripped.
+//! A watcher lists, then watches from the list's resourceVersion; after a 410 Gone (or a
 //! reconnect whose resourceVersion is too old) it lists again. [`Relist`] turns that into
 //! events: objects are applied as they are listed, and when a list completes, the objects
 //! known before but absent from it are deleted. Nothing is deleted on an error, so while the
@@ -21,8 +22,9 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::retry::{Failure, with_retry};
 use crate::source::{Event, Kind, Object, ObjectKey};
 use crate::store::NsName;
 
@@ -179,6 +181,10 @@ impl Sink {
 }
 
 /// Watches one kind in every scope; sends `Synced` once every scope has listed once.
+///
+/// Endpoints are optional (`--watch-endpoints`): when RBAC forbids them, the scope counts as
+/// synced (empty), so Portico serves from EndpointSlices instead of never becoming ready; the
+/// watcher keeps trying, and picks them up once the permission is granted.
 async fn run_kind<K: Watched>(
     client: Client,
     scopes: Vec<Option<String>>,
@@ -187,20 +193,28 @@ async fn run_kind<K: Watched>(
 ) {
     let mut merged = select_all(streams::<K>(&client, &scopes, &config));
     let mut lists: Vec<Relist> = scopes.iter().map(|_| Relist::default()).collect();
+    let mut health: Vec<Health> = scopes.iter().map(|_| Health::default()).collect();
     let mut unsynced = scopes.len();
     let mut out = Vec::new();
     while let Some((i, event)) = merged.next().await {
-        match event {
+        let namespace = scopes[i].as_deref().unwrap_or("");
+        let first = match event {
             Ok(event) => {
-                if lists[i].step(event_of(event), &mut out) {
-                    unsynced -= 1;
-                    if unsynced == 0 {
-                        info!(kind = %K::KIND, "synced");
-                        out.push(Event::Synced(K::KIND));
-                    }
-                }
+                health[i].recovered::<K>(namespace);
+                lists[i].step(event_of(event), &mut out)
             }
-            Err(error) => report(K::KIND, scopes[i].as_deref().unwrap_or(""), &error),
+            Err(error) => {
+                let failure = Failure::of(&error);
+                health[i].failed::<K>(namespace, failure, &error);
+                failure == Failure::Forbidden && K::KIND == Kind::Endpoints && lists[i].give_up()
+            }
+        };
+        if first {
+            unsynced -= 1;
+            if unsynced == 0 {
+                info!(kind = %K::KIND, "synced");
+                out.push(Event::Synced(K::KIND));
+            }
         }
         for event in out.drain(..) {
             if !sink.send(event).await {
@@ -218,26 +232,68 @@ fn streams<K: Watched>(
 ) -> Vec<BoxStream<'static, (usize, watcher::Result<watcher::Event<K>>)>> {
     let stream = |(i, namespace): (usize, &Option<String>)| {
         let api = K::api(client.clone(), namespace.as_deref());
-        watcher(api, config.clone())
-            .default_backoff()
-            .modify(|o: &mut K| o.meta_mut().managed_fields = None)
-            .map(move |event| (i, event))
-            .boxed()
+        let stream = watcher(api, config.clone()).modify(|o: &mut K| {
+            o.meta_mut().managed_fields = None;
+        });
+        with_retry(stream).map(move |event| (i, event)).boxed()
     };
     scopes.iter().enumerate().map(stream).collect()
 }
 
-fn report(kind: Kind, namespace: &str, error: &watcher::Error) {
-    match error {
-        watcher::Error::WatchError(status) if status.code == 410 => {
-            debug!(%kind, namespace, "watch expired; listing again")
+/// Whether one watcher is failing: the first error of an outage is a warning (a missing
+/// permission an error naming it and the fix), the rest are debug lines until it recovers.
+#[derive(Debug, Default)]
+struct Health {
+    failing: Option<Failure>,
+}
+
+// === impl Health ===
+
+impl Health {
+    fn recovered<K: Watched>(&mut self, namespace: &str) {
+        if self.failing.take().is_some() {
+            info!(kind = %K::KIND, namespace, "watch recovered");
         }
+    }
+
+    fn failed<K: Watched>(&mut self, namespace: &str, failure: Failure, error: &watcher::Error) {
+        let kind = K::KIND;
         // A Secret that does not decode makes the decoder quote its data.
-        _ if kind == Kind::Secret => {
-            let error = crate::redact::scrub(&error.to_string()).into_owned();
-            warn!(%kind, namespace, %error, "watch failed; retrying with backoff")
+        let error = crate::redact::scrub(&error.to_string()).into_owned();
+        if failure == Failure::Expired {
+            debug!(%kind, namespace, "watch expired (410 Gone); listing again");
+            return;
         }
-        _ => warn!(%kind, namespace, %error, "watch failed; retrying with backoff"),
+        if self.failing.replace(failure) == Some(failure) {
+            debug!(%kind, namespace, %error, "watch still failing");
+            return;
+        }
+        if failure == Failure::Forbidden {
+            let (group, resource) = (K::group(&()), K::plural(&()));
+            let group = if group.is_empty() {
+                "\"\" (core)"
+            } else {
+                &group
+            };
+            let scope = if namespace.is_empty() {
+                "cluster-wide"
+            } else {
+                namespace
+            };
+            let fix = if kind == Kind::Endpoints {
+                "; serving from EndpointSlices meanwhile (grant it, or drop --watch-endpoints)"
+            } else {
+                "; nothing of this kind is seen until it is granted"
+            };
+            error!(
+                %kind, namespace, %error,
+                "permission denied: Portico's ServiceAccount may not list/watch {resource} \
+                 ({scope}); grant verbs get, list, watch on resource {resource:?} of API group \
+                 {group} in Portico's ClusterRole (deploy/rbac.yaml){fix}"
+            );
+        } else {
+            warn!(%kind, namespace, %error, "watch failed; retrying (at most {:?} apart)", super::retry::CAP);
+        }
     }
 }
 
@@ -263,6 +319,12 @@ pub(super) struct Relist {
 // === impl Relist ===
 
 impl Relist {
+    /// Counts the scope as synced without a list (a forbidden optional kind); true if it was
+    /// not synced before.
+    pub(super) fn give_up(&mut self) -> bool {
+        !std::mem::replace(&mut self.synced, true)
+    }
+
     /// Turns one watcher event into source events (appended to `out`); true on the first
     /// completed list.
     pub(super) fn step(&mut self, event: watcher::Event<Object>, out: &mut Vec<Event>) -> bool {

@@ -67,6 +67,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> io::Result<
     let Some(target) = parse_path(&path) else {
         return Ok(status(404, "NotFound", &format!("no resource at {path}")));
     };
+    if parts.method == Method::GET && s.forbidden.contains(&target.res) {
+        let plural = RESOURCES[target.res].2;
+        let message = format!(
+            "{plural} is forbidden: User \"system:serviceaccount:portico:portico\" cannot list resource \"{plural}\""
+        );
+        return Ok(status(403, "Forbidden", &message));
+    }
     let params = parse_query(&query);
     let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
     Ok(match (&parts.method, &target.name) {
