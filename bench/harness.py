@@ -547,6 +547,52 @@ def propagation(setup, sizes, changes):
     return out
 
 
+def first_routed(port, host, limit):
+    """Polls (through connection refusals: the port is not bound yet) until a request for
+    `host` is routed; returns when."""
+    import http.client
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=limit)
+            conn.request("GET", "/", headers={"Host": host})
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status != 404:
+                return time.monotonic()
+        except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected):
+            time.sleep(0.002)
+    raise RuntimeError(f"{host} was not routed within {limit} s")
+
+
+def startup(setup, sizes, runs):
+    """Time from starting a second Portico on a manifests directory with `size` Ingresses (the
+    bench manifests plus the propagation measurement's Ingresses) to its first routed request for
+    the last of them, which needs the first snapshot published; `runs` starts per size."""
+    out = {}
+    for size in sizes:
+        d = setup.work / f"startup-{size}"
+        d.mkdir(exist_ok=True)
+        for name in ("bench.yaml", "endpoints.yaml"):
+            (d / name).write_text((setup.manifests / name).read_text())
+        (d / "scale.yaml").write_text(ingresses_yaml("scale", size))
+        samples = []
+        for _ in range(runs):
+            http, https, admin = free_port(), free_port(), free_port()
+            start = time.monotonic()
+            proc = subprocess.Popen(setup.portico_cmd(d, http, https, admin), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+            try:
+                samples.append((first_routed(http, f"scale-{size - 1}.bench", 120) - start) * 1e3)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        out[size] = (statistics.median(samples), max(samples))
+        print(f"startup {size:>6} Ingresses: median {out[size][0]:.0f} ms, max {out[size][1]:.0f} ms", flush=True)
+    return out
+
+
 COST_REQUESTS = (4000, 14000)  # two runs: the difference cancels start-up and shutdown
 
 
@@ -746,6 +792,8 @@ def main():
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--propagation", default="10,1000,10000", help="Ingress counts ('' to skip)")
     ap.add_argument("--changes", type=int, default=30, help="changes timed per count")
+    ap.add_argument("--startup", default="10000", help="Ingress counts timed from start to first routed request ('' to skip)")
+    ap.add_argument("--startup-runs", type=int, default=5, help="starts per count")
     ap.add_argument("--costs", type=int, default=1, help="measure instructions and syscalls per request (0: skip)")
     ap.add_argument("--churn-seconds", type=int, default=60, help="length of each churn run (0 to skip)")
     ap.add_argument("--churn-rate", type=int, default=10, help="configuration changes per second")
@@ -773,9 +821,11 @@ def main():
             sizes = [int(x) for x in args.propagation.split(",")] if args.propagation else []
             churned = churn(setup, args.churn_seconds, args.churn_rate) if args.churn_seconds else None
             prop = propagation(setup, sizes, args.changes) if sizes else {}
+            starts = [int(x) for x in args.startup.split(",")] if args.startup else []
+            started = startup(setup, starts, args.startup_runs) if starts else {}
         finally:
             setup.stop()
-    report = render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop, churned, cost)
+    report = render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop, churned, cost, started)
     print(report)
     Path(args.output).write_text(report)
 
@@ -802,7 +852,7 @@ def machine():
     ]
 
 
-def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop, churned, cost):
+def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, prop, churned, cost, started):
     lines = ["# Benchmarks", "", "Printed by `bench/run` (this file is its output; only figures it measured are here).", ""]
     lines += machine()
     lines += [f"- Rounds: {args.rounds}, {args.seconds} s per run, proxies alternating (A B C, B C A, C A B); "
@@ -916,6 +966,15 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
                   f"{args.changes} changes per size, {CHANGE_SPACING * 1000:.0f} ms apart; Portico's RSS with that many Ingresses loaded.", "",
                   "| Ingresses | median ms | p99 ms | max ms | Portico RSS MiB |", "|---|---|---|---|---|"]
         lines += [f"| {size:,} | {m:.1f} | {p99:.1f} | {mx:.1f} | {r:.1f} |" for size, (m, p99, mx, r) in prop.items()]
+        lines.append("")
+    if started:
+        lines += ["## Start to first routed request", "",
+                  "A fresh Portico started on a manifests directory holding that many Ingresses (the propagation "
+                  "measurement's, one YAML file) until its first request routed by the last of them: reading and "
+                  "parsing the files, the first build, publishing, and the listeners starting to accept (they take "
+                  f"no connection before the first snapshot); {args.startup_runs} starts per size.", "",
+                  "| Ingresses | median ms | max ms |", "|---|---|---|"]
+        lines += [f"| {size:,} | {m:.0f} | {mx:.0f} |" for size, (m, mx) in started.items()]
         lines.append("")
     for title, path in [("Route and service lookups (divan)", "target/bench-lookup.txt"),
                         ("Build time and memory at scale", "target/bench-scale.txt")]:

@@ -43,6 +43,13 @@ pub enum ProxyError {
     /// The client's request body failed (the client went away or broke its framing).
     #[error("client request body failed: {0}")]
     ClientBody(String),
+    /// The request body is larger than the route's `proxy-body-size`.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The route's configuration refuses every request (an access-guarding annotation
+    /// Portico does not implement: it fails closed).
+    #[error("refused by the route's configuration")]
+    Refused(StatusCode),
 }
 
 // === impl ProxyError ===
@@ -62,6 +69,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TooManyFields => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Refused(status) => *status,
         }
     }
 
@@ -102,6 +111,8 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::TooManyFields => "too many header fields",
         ProxyError::ClientTimeout => "request body timed out",
         ProxyError::ClientBody(_) => "request body failed",
+        ProxyError::PayloadTooLarge => "request body too large",
+        ProxyError::Refused(_) => "refused by the route's configuration",
         ProxyError::ExternalNameRefused => {
             "ExternalName refused: it resolves to a loopback, link-local or node address"
         }

@@ -23,7 +23,7 @@ use super::upstream::{
 };
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
-use crate::snapshot::routes::{Route, RouteLabels, Upstream};
+use crate::snapshot::routes::{Policy, RequestVars, Rewrite, Route, RouteLabels, Upstream};
 
 /// What is learned about a request on its way, for the access log and metrics.
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnHeaders) -> Response<ProxyBody> {
         let start = Instant::now();
         // Boxed: only with the access log on, and kept small in every request's future.
-        let logged = self.config.access_log.then(|| {
+        let mut logged = self.config.access_log.then(|| {
             let host = host_value(req.uri(), req.headers().get(HOST));
             Box::new((req.method().clone(), req.uri().clone(), host))
         });
@@ -76,10 +76,55 @@ impl Proxy {
             let route = snapshot.routes.route(host_str, &path);
             let route = or_break!('forward, route.ok_or(ProxyError::NoRoute));
             outcome.labels = Some(&route.labels);
-            if !conn.tls && route.ssl_redirect {
-                let location = (host_str, &*path, parts.uri.query());
-                break 'forward Ok(redirect(location, self.config.https_port));
+            // The route's policy, in nginx's phase order (ARCHITECTURE.md, "One request, one
+            // order"). A plain route has none and skips all of it.
+            let policy = route.policy.as_deref();
+            // `rewrite-target`: the path and query sent upstream instead of the request's.
+            let mut rewritten: Option<String> = None;
+            let mut prefix: Option<HeaderValue> = None;
+            if let Some(policy) = policy {
+                if !policy.access_log {
+                    logged = None;
+                }
+                // The path regex's captures, for the templates that use them (regex mode).
+                let captures = route
+                    .regex
+                    .as_ref()
+                    .filter(|_| policy.uses_captures())
+                    .and_then(|re| re.0.captures(&path));
+                let vars = RequestVars {
+                    scheme: if conn.tls { "https" } else { "http" },
+                    http_host: host_str,
+                    path: &path,
+                    raw_path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    captures: captures.as_ref(),
+                };
+                let early = or_break!('forward, policy_before_redirects(policy, &body, &vars));
+                if let Some(response) = early {
+                    break 'forward Ok(response);
+                }
+                if let Some(rw) = &policy.rewrite {
+                    rewritten = Some(or_break!('forward, rewrite_uri(rw, &vars)));
+                    prefix = rw
+                        .prefix
+                        .as_deref()
+                        .and_then(|p| HeaderValue::from_str(p).ok());
+                }
             }
+            if !conn.tls && route.ssl_redirect {
+                let keep_slash = policy.is_some_and(|p| p.preserve_trailing_slash);
+                let location = (host_str, &*path, parts.uri.query());
+                break 'forward Ok(redirect(location, self.config.https_port, keep_slash));
+            }
+            if let Some(status) = policy.and_then(|p| p.deny) {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                break 'forward Err(ProxyError::Refused(status));
+            }
+            let vhost = policy
+                .and_then(|p| p.upstream_host.as_deref())
+                .and_then(|h| HeaderValue::from_str(h).ok());
             let upgrade = parts.version == Version::HTTP_11 && fields.upgrade;
             let generated = fields
                 .request_id
@@ -104,6 +149,7 @@ impl Proxy {
                     body,
                     self.config.client_body_buffer_size,
                     self.config.client_body_timeout,
+                    policy.and_then(|p| p.body_limit),
                 );
                 or_break!('forward, Box::pin(reading).await.map_err(upstream_error))
             };
@@ -111,13 +157,18 @@ impl Proxy {
                 .connect_to_backend(&snapshot, route, conn.peer.ip(), &mut outcome)
                 .await;
             let (pooled, _pick) = or_break!('forward, connected);
+            if let Some(prefix) = prefix {
+                parts.headers.insert(X_FORWARDED_PREFIX.clone(), prefix);
+            }
             let fwd = Forwarding {
                 conn,
                 host: host.as_ref(),
+                upstream_host: vhost.as_ref(),
                 path: match &path {
                     Cow::Owned(normal) => Some(normal),
                     Cow::Borrowed(_) => None,
                 },
+                rewritten: rewritten.as_deref(),
                 request_id: generated.as_ref().map(headers::RequestId::as_bytes),
                 upgrade,
             };
@@ -304,6 +355,7 @@ fn upstream_error(e: SendError) -> ProxyError {
         }
         SendError::ClientTimedOut => ProxyError::ClientTimeout,
         SendError::Client(e) => ProxyError::ClientBody(e),
+        SendError::TooLarge => ProxyError::PayloadTooLarge,
     }
 }
 
@@ -365,31 +417,135 @@ fn host_value(uri: &Uri, host_field: Option<&HeaderValue>) -> Option<HeaderValue
     }
 }
 
-/// 308 to the same host, path and query over HTTPS.
+/// 308 to the same host, path and query over HTTPS, with the HTTPS listener's port unless it
+/// is 443. As ingress-nginx, a trailing '/' of the request URI is dropped (`/docs/` → `/docs`,
+/// `/` → no path) unless `keep_slash` (`preserve-trailing-slash`).
 fn redirect(
     (host, path, query): (&str, &str, Option<&str>),
     https_port: u16,
+    keep_slash: bool,
 ) -> Response<ProxyBody> {
-    let name = match host.rsplit_once(':') {
-        Some((h, port))
-            if port.bytes().all(|b| b.is_ascii_digit())
-                && (!h.contains(':') || h.ends_with(']')) =>
-        {
-            h
-        }
-        _ => host,
+    let name = crate::snapshot::host::without_port(host);
+    let path = match (keep_slash, query) {
+        (false, None) => path.strip_suffix('/').unwrap_or(path),
+        _ => path,
     };
     let query = query.map_or(String::new(), |q| format!("?{q}"));
     let location = match https_port {
         443 => format!("https://{name}{path}{query}"),
         port => format!("https://{name}:{port}{path}{query}"),
     };
+    redirect_to(StatusCode::PERMANENT_REDIRECT, &location)
+}
+
+/// A redirect with an empty body.
+fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::empty());
-    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = HeaderValue::from_str(&location) {
+    *response.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
         response.headers_mut().insert(LOCATION, v);
     }
     response
+}
+
+/// The steps of a route's policy that come before the HTTPS redirect, in nginx's order: a
+/// Content-Length over `proxy-body-size` (413, judged when the location is found), `app-root`
+/// (302 for `/`, the server's rewrite phase), then `permanent-redirect`/`temporal-redirect`
+/// (the location's `return`). `Ok(None)`: go on.
+fn policy_before_redirects(
+    policy: &Policy,
+    body: &Incoming,
+    vars: &RequestVars<'_>,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    if let Some(max) = policy.body_limit
+        && http_body::Body::size_hint(body)
+            .exact()
+            .is_some_and(|n| n > max)
+    {
+        return Err(ProxyError::PayloadTooLarge);
+    }
+    if let Some(root) = &policy.app_root
+        && vars.path == "/"
+    {
+        let location = format!("{}://{}{root}", vars.scheme, vars.http_host);
+        return Ok(Some(redirect_to(StatusCode::FOUND, &location)));
+    }
+    if let Some(r) = &policy.redirect {
+        let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        return Ok(Some(redirect_to(status, &r.url.expand(vars))));
+    }
+    if let Some(rw) = policy.rewrite.as_ref().filter(|rw| rw.redirect) {
+        let (target, query) = rewrite_parts(rw, vars);
+        let location = match query {
+            Some(q) => format!("{target}?{q}"),
+            None => target,
+        };
+        return Ok(Some(redirect_to(StatusCode::FOUND, &escape_uri(&location))));
+    }
+    Ok(None)
+}
+
+/// The X-Forwarded-Prefix field (`x-forwarded-prefix`, sent with a rewrite).
+static X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");
+
+/// nginx's `rewrite` of the whole URI: the target expanded (captures and variables), then the
+/// query: a target's own arguments come first and the request's are appended after `&`,
+/// unless the target ends with `?`, which drops them.
+fn rewrite_parts(rw: &Rewrite, vars: &RequestVars<'_>) -> (String, Option<String>) {
+    let expanded = rw.target.expand(vars);
+    let (body, keep) = match expanded.strip_suffix('?') {
+        Some(body) => (body, false),
+        None => (expanded.as_str(), true),
+    };
+    let (target, args) = match body.split_once('?') {
+        Some((t, a)) => (t, Some(a).filter(|a| !a.is_empty())),
+        None => (body, None),
+    };
+    let original = vars.query.filter(|q| keep && !q.is_empty());
+    let query = match (args, original) {
+        (Some(a), Some(o)) => Some(format!("{a}&{o}")),
+        (Some(a), None) => Some(a.to_string()),
+        (None, Some(o)) => Some(o.to_string()),
+        (None, None) => None,
+    };
+    (target.to_string(), query)
+}
+
+/// The path and query sent upstream for a rewrite: the target made absolute, escaped where
+/// a request target may not hold a byte, and normalised again (dot segments, as every
+/// forwarded path): 400 when it cannot be.
+fn rewrite_uri(rw: &Rewrite, vars: &RequestVars<'_>) -> Result<String, ProxyError> {
+    let (target, query) = rewrite_parts(rw, vars);
+    let target = escape_uri(&target);
+    let absolute = if target.starts_with('/') {
+        target
+    } else {
+        format!("/{target}")
+    };
+    let path = super::path::normalize(&absolute)
+        .map_err(|_| ProxyError::BadRequest("invalid rewritten path"))?;
+    Ok(match query {
+        Some(q) => format!("{path}?{}", escape_uri(&q)),
+        None => path.into_owned(),
+    })
+}
+
+/// Percent-encodes the bytes a request target or Location may not carry as they are
+/// (controls, space, non-ASCII, and `"<>\^`{|}`), as nginx escapes a rewritten URI.
+fn escape_uri(s: &str) -> String {
+    let unsafe_byte = |b: u8| !b.is_ascii_graphic() || b"\"<>\\^`{|}".contains(&b);
+    if !s.bytes().any(unsafe_byte) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for &b in s.as_bytes() {
+        if unsafe_byte(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
 }
 
 /// Writes the access line when the response body ends (at once for local bodies).

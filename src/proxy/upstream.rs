@@ -369,6 +369,8 @@ pub enum SendError {
     ClientTimedOut,
     /// The client's streamed body failed (it went away, or broke its framing).
     Client(String),
+    /// The client's body grew past the route's `proxy-body-size`: 413.
+    TooLarge,
 }
 
 /// A request written for a target (its head, and its body when that was buffered), to be
@@ -421,6 +423,9 @@ pub struct Streaming {
     pub rest: Incoming,
     /// Its whole length, when the client announced it.
     pub length: Option<u64>,
+    /// The most it may hold (`proxy-body-size`); past it the upload is cut and the client
+    /// gets 413.
+    pub max: Option<u64>,
 }
 
 // === impl RequestBody ===
@@ -429,24 +434,34 @@ impl RequestBody {
     /// Reads `body` until it ends or holds more than `limit` bytes, each read within
     /// `timeout` (nginx's `client_body_timeout`): a slow client costs this buffer, not an
     /// upstream connection. Trailers of a body that fits are dropped (it goes with a
-    /// Content-Length, as nginx sends a buffered body).
+    /// Content-Length, as nginx sends a buffered body). A body announced or grown larger
+    /// than `max` is refused (413).
     pub async fn read(
         mut body: Incoming,
         limit: usize,
         timeout: Duration,
+        max: Option<u64>,
     ) -> Result<RequestBody, SendError> {
         if body.is_end_stream() {
             return Ok(RequestBody::Empty);
         }
         let length = body.size_hint().exact();
+        let over = |n: u64| max.is_some_and(|m| n > m);
+        if length.is_some_and(over) {
+            return Err(SendError::TooLarge);
+        }
         let mut read: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
         loop {
+            if over(total as u64) {
+                return Err(SendError::TooLarge);
+            }
             if total > limit {
                 let rest = Streaming {
                     read,
                     rest: body,
                     length,
+                    max,
                 };
                 return Ok(RequestBody::Streaming(Box::new(rest)));
             }
@@ -738,6 +753,7 @@ async fn send_with_body(
             },
             Err(BodyWriteError::Client(e)) => Err(SendError::Client(e.to_string())),
             Err(BodyWriteError::ClientTimedOut) => Err(SendError::ClientTimedOut),
+            Err(BodyWriteError::TooLarge) => Err(SendError::TooLarge),
             Err(BodyWriteError::SendTimedOut) => Err(SendError::TimedOut(
                 "the upstream took no body bytes within the send timeout",
             )),
@@ -761,6 +777,8 @@ enum BodyWriteError {
     Client(hyper::Error),
     /// The client sent nothing for the client body timeout.
     ClientTimedOut,
+    /// The client's body grew past its limit.
+    TooLarge,
     /// The upstream took nothing for the send timeout.
     SendTimedOut,
     /// Writing to the upstream failed.
@@ -792,8 +810,14 @@ async fn write_body(
     framing: RequestFraming,
     timeouts: Timeouts,
 ) -> Result<(), BodyWriteError> {
-    let Streaming { read, mut rest, .. } = body;
+    let Streaming {
+        read,
+        mut rest,
+        max,
+        ..
+    } = body;
     let mut written = 0u64;
+    let over = |n: u64| max.is_some_and(|m| n > m);
     let chunked = framing == RequestFraming::Chunked;
     for mut data in read {
         written += data.len() as u64;
@@ -809,6 +833,9 @@ async fn write_body(
             Ok(data) if data.is_empty() => {}
             Ok(mut data) => {
                 written += data.len() as u64;
+                if over(written) {
+                    return Err(BodyWriteError::TooLarge);
+                }
                 write_data(writer, &mut data, chunked, timeouts.send).await?;
             }
             Err(frame) => {

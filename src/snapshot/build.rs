@@ -4,6 +4,7 @@
 //! Incremental: [`build_after`] reuses from the snapshot it replaces whatever the change did
 //! not touch (see [`cache`]), and gives exactly what [`build`] gives from scratch.
 
+pub mod annotations;
 mod cache;
 mod class;
 mod ingress;

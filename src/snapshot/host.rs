@@ -89,6 +89,19 @@ pub fn validate_rule_host(host: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A `host[:port]` without its port (`[v6]:port` keeps its brackets).
+pub fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
+        _ => host,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,10 +110,276 @@ pub struct Route {
     pub ingress: IngressRef,
     /// Where requests go.
     pub backend: Backend,
-    /// Plain-HTTP requests get a 308 to HTTPS (the host is in some Ingress's `spec.tls`).
+    /// Plain-HTTP requests get a 308 to HTTPS (the host is in a `spec.tls` of the route's
+    /// namespace, or `force-ssl-redirect`).
     pub ssl_redirect: bool,
+    /// What the route's annotations ask beyond forwarding (`None` for a plain route: it costs
+    /// nothing per request). Shared by every route of one Ingress.
+    pub policy: Option<Arc<Policy>>,
+    /// The path as a regex, when its host is in regex mode (`use-regex` or `rewrite-target` on
+    /// any Ingress of the host): set when the host is built.
+    pub regex: Option<PathRegex>,
     /// Labels for metrics and logs, formatted once at build time.
     pub labels: RouteLabels,
+}
+
+/// What a route asks beyond "forward to the backend", compiled from annotations, applied by
+/// the proxy in one order, nginx's phases (ARCHITECTURE.md, "Route policies"): the access
+/// log switch, a declared body over the limit, redirects (app root, permanent/temporal, then
+/// HTTPS), deny, then the upstream Host and the streamed body limit while forwarding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Answer this status and forward nothing (an access-guarding annotation Portico does not
+    /// implement: fail closed).
+    pub deny: Option<u16>,
+    /// `app-root`: a request for `/` gets a 302 to this path.
+    pub app_root: Option<Box<str>>,
+    /// `permanent-redirect` / `temporal-redirect`: every request gets this redirect.
+    pub redirect: Option<Redirect>,
+    /// `preserve-trailing-slash`: the HTTPS redirect keeps a trailing '/'.
+    pub preserve_trailing_slash: bool,
+    /// `proxy-body-size`: a larger request body gets 413 (`None`: no limit).
+    pub body_limit: Option<u64>,
+    /// `upstream-vhost`: the Host sent upstream.
+    pub upstream_host: Option<Box<str>>,
+    /// `enable-access-log`: false leaves the route's requests out of the access log.
+    pub access_log: bool,
+    /// `use-regex`: the paths of the route's host are regexes.
+    pub use_regex: bool,
+    /// `rewrite-target` (with `x-forwarded-prefix`): the URI sent upstream.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// `rewrite-target`: the whole URI is replaced (nginx's `rewrite <path> <target> break`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    /// The new URI, with the path regex's captures and nginx variables.
+    pub target: UrlTemplate,
+    /// The target starts with `http://` or `https://`: a 302 to it instead.
+    pub redirect: bool,
+    /// `x-forwarded-prefix`: sent as X-Forwarded-Prefix with the rewritten request.
+    pub prefix: Option<Box<str>>,
+}
+
+/// A path as nginx's `location ~* "^<path>"`: case-insensitive, anchored at the start only.
+#[derive(Clone, Debug)]
+pub struct PathRegex(pub regex::Regex);
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for PathRegex {}
+
+impl Serialize for PathRegex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// The most memory one path's compiled regex may take (the `regex` crate's size limit): a
+/// tenant's pattern cannot make Portico build a huge automaton.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl PathRegex {
+    /// Compiles an Ingress path the way ingress-nginx renders it in regex mode.
+    pub fn compile(path: &str) -> Result<PathRegex, String> {
+        regex::RegexBuilder::new(&format!("^{path}"))
+            .case_insensitive(true)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(PathRegex)
+            .map_err(|e| match e {
+                regex::Error::Syntax(text) => {
+                    let last = text.lines().rev().find(|l| !l.trim().is_empty());
+                    let why = last.unwrap_or("").trim().trim_start_matches("error: ");
+                    let pcre = if why.contains("look-around") || why.contains("backreferences") {
+                        ": PCRE has it, the linear-time regex engine Portico uses does not"
+                    } else {
+                        ""
+                    };
+                    format!("is not a regex Portico can run ({why}{pcre})")
+                }
+                regex::Error::CompiledTooBig(n) => {
+                    format!("compiles to more than {n} bytes")
+                }
+                e => e.to_string(),
+            })
+    }
+}
+
+impl Policy {
+    /// Whether a template of the policy uses the path regex's captures.
+    pub fn uses_captures(&self) -> bool {
+        self.rewrite
+            .as_ref()
+            .is_some_and(|r| r.target.has_captures())
+            || self.redirect.as_ref().is_some_and(|r| r.url.has_captures())
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            deny: None,
+            app_root: None,
+            redirect: None,
+            preserve_trailing_slash: false,
+            body_limit: None,
+            upstream_host: None,
+            access_log: true,
+            use_regex: false,
+            rewrite: None,
+        }
+    }
+}
+
+/// A redirect every request of a route gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Redirect {
+    /// The status (301 and 302 by default).
+    pub code: u16,
+    /// The Location, with nginx variables.
+    pub url: UrlTemplate,
+}
+
+/// A URL with nginx variables, expanded per request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UrlTemplate(pub Box<[UrlPart]>);
+
+/// A piece of a [`UrlTemplate`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum UrlPart {
+    /// Text as written.
+    Literal(Box<str>),
+    /// A variable.
+    Var(UrlVar),
+    /// `$1`…`$9`: a capture of the path regex (empty when there is none).
+    Capture(u8),
+}
+
+/// The nginx variables a redirect URL may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum UrlVar {
+    /// `$request_uri`: the path and query as the client sent them.
+    RequestUri,
+    /// `$uri`: the path (normalised).
+    Uri,
+    /// `$args`, `$query_string`: the query, without '?'.
+    Args,
+    /// `$is_args`: '?' when there is a query.
+    IsArgs,
+    /// `$host`: the host name, lower-case, without the port.
+    Host,
+    /// `$http_host`, `$best_http_host`: the Host as sent.
+    HttpHost,
+    /// `$scheme`: `http` or `https`.
+    Scheme,
+}
+
+/// What a request offers a [`UrlTemplate`].
+#[derive(Clone, Copy, Debug)]
+pub struct RequestVars<'a> {
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// The Host as sent (`host[:port]`).
+    pub http_host: &'a str,
+    /// The path (normalised).
+    pub path: &'a str,
+    /// The path as the client sent it.
+    pub raw_path: &'a str,
+    /// The query, without '?'.
+    pub query: Option<&'a str>,
+    /// The path regex's captures, in regex mode.
+    pub captures: Option<&'a regex::Captures<'a>>,
+}
+
+// === impl UrlVar ===
+
+impl UrlVar {
+    /// The names a template may use.
+    pub const NAMES: [&'static str; 9] = [
+        "request_uri",
+        "uri",
+        "args",
+        "query_string",
+        "is_args",
+        "host",
+        "http_host",
+        "best_http_host",
+        "scheme",
+    ];
+
+    /// The variable of a name.
+    pub fn named(name: &str) -> Option<UrlVar> {
+        Some(match name {
+            "request_uri" => UrlVar::RequestUri,
+            "uri" | "document_uri" => UrlVar::Uri,
+            "args" | "query_string" => UrlVar::Args,
+            "is_args" => UrlVar::IsArgs,
+            "host" => UrlVar::Host,
+            "http_host" | "best_http_host" => UrlVar::HttpHost,
+            "scheme" => UrlVar::Scheme,
+            _ => return None,
+        })
+    }
+}
+
+// === impl UrlTemplate ===
+
+impl UrlTemplate {
+    /// Whether the template is this text and nothing else.
+    pub fn is_literal(&self, text: &str) -> bool {
+        match &*self.0 {
+            [UrlPart::Literal(t)] => **t == *text,
+            _ => false,
+        }
+    }
+
+    /// Whether it uses a regex capture.
+    pub fn has_captures(&self) -> bool {
+        self.0.iter().any(|p| matches!(p, UrlPart::Capture(_)))
+    }
+
+    /// The URL for one request.
+    pub fn expand(&self, vars: &RequestVars<'_>) -> String {
+        let mut out = String::new();
+        for part in &*self.0 {
+            match part {
+                UrlPart::Literal(text) => out.push_str(text),
+                UrlPart::Capture(n) => {
+                    let group = vars.captures.and_then(|c| c.get(usize::from(*n)));
+                    out.push_str(group.map_or("", |m| m.as_str()));
+                }
+                UrlPart::Var(var) => match var {
+                    UrlVar::RequestUri => {
+                        out.push_str(vars.raw_path);
+                        if let Some(q) = vars.query {
+                            out.push('?');
+                            out.push_str(q);
+                        }
+                    }
+                    UrlVar::Uri => out.push_str(vars.path),
+                    UrlVar::Args => out.push_str(vars.query.unwrap_or("")),
+                    UrlVar::IsArgs => {
+                        if vars.query.is_some_and(|q| !q.is_empty()) {
+                            out.push('?');
+                        }
+                    }
+                    UrlVar::Host => {
+                        let name = super::host::without_port(vars.http_host);
+                        out.push_str(&name.to_ascii_lowercase());
+                    }
+                    UrlVar::HttpHost => out.push_str(vars.http_host),
+                    UrlVar::Scheme => out.push_str(vars.scheme),
+                },
+            }
+        }
+        out
+    }
 }
 
 /// A route's names as metrics label values: `namespace/ingress` and `namespace/service:port`,
@@ -202,12 +468,18 @@ pub struct HostRoutes {
     /// catch-all at the root beside static keys makes matchit allocate a backtracking stack on
     /// every lookup.
     fallback: Option<usize>,
+    /// Regex mode (ingress-nginx's `enforceRegexModifier`): the router is empty and `routes`
+    /// are tried in order, each by its [`Route::regex`], the first match wins.
+    regex: bool,
 }
 
 impl PartialEq for HostRoutes {
     fn eq(&self, other: &Self) -> bool {
         // The router is derived from `slots`.
-        self.routes == other.routes && self.slots == other.slots && self.fallback == other.fallback
+        self.routes == other.routes
+            && self.slots == other.slots
+            && self.fallback == other.fallback
+            && self.regex == other.regex
     }
 }
 
@@ -225,6 +497,12 @@ impl HostRoutes {
         if let Ok(matched) = self.router.at(path) {
             return self.routes.get(*matched.value);
         }
+        if self.regex {
+            return self.routes.iter().find(|r| {
+                let re = r.regex.as_ref();
+                re.is_some_and(|re| re.0.is_match(path))
+            });
+        }
         if !path.starts_with('/') {
             return None;
         }
@@ -241,7 +519,12 @@ impl HostRoutes {
         self.fallback.and_then(|i| self.routes.get(i))
     }
 
-    /// The routes, sorted by path and type.
+    /// Whether the host is in regex mode (its routes are tried in order).
+    pub fn regex_mode(&self) -> bool {
+        self.regex
+    }
+
+    /// The routes, sorted by path and type (in regex mode: in the order they are tried).
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
@@ -409,6 +692,13 @@ pub fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnost
             _ => kept.push(c),
         }
     }
+    let regex_mode = kept.iter().any(|c| {
+        let policy = c.route.policy.as_deref();
+        policy.is_some_and(|p| p.use_regex || p.rewrite.is_some())
+    });
+    if regex_mode {
+        return regex_host(kept, diagnostics);
+    }
     let mut slots: BTreeMap<String, usize> = BTreeMap::new();
     for (i, c) in kept.iter().enumerate() {
         for key in keys_for(c.path(), c.path_type()) {
@@ -422,6 +712,63 @@ pub fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnost
         .iter()
         .position(|c| c.path_type() == PathType::Prefix && c.path() == "/");
     finish_host(kept, slots, root, diagnostics)
+}
+
+/// A host in regex mode, as ingress-nginx renders it: every path of the host, from every
+/// Ingress, becomes `location ~* "^<path>"` (case-insensitive, anchored at the start only, so
+/// Exact and Prefix alike match any continuation), tried longest path first (equal lengths in
+/// reverse byte order, Exact before Prefix), the first match winning. A path the `regex` crate
+/// cannot compile is left out with an error.
+fn regex_host(kept: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+    let mut order: Vec<&Candidate> = kept.iter().collect();
+    order.sort_by(|a, b| {
+        let by_length = b.path().len().cmp(&a.path().len());
+        by_length
+            .then_with(|| b.path().cmp(a.path()))
+            .then_with(|| rank(b).cmp(&rank(a)))
+    });
+    let mut routes: Vec<Route> = Vec::with_capacity(order.len());
+    for c in order {
+        if routes
+            .last()
+            .is_some_and(|r| r.path.as_deref() == Some(c.path()))
+        {
+            let reason = format!(
+                "path {} is shadowed: its host is in regex mode (use-regex or rewrite-target), where {} of the same path is tried first",
+                c.path(),
+                routes
+                    .last()
+                    .and_then(|r| r.path_type)
+                    .map_or("Exact", PathType::as_str),
+            );
+            diagnostics.push(Diagnostic::warning(&c.object, c.field.clone(), reason));
+            continue;
+        }
+        match PathRegex::compile(c.path()) {
+            Ok(re) => {
+                let mut route = c.route.clone();
+                route.regex = Some(re);
+                routes.push(route);
+            }
+            Err(why) => diagnostics.push(Diagnostic::error(
+                &c.object,
+                c.field.clone(),
+                format!(
+                    "path {:?} {why}; ignored (its host is in regex mode: use-regex or rewrite-target on an Ingress of the host)",
+                    c.path()
+                ),
+            )),
+        }
+    }
+    HostRoutes {
+        router: matchit::Router::new(),
+        prefixes: Fast::default(),
+        prefix_lengths: Vec::new(),
+        routes,
+        slots: Vec::new(),
+        fallback: None,
+        regex: true,
+    }
 }
 
 /// Precedence inside one matchit key: the longest declared path, then Exact over Prefix.
@@ -504,6 +851,7 @@ fn finish_host(
         fallback: root.and_then(|r| index[r]),
         routes,
         slots: table,
+        regex: false,
     }
 }
 

@@ -45,8 +45,13 @@ pub struct Forwarding<'a> {
     /// The request's one host (the target's authority, else the Host field): the Host sent
     /// upstream, and X-Forwarded-Host. `None` (HTTP/1.0 without Host): the endpoint.
     pub host: Option<&'a HeaderValue>,
+    /// The Host sent upstream instead of `host` (`upstream-vhost`); X-Forwarded-Host stays
+    /// the client's.
+    pub upstream_host: Option<&'a HeaderValue>,
     /// The normalised path, when it differs from the request's (see `proxy::path`).
     pub path: Option<&'a str>,
+    /// The path and query a rewrite made (`rewrite-target`), sent instead of both.
+    pub rewritten: Option<&'a str>,
     /// A request id to add; `None` when the request carries its own X-Request-ID.
     pub request_id: Option<&'a [u8]>,
     /// Whether the request asks to switch protocols: Upgrade is kept and Connection says
@@ -184,20 +189,23 @@ pub fn encode_head(
 ) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    match (fwd.path, parts.uri.path_and_query()) {
-        (Some(path), p) => {
+    match (fwd.rewritten, fwd.path, parts.uri.path_and_query()) {
+        (Some(target), _, _) => out.extend_from_slice(target.as_bytes()),
+        (None, Some(path), p) => {
             out.extend_from_slice(path.as_bytes());
             if let Some(query) = p.and_then(|p| p.query()) {
                 out.push(b'?');
                 out.extend_from_slice(query.as_bytes());
             }
         }
-        (None, Some(p)) if !p.as_str().is_empty() => out.extend_from_slice(p.as_str().as_bytes()),
+        (None, None, Some(p)) if !p.as_str().is_empty() => {
+            out.extend_from_slice(p.as_str().as_bytes())
+        }
         _ if parts.method == Method::OPTIONS => out.push(b'*'),
         _ => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    match fwd.host {
+    match fwd.upstream_host.or(fwd.host) {
         Some(host) => out.extend_from_slice(host.as_bytes()),
         None => out.extend_from_slice(target.to_string().as_bytes()),
     }

@@ -114,7 +114,9 @@ async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, Send
     let fwd = Forwarding {
         conn: &conn,
         host: None,
+        upstream_host: None,
         path: None,
+        rewritten: None,
         request_id: None,
         upgrade: false,
     };

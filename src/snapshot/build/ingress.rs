@@ -8,17 +8,16 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
+use super::annotations;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::host;
 use crate::snapshot::routes::{
-    Backend, Candidate, HostPattern, IngressRef, PathType, PortRef, Route, RouteLabels, Upstream,
+    Backend, Candidate, HostPattern, IngressRef, PathType, Policy, PortRef, Route, RouteLabels,
+    Upstream,
 };
 use crate::snapshot::services::{FindError, ServiceTable, ServiceType};
 use crate::source::ObjectKey;
 use crate::store::ObjectStore;
-
-/// Turns off the plain-HTTP → HTTPS redirect of an Ingress's TLS hosts.
-const SSL_REDIRECT_ANNOTATION: &str = "portico.dev/ssl-redirect";
 
 /// What every Ingress of a build shares.
 pub(super) struct Context<'a> {
@@ -41,8 +40,10 @@ pub(super) struct Compiled {
     pub hosts: Vec<HostPattern>,
     /// `spec.defaultBackend`, resolved.
     pub default_backend: Option<Route>,
-    /// Whether its TLS hosts redirect plain HTTP (the annotation).
+    /// Whether its TLS hosts redirect plain HTTP (`ssl-redirect`).
     redirect: bool,
+    /// Whether every host redirects plain HTTP (`force-ssl-redirect`).
+    force_redirect: bool,
     /// `Context::allow_external_names` when it was compiled (its lookups depend on it).
     allow_external_names: bool,
     /// Every Service lookup made, in order: what the result depended on.
@@ -72,6 +73,7 @@ impl Compiled {
             hosts: Vec::new(),
             default_backend: None,
             redirect: true,
+            force_redirect: false,
             allow_external_names: cx.allow_external_names,
             lookups: Vec::new(),
             diagnostics: Vec::new(),
@@ -118,7 +120,8 @@ impl Compiled {
     /// `spec.tls`: another namespace's TLS entry never changes this one's site.
     fn ssl_redirect(&self, cx: &Context<'_>, host: Option<&str>) -> bool {
         let ours = cx.tls_hosts.get(self.key.namespace.as_str());
-        self.redirect && host.is_some_and(|h| ours.is_some_and(|t| has_tls(t, h)))
+        self.force_redirect
+            || self.redirect && host.is_some_and(|h| ours.is_some_and(|t| has_tls(t, h)))
     }
 
     fn compile(&mut self, cx: &Context<'_>) {
@@ -130,6 +133,17 @@ impl Compiled {
             namespace: self.key.namespace.as_str().into(),
             name: self.key.name.as_str().into(),
         };
+        let annotations = ingress.metadata.annotations.as_ref();
+        let parsed = annotations::parse(&self.key, annotations, &mut self.diagnostics);
+        if parsed.left_out {
+            return;
+        }
+        self.redirect = parsed.ssl_redirect;
+        self.force_redirect = parsed.force_ssl_redirect;
+        let policy = parsed.policy;
+        let regex = policy
+            .as_deref()
+            .is_some_and(|p| p.use_regex || p.rewrite.is_some());
         if let Some(b) = &spec.default_backend {
             let backend = self.resolve_backend(cx, b, "spec.defaultBackend");
             self.default_backend = Some(Route {
@@ -139,10 +153,11 @@ impl Compiled {
                 ingress: iref.clone(),
                 labels: RouteLabels::new(&iref, &backend),
                 backend,
-                ssl_redirect: false,
+                ssl_redirect: self.force_redirect,
+                policy: policy.clone(),
+                regex: None,
             });
         }
-        self.redirect = ssl_redirect_enabled(&self.key, &ingress, &mut self.diagnostics);
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.as_deref();
             let Some(pattern) = host_pattern(&self.key, ri, host, &mut self.diagnostics) else {
@@ -157,12 +172,16 @@ impl Compiled {
             for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("spec.rules[{ri}].http.paths[{pi}]");
                 let path = p.path.as_deref();
-                let Some((path, path_type)) =
-                    path_of(&self.key, &field, path, &p.path_type, &mut self.diagnostics)
-                else {
+                let Some((path, path_type)) = path_of(
+                    &self.key,
+                    &field,
+                    (path, &p.path_type, regex),
+                    &mut self.diagnostics,
+                ) else {
                     continue;
                 };
                 let backend = self.resolve_backend(cx, &p.backend, &format!("{field}.backend"));
+                let path_policy = route_policy(policy.as_ref(), &path);
                 let route = Route {
                     host: host.clone(),
                     path: Some(path),
@@ -171,6 +190,8 @@ impl Compiled {
                     labels: RouteLabels::new(&iref, &backend),
                     backend,
                     ssl_redirect,
+                    policy: path_policy,
+                    regex: None,
                 };
                 let candidate = Candidate {
                     route,
@@ -324,30 +345,6 @@ fn has_tls(tls_hosts: &std::collections::HashSet<String>, host: &str) -> bool {
             .is_some_and(|s| !host.starts_with("*.") && tls_hosts.contains(&format!("*.{s}")))
 }
 
-fn ssl_redirect_enabled(
-    key: &ObjectKey,
-    ingress: &Ingress,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> bool {
-    let annotations = ingress.metadata.annotations.as_ref();
-    match annotations
-        .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
-        .map(String::as_str)
-    {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            let field = format!("metadata.annotations[{SSL_REDIRECT_ANNOTATION}]");
-            diagnostics.push(Diagnostic::warning(
-                key,
-                field,
-                format!("{other:?} is not \"true\" or \"false\"; using true"),
-            ));
-            true
-        }
-    }
-}
-
 fn host_pattern(
     key: &ObjectKey,
     ri: usize,
@@ -377,11 +374,26 @@ fn host_pattern(
 const INVALID_SEQUENCES: [&str; 5] = ["//", "/./", "/../", "%2f", "%2F"];
 const INVALID_SUFFIXES: [&str; 2] = ["/..", "/."];
 
+/// The policy of one path: the Ingress's, without a rewrite whose target is the path itself
+/// (ingress-nginx adds no rewrite then, and such a path does not put the host in regex mode).
+fn route_policy(policy: Option<&Arc<Policy>>, path: &str) -> Option<Arc<Policy>> {
+    let p = policy?;
+    match &p.rewrite {
+        Some(r) if r.target.is_literal(path) => {
+            let mut p = Policy::clone(p);
+            p.rewrite = None;
+            (p != Policy::default()).then(|| Arc::new(p))
+        }
+        _ => Some(Arc::clone(p)),
+    }
+}
+
+/// The path and type of a path entry; `regex`: the Ingress asks for regex paths (`use-regex`
+/// or `rewrite-target`), where '?', '//' and the like are regex syntax, not errors.
 fn path_of(
     key: &ObjectKey,
     field: &str,
-    path: Option<&str>,
-    path_type: &str,
+    (path, path_type, regex): (Option<&str>, &str, bool),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<(Box<str>, PathType)> {
     let path_type = match path_type {
@@ -408,7 +420,7 @@ fn path_of(
             return None;
         }
     };
-    if let Err(reason) = validate_path(path) {
+    if let Err(reason) = validate_path(path, regex) {
         diagnostics.push(Diagnostic::error(
             key,
             format!("{field}.path"),
@@ -417,6 +429,7 @@ fn path_of(
         return None;
     }
     if path_type == PathType::ImplementationSpecific
+        && !regex
         && path.contains(['(', ')', '[', ']', '$', '^', '*', '|', '+'])
     {
         let reason = format!(
@@ -427,9 +440,15 @@ fn path_of(
     Some((path.into(), path_type))
 }
 
-fn validate_path(path: &str) -> Result<(), &'static str> {
+fn validate_path(path: &str, regex: bool) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("must be an absolute path (start with '/')");
+    }
+    if regex {
+        if path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("must not contain spaces or control characters");
+        }
+        return Ok(());
     }
     if INVALID_SEQUENCES.iter().any(|s| path.contains(s))
         || INVALID_SUFFIXES.iter().any(|s| path.ends_with(s))

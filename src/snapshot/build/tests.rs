@@ -6,6 +6,7 @@ mod classes;
 mod incremental;
 mod incremental_services;
 mod properties;
+mod regex;
 mod routing;
 
 use std::sync::{Arc, OnceLock};

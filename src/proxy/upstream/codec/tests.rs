@@ -30,7 +30,9 @@ fn plain(conn: &ConnHeaders) -> Forwarding<'_> {
     Forwarding {
         conn,
         host: None,
+        upstream_host: None,
         path: None,
+        rewritten: None,
         request_id: None,
         upgrade: false,
     }

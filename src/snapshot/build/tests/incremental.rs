@@ -142,6 +142,14 @@ fn slots() -> Vec<Vec<Object>> {
                 "four",
                 json!({"rules": [rule("h.com", &[("/", "ImplementationSpecific", "a", 80)])]}),
             ),
+            // Regex mode for h.com: every Ingress's paths of the host change meaning.
+            with_meta(
+                ing(
+                    "four",
+                    json!({"rules": [rule("h.com", &[("/x(/|$)(.*)", "ImplementationSpecific", "b", 80)])]}),
+                ),
+                json!({"annotations": {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}}),
+            ),
         ],
     ]
 }
@@ -151,6 +159,8 @@ fn probes() -> Vec<(&'static str, &'static str)> {
         ("h.com", "/"),
         ("h.com", "/x"),
         ("h.com", "/x/y"),
+        ("h.com", "/X/y"),
+        ("h.com", "/xyz"),
         ("h.com", "/{y}/z"),
         ("a.h.com", "/"),
         ("g.com", "/g"),

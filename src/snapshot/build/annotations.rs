@@ -1,0 +1,564 @@
+//! ingress-nginx's `nginx.ingress.kubernetes.io/*` annotations, read on the Ingresses Portico
+//! serves: each one either honoured with ingress-nginx's semantics (into the route's
+//! [`Policy`]), accepted with a documented difference, refused in a way that fails closed (an
+//! annotation that guards access and that Portico does not implement yet: the Ingress's routes
+//! answer 503), or reported as unsupported (a warning naming it). [`ANNOTATIONS`] is the one
+//! table of them all: the parser, `portico check` and the README's migration table follow it.
+
+use std::sync::Arc;
+
+use crate::snapshot::diagnostics::Diagnostic;
+use crate::snapshot::routes::{Policy, Redirect, Rewrite, UrlTemplate};
+use crate::source::ObjectKey;
+
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+pub use values::{parse_size, parse_template};
+
+/// The prefix of ingress-nginx's annotations.
+pub const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// How Portico treats one ingress-nginx annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Honoured with ingress-nginx's semantics, defaults and status codes.
+    Honoured,
+    /// Honoured, with the difference described.
+    Differs(&'static str),
+    /// Accepted without effect, for the reason given (what Portico does instead).
+    Accepted(&'static str),
+    /// Guards access and is not implemented yet: every route of the Ingress answers 503
+    /// (never served unguarded), with an error.
+    FailsClosed,
+    /// Not supported yet: ignored, with a warning.
+    Unsupported,
+    /// Removed from ingress-nginx, or replaced: a warning saying by what.
+    Obsolete(&'static str),
+}
+
+/// Every ingress-nginx annotation Portico knows, by name (without the prefix), sorted.
+pub const ANNOTATIONS: &[(&str, Support)] = &[
+    ("affinity", Support::Unsupported),
+    ("affinity-canary-behavior", Support::Unsupported),
+    ("affinity-mode", Support::Unsupported),
+    ("allowlist-source-range", Support::FailsClosed),
+    ("app-root", Support::Honoured),
+    ("auth-always-set-cookie", Support::Unsupported),
+    ("auth-cache-duration", Support::Unsupported),
+    ("auth-cache-key", Support::Unsupported),
+    ("auth-keepalive", Support::Unsupported),
+    ("auth-keepalive-requests", Support::Unsupported),
+    ("auth-keepalive-share-vars", Support::Unsupported),
+    ("auth-keepalive-timeout", Support::Unsupported),
+    ("auth-method", Support::Unsupported),
+    ("auth-proxy-set-headers", Support::Unsupported),
+    ("auth-realm", Support::Unsupported),
+    ("auth-request-redirect", Support::Unsupported),
+    ("auth-response-headers", Support::Unsupported),
+    ("auth-secret", Support::Unsupported),
+    ("auth-secret-type", Support::Unsupported),
+    ("auth-signin", Support::Unsupported),
+    ("auth-signin-redirect-param", Support::Unsupported),
+    ("auth-snippet", Support::Unsupported),
+    ("auth-tls-error-page", Support::Unsupported),
+    ("auth-tls-match-cn", Support::Unsupported),
+    (
+        "auth-tls-pass-certificate-to-upstream",
+        Support::Unsupported,
+    ),
+    ("auth-tls-secret", Support::FailsClosed),
+    ("auth-tls-verify-client", Support::Unsupported),
+    ("auth-tls-verify-depth", Support::Unsupported),
+    ("auth-type", Support::FailsClosed),
+    ("auth-url", Support::FailsClosed),
+    ("backend-protocol", Support::Unsupported),
+    (
+        "canary",
+        Support::Differs(
+            "a canary Ingress is left out with a warning: Portico does not split traffic yet, so every request goes to the primary (as canary-weight 0)",
+        ),
+    ),
+    ("canary-by-cookie", Support::Unsupported),
+    ("canary-by-header", Support::Unsupported),
+    ("canary-by-header-pattern", Support::Unsupported),
+    ("canary-by-header-value", Support::Unsupported),
+    ("canary-weight", Support::Unsupported),
+    ("canary-weight-total", Support::Unsupported),
+    ("client-body-buffer-size", Support::Unsupported),
+    ("configuration-snippet", Support::Unsupported),
+    ("connection-proxy-header", Support::Unsupported),
+    ("cors-allow-credentials", Support::Unsupported),
+    ("cors-allow-headers", Support::Unsupported),
+    ("cors-allow-methods", Support::Unsupported),
+    ("cors-allow-origin", Support::Unsupported),
+    ("cors-expose-headers", Support::Unsupported),
+    ("cors-max-age", Support::Unsupported),
+    ("custom-headers", Support::Unsupported),
+    ("custom-http-errors", Support::Unsupported),
+    ("default-backend", Support::Unsupported),
+    ("denylist-source-range", Support::FailsClosed),
+    ("disable-proxy-intercept-errors", Support::Unsupported),
+    ("enable-access-log", Support::Honoured),
+    ("enable-cors", Support::Unsupported),
+    ("enable-global-auth", Support::Unsupported),
+    ("enable-modsecurity", Support::Unsupported),
+    ("enable-opentelemetry", Support::Unsupported),
+    ("enable-opentracing", Support::Unsupported),
+    ("enable-owasp-core-rules", Support::Unsupported),
+    ("enable-rewrite-log", Support::Unsupported),
+    (
+        "force-ssl-redirect",
+        Support::Differs(
+            "the Location carries the HTTPS listener's port when it is not 443 (ingress-nginx names a port only with use-port-in-redirects)",
+        ),
+    ),
+    ("from-to-www-redirect", Support::Unsupported),
+    (
+        "global-rate-limit",
+        Support::Obsolete("removed in ingress-nginx 1.5"),
+    ),
+    (
+        "http2-push-preload",
+        Support::Obsolete("removed in ingress-nginx 1.9"),
+    ),
+    ("limit-burst-multiplier", Support::Unsupported),
+    ("limit-connections", Support::Unsupported),
+    ("limit-rate", Support::Unsupported),
+    ("limit-rate-after", Support::Unsupported),
+    ("limit-rpm", Support::Unsupported),
+    ("limit-rps", Support::Unsupported),
+    ("limit-whitelist", Support::Unsupported),
+    ("load-balance", Support::Unsupported),
+    ("mirror-host", Support::Unsupported),
+    ("mirror-request-body", Support::Unsupported),
+    ("mirror-target", Support::Unsupported),
+    ("modsecurity-snippet", Support::Unsupported),
+    ("modsecurity-transaction-id", Support::Unsupported),
+    ("opentelemetry-trust-incoming-span", Support::Unsupported),
+    ("opentracing-trust-incoming-span", Support::Unsupported),
+    ("permanent-redirect", Support::Honoured),
+    ("permanent-redirect-code", Support::Honoured),
+    ("preserve-trailing-slash", Support::Honoured),
+    (
+        "proxy-body-size",
+        Support::Differs(
+            "without the annotation there is no limit until the controller ConfigMap is supported (ingress-nginx's default is 1m); a chunked body over the limit that already streams to the upstream is cut there (nginx buffers it first)",
+        ),
+    ),
+    (
+        "proxy-buffer-size",
+        Support::Accepted(
+            "Portico reads an upstream response head of up to 64 KiB whatever this says, and streams the body",
+        ),
+    ),
+    (
+        "proxy-buffering",
+        Support::Accepted(
+            "Portico streams responses as they come (nginx's default, off, behaves alike)",
+        ),
+    ),
+    (
+        "proxy-buffers-number",
+        Support::Accepted("Portico streams responses; there are no response buffers to count"),
+    ),
+    ("proxy-connect-timeout", Support::Unsupported),
+    ("proxy-cookie-domain", Support::Unsupported),
+    ("proxy-cookie-path", Support::Unsupported),
+    ("proxy-http-version", Support::Unsupported),
+    (
+        "proxy-max-temp-file-size",
+        Support::Accepted("Portico never writes bodies to disk"),
+    ),
+    ("proxy-next-upstream", Support::Unsupported),
+    ("proxy-next-upstream-timeout", Support::Unsupported),
+    ("proxy-next-upstream-tries", Support::Unsupported),
+    ("proxy-read-timeout", Support::Unsupported),
+    ("proxy-redirect-from", Support::Unsupported),
+    ("proxy-redirect-to", Support::Unsupported),
+    ("proxy-request-buffering", Support::Unsupported),
+    ("proxy-send-timeout", Support::Unsupported),
+    ("proxy-ssl-ciphers", Support::Unsupported),
+    ("proxy-ssl-name", Support::Unsupported),
+    ("proxy-ssl-protocols", Support::Unsupported),
+    ("proxy-ssl-secret", Support::Unsupported),
+    ("proxy-ssl-server-name", Support::Unsupported),
+    ("proxy-ssl-verify", Support::Unsupported),
+    ("proxy-ssl-verify-depth", Support::Unsupported),
+    (
+        "rewrite-target",
+        Support::Differs(
+            "as use-regex; the whole URI is replaced, captures $1–$9 and the query kept as nginx does, and the rewritten path is normalised again (a 400 if it climbs above /)",
+        ),
+    ),
+    ("satisfy", Support::Unsupported),
+    (
+        "secure-backends",
+        Support::Obsolete("replaced by backend-protocol: HTTPS"),
+    ),
+    ("server-alias", Support::Unsupported),
+    ("server-snippet", Support::Unsupported),
+    ("service-upstream", Support::Unsupported),
+    ("session-cookie-change-on-failure", Support::Unsupported),
+    (
+        "session-cookie-conditional-samesite-none",
+        Support::Unsupported,
+    ),
+    ("session-cookie-domain", Support::Unsupported),
+    ("session-cookie-expires", Support::Unsupported),
+    (
+        "session-cookie-hash",
+        Support::Obsolete("removed in ingress-nginx 0.24"),
+    ),
+    ("session-cookie-max-age", Support::Unsupported),
+    ("session-cookie-name", Support::Unsupported),
+    ("session-cookie-path", Support::Unsupported),
+    ("session-cookie-samesite", Support::Unsupported),
+    ("session-cookie-secure", Support::Unsupported),
+    ("ssl-ciphers", Support::Unsupported),
+    ("ssl-passthrough", Support::Unsupported),
+    ("ssl-prefer-server-ciphers", Support::Unsupported),
+    ("ssl-redirect", Support::Honoured),
+    ("stream-snippet", Support::Unsupported),
+    ("temporal-redirect", Support::Honoured),
+    ("temporal-redirect-code", Support::Honoured),
+    ("upstream-hash-by", Support::Unsupported),
+    ("upstream-hash-by-subset", Support::Unsupported),
+    ("upstream-hash-by-subset-size", Support::Unsupported),
+    (
+        "upstream-vhost",
+        Support::Differs("a literal host[:port]; nginx variables in it are refused"),
+    ),
+    (
+        "use-regex",
+        Support::Differs(
+            "regexes run on the linear-time regex crate: look-around and back-references leave the path out (an error); they match the normalised path, where percent-encodings other than of unreserved characters stay encoded",
+        ),
+    ),
+    ("whitelist-source-range", Support::FailsClosed),
+    ("x-forwarded-prefix", Support::Honoured),
+];
+
+/// How one annotation is supported (`None`: not an annotation ingress-nginx has).
+pub fn support(name: &str) -> Option<Support> {
+    ANNOTATIONS
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|i| ANNOTATIONS[i].1)
+}
+
+/// What an Ingress's annotations ask of its routes.
+#[derive(Debug, Default)]
+pub(super) struct Parsed {
+    /// The policy shared by every route of the Ingress (`None`: nothing to apply).
+    pub policy: Option<Arc<Policy>>,
+    /// `ssl-redirect` (`portico.dev/ssl-redirect` or ingress-nginx's); default true.
+    pub ssl_redirect: bool,
+    /// `force-ssl-redirect`: redirect plain HTTP even without a TLS entry for the host.
+    pub force_ssl_redirect: bool,
+    /// The Ingress is left out (a canary, which Portico does not split traffic for yet).
+    pub left_out: bool,
+}
+
+/// Portico's own annotation for the HTTPS redirect (kept; ingress-nginx's wins when both).
+const PORTICO_SSL_REDIRECT: &str = "portico.dev/ssl-redirect";
+
+/// Reads every annotation of an Ingress; problems go to `diagnostics`.
+pub(super) fn parse(
+    key: &ObjectKey,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Parsed {
+    let mut parsed = Parsed {
+        ssl_redirect: true,
+        ..Parsed::default()
+    };
+    let Some(annotations) = annotations else {
+        return parsed;
+    };
+    let mut r = Reader {
+        key,
+        annotations,
+        diagnostics,
+    };
+    let mut policy = Policy::default();
+    if let Some(v) = r.boolean_raw(PORTICO_SSL_REDIRECT) {
+        parsed.ssl_redirect = v;
+    }
+    if let Some(v) = r.boolean("ssl-redirect") {
+        parsed.ssl_redirect = v;
+    }
+    parsed.force_ssl_redirect = r.boolean("force-ssl-redirect").unwrap_or(false);
+    policy.preserve_trailing_slash = r.boolean("preserve-trailing-slash").unwrap_or(false);
+    policy.redirect = redirect(&mut r);
+    policy.app_root = r.app_root();
+    policy.body_limit = r.size("proxy-body-size");
+    policy.upstream_host = r.upstream_host();
+    policy.use_regex = r.boolean("use-regex").unwrap_or(false);
+    policy.rewrite = rewrite(&mut r);
+    if r.boolean("enable-access-log") == Some(false) {
+        policy.access_log = false;
+    }
+    let guards = r.unsupported_and_guards();
+    if !guards.is_empty() {
+        policy.deny = Some(503);
+        let reason = format!(
+            "{} guard access, and Portico does not implement them yet: every path of this Ingress answers 503 rather than serve unguarded",
+            guards.join(", ")
+        );
+        r.diagnostics
+            .push(Diagnostic::error(key, "metadata.annotations", reason));
+    }
+    if r.boolean("canary") == Some(true) {
+        parsed.left_out = true;
+        let reason = "a canary Ingress: Portico does not split traffic yet, so it is left out and every request goes to the primary Ingress (as canary-weight 0 would)";
+        r.diagnostics.push(Diagnostic::warning(
+            key,
+            format!("metadata.annotations[{NGINX}canary]"),
+            reason,
+        ));
+    }
+    if policy != Policy::default() {
+        parsed.policy = Some(Arc::new(policy));
+    }
+    parsed
+}
+
+/// `permanent-redirect` / `temporal-redirect` with their codes; temporal wins (as in
+/// ingress-nginx, whose template checks it first).
+fn redirect(r: &mut Reader<'_>) -> Option<Redirect> {
+    let temporal = r.template("temporal-redirect");
+    let permanent = r.template("permanent-redirect");
+    if let Some(url) = temporal {
+        let code = r.code("temporal-redirect-code", 302, 300..=307);
+        if permanent.is_some() {
+            let reason = "temporal-redirect is set too and wins, as in ingress-nginx";
+            r.warn("permanent-redirect", reason.to_string());
+        }
+        return Some(Redirect { code, url });
+    }
+    let url = permanent?;
+    let code = r.code("permanent-redirect-code", 301, 300..=308);
+    Some(Redirect { code, url })
+}
+
+/// `rewrite-target` (and `x-forwarded-prefix`, which ingress-nginx sends only with a rewrite).
+/// A target starting with `http://`, `https://` or `$scheme` is a redirect (nginx's `rewrite`
+/// returns 302 for those).
+fn rewrite(r: &mut Reader<'_>) -> Option<Rewrite> {
+    let target = r.template("rewrite-target");
+    let prefix = r.forwarded_prefix();
+    let Some(target) = target else {
+        if prefix.is_some() {
+            let reason =
+                "has effect only together with rewrite-target (as in ingress-nginx); ignored";
+            r.warn("x-forwarded-prefix", reason.to_string());
+        }
+        return None;
+    };
+    let text = r.get("rewrite-target").unwrap_or("");
+    let redirect = ["http://", "https://", "$scheme"]
+        .iter()
+        .any(|s| text.starts_with(s));
+    Some(Rewrite {
+        target,
+        redirect,
+        prefix,
+    })
+}
+
+/// Reads annotations by name, with diagnostics naming the annotation and the value.
+struct Reader<'a> {
+    key: &'a ObjectKey,
+    annotations: &'a std::collections::BTreeMap<String, String>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+// === impl Reader ===
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.annotations
+            .get(&format!("{NGINX}{name}"))
+            .map(|v| v.trim())
+    }
+
+    fn field(name: &str) -> String {
+        format!("metadata.annotations[{NGINX}{name}]")
+    }
+
+    fn warn(&mut self, name: &str, reason: String) {
+        let d = Diagnostic::warning(self.key, Self::field(name), reason);
+        self.diagnostics.push(d);
+    }
+
+    fn error(&mut self, name: &str, reason: String) {
+        let d = Diagnostic::error(self.key, Self::field(name), reason);
+        self.diagnostics.push(d);
+    }
+
+    /// A boolean the way ingress-nginx reads it (Go's `strconv.ParseBool`); anything else is
+    /// a warning and the default.
+    fn boolean(&mut self, name: &str) -> Option<bool> {
+        let value = self.get(name)?;
+        match values::parse_bool(value) {
+            Some(b) => Some(b),
+            None => {
+                let reason = format!("{value:?} is not a boolean (\"true\" or \"false\"); ignored");
+                self.warn(name, reason);
+                None
+            }
+        }
+    }
+
+    /// A boolean under a full annotation name.
+    fn boolean_raw(&mut self, full: &str) -> Option<bool> {
+        let value = self.annotations.get(full)?.trim();
+        match values::parse_bool(value) {
+            Some(b) => Some(b),
+            None => {
+                let reason =
+                    format!("{value:?} is not a boolean (\"true\" or \"false\"); using true");
+                let field = format!("metadata.annotations[{full}]");
+                self.diagnostics
+                    .push(Diagnostic::warning(self.key, field, reason));
+                None
+            }
+        }
+    }
+
+    /// A size in nginx's syntax; invalid: a warning and no limit from it.
+    fn size(&mut self, name: &str) -> Option<u64> {
+        let value = self.get(name)?;
+        match parse_size(value) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(reason) => {
+                let reason = format!("{value:?} {reason}; ignored");
+                self.warn(name, reason);
+                None
+            }
+        }
+    }
+
+    /// A redirect status code in `range`, else `default` (ingress-nginx's fallback).
+    fn code(&mut self, name: &str, default: u16, range: std::ops::RangeInclusive<u16>) -> u16 {
+        let Some(value) = self.get(name) else {
+            return default;
+        };
+        match value.parse::<u16>() {
+            Ok(code) if range.contains(&code) => code,
+            _ => {
+                let reason = format!(
+                    "{value:?} is not a redirect code in {}–{}; using {default}",
+                    range.start(),
+                    range.end()
+                );
+                self.warn(name, reason);
+                default
+            }
+        }
+    }
+
+    /// A redirect URL (nginx variables expanded per request).
+    fn template(&mut self, name: &str) -> Option<UrlTemplate> {
+        let value = self.get(name)?;
+        if value.is_empty() {
+            return None;
+        }
+        match parse_template(value) {
+            Ok(template) => Some(template),
+            Err(reason) => {
+                self.error(name, format!("{value:?} {reason}; ignored"));
+                None
+            }
+        }
+    }
+
+    /// `x-forwarded-prefix`: a literal header value.
+    fn forwarded_prefix(&mut self) -> Option<Box<str>> {
+        let value = self.get("x-forwarded-prefix")?;
+        if value.is_empty() {
+            return None;
+        }
+        if value.contains('$') || http::HeaderValue::from_str(value).is_err() {
+            let reason = format!(
+                "{value:?} is not a literal header value (nginx variables are not expanded here); ignored"
+            );
+            self.warn("x-forwarded-prefix", reason);
+            return None;
+        }
+        Some(value.into())
+    }
+
+    /// `app-root`: an absolute path (ingress-nginx refuses anything else).
+    fn app_root(&mut self) -> Option<Box<str>> {
+        let value = self.get("app-root")?;
+        if value.is_empty() {
+            return None;
+        }
+        if values::valid_app_root(value) {
+            Some(value.into())
+        } else {
+            let reason = format!(
+                "{value:?} is not an absolute path (it must start with '/' and hold no spaces, control characters or '#'); ignored"
+            );
+            self.warn("app-root", reason);
+            None
+        }
+    }
+
+    /// `upstream-vhost`: the Host sent upstream, a literal `host[:port]`.
+    fn upstream_host(&mut self) -> Option<Box<str>> {
+        let value = self.get("upstream-vhost")?;
+        if value.is_empty() {
+            return None;
+        }
+        if value.contains('$') {
+            let reason = format!(
+                "{value:?} uses nginx variables, which Portico does not expand here; ignored (the client's Host is sent)"
+            );
+            self.warn("upstream-vhost", reason);
+            return None;
+        }
+        if !crate::proxy::headers::valid_host(value.as_bytes()) {
+            let reason = format!("{value:?} is not a host[:port]; ignored");
+            self.warn("upstream-vhost", reason);
+            return None;
+        }
+        Some(value.to_ascii_lowercase().into())
+    }
+
+    /// Warnings for unsupported and obsolete annotations (and unknown ones under the prefix);
+    /// returns the access-guarding annotations that must fail closed.
+    fn unsupported_and_guards(&mut self) -> Vec<String> {
+        let mut guards = Vec::new();
+        let names: Vec<String> = self
+            .annotations
+            .keys()
+            .filter_map(|k| k.strip_prefix(NGINX))
+            .map(str::to_string)
+            .collect();
+        for name in names {
+            match support(&name) {
+                Some(Support::Honoured | Support::Differs(_) | Support::Accepted(_)) => {}
+                Some(Support::FailsClosed) => guards.push(format!("{NGINX}{name}")),
+                Some(Support::Unsupported) => {
+                    let reason = "not supported by Portico yet; ignored".to_string();
+                    self.warn(&name, reason);
+                }
+                Some(Support::Obsolete(why)) => {
+                    let reason = format!("obsolete ({why}); ignored");
+                    self.warn(&name, reason);
+                }
+                None => {
+                    let reason = "not an ingress-nginx annotation Portico knows; ignored";
+                    self.warn(&name, reason.to_string());
+                }
+            }
+        }
+        guards
+    }
+}

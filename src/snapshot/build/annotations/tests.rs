@@ -1,0 +1,421 @@
+//! Table tests of the annotation parsers: good values, bad values, defaults.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::snapshot::diagnostics::Severity;
+use crate::snapshot::routes::{RequestVars, UrlVar};
+use crate::source::Kind;
+
+fn key() -> ObjectKey {
+    ObjectKey::new(Kind::Ingress, "shop", "web")
+}
+
+fn parse_map(pairs: &[(&str, &str)]) -> (Parsed, Vec<Diagnostic>) {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let k = if k.contains('/') {
+                k.to_string()
+            } else {
+                format!("{NGINX}{k}")
+            };
+            (k, v.to_string())
+        })
+        .collect();
+    let mut diagnostics = Vec::new();
+    let parsed = parse(&key(), Some(&map), &mut diagnostics);
+    (parsed, diagnostics)
+}
+
+fn policy(pairs: &[(&str, &str)]) -> Policy {
+    let (parsed, _) = parse_map(pairs);
+    parsed.policy.map(|p| (*p).clone()).unwrap_or_default()
+}
+
+#[test]
+fn the_table_is_sorted_and_has_no_duplicates() {
+    assert!(ANNOTATIONS.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(support("affinity"), Some(Support::Unsupported));
+    assert_eq!(support("ssl-redirect"), Some(Support::Honoured));
+    assert_eq!(support("no-such-thing"), None);
+}
+
+#[test]
+fn an_ingress_without_annotations_has_no_policy() {
+    let (parsed, d) = parse_map(&[]);
+    assert!(parsed.policy.is_none() && parsed.ssl_redirect && !parsed.force_ssl_redirect);
+    assert!(d.is_empty());
+    // Honoured annotations at their defaults make no policy either.
+    let (parsed, d) = parse_map(&[
+        ("ssl-redirect", "true"),
+        ("enable-access-log", "true"),
+        ("proxy-body-size", "0"),
+    ]);
+    assert!(parsed.policy.is_none(), "{:?}", parsed.policy);
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn booleans_are_read_as_go_reads_them() {
+    for (value, want) in [
+        ("true", Some(true)),
+        ("True", Some(true)),
+        ("TRUE", Some(true)),
+        ("1", Some(true)),
+        ("t", Some(true)),
+        ("false", Some(false)),
+        ("0", Some(false)),
+        ("F", Some(false)),
+        ("yes", None),
+        ("on", None),
+        ("", None),
+        (" true", None),
+    ] {
+        assert_eq!(values::parse_bool(value), want, "{value:?}");
+    }
+    // A bad boolean is a warning naming the annotation and the value; the default holds.
+    let (parsed, d) = parse_map(&[("ssl-redirect", "yes")]);
+    assert!(parsed.ssl_redirect);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].severity, Severity::Warning);
+    assert!(
+        d[0].field
+            .contains("nginx.ingress.kubernetes.io/ssl-redirect")
+    );
+    assert!(d[0].reason.contains("\"yes\""), "{}", d[0].reason);
+}
+
+#[test]
+fn ssl_redirect_and_force_ssl_redirect() {
+    assert!(!parse_map(&[("ssl-redirect", "false")]).0.ssl_redirect);
+    assert!(
+        !parse_map(&[("portico.dev/ssl-redirect", "false")])
+            .0
+            .ssl_redirect
+    );
+    // ingress-nginx's wins over Portico's own when both are there.
+    let (p, _) = parse_map(&[
+        ("portico.dev/ssl-redirect", "false"),
+        ("ssl-redirect", "true"),
+    ]);
+    assert!(p.ssl_redirect);
+    assert!(
+        parse_map(&[("force-ssl-redirect", "true")])
+            .0
+            .force_ssl_redirect
+    );
+    assert!(
+        !parse_map(&[("force-ssl-redirect", "nope")])
+            .0
+            .force_ssl_redirect
+    );
+    assert!(policy(&[("preserve-trailing-slash", "true")]).preserve_trailing_slash);
+}
+
+#[test]
+fn sizes_follow_nginx() {
+    for (value, want) in [
+        ("0", Ok(0)),
+        ("1", Ok(1)),
+        ("8k", Ok(8 << 10)),
+        ("8K", Ok(8 << 10)),
+        ("1m", Ok(1 << 20)),
+        ("100M", Ok(100 << 20)),
+        ("2g", Ok(2u64 << 30)),
+        ("", Err(())),
+        ("m", Err(())),
+        ("1.5m", Err(())),
+        ("10mb", Err(())),
+        ("-1", Err(())),
+        ("1 m", Err(())),
+        ("99999999999999999999", Err(())),
+        ("99999999999999999g", Err(())),
+    ] {
+        assert_eq!(parse_size(value).map_err(|_| ()), want, "{value:?}");
+    }
+    assert_eq!(
+        policy(&[("proxy-body-size", "8m")]).body_limit,
+        Some(8 << 20)
+    );
+    assert_eq!(policy(&[("proxy-body-size", "0")]).body_limit, None);
+    let (parsed, d) = parse_map(&[("proxy-body-size", "lots")]);
+    assert!(parsed.policy.is_none());
+    assert!(d[0].reason.contains("\"lots\"") && d[0].reason.contains("ignored"));
+}
+
+#[test]
+fn redirects_take_their_codes_and_temporal_wins() {
+    let p = policy(&[("permanent-redirect", "https://new.example/")]);
+    let r = p.redirect.unwrap();
+    assert_eq!(r.code, 301);
+    let p = policy(&[
+        ("permanent-redirect", "https://a.example"),
+        ("permanent-redirect-code", "308"),
+    ]);
+    assert_eq!(p.redirect.unwrap().code, 308);
+    for bad in ["309", "200", "abc", "-1", "3000"] {
+        let (parsed, d) = parse_map(&[
+            ("permanent-redirect", "https://a.example"),
+            ("permanent-redirect-code", bad),
+        ]);
+        assert_eq!(parsed.policy.unwrap().redirect.as_ref().unwrap().code, 301);
+        assert!(d.iter().any(|d| d.reason.contains("using 301")), "{d:?}");
+    }
+    let p = policy(&[
+        ("temporal-redirect", "https://t.example"),
+        ("temporal-redirect-code", "307"),
+    ]);
+    assert_eq!(p.redirect.unwrap().code, 307);
+    // 308 is not a temporal code: back to 302.
+    let p = policy(&[
+        ("temporal-redirect", "https://t.example"),
+        ("temporal-redirect-code", "308"),
+    ]);
+    assert_eq!(p.redirect.unwrap().code, 302);
+    let (parsed, d) = parse_map(&[
+        ("permanent-redirect", "https://p.example"),
+        ("temporal-redirect", "https://t.example"),
+    ]);
+    let r = parsed.policy.unwrap().redirect.clone().unwrap();
+    assert_eq!(r.code, 302);
+    assert_eq!(r.url.expand(&vars()), "https://t.example");
+    assert!(d.iter().any(|d| d.reason.contains("wins")));
+}
+
+fn vars() -> RequestVars<'static> {
+    RequestVars {
+        scheme: "http",
+        http_host: "Shop.Example:8080",
+        path: "/a/b",
+        raw_path: "/a/%62",
+        query: Some("x=1"),
+        captures: None,
+    }
+}
+
+#[test]
+fn redirect_urls_expand_nginx_variables() {
+    for (template, want) in [
+        (
+            "https://n.example$request_uri",
+            "https://n.example/a/%62?x=1",
+        ),
+        (
+            "https://n.example$uri$is_args$args",
+            "https://n.example/a/b?x=1",
+        ),
+        ("$scheme://$host/x", "http://shop.example/x"),
+        ("$scheme://$http_host/x", "http://Shop.Example:8080/x"),
+        ("https://n.example${uri}/", "https://n.example/a/b/"),
+        ("https://n.example/$1", "https://n.example/"),
+        ("https://n.example/$12x", "https://n.example/2x"),
+        ("/relative", "/relative"),
+    ] {
+        let t = parse_template(template).unwrap();
+        assert_eq!(t.expand(&vars()), want, "{template}");
+    }
+    let mut no_query = vars();
+    no_query.query = None;
+    let t = parse_template("https://n.example$uri$is_args$args").unwrap();
+    assert_eq!(t.expand(&no_query), "https://n.example/a/b");
+    // Captures come from the path regex, one digit each, as nginx's script compiler reads them.
+    let t = parse_template("https://n.example/$2/$1$13").unwrap();
+    let re = regex::Regex::new("^/(a)/(b)").unwrap();
+    let captures = re.captures("/a/b").unwrap();
+    let with = RequestVars {
+        captures: Some(&captures),
+        ..vars()
+    };
+    assert_eq!(t.expand(&with), "https://n.example/b/aa3");
+    for bad in [
+        "https://x$unknown_var",
+        "https://x/$",
+        "https://x/${uri",
+        "https://x/${}",
+        "https://x/$0",
+        "https://x/${1}",
+        "https://x/\r\nSet-Cookie: a=b",
+        "https://x/ y",
+    ] {
+        assert!(parse_template(bad).is_err(), "{bad:?}");
+    }
+    assert!(parse_template(&"a".repeat(5000)).is_err());
+    assert_eq!(UrlVar::named("best_http_host"), Some(UrlVar::HttpHost));
+    // An error makes the annotation an error diagnostic, and no redirect.
+    let (parsed, d) = parse_map(&[("permanent-redirect", "https://x$nope")]);
+    assert!(parsed.policy.is_none());
+    assert_eq!(d[0].severity, Severity::Error);
+    assert!(d[0].reason.contains("$nope"));
+}
+
+#[test]
+fn app_root_and_upstream_vhost() {
+    assert_eq!(
+        policy(&[("app-root", "/app1")]).app_root.as_deref(),
+        Some("/app1")
+    );
+    for bad in ["app1", "/a b", "/a#b", "http://x/"] {
+        let (parsed, d) = parse_map(&[("app-root", bad)]);
+        assert!(parsed.policy.is_none(), "{bad:?}");
+        assert_eq!(d.len(), 1, "{bad:?}");
+    }
+    let p = policy(&[("upstream-vhost", "Internal.Example:8080")]);
+    assert_eq!(p.upstream_host.as_deref(), Some("internal.example:8080"));
+    for bad in ["a b", "x\r\ny", "$host", "user@host", "a/b", ""] {
+        let (parsed, _) = parse_map(&[("upstream-vhost", bad)]);
+        assert!(parsed.policy.is_none(), "{bad:?}");
+    }
+}
+
+#[test]
+fn access_log_off() {
+    assert!(!policy(&[("enable-access-log", "false")]).access_log);
+    assert!(policy(&[("enable-access-log", "true")]).access_log);
+}
+
+#[test]
+fn access_guards_fail_closed_with_an_error() {
+    for guard in [
+        "auth-type",
+        "auth-url",
+        "auth-tls-secret",
+        "whitelist-source-range",
+        "allowlist-source-range",
+        "denylist-source-range",
+    ] {
+        let (parsed, d) = parse_map(&[(guard, "x")]);
+        assert_eq!(parsed.policy.unwrap().deny, Some(503), "{guard}");
+        let errors: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
+        assert_eq!(errors.len(), 1, "{guard}: {d:?}");
+        assert!(errors[0].reason.contains(guard), "{}", errors[0].reason);
+        assert!(errors[0].reason.contains("503"));
+    }
+}
+
+#[test]
+fn rewrite_target_use_regex_and_x_forwarded_prefix() {
+    let p = policy(&[("rewrite-target", "/$2"), ("x-forwarded-prefix", "/app")]);
+    let rw = p.rewrite.unwrap();
+    assert!(!rw.redirect && rw.target.has_captures());
+    assert_eq!(rw.prefix.as_deref(), Some("/app"));
+    for url in ["https://x.example/$1", "http://x/", "$scheme://x/"] {
+        assert!(
+            policy(&[("rewrite-target", url)]).rewrite.unwrap().redirect,
+            "{url}"
+        );
+    }
+    assert!(policy(&[("use-regex", "true")]).use_regex);
+    assert!(!policy(&[("use-regex", "false")]).use_regex);
+    // x-forwarded-prefix alone: a warning, nothing to do (nginx sends it only with a rewrite).
+    let (parsed, d) = parse_map(&[("x-forwarded-prefix", "/app")]);
+    assert!(parsed.policy.is_none());
+    assert!(
+        d[0].reason.contains("only together with rewrite-target"),
+        "{d:?}"
+    );
+    // A value that is not a literal header value, or a target nginx would not load.
+    let (parsed, d) = parse_map(&[("rewrite-target", "/$2"), ("x-forwarded-prefix", "$host")]);
+    assert!(
+        parsed
+            .policy
+            .unwrap()
+            .rewrite
+            .as_ref()
+            .unwrap()
+            .prefix
+            .is_none()
+    );
+    assert_eq!(d.len(), 1, "{d:?}");
+    for bad in ["/$unknown", "/a b", "/$", "/x\r\ny"] {
+        let (parsed, d) = parse_map(&[("rewrite-target", bad)]);
+        assert!(parsed.policy.is_none(), "{bad:?}");
+        assert_eq!(d[0].severity, Severity::Error, "{bad:?}");
+    }
+}
+
+#[test]
+fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
+    let (parsed, d) = parse_map(&[
+        ("affinity", "cookie"),
+        ("secure-backends", "true"),
+        ("no-such-annotation", "1"),
+        ("proxy-buffering", "on"),
+        ("other.example/foo", "bar"),
+    ]);
+    assert!(parsed.policy.is_none());
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert!(d.iter().all(|d| d.severity == Severity::Warning));
+    let about = |name: &str| d.iter().find(|d| d.field.contains(name)).unwrap();
+    assert!(about("affinity").reason.contains("not supported"));
+    assert!(about("secure-backends").reason.contains("backend-protocol"));
+    assert!(
+        about("no-such-annotation")
+            .reason
+            .contains("not an ingress-nginx annotation")
+    );
+}
+
+#[test]
+fn a_canary_is_left_out() {
+    let (parsed, d) = parse_map(&[("canary", "true"), ("canary-weight", "50")]);
+    assert!(parsed.left_out);
+    assert!(d.iter().any(|d| d.reason.contains("primary")));
+    assert!(!parse_map(&[("canary", "false")]).0.left_out);
+}
+
+proptest! {
+    /// Arbitrary annotation values never panic, and every diagnostic names its annotation.
+    #[test]
+    fn arbitrary_values_never_panic(
+        name in prop::sample::select(ANNOTATIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
+        value in ".{0,64}",
+    ) {
+        let (parsed, d) = parse_map(&[(name, &value)]);
+        for d in &d {
+            prop_assert!(d.field.starts_with("metadata.annotations"));
+        }
+        if let Some(p) = parsed.policy
+            && let Some(r) = &p.redirect
+        {
+            let url = r.url.expand(&vars());
+            prop_assert!(!url.contains(['\r', '\n']));
+        }
+    }
+
+    /// Templates: parsing never panics, and what parses expands to a header-safe value.
+    #[test]
+    fn templates_never_panic(text in "[ -~]{0,80}") {
+        if let Ok(t) = parse_template(&text) {
+            let url = t.expand(&vars());
+            prop_assert!(http::HeaderValue::from_str(&url).is_ok(), "{url:?}");
+        }
+    }
+}
+
+/// The README's migration table names every annotation with its status.
+#[test]
+fn the_readme_lists_every_annotation() {
+    let readme = include_str!("../../../../README.md");
+    let section = &readme[readme.find("## Migrating from ingress-nginx").unwrap()..];
+    for (name, support) in ANNOTATIONS {
+        let row = format!("| `{name}` | ");
+        let status = match support {
+            Support::Honoured => "honoured |",
+            Support::Differs(_) => "honoured, differs |",
+            Support::Accepted(_) => "accepted, no effect |",
+            Support::FailsClosed => "**fails closed** |",
+            Support::Obsolete(_) => "obsolete |",
+            Support::Unsupported => {
+                assert!(section.contains(&format!("`{name}`")), "{name}");
+                continue;
+            }
+        };
+        assert!(
+            section.contains(&format!("{row}{status}")),
+            "{name}: {status}"
+        );
+    }
+}

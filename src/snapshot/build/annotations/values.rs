@@ -1,0 +1,100 @@
+//! The value syntaxes of ingress-nginx annotations: booleans as Go reads them, nginx sizes,
+//! and URLs with nginx variables.
+
+use crate::snapshot::routes::{UrlPart, UrlTemplate, UrlVar};
+
+/// A boolean as Go's `strconv.ParseBool` reads it (what ingress-nginx uses).
+pub(super) fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A size in nginx's syntax (`ngx_parse_size`): digits with an optional `k`/`K` (KiB), `m`/`M`
+/// (MiB) or `g`/`G` (GiB) suffix. `0` is 0 (no limit, for `proxy-body-size`).
+pub fn parse_size(value: &str) -> Result<u64, &'static str> {
+    let (digits, unit) = match value.as_bytes().last() {
+        Some(b'k' | b'K') => (&value[..value.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&value[..value.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&value[..value.len() - 1], 1 << 30),
+        _ => (value, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("is not a size (digits with an optional k, m or g suffix, as nginx reads it)");
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or("is too large")
+}
+
+/// An `app-root`: an absolute path of visible characters, without a fragment.
+pub(super) fn valid_app_root(value: &str) -> bool {
+    value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+}
+
+/// The longest template accepted (bytes).
+const MAX_TEMPLATE: usize = 2048;
+
+/// A URL with nginx variables (`$name` or `${name}`), parsed once: the variables of
+/// [`UrlVar`] and the path regex's captures `$1`…`$9` expand per request (a capture is empty
+/// outside regex mode, as in nginx). Anything else nginx would not load (an unknown variable,
+/// a bare `$`, a control character) is an error.
+pub fn parse_template(value: &str) -> Result<UrlTemplate, String> {
+    if value.len() > MAX_TEMPLATE {
+        return Err(format!("is longer than {MAX_TEMPLATE} bytes"));
+    }
+    if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("holds spaces or control characters".to_string());
+    }
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        literal.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        // nginx's script compiler: `$` and one digit 1–9 is a capture (`$12` is capture 1
+        // then "2"); then `${name}`; then a name of letters, digits and '_'.
+        if let Some(d) = after.bytes().next().filter(|b| (b'1'..=b'9').contains(b)) {
+            if !literal.is_empty() {
+                parts.push(UrlPart::Literal(std::mem::take(&mut literal).into()));
+            }
+            parts.push(UrlPart::Capture(d - b'0'));
+            rest = &after[1..];
+            continue;
+        }
+        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
+            let end = braced
+                .find('}')
+                .ok_or_else(|| "has an unterminated ${…}".to_string())?;
+            (&braced[..end], end + 2)
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        if name.is_empty() {
+            return Err("has a '$' that starts no variable".to_string());
+        }
+        let var = UrlVar::named(name).ok_or_else(|| {
+            format!(
+                "uses ${name}, which Portico does not expand (known: {}, and the captures $1 to $9)",
+                UrlVar::NAMES.join(", ")
+            )
+        })?;
+        if !literal.is_empty() {
+            parts.push(UrlPart::Literal(std::mem::take(&mut literal).into()));
+        }
+        parts.push(UrlPart::Var(var));
+        rest = &after[consumed..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        parts.push(UrlPart::Literal(literal.into()));
+    }
+    Ok(UrlTemplate(parts.into()))
+}

@@ -1,0 +1,382 @@
+//! ingress-nginx annotations over real sockets, with ingress-nginx's status codes: HTTPS
+//! redirects (ssl-redirect, force-ssl-redirect, preserve-trailing-slash), permanent and
+//! temporal redirects, app-root, proxy-body-size, upstream-vhost; annotations that guard access
+//! and are not implemented fail closed (503); a canary Ingress is left out.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::client::{self, get, h1};
+use support::manifests::{class, endpoints, ingress_full, prefix, service, tls_secret};
+use support::raw;
+use support::{Backend, Env};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Portico with the Service `web` (one echo backend) and these Ingresses (with a certificate
+/// `cert` for tls.example and force.example).
+async fn env_with(ingresses: &[String], backend: &Backend) -> Env {
+    let (secret, _) = tls_secret("shop", "cert", &["tls.example", "keep.example"]);
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[backend.addr], &[]),
+        ),
+        ("secret.yaml", secret),
+        ("ing.yaml", ingresses.join("---\n")),
+    ];
+    Env::start(&files).await
+}
+
+fn ing(name: &str, host: &str, tls: bool, annotations: &str) -> String {
+    let hosts = [host];
+    let tls_entry = [(&hosts[..], "cert")];
+    let tls: &[(&[&str], &str)] = if tls { &tls_entry } else { &[] };
+    ingress_full(
+        "shop",
+        name,
+        &[(host, vec![prefix("/", "web", 80)])],
+        tls,
+        annotations,
+        None,
+    )
+}
+
+const N: &str = "nginx.ingress.kubernetes.io";
+
+#[tokio::test]
+async fn https_redirects_follow_ingress_nginx() {
+    timeout(LIMIT, https_redirects()).await.expect("bounded");
+}
+
+async fn https_redirects() {
+    let backend = Backend::start("web").await;
+    let ingresses = [
+        ing("tls", "tls.example", true, ""),
+        ing(
+            "exempt",
+            "off.example",
+            true,
+            &format!("{N}/ssl-redirect: \"false\""),
+        ),
+        ing(
+            "force",
+            "force.example",
+            false,
+            &format!("{N}/force-ssl-redirect: \"true\""),
+        ),
+        ing(
+            "keep",
+            "keep.example",
+            true,
+            &format!("{N}/preserve-trailing-slash: \"true\""),
+        ),
+        ing("plain", "plain.example", false, ""),
+    ];
+    let env = env_with(&ingresses, &backend).await;
+    let port = env.https().port();
+    let location = |reply: &client::Reply| reply.header("location").to_string();
+    // A TLS host: 308, the HTTPS port (not 443 here), the trailing '/' dropped.
+    for (path, want) in [
+        ("/docs/", "/docs"),
+        ("/", ""),
+        ("/a/b?x=1", "/a/b?x=1"),
+        ("/a/?x=1", "/a/?x=1"),
+    ] {
+        let reply = h1(env.http(), get("tls.example", path)).await;
+        assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT, "{path}");
+        assert_eq!(
+            location(&reply),
+            format!("https://tls.example:{port}{want}")
+        );
+    }
+    // ssl-redirect "false": served over plain HTTP.
+    let reply = h1(env.http(), get("off.example", "/docs/")).await;
+    assert_eq!(reply.served_by(), "web");
+    // force-ssl-redirect: redirects without any TLS entry.
+    let reply = h1(env.http(), get("force.example:80", "/x/")).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(location(&reply), format!("https://force.example:{port}/x"));
+    // preserve-trailing-slash keeps it.
+    let reply = h1(env.http(), get("keep.example", "/docs/")).await;
+    assert_eq!(
+        location(&reply),
+        format!("https://keep.example:{port}/docs/")
+    );
+    // No TLS and no annotation: served.
+    let reply = h1(env.http(), get("plain.example", "/docs/")).await;
+    assert_eq!(reply.served_by(), "web");
+    // Over HTTPS nothing redirects.
+    let (reply, _) = client::https(
+        env.https(),
+        Some("tls.example"),
+        &["http/1.1"],
+        "tls.example",
+        "/docs/",
+    )
+    .await;
+    assert_eq!(reply.served_by(), "web");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn permanent_and_temporal_redirects_and_app_root() {
+    timeout(LIMIT, redirects()).await.expect("bounded");
+}
+
+async fn redirects() {
+    let backend = Backend::start("web").await;
+    let ingresses = [
+        ing(
+            "moved",
+            "moved.example",
+            false,
+            &format!("{N}/permanent-redirect: \"https://new.example$request_uri\""),
+        ),
+        ing(
+            "moved308",
+            "moved308.example",
+            false,
+            &format!(
+                "{N}/permanent-redirect: \"https://new.example/\", {N}/permanent-redirect-code: \"308\""
+            ),
+        ),
+        ing(
+            "both",
+            "both.example",
+            false,
+            &format!(
+                "{N}/permanent-redirect: \"https://p.example\", {N}/temporal-redirect: \"https://t.example$uri\""
+            ),
+        ),
+        ing(
+            "badcode",
+            "badcode.example",
+            false,
+            &format!(
+                "{N}/temporal-redirect: \"https://t.example\", {N}/temporal-redirect-code: \"308\""
+            ),
+        ),
+        ing(
+            "root",
+            "root.example",
+            false,
+            &format!("{N}/app-root: /app1"),
+        ),
+        // A redirect comes before the HTTPS redirect, as nginx's `return` runs first.
+        ing(
+            "tlsmoved",
+            "tls.example",
+            true,
+            &format!("{N}/permanent-redirect: \"https://elsewhere.example\""),
+        ),
+    ];
+    let env = env_with(&ingresses, &backend).await;
+    let reply = h1(env.http(), get("moved.example", "/a/%62?x=1")).await;
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(reply.header("location"), "https://new.example/a/%62?x=1");
+    let reply = h1(env.http(), get("moved308.example", "/a")).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(reply.header("location"), "https://new.example/");
+    let reply = h1(env.http(), get("both.example", "/a/b?q")).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "temporal wins");
+    assert_eq!(reply.header("location"), "https://t.example/a/b");
+    let reply = h1(env.http(), get("badcode.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "308 is no temporal code");
+    let reply = h1(env.http(), get("root.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.header("location"), "http://root.example/app1");
+    let reply = h1(env.http(), get("root.example", "/app1/page")).await;
+    assert_eq!(reply.served_by(), "web", "only / is redirected");
+    let reply = h1(env.http(), get("root.example", "/?a=b")).await;
+    assert_eq!(reply.header("location"), "http://root.example/app1");
+    let reply = h1(env.http(), get("tls.example", "/x")).await;
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(reply.header("location"), "https://elsewhere.example");
+    env.shutdown().await;
+}
+
+fn post(host: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+    Request::post("/upload")
+        .header("host", host)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn proxy_body_size_answers_413() {
+    timeout(LIMIT, body_size()).await.expect("bounded");
+}
+
+async fn body_size() {
+    let backend = Backend::start("web").await;
+    let ingresses = [
+        ing(
+            "small",
+            "small.example",
+            false,
+            &format!("{N}/proxy-body-size: 1k"),
+        ),
+        // Larger than the body buffer (64 KiB): a chunked body past it streams, and is cut.
+        ing(
+            "big",
+            "big.example",
+            false,
+            &format!("{N}/proxy-body-size: 100k"),
+        ),
+        ing(
+            "unlimited",
+            "free.example",
+            false,
+            &format!("{N}/proxy-body-size: \"0\""),
+        ),
+    ];
+    let env = env_with(&ingresses, &backend).await;
+    let reply = h1(env.http(), post("small.example", vec![b'a'; 1024])).await;
+    assert_eq!(reply.status, StatusCode::OK, "exactly the limit passes");
+    let reply = h1(env.http(), post("small.example", vec![b'a'; 1025])).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let reply = h1(env.http(), post("free.example", vec![b'a'; 300_000])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Chunked bodies: counted as they come.
+    for (host, size, want) in [
+        ("small.example", 1000, 200),
+        ("small.example", 2000, 413),
+        ("big.example", 90_000, 200),
+        ("big.example", 200_000, 413),
+    ] {
+        let mut request = format!(
+            "POST /upload HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        for piece in vec![b'b'; size].chunks(8192) {
+            request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            request.extend_from_slice(piece);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        let mut wire = raw::Wire::connect(env.http()).await;
+        wire.send(&request).await;
+        let head = wire.head().await.expect("a response head");
+        assert_eq!(head.status(), want, "{host} chunked {size}: {head:?}");
+    }
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_vhost_sets_the_host_sent_upstream() {
+    timeout(LIMIT, vhost()).await.expect("bounded");
+}
+
+async fn vhost() {
+    let backend = Backend::start("web").await;
+    let ingresses = [ing(
+        "v",
+        "v.example",
+        false,
+        &format!("{N}/upstream-vhost: internal.svc:8080"),
+    )];
+    let env = env_with(&ingresses, &backend).await;
+    let reply = h1(env.http(), get("v.example", "/")).await;
+    assert_eq!(reply.json()["headers"]["host"], "internal.svc:8080");
+    assert_eq!(
+        reply.json()["headers"]["x-forwarded-host"],
+        "v.example",
+        "the client's host stays in X-Forwarded-Host"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn access_guards_portico_cannot_honour_fail_closed() {
+    timeout(LIMIT, fail_closed()).await.expect("bounded");
+}
+
+async fn fail_closed() {
+    let backend = Backend::start("web").await;
+    let guarded = ingress_full(
+        "shop",
+        "admin",
+        &[("app.example", vec![prefix("/admin", "web", 80)])],
+        &[],
+        &format!("{N}/whitelist-source-range: 10.0.0.0/8"),
+        None,
+    );
+    let auth = ing(
+        "auth",
+        "auth.example",
+        false,
+        &format!("{N}/auth-type: basic"),
+    );
+    let open = ing("open", "app.example", false, "");
+    let env = env_with(&[guarded, auth, open], &backend).await;
+    let reply = h1(env.http(), get("app.example", "/admin/users")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "never unguarded"
+    );
+    assert_eq!(reply.served_by(), "", "the backend never saw it");
+    let reply = h1(env.http(), get("auth.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reply = h1(env.http(), get("app.example", "/public")).await;
+    assert_eq!(
+        reply.served_by(),
+        "web",
+        "the other Ingress of the host serves"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_canary_ingress_is_left_out() {
+    timeout(LIMIT, canary()).await.expect("bounded");
+}
+
+async fn canary() {
+    let primary = Backend::start("primary").await;
+    let canary_backend = Backend::start("canary").await;
+    let (secret, _) = tls_secret("shop", "cert", &["x.example"]);
+    let canary = ingress_full(
+        "shop",
+        "canary",
+        &[("c.example", vec![prefix("/", "canary", 80)])],
+        &[],
+        &format!("{N}/canary: \"true\", {N}/canary-weight: \"100\""),
+        None,
+    );
+    let primary_ing = ingress_full(
+        "shop",
+        "primary",
+        &[("c.example", vec![prefix("/", "web", 80)])],
+        &[],
+        "",
+        None,
+    );
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80)
+                + &endpoints("shop", "web", &[primary.addr], &[])
+                + "---\n"
+                + &service("shop", "canary", 80)
+                + &endpoints("shop", "canary", &[canary_backend.addr], &[]),
+        ),
+        ("secret.yaml", secret),
+        // The canary is the older object: it would win the path if it were not left out.
+        ("ing.yaml", format!("{canary}---\n{primary_ing}")),
+    ];
+    let env = Env::start(&files).await;
+    for _ in 0..5 {
+        let reply = h1(env.http(), get("c.example", "/")).await;
+        assert_eq!(reply.served_by(), "primary");
+    }
+    env.shutdown().await;
+}
