@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request (callgrind, the plain `bench.local` route) of one or more
+Portico binaries, twice each, in one setup: the before/after figure for a request-path change.
+
+    cargo build --release --bin portico && cp target/release/portico /tmp/after
+    git stash / checkout the base; build; cp target/release/portico /tmp/before
+    python3 bench/instructions.py /tmp/before /tmp/after
+
+Needs valgrind, nginx (the backends) and h2load, as bench/run does."""
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+
+def main():
+    binaries = [Path(b).resolve() for b in sys.argv[1:]]
+    if not binaries:
+        sys.exit(__doc__)
+    with tempfile.TemporaryDirectory(prefix="portico-instructions-") as work:
+        harness.PORTICO = binaries[0]
+        setup = harness.Setup(work)
+        try:
+            for binary in binaries:
+                harness.PORTICO = binary
+                for run in (1, 2):
+                    n = harness.instructions_per_request(setup, "portico")
+                    print(f"{binary} run {run}: {n:,.0f} instructions/request", flush=True)
+        finally:
+            setup.stop()
+
+
+if __name__ == "__main__":
+    main()
