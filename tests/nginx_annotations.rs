@@ -380,3 +380,88 @@ async fn canary() {
     }
     env.shutdown().await;
 }
+
+/// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it) is the route's own: a
+/// response head slower than it is a 504 on that route, while another route of the same
+/// Service, through the same pooled connections, keeps the proxy's timeout (8 s here), and
+/// a stalled response body is cut after it too.
+#[tokio::test]
+async fn proxy_read_timeout_is_per_route() {
+    timeout(LIMIT, read_timeout()).await.expect("bounded");
+}
+
+async fn read_timeout() {
+    use support::raw::{Upstream, ok};
+    let upstream = Upstream::start(|mut conn| async move {
+        for _ in 0..20 {
+            let Some(req) = conn.request().await else {
+                return;
+            };
+            if req.path().ends_with("/stall-body") {
+                conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
+                    .await;
+                tokio::time::sleep(LIMIT).await;
+                return;
+            }
+            // Every other answer takes 1.5 s.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if !conn.send(&ok(req.path().as_bytes())).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let short = ingress_full(
+        "shop",
+        "short",
+        &[("t.example", vec![prefix("/short", "raw", 80)])],
+        &[],
+        &format!("{N}/proxy-read-timeout: \"1\""),
+        None,
+    );
+    let long = ingress_full(
+        "shop",
+        "long",
+        &[("t.example", vec![prefix("/long", "raw", 80)])],
+        &[],
+        "",
+        None,
+    );
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "raw", 80) + &endpoints("shop", "raw", &[upstream.addr], &[]),
+        ),
+        ("ing.yaml", [short, long].join("---\n")),
+    ];
+    let env = Env::start_with(&files, &["--proxy-read-timeout", "8s"]).await;
+    let started = tokio::time::Instant::now();
+    let reply = h1(env.http(), get("t.example", "/short/x")).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1450),
+        "{took:?}"
+    );
+    // The other route (and any connection the short one used) keeps the proxy's 8 s.
+    for _ in 0..2 {
+        let reply = h1(env.http(), get("t.example", "/long/y")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(&reply.body[..], b"/long/y");
+    }
+    // A response body that stalls is cut after the route's timeout, not the proxy's.
+    let mut client = raw::Wire::connect(env.http()).await;
+    let started = tokio::time::Instant::now();
+    let req = b"GET /short/stall-body HTTP/1.1\r\nHost: t.example\r\n\r\n";
+    assert!(client.send(req).await);
+    let head = client.head().await.expect("a head");
+    assert_eq!(head.status(), 200);
+    assert_eq!(client.read_to_close().await, b"first");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    env.shutdown().await;
+}

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{HOST, LOCATION, SERVER};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -153,8 +153,15 @@ impl Proxy {
                 );
                 or_break!('forward, Box::pin(reading).await.map_err(upstream_error))
             };
+            let timeouts = policy.and_then(|p| p.timeouts.as_ref());
+            let connect_timeout = timeouts.and_then(|t| t.connect);
             let connected = self
-                .connect_to_backend(&snapshot, route, conn.peer.ip(), &mut outcome)
+                .connect_to_backend(
+                    &snapshot,
+                    route,
+                    (conn.peer.ip(), connect_timeout),
+                    &mut outcome,
+                )
                 .await;
             let (pooled, _pick) = or_break!('forward, connected);
             if let Some(prefix) = prefix {
@@ -172,7 +179,11 @@ impl Proxy {
                 request_id: generated.as_ref().map(headers::RequestId::as_bytes),
                 upgrade,
             };
-            let exchange = pooled.prepare(&parts, body, &fwd);
+            let mut exchange = pooled.prepare(&parts, body, &fwd);
+            let read_timeout = timeouts.and_then(|t| t.read);
+            if let Some(t) = timeouts {
+                exchange.set_timeouts(t.read, t.send);
+            }
             // Sent, and its response head read, within the read timeout (504 past it). A
             // request that a reused connection could not take (the upstream had closed it)
             // goes once more on a new connection to the same target. A streamed body applies
@@ -181,6 +192,10 @@ impl Proxy {
             // until the response head is in.
             let sent = if exchange.streams_body() {
                 Ok(Box::pin(exchange.send()).await)
+            } else if let Some(read) = read_timeout {
+                // A route's own read timeout: a timer of its own (boxed: rare).
+                let sending = tokio::time::timeout(read, exchange.send());
+                Box::pin(sending).await.map_err(|_| Elapsed)
             } else {
                 self.deadlines.run(pin!(exchange.send())).await
             };
@@ -276,7 +291,7 @@ impl Proxy {
         &self,
         snapshot: &'s Snapshot,
         route: &Route,
-        client: IpAddr,
+        (client, connect_timeout): (IpAddr, Option<Duration>),
         outcome: &mut Outcome<'_>,
     ) -> Result<(Pooled, Option<Pick<'s>>), ProxyError> {
         let port = match &route.backend.upstream {
@@ -286,7 +301,7 @@ impl Proxy {
                 .ok_or(ProxyError::BackendUnavailable)?,
             Upstream::External { host, port } => {
                 let target = Target::Name(host.clone(), *port);
-                return Ok((self.checkout(&target).await?, None));
+                return Ok((self.checkout(&target, connect_timeout).await?, None));
             }
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
@@ -296,7 +311,10 @@ impl Proxy {
             .ok_or(ProxyError::NoEndpoints)?;
         let first_addr = first.endpoint.addr;
         outcome.upstream = Some(first_addr);
-        match self.checkout(&Target::Addr(first_addr)).await {
+        match self
+            .checkout(&Target::Addr(first_addr), connect_timeout)
+            .await
+        {
             Ok(pooled) => Ok((pooled, Some(first))),
             Err(error) => {
                 drop(first);
@@ -308,14 +326,24 @@ impl Proxy {
                 let next = second.endpoint.addr;
                 debug!(failed = %first_addr, %next, "connect failed; trying another endpoint");
                 outcome.upstream = Some(next);
-                Ok((self.checkout(&Target::Addr(next)).await?, Some(second)))
+                Ok((
+                    self.checkout(&Target::Addr(next), connect_timeout).await?,
+                    Some(second),
+                ))
             }
         }
     }
 
     /// A connection to `target`; a failure is counted and mapped to 502 or 504.
-    async fn checkout(&self, target: &Target) -> Result<Pooled, ProxyError> {
-        let checked_out = self.upstreams.checkout(target).await;
+    async fn checkout(
+        &self,
+        target: &Target,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Pooled, ProxyError> {
+        let checked_out = self
+            .upstreams
+            .checkout_within(target, connect_timeout)
+            .await;
         checked_out.map_err(|e| self.connect_failed(target, e))
     }
 

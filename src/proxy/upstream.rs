@@ -281,16 +281,35 @@ impl UpstreamPool {
     /// A connection to `target`: the most recently used idle one that is still open, or a
     /// new one.
     pub async fn checkout(self: &Arc<Self>, target: &Target) -> Result<Pooled, ConnectError> {
+        self.checkout_within(target, None).await
+    }
+
+    /// [`checkout`](Self::checkout), connecting within `connect_timeout` (a route's own)
+    /// rather than the pool's when it is given.
+    pub async fn checkout_within(
+        self: &Arc<Self>,
+        target: &Target,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Pooled, ConnectError> {
         if let Some(conn) = self.take_idle(target) {
             return Ok(self.pooled(conn, target.clone(), true));
         }
         // Boxed: connecting (a resolver, a connect timer) would make every request's future
         // larger, and a new connection costs far more than the allocation.
-        Box::pin(self.connect(target)).await
+        Box::pin(self.connect_within(target, connect_timeout)).await
     }
 
     /// A new connection to `target`, bypassing the idle ones.
     pub async fn connect(self: &Arc<Self>, target: &Target) -> Result<Pooled, ConnectError> {
+        self.connect_within(target, None).await
+    }
+
+    /// [`connect`](Self::connect) within `connect_timeout` when it is given.
+    async fn connect_within(
+        self: &Arc<Self>,
+        target: &Target,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Pooled, ConnectError> {
         let connecting = async {
             match target {
                 Target::Addr(addr) => TcpStream::connect(addr).await.map_err(ConnectError::Io),
@@ -302,18 +321,24 @@ impl UpstreamPool {
                 },
             }
         };
-        let stream = tokio::time::timeout(self.config.connect_timeout, connecting)
+        let limit = connect_timeout.unwrap_or(self.config.connect_timeout);
+        let stream = tokio::time::timeout(limit, connecting)
             .await
             .map_err(|_| ConnectError::Timeout)??;
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let timeouts = Timeouts {
+        let conn = Conn::new(stream, self.timeouts());
+        Ok(self.pooled(Box::new(conn), target.clone(), false))
+    }
+
+    /// The timeouts a connection applies unless a route sets its own.
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
             read: self.config.read_timeout,
             send: self.config.send_timeout,
             client_body: self.config.client_body_timeout,
-        };
-        Ok(self.pooled(Box::new(Conn::new(stream, timeouts)), target.clone(), false))
+        }
     }
 
     fn take_idle(&self, target: &Target) -> Option<Box<Conn>> {
@@ -337,7 +362,9 @@ impl UpstreamPool {
         }
     }
 
-    fn give_back(&self, conn: Box<Conn>, target: Target) {
+    fn give_back(&self, mut conn: Box<Conn>, target: Target) {
+        // A route's own timeouts end with its exchange.
+        conn.timeouts = self.timeouts();
         let mut idle = self.lock();
         let list = idle.entry(target).or_default();
         if list.len() < self.config.max_idle_per_target {
@@ -627,6 +654,17 @@ impl Exchange {
     /// (a slow but progressing upload is never cut).
     pub fn streams_body(&self) -> bool {
         self.body.is_some()
+    }
+
+    /// A route's own read and send timeouts for this exchange (its response body included).
+    pub fn set_timeouts(&mut self, read: Option<Duration>, send: Option<Duration>) {
+        let timeouts = &mut self.pooled.conn.timeouts;
+        if let Some(read) = read {
+            timeouts.read = read;
+        }
+        if let Some(send) = send {
+            timeouts.send = send;
+        }
     }
 
     /// Sends the request and reads the response head; the response body reads the rest,

@@ -148,6 +148,20 @@ pub struct Policy {
     pub use_regex: bool,
     /// `rewrite-target` (with `x-forwarded-prefix`): the URI sent upstream.
     pub rewrite: Option<Rewrite>,
+    /// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout`: the route's own
+    /// (`None`: the proxy's).
+    pub timeouts: Option<RouteTimeouts>,
+}
+
+/// A route's upstream timeouts, each `None` where the proxy's applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RouteTimeouts {
+    /// Connecting to an endpoint (504 past it).
+    pub connect: Option<std::time::Duration>,
+    /// Between two writes of a streamed request body.
+    pub send: Option<std::time::Duration>,
+    /// For the response head, and between two reads of the response body.
+    pub read: Option<std::time::Duration>,
 }
 
 /// `rewrite-target`: the whole URI is replaced (nginx's `rewrite <path> <target> break`).
@@ -233,6 +247,7 @@ impl Default for Policy {
             access_log: true,
             use_regex: false,
             rewrite: None,
+            timeouts: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::snapshot::diagnostics::Diagnostic;
-use crate::snapshot::routes::{Policy, Redirect, Rewrite, UrlTemplate};
+use crate::snapshot::routes::{Policy, Redirect, Rewrite, RouteTimeouts, UrlTemplate};
 use crate::source::ObjectKey;
 
 mod values;
@@ -164,7 +164,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         "proxy-buffers-number",
         Support::Accepted("Portico streams responses; there are no response buffers to count"),
     ),
-    ("proxy-connect-timeout", Support::Unsupported),
+    ("proxy-connect-timeout", Support::Honoured),
     ("proxy-cookie-domain", Support::Unsupported),
     ("proxy-cookie-path", Support::Unsupported),
     ("proxy-http-version", Support::Unsupported),
@@ -175,11 +175,11 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("proxy-next-upstream", Support::Unsupported),
     ("proxy-next-upstream-timeout", Support::Unsupported),
     ("proxy-next-upstream-tries", Support::Unsupported),
-    ("proxy-read-timeout", Support::Unsupported),
+    ("proxy-read-timeout", Support::Honoured),
     ("proxy-redirect-from", Support::Unsupported),
     ("proxy-redirect-to", Support::Unsupported),
     ("proxy-request-buffering", Support::Unsupported),
-    ("proxy-send-timeout", Support::Unsupported),
+    ("proxy-send-timeout", Support::Honoured),
     ("proxy-ssl-ciphers", Support::Unsupported),
     ("proxy-ssl-name", Support::Unsupported),
     ("proxy-ssl-protocols", Support::Unsupported),
@@ -298,6 +298,12 @@ pub(super) fn parse(
     policy.upstream_host = r.upstream_host();
     policy.use_regex = r.boolean("use-regex").unwrap_or(false);
     policy.rewrite = rewrite(&mut r);
+    let timeouts = RouteTimeouts {
+        connect: r.seconds("proxy-connect-timeout"),
+        send: r.seconds("proxy-send-timeout"),
+        read: r.seconds("proxy-read-timeout"),
+    };
+    policy.timeouts = (timeouts != RouteTimeouts::default()).then_some(timeouts);
     if r.boolean("enable-access-log") == Some(false) {
         policy.access_log = false;
     }
@@ -437,6 +443,22 @@ impl Reader<'_> {
             Ok(n) => Some(n),
             Err(reason) => {
                 let reason = format!("{value:?} {reason}; ignored");
+                self.warn(name, reason);
+                None
+            }
+        }
+    }
+
+    /// A timeout in whole seconds, as ingress-nginx reads it (`"60"`; Go's `Atoi`, so no
+    /// unit); anything else, or zero, is a warning and the proxy's timeout.
+    fn seconds(&mut self, name: &str) -> Option<std::time::Duration> {
+        let value = self.get(name)?;
+        match values::parse_seconds(value) {
+            Some(s) => Some(std::time::Duration::from_secs(s)),
+            None => {
+                let reason = format!(
+                    "{value:?} is not a timeout in whole seconds (as \"60\", no unit, more than 0); using the default"
+                );
                 self.warn(name, reason);
                 None
             }

@@ -337,6 +337,39 @@ fn rewrite_target_use_regex_and_x_forwarded_prefix() {
 }
 
 #[test]
+fn proxy_timeouts_are_whole_seconds() {
+    use std::time::Duration;
+    for (value, want) in [
+        ("60", Some(60)),
+        ("+5", Some(5)),
+        ("3600", Some(3600)),
+        ("0", None),
+        ("-1", None),
+        ("60s", None),
+        ("1.5", None),
+        ("", None),
+        ("99999999999999999999", None),
+    ] {
+        assert_eq!(values::parse_seconds(value), want, "{value:?}");
+    }
+    let p = policy(&[
+        ("proxy-connect-timeout", "2"),
+        ("proxy-send-timeout", "30"),
+        ("proxy-read-timeout", "3600"),
+    ]);
+    let t = p.timeouts.unwrap();
+    assert_eq!(t.connect, Some(Duration::from_secs(2)));
+    assert_eq!(t.send, Some(Duration::from_secs(30)));
+    assert_eq!(t.read, Some(Duration::from_secs(3600)));
+    let (parsed, d) = parse_map(&[("proxy-read-timeout", "60s")]);
+    assert!(parsed.policy.is_none());
+    assert!(
+        d[0].reason.contains("\"60s\"") && d[0].reason.contains("default"),
+        "{d:?}"
+    );
+}
+
+#[test]
 fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
     let (parsed, d) = parse_map(&[
         ("affinity", "cookie"),

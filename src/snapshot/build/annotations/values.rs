@@ -31,6 +31,17 @@ pub fn parse_size(value: &str) -> Result<u64, &'static str> {
         .ok_or("is too large")
 }
 
+/// Seconds as Go's `strconv.Atoi` reads them (an optional sign, digits), more than zero and
+/// at most a year (nginx refuses larger timers).
+pub(super) fn parse_seconds(value: &str) -> Option<u64> {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    (1..=365 * 24 * 3600).contains(&n).then_some(n)
+}
+
 /// An `app-root`: an absolute path of visible characters, without a fragment.
 pub(super) fn valid_app_root(value: &str) -> bool {
     value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
