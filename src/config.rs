@@ -200,6 +200,12 @@ pub struct BuildArgs {
     /// rules for it are refused with an error).
     #[arg(long, value_enum, default_value_t = crate::snapshot::HostOwnership::Shared)]
     pub host_ownership: crate::snapshot::HostOwnership,
+    /// ingress-nginx's controller ConfigMap (global settings such as proxy-body-size and the
+    /// proxy timeouts), read from the manifests directory or watched in the cluster; a change
+    /// applies without restart. Without it, ingress-nginx's defaults apply.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced_name,
+          env = "PORTICO_CONFIGMAP")]
+    pub configmap: Option<(String, String)>,
 }
 
 /// Schedulers and, in the embedded mode, ClusterIP/NodePort allocation.
@@ -260,6 +266,7 @@ impl BuildArgs {
             services: self.services.options(true),
             host_ownership: self.host_ownership,
             allow_external_names: self.allow_external_name_services,
+            configmap: self.configmap.clone(),
         }
     }
 }

@@ -186,7 +186,8 @@ async fn start_source(
             }
         }));
     }
-    let source = kubernetes::start(&args.source.kube, tx, builds, stop).await?;
+    let configmap = args.build.configmap.clone();
+    let source = kubernetes::start(&args.source.kube, configmap, tx, builds, stop).await?;
     Ok(tokio::spawn(async move { Ok(source.run().await?) }))
 }
 

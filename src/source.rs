@@ -9,7 +9,7 @@ pub mod manifests;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -35,13 +35,15 @@ pub enum Kind {
     Secret,
     /// v1 Namespace (cluster-scoped).
     Namespace,
+    /// v1 ConfigMap (only the controller's, `--configmap`).
+    ConfigMap,
 }
 
 // === impl Kind ===
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::IngressClass,
         Kind::Ingress,
         Kind::Service,
@@ -49,6 +51,7 @@ impl Kind {
         Kind::Endpoints,
         Kind::Secret,
         Kind::Namespace,
+        Kind::ConfigMap,
     ];
 
     /// The kind's name as it appears in manifests (`kind:`).
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::Secret => "Secret",
             Kind::Namespace => "Namespace",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -69,7 +73,9 @@ impl Kind {
         match self {
             Kind::IngressClass | Kind::Ingress => "networking.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
-            Kind::Service | Kind::Endpoints | Kind::Secret | Kind::Namespace => "v1",
+            Kind::Service | Kind::Endpoints | Kind::Secret | Kind::Namespace | Kind::ConfigMap => {
+                "v1"
+            }
         }
     }
 
@@ -148,6 +154,8 @@ pub enum Object {
     Secret(Arc<Secret>),
     /// A Namespace.
     Namespace(Arc<Namespace>),
+    /// A ConfigMap.
+    ConfigMap(Arc<ConfigMap>),
 }
 
 /// Why a document could not become an [`Object`].
@@ -224,6 +232,7 @@ impl Object {
             Kind::Endpoints => Object::Endpoints(decode(kind, value)?),
             Kind::Secret => Object::Secret(decode_secret(&value)?),
             Kind::Namespace => Object::Namespace(decode(kind, value)?),
+            Kind::ConfigMap => Object::ConfigMap(decode(kind, value)?),
         };
         if object.metadata().name.as_deref().unwrap_or("").is_empty() {
             return Err(ObjectError::MissingName);
@@ -242,6 +251,7 @@ impl Object {
             Object::Endpoints(_) => Kind::Endpoints,
             Object::Secret(_) => Kind::Secret,
             Object::Namespace(_) => Kind::Namespace,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -255,6 +265,7 @@ impl Object {
             Object::Endpoints(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -287,6 +298,7 @@ impl Object {
             Object::Endpoints(o) => fix(&mut Arc::make_mut(o).metadata, namespaced),
             Object::Secret(o) => fix(&mut Arc::make_mut(o).metadata, namespaced),
             Object::Namespace(o) => fix(&mut Arc::make_mut(o).metadata, namespaced),
+            Object::ConfigMap(o) => fix(&mut Arc::make_mut(o).metadata, namespaced),
         }
     }
 }

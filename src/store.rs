@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -42,6 +42,8 @@ pub struct ObjectStore {
     pub secrets: Objects<Secret>,
     /// Namespaces by ("", name).
     pub namespaces: Objects<Namespace>,
+    /// ConfigMaps (the controller's, `--configmap`).
+    pub config_maps: Objects<ConfigMap>,
     /// `endpoint_slices` grouped by the Service their `SERVICE_NAME_LABEL` names: namespace →
     /// Service → slices. Kept with `endpoint_slices` as events come, so that a build looks a
     /// Service's slices up instead of walking every slice (10,000 of them: 4 ms per build).
@@ -85,6 +87,7 @@ impl ObjectStore {
             + self.endpoints.len()
             + self.secrets.len()
             + self.namespaces.len()
+            + self.config_maps.len()
     }
 
     /// The EndpointSlices labelled with Service `namespace/service`; `None` when there are none.
@@ -113,6 +116,7 @@ impl ObjectStore {
             .chain(all(&self.endpoints, Object::Endpoints))
             .chain(all(&self.secrets, Object::Secret))
             .chain(all(&self.namespaces, Object::Namespace))
+            .chain(all(&self.config_maps, Object::ConfigMap))
     }
 
     /// True when the store holds nothing.
@@ -139,6 +143,7 @@ impl ObjectStore {
             Kind::Endpoints => self.endpoints.get(&k).cloned().map(Object::Endpoints),
             Kind::Secret => self.secrets.get(&k).cloned().map(Object::Secret),
             Kind::Namespace => self.namespaces.get(&k).cloned().map(Object::Namespace),
+            Kind::ConfigMap => self.config_maps.get(&k).cloned().map(Object::ConfigMap),
         }
     }
 
@@ -153,6 +158,7 @@ impl ObjectStore {
             Object::Endpoints(o) => put(&mut self.endpoints, k, o),
             Object::Secret(o) => put(&mut self.secrets, k, o),
             Object::Namespace(o) => put(&mut self.namespaces, k, o),
+            Object::ConfigMap(o) => put(&mut self.config_maps, k, o),
         }
     }
 
@@ -172,6 +178,7 @@ impl ObjectStore {
             Kind::Endpoints => self.endpoints.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Namespace => self.namespaces.remove(&k).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(&k).is_some(),
         }
     }
 }

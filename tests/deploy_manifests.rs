@@ -80,6 +80,7 @@ fn check(file: &Path, doc: &Value) {
         "Deployment" => round_trip::<Deployment>(file, doc),
         "Service" => round_trip::<Service>(file, doc),
         "Secret" => round_trip::<Secret>(file, doc),
+        "ConfigMap" => round_trip::<k8s_openapi::api::core::v1::ConfigMap>(file, doc),
         "EndpointSlice" => round_trip::<EndpointSlice>(file, doc),
         other => panic!("{}: unexpected kind {other:?}", file.display()),
     }
@@ -204,4 +205,43 @@ fn the_pods_carry_the_label_the_status_writer_selects() {
         Some("portico"),
         "--status-pod-selector defaults to app.kubernetes.io/name=portico"
     );
+}
+
+/// The ConfigMap the DaemonSet names exists, and the Role lets Portico read and watch it (and
+/// only it).
+#[test]
+fn the_configmap_flag_names_the_shipped_configmap_and_rbac_allows_it() {
+    let spec = daemonset().spec.template.spec.unwrap();
+    let c = &spec.containers[0];
+    let flag = c
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--configmap="))
+        .expect("--configmap in the DaemonSet");
+    assert_eq!(flag, "portico/portico");
+    let text = std::fs::read_to_string(root().join("deploy/configmap.yaml")).unwrap();
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(yaml_values(&text).remove(0)).unwrap();
+    assert_eq!(cm.metadata.namespace.as_deref(), Some("portico"));
+    assert_eq!(cm.metadata.name.as_deref(), Some("portico"));
+    let text = std::fs::read_to_string(root().join("deploy/rbac.yaml")).unwrap();
+    let role = yaml_values(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "Role")
+        .unwrap();
+    let role: Role = serde_json::from_value(role).unwrap();
+    let rule = role
+        .rules
+        .iter()
+        .flatten()
+        .find(|r| r.resources.iter().flatten().any(|x| x == "configmaps"))
+        .expect("a rule for configmaps");
+    assert_eq!(
+        rule.resource_names.as_deref(),
+        Some(&["portico".to_string()][..])
+    );
+    for verb in ["get", "list", "watch"] {
+        assert!(rule.verbs.contains(&verb.to_string()), "{verb}");
+    }
 }

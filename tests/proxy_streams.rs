@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use support::client::{self, get};
-use support::manifests::{class, endpoints, ingress, prefix, service};
+use support::manifests::{class, endpoints, ingress_full, prefix, service};
 use support::{Backend, Env};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,7 +29,18 @@ fn app_files(backends: &[&Backend], paths: &[&str]) -> Vec<(&'static str, String
         ("class.yaml", class()),
         ("svc.yaml", service("web", "app", 80)),
         ("eps.yaml", endpoints("web", "app", &addrs, &[])),
-        ("ing.yaml", ingress("web", "app", &rules)),
+        // No body limit: these tests stream large uploads.
+        (
+            "ing.yaml",
+            ingress_full(
+                "web",
+                "app",
+                &rules,
+                &[],
+                "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
+                None,
+            ),
+        ),
     ]
 }
 

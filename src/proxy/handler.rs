@@ -114,8 +114,10 @@ impl Proxy {
             }
             if !conn.tls && route.ssl_redirect {
                 let keep_slash = policy.is_some_and(|p| p.preserve_trailing_slash);
+                let code = policy.map_or(308, |p| p.https_redirect_code);
                 let location = (host_str, &*path, parts.uri.query());
-                break 'forward Ok(redirect(location, self.config.https_port, keep_slash));
+                let how = (self.config.https_port, keep_slash, code);
+                break 'forward Ok(redirect(location, how));
             }
             if let Some(status) = policy.and_then(|p| p.deny) {
                 let status =
@@ -445,13 +447,12 @@ fn host_value(uri: &Uri, host_field: Option<&HeaderValue>) -> Option<HeaderValue
     }
 }
 
-/// 308 to the same host, path and query over HTTPS, with the HTTPS listener's port unless it
+/// A redirect (308 unless http-redirect-code) to the same host, path and query over HTTPS, with the HTTPS listener's port unless it
 /// is 443. As ingress-nginx, a trailing '/' of the request URI is dropped (`/docs/` → `/docs`,
 /// `/` → no path) unless `keep_slash` (`preserve-trailing-slash`).
 fn redirect(
     (host, path, query): (&str, &str, Option<&str>),
-    https_port: u16,
-    keep_slash: bool,
+    (https_port, keep_slash, code): (u16, bool, u16),
 ) -> Response<ProxyBody> {
     let name = crate::snapshot::host::without_port(host);
     let path = match (keep_slash, query) {
@@ -463,7 +464,8 @@ fn redirect(
         443 => format!("https://{name}{path}{query}"),
         port => format!("https://{name}:{port}{path}{query}"),
     };
-    redirect_to(StatusCode::PERMANENT_REDIRECT, &location)
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::PERMANENT_REDIRECT);
+    redirect_to(status, &location)
 }
 
 /// A redirect with an empty body.

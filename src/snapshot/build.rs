@@ -7,6 +7,7 @@
 pub mod annotations;
 mod cache;
 mod class;
+pub mod globals;
 mod ingress;
 mod tls;
 
@@ -47,6 +48,9 @@ pub struct BuildConfig {
     pub allow_external_names: bool,
     /// Whether a host's paths may come from several namespaces (`--host-ownership`).
     pub host_ownership: HostOwnership,
+    /// The controller's ConfigMap (namespace, name) with ingress-nginx's global settings
+    /// (`--configmap`); `None`: ingress-nginx's defaults.
+    pub configmap: Option<(String, String)>,
 }
 
 /// Who may add paths to a host.
@@ -73,6 +77,7 @@ impl BuildConfig {
             services: ServiceOptions::default(),
             host_ownership: HostOwnership::default(),
             allow_external_names: true,
+            configmap: None,
         }
     }
 }
@@ -115,11 +120,13 @@ pub fn build_after(
         ours.iter().filter(|o| tls::has_tls_entries(o)).collect();
     with_tls.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
     let tls_hosts = tls::tls_hosts(&with_tls);
+    let globals = globals::read(store, config.configmap.as_ref(), &mut diagnostics);
     let context = ingress::Context {
         store,
         services: &services,
         tls_hosts: &tls_hosts,
         allow_external_names: config.allow_external_names,
+        globals: &globals,
     };
     let tls_changed = tls_hosts != cache.tls_hosts;
     let (compiled, changes) = cache::compile_all(&context, &ours, &cache.ingresses, tls_changed);

@@ -138,6 +138,8 @@ pub struct Policy {
     pub redirect: Option<Redirect>,
     /// `preserve-trailing-slash`: the HTTPS redirect keeps a trailing '/'.
     pub preserve_trailing_slash: bool,
+    /// The HTTPS redirect's status (`http-redirect-code` of the ConfigMap, default 308).
+    pub https_redirect_code: u16,
     /// `proxy-body-size`: a larger request body gets 413 (`None`: no limit).
     pub body_limit: Option<u64>,
     /// `upstream-vhost`: the Host sent upstream.
@@ -242,6 +244,7 @@ impl Default for Policy {
             app_root: None,
             redirect: None,
             preserve_trailing_slash: false,
+            https_redirect_code: 308,
             body_limit: None,
             upstream_host: None,
             access_log: true,

@@ -161,6 +161,7 @@ impl std::fmt::Debug for KubeSource {
 /// status and Events follow the controller's `builds`; `stop` turns true on shutdown.
 pub async fn start(
     args: &KubeArgs,
+    configmap: Option<(String, String)>,
     events: mpsc::Sender<Event>,
     builds: channel::Receiver<BuildStatus>,
     stop: channel::Receiver<bool>,
@@ -181,6 +182,7 @@ pub async fn start(
             client: client.clone(),
             namespaces,
             endpoints: args.watch_endpoints,
+            configmap,
             events,
             ingresses,
         },

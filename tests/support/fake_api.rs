@@ -39,6 +39,7 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ("v1", "Endpoints", "endpoints", true),
     ("v1", "Secret", "secrets", true),
     ("v1", "Namespace", "namespaces", false),
+    ("v1", "ConfigMap", "configmaps", true),
     ("v1", "Pod", "pods", true),
     ("v1", "Node", "nodes", false),
     ("coordination.k8s.io/v1", "Lease", "leases", true),

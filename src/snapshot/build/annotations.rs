@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
+use super::globals::Globals;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::routes::{Policy, Redirect, Rewrite, RouteTimeouts, UrlTemplate};
 use crate::source::ObjectKey;
 
-mod values;
+pub mod values;
 
 #[cfg(test)]
 mod tests;
@@ -269,39 +270,53 @@ const PORTICO_SSL_REDIRECT: &str = "portico.dev/ssl-redirect";
 pub(super) fn parse(
     key: &ObjectKey,
     annotations: Option<&std::collections::BTreeMap<String, String>>,
+    globals: &Globals,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Parsed {
     let mut parsed = Parsed {
-        ssl_redirect: true,
+        ssl_redirect: globals.ssl_redirect,
+        force_ssl_redirect: globals.force_ssl_redirect,
         ..Parsed::default()
     };
-    let Some(annotations) = annotations else {
-        return parsed;
+    // What the ConfigMap sets for every route; the annotations override it.
+    let mut policy = Policy {
+        body_limit: globals.body_limit,
+        preserve_trailing_slash: globals.preserve_trailing_slash,
+        https_redirect_code: globals.http_redirect_code,
+        timeouts: (globals.timeouts != RouteTimeouts::default()).then_some(globals.timeouts),
+        ..Policy::default()
     };
+    let empty = std::collections::BTreeMap::new();
     let mut r = Reader {
         key,
-        annotations,
+        annotations: annotations.unwrap_or(&empty),
         diagnostics,
     };
-    let mut policy = Policy::default();
     if let Some(v) = r.boolean_raw(PORTICO_SSL_REDIRECT) {
         parsed.ssl_redirect = v;
     }
     if let Some(v) = r.boolean("ssl-redirect") {
         parsed.ssl_redirect = v;
     }
-    parsed.force_ssl_redirect = r.boolean("force-ssl-redirect").unwrap_or(false);
-    policy.preserve_trailing_slash = r.boolean("preserve-trailing-slash").unwrap_or(false);
+    if let Some(v) = r.boolean("force-ssl-redirect") {
+        parsed.force_ssl_redirect = v;
+    }
+    if let Some(v) = r.boolean("preserve-trailing-slash") {
+        policy.preserve_trailing_slash = v;
+    }
     policy.redirect = redirect(&mut r);
     policy.app_root = r.app_root();
-    policy.body_limit = r.size("proxy-body-size");
+    if let Some(limit) = r.size("proxy-body-size") {
+        policy.body_limit = limit;
+    }
     policy.upstream_host = r.upstream_host();
     policy.use_regex = r.boolean("use-regex").unwrap_or(false);
     policy.rewrite = rewrite(&mut r);
+    let global = globals.timeouts;
     let timeouts = RouteTimeouts {
-        connect: r.seconds("proxy-connect-timeout"),
-        send: r.seconds("proxy-send-timeout"),
-        read: r.seconds("proxy-read-timeout"),
+        connect: r.seconds("proxy-connect-timeout").or(global.connect),
+        send: r.seconds("proxy-send-timeout").or(global.send),
+        read: r.seconds("proxy-read-timeout").or(global.read),
     };
     policy.timeouts = (timeouts != RouteTimeouts::default()).then_some(timeouts);
     if r.boolean("enable-access-log") == Some(false) {
@@ -435,14 +450,15 @@ impl Reader<'_> {
         }
     }
 
-    /// A size in nginx's syntax; invalid: a warning and no limit from it.
-    fn size(&mut self, name: &str) -> Option<u64> {
+    /// A size in nginx's syntax (`Some(None)`: `0`, no limit); invalid: a warning, and the
+    /// ConfigMap's (or the default) applies.
+    fn size(&mut self, name: &str) -> Option<Option<u64>> {
         let value = self.get(name)?;
         match parse_size(value) {
-            Ok(0) => None,
-            Ok(n) => Some(n),
+            Ok(0) => Some(None),
+            Ok(n) => Some(Some(n)),
             Err(reason) => {
-                let reason = format!("{value:?} {reason}; ignored");
+                let reason = format!("{value:?} {reason}; using the default");
                 self.warn(name, reason);
                 None
             }

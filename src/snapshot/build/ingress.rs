@@ -9,6 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::annotations;
+use super::globals::Globals;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::host;
 use crate::snapshot::routes::{
@@ -26,6 +27,8 @@ pub(super) struct Context<'a> {
     pub tls_hosts: &'a super::tls::TlsHosts,
     /// Whether ExternalName Services may be routed to (`BuildConfig::allow_external_names`).
     pub allow_external_names: bool,
+    /// The ConfigMap's global settings.
+    pub globals: &'a Globals,
 }
 
 /// One Ingress of ours, compiled: what it offers the route table, and its own diagnostics.
@@ -46,6 +49,8 @@ pub(super) struct Compiled {
     force_redirect: bool,
     /// `Context::allow_external_names` when it was compiled (its lookups depend on it).
     allow_external_names: bool,
+    /// The global settings it was compiled with (its policies start from them).
+    globals: Globals,
     /// Every Service lookup made, in order: what the result depended on.
     lookups: Vec<Lookup>,
     /// Problems of this Ingress alone (precedence among Ingresses is judged later).
@@ -75,6 +80,7 @@ impl Compiled {
             redirect: true,
             force_redirect: false,
             allow_external_names: cx.allow_external_names,
+            globals: cx.globals.clone(),
             lookups: Vec::new(),
             diagnostics: Vec::new(),
         };
@@ -92,6 +98,7 @@ impl Compiled {
     pub fn still_valid(&self, cx: &Context<'_>, ingress: &Arc<Ingress>, tls_changed: bool) -> bool {
         let ns = self.key.namespace.as_str();
         self.allow_external_names == cx.allow_external_names
+            && self.globals == *cx.globals
             && (Arc::ptr_eq(&self.ingress, ingress) || *self.ingress == **ingress)
             && (cx.services.unchanged()
                 || self.lookups.iter().all(|l| {
@@ -134,7 +141,7 @@ impl Compiled {
             name: self.key.name.as_str().into(),
         };
         let annotations = ingress.metadata.annotations.as_ref();
-        let parsed = annotations::parse(&self.key, annotations, &mut self.diagnostics);
+        let parsed = annotations::parse(&self.key, annotations, cx.globals, &mut self.diagnostics);
         if parsed.left_out {
             return;
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, select_all};
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -43,6 +43,8 @@ pub(super) struct Watches {
     pub namespaces: Vec<Option<String>>,
     /// Whether v1 Endpoints are watched.
     pub endpoints: bool,
+    /// The controller's ConfigMap (namespace, name), watched alone (`--configmap`).
+    pub configmap: Option<(String, String)>,
     /// Where events go (the controller).
     pub events: mpsc::Sender<Event>,
     /// Every Ingress, kept up to date for the status writer.
@@ -74,6 +76,14 @@ pub(super) fn spawn_all(tasks: &mut JoinSet<()>, w: Watches) {
     let secrets = all.clone().fields(TLS_SECRETS);
     spawn_kind::<Secret>(tasks, client, scopes.clone(), secrets, &sink);
     let mut unwatched = vec![Kind::Namespace];
+    match &w.configmap {
+        // Only that one: RBAC grants it by name.
+        Some((ns, name)) => {
+            let one = all.clone().fields(&format!("metadata.name={name}"));
+            spawn_kind::<ConfigMap>(tasks, client, vec![Some(ns.clone())], one, &sink);
+        }
+        None => unwatched.push(Kind::ConfigMap),
+    }
     if w.endpoints {
         spawn_kind::<Endpoints>(tasks, client, scopes, all, &sink);
     } else {
@@ -145,6 +155,7 @@ watched!(Service, namespaced);
 watched!(EndpointSlice, namespaced);
 watched!(Endpoints, namespaced);
 watched!(Secret, namespaced);
+watched!(ConfigMap, namespaced);
 
 /// Where a watcher's events go: the controller, and the Ingress map.
 #[derive(Clone)]

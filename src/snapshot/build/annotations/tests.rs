@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::snapshot::build::globals::Globals;
 use crate::snapshot::diagnostics::Severity;
 use crate::snapshot::routes::{RequestVars, UrlVar};
 use crate::source::Kind;
@@ -26,8 +27,17 @@ fn parse_map(pairs: &[(&str, &str)]) -> (Parsed, Vec<Diagnostic>) {
         })
         .collect();
     let mut diagnostics = Vec::new();
-    let parsed = parse(&key(), Some(&map), &mut diagnostics);
+    let parsed = parse(&key(), Some(&map), &bare(), &mut diagnostics);
     (parsed, diagnostics)
+}
+
+/// Global settings that add nothing (no body limit), so that a policy is only what the
+/// annotations ask.
+fn bare() -> Globals {
+    Globals {
+        body_limit: None,
+        ..Globals::default()
+    }
 }
 
 fn policy(pairs: &[(&str, &str)]) -> Policy {
@@ -143,7 +153,7 @@ fn sizes_follow_nginx() {
     assert_eq!(policy(&[("proxy-body-size", "0")]).body_limit, None);
     let (parsed, d) = parse_map(&[("proxy-body-size", "lots")]);
     assert!(parsed.policy.is_none());
-    assert!(d[0].reason.contains("\"lots\"") && d[0].reason.contains("ignored"));
+    assert!(d[0].reason.contains("\"lots\"") && d[0].reason.contains("using the default"));
 }
 
 #[test]
@@ -334,6 +344,52 @@ fn rewrite_target_use_regex_and_x_forwarded_prefix() {
         assert!(parsed.policy.is_none(), "{bad:?}");
         assert_eq!(d[0].severity, Severity::Error, "{bad:?}");
     }
+}
+
+#[test]
+fn the_configmap_is_the_starting_point_and_annotations_override_it() {
+    use std::time::Duration;
+    let mut d = Vec::new();
+    // ingress-nginx's defaults: a 1m body limit on every route.
+    let parsed = parse(&key(), None, &Globals::default(), &mut d);
+    assert_eq!(parsed.policy.unwrap().body_limit, Some(1 << 20));
+    let globals = Globals {
+        body_limit: Some(8 << 20),
+        ssl_redirect: false,
+        force_ssl_redirect: true,
+        http_redirect_code: 301,
+        timeouts: RouteTimeouts {
+            read: Some(Duration::from_secs(120)),
+            ..RouteTimeouts::default()
+        },
+        ..Globals::default()
+    };
+    let parsed = parse(&key(), None, &globals, &mut d);
+    assert!(!parsed.ssl_redirect && parsed.force_ssl_redirect);
+    let p = parsed.policy.unwrap();
+    assert_eq!((p.body_limit, p.https_redirect_code), (Some(8 << 20), 301));
+    assert_eq!(p.timeouts.unwrap().read, Some(Duration::from_secs(120)));
+    let map: BTreeMap<String, String> = [
+        ("proxy-body-size", "0"),
+        ("force-ssl-redirect", "false"),
+        ("proxy-connect-timeout", "3"),
+        ("proxy-read-timeout", "bad"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+    .collect();
+    let parsed = parse(&key(), Some(&map), &globals, &mut d);
+    assert!(!parsed.force_ssl_redirect);
+    let p = parsed.policy.unwrap();
+    assert_eq!(p.body_limit, None, "0 lifts the ConfigMap's limit");
+    let t = p.timeouts.unwrap();
+    assert_eq!(t.connect, Some(Duration::from_secs(3)));
+    assert_eq!(
+        t.read,
+        Some(Duration::from_secs(120)),
+        "an invalid value keeps the ConfigMap's"
+    );
+    assert!(d.iter().any(|d| d.reason.contains("\"bad\"")), "{d:?}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use crate::snapshot::routes::{UrlPart, UrlTemplate, UrlVar};
 
 /// A boolean as Go's `strconv.ParseBool` reads it (what ingress-nginx uses).
-pub(super) fn parse_bool(value: &str) -> Option<bool> {
+pub fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -33,7 +33,7 @@ pub fn parse_size(value: &str) -> Result<u64, &'static str> {
 
 /// Seconds as Go's `strconv.Atoi` reads them (an optional sign, digits), more than zero and
 /// at most a year (nginx refuses larger timers).
-pub(super) fn parse_seconds(value: &str) -> Option<u64> {
+pub fn parse_seconds(value: &str) -> Option<u64> {
     let digits = value.strip_prefix('+').unwrap_or(value);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -43,7 +43,7 @@ pub(super) fn parse_seconds(value: &str) -> Option<u64> {
 }
 
 /// An `app-root`: an absolute path of visible characters, without a fragment.
-pub(super) fn valid_app_root(value: &str) -> bool {
+pub fn valid_app_root(value: &str) -> bool {
     value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
 }
 

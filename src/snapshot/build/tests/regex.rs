@@ -75,7 +75,7 @@ fn a_rewrite_target_puts_the_host_in_regex_mode_unless_it_is_the_path() {
     let built = host("/same");
     assert_eq!(served(&built, "h.com", "/samex"), "404");
     let route = built.snapshot.routes.route("h.com", "/same").unwrap();
-    assert!(route.policy.is_none() && route.regex.is_none());
+    assert!(route.policy.as_ref().unwrap().rewrite.is_none() && route.regex.is_none());
     let built = host("/other");
     assert_eq!(served(&built, "h.com", "/samex"), "a:80");
     let route = built.snapshot.routes.route("h.com", "/same").unwrap();

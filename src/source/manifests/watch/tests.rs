@@ -40,7 +40,7 @@ async fn next(rx: &mut mpsc::Receiver<Event>) -> Event {
 /// Receives the initial events up to the last `Synced`.
 async fn initial(rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
     let mut events = Vec::new();
-    while events.last() != Some(&Event::Synced(Kind::Namespace)) {
+    while events.last() != Kind::ALL.last().map(|k| Event::Synced(*k)).as_ref() {
         events.push(next(rx).await);
     }
     events
