@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use http::header::{HOST, LOCATION, SERVER};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::header::{CONTENT_TYPE, HOST, LOCATION, SERVER};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::debug;
@@ -23,7 +23,10 @@ use super::upstream::{
 };
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
-use crate::snapshot::routes::{Policy, RequestVars, Rewrite, Route, RouteLabels, Upstream};
+use crate::snapshot::routes::{
+    Policy, RequestVars, ResponseFilter, ResponseOp, Rewrite, Route, RouteLabels, Upstream,
+    UrlTemplate,
+};
 
 /// What is learned about a request on its way, for the access log and metrics.
 #[derive(Debug, Default)]
@@ -34,6 +37,20 @@ struct Outcome<'s> {
     request_id: Option<HeaderValue>,
     /// Error bodies in JSON (the request's Accept asks for it).
     json: bool,
+    /// The route's response header operations, their values expanded (snippets; boxed:
+    /// rare).
+    response_ops: Option<Box<[Prepared<'s>]>>,
+}
+
+/// A response header operation of a route, its value expanded for the request.
+#[derive(Debug)]
+enum Prepared<'s> {
+    /// Replace (or remove: `None`) the field, when the filter matches.
+    Set(&'s HeaderName, Option<HeaderValue>, &'s ResponseFilter),
+    /// Remove the fields matching the pattern, when the filter matches.
+    Clear(&'s str, &'s ResponseFilter),
+    /// Add the field (`always`: whatever the status).
+    Add(&'s HeaderName, HeaderValue, bool),
 }
 
 /// `?` inside the labeled block `$label`: the error ends the block.
@@ -82,6 +99,8 @@ impl Proxy {
             // `rewrite-target`: the path and query sent upstream instead of the request's.
             let mut rewritten: Option<String> = None;
             let mut prefix: Option<HeaderValue> = None;
+            // `proxy_set_header` of the route's snippets, their values expanded.
+            let mut set: Vec<(HeaderName, Option<HeaderValue>)> = Vec::new();
             if let Some(policy) = policy {
                 if !policy.access_log {
                     logged = None;
@@ -110,6 +129,17 @@ impl Proxy {
                         .prefix
                         .as_deref()
                         .and_then(|p| HeaderValue::from_str(p).ok());
+                }
+                if let Some(ops) = policy.headers.as_deref() {
+                    set = ops
+                        .request
+                        .iter()
+                        .map(|(name, value)| (name.0.clone(), field_value(value, &vars)))
+                        .collect();
+                    if !ops.response.is_empty() {
+                        outcome.response_ops =
+                            Some(prepare(&ops.response, &vars).into_boxed_slice());
+                    }
                 }
             }
             if !conn.tls && route.ssl_redirect {
@@ -178,6 +208,7 @@ impl Proxy {
                     Cow::Borrowed(_) => None,
                 },
                 rewritten: rewritten.as_deref(),
+                set: &set,
                 request_id: generated.as_ref().map(headers::RequestId::as_bytes),
                 upgrade,
             };
@@ -239,6 +270,9 @@ impl Proxy {
                 e.response(outcome.json)
             }
         };
+        if let Some(ops) = outcome.response_ops.take() {
+            apply_response_ops(&ops, &mut response);
+        }
         response
             .headers_mut()
             .entry(SERVER)
@@ -513,6 +547,76 @@ fn policy_before_redirects(
         return Ok(Some(redirect_to(StatusCode::FOUND, &escape_uri(&location))));
     }
     Ok(None)
+}
+
+/// A snippet's field value for one request: `None` when it expands to nothing (the field is
+/// removed, as nginx does with an empty `proxy_set_header`) or to bytes a field cannot hold.
+fn field_value(template: &UrlTemplate, vars: &RequestVars<'_>) -> Option<HeaderValue> {
+    let text = template.expand(vars);
+    if text.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(text.as_bytes()).ok()
+}
+
+/// The route's response operations with their values expanded while the request is at hand.
+fn prepare<'s>(ops: &'s [ResponseOp], vars: &RequestVars<'_>) -> Vec<Prepared<'s>> {
+    ops.iter()
+        .filter_map(|op| match op {
+            ResponseOp::Set { name, value, when } => {
+                Some(Prepared::Set(&name.0, field_value(value, vars), when))
+            }
+            ResponseOp::Clear { pattern, when } => Some(Prepared::Clear(pattern, when)),
+            ResponseOp::Add {
+                name,
+                value,
+                always,
+            } => field_value(value, vars).map(|v| Prepared::Add(&name.0, v, *always)),
+        })
+        .collect()
+}
+
+/// The statuses nginx's `add_header` (without `always`) adds to.
+const ADD_HEADER_STATUSES: [u16; 10] = [200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
+
+/// Applies a route's response operations, in order, to the response it gets (Portico's own
+/// answers included, as nginx's header directives apply to its error pages).
+fn apply_response_ops(ops: &[Prepared<'_>], response: &mut Response<ProxyBody>) {
+    let status = response.status().as_u16();
+    for op in ops {
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(HeaderValue::as_bytes);
+        match op {
+            Prepared::Set(name, value, when) if when.matches(status, content_type) => match value {
+                Some(v) => drop(response.headers_mut().insert(*name, v.clone())),
+                None => drop(response.headers_mut().remove(*name)),
+            },
+            Prepared::Clear(pattern, when) if when.matches(status, content_type) => {
+                match pattern.strip_suffix('*') {
+                    Some(prefix) => {
+                        let doomed: Vec<HeaderName> = response
+                            .headers()
+                            .keys()
+                            .filter(|k| k.as_str().starts_with(prefix))
+                            .cloned()
+                            .collect();
+                        for k in doomed {
+                            response.headers_mut().remove(k);
+                        }
+                    }
+                    None => drop(response.headers_mut().remove(*pattern)),
+                }
+            }
+            Prepared::Add(name, value, always)
+                if *always || ADD_HEADER_STATUSES.contains(&status) =>
+            {
+                response.headers_mut().append(*name, value.clone());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The X-Forwarded-Prefix field (`x-forwarded-prefix`, sent with a rewrite).

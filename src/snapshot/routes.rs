@@ -153,6 +153,89 @@ pub struct Policy {
     /// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout`: the route's own
     /// (`None`: the proxy's).
     pub timeouts: Option<RouteTimeouts>,
+    /// Header operations of `configuration-snippet` / `server-snippet`.
+    pub headers: Option<Arc<HeaderOps>>,
+}
+
+/// Header operations compiled from nginx snippets: fields set on the request sent upstream,
+/// and changes to the response, in the order written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeaderOps {
+    /// `proxy_set_header`: each replaces the client's field of that name (and Portico's own
+    /// forwarding field); an empty value removes it.
+    pub request: Vec<(FieldName, UrlTemplate)>,
+    /// `more_set_headers`, `more_clear_headers`, `add_header`.
+    pub response: Vec<ResponseOp>,
+}
+
+/// A header field name, validated at build time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldName(pub http::HeaderName);
+
+impl Serialize for FieldName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// One change to a response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum ResponseOp {
+    /// `more_set_headers`: replaces the field (an empty value removes it), when the filter
+    /// matches.
+    Set {
+        /// The field.
+        name: FieldName,
+        /// Its value.
+        value: UrlTemplate,
+        /// When it applies.
+        when: ResponseFilter,
+    },
+    /// `more_clear_headers`: removes the fields (a trailing `*` matches a prefix).
+    Clear {
+        /// The field name, lower-case, or a prefix ending in `*`.
+        pattern: Box<str>,
+        /// When it applies.
+        when: ResponseFilter,
+    },
+    /// `add_header`: adds a field (to 200, 201, 204, 206, 301, 302, 303, 304, 307 and 308
+    /// responses, or to every response with `always`).
+    Add {
+        /// The field.
+        name: FieldName,
+        /// Its value.
+        value: UrlTemplate,
+        /// `always`.
+        always: bool,
+    },
+}
+
+/// `more_set_headers`' `-s` (statuses) and `-t` (content types) options: empty means any.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ResponseFilter {
+    /// The statuses it applies to.
+    pub statuses: Vec<u16>,
+    /// The content types (without parameters, lower-case) it applies to.
+    pub types: Vec<Box<str>>,
+}
+
+impl ResponseFilter {
+    /// Whether a response of this status and content type is concerned.
+    pub fn matches(&self, status: u16, content_type: Option<&[u8]>) -> bool {
+        let status_ok = self.statuses.is_empty() || self.statuses.contains(&status);
+        let type_ok = self.types.is_empty()
+            || content_type.is_some_and(|t| {
+                let t = t
+                    .split(|&b| b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                self.types
+                    .iter()
+                    .any(|want| want.as_bytes().eq_ignore_ascii_case(t))
+            });
+        status_ok && type_ok
+    }
 }
 
 /// A route's upstream timeouts, each `None` where the proxy's applies.
@@ -251,6 +334,7 @@ impl Default for Policy {
             use_regex: false,
             rewrite: None,
             timeouts: None,
+            headers: None,
         }
     }
 }

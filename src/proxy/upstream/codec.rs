@@ -52,6 +52,10 @@ pub struct Forwarding<'a> {
     pub path: Option<&'a str>,
     /// The path and query a rewrite made (`rewrite-target`), sent instead of both.
     pub rewritten: Option<&'a str>,
+    /// Fields set by the route (`proxy_set_header`): each replaces the client's and Portico's
+    /// own field of that name; `None` removes it. Never framing or hop-by-hop fields (refused
+    /// when the snippet is read).
+    pub set: &'a [(HeaderName, Option<HeaderValue>)],
     /// A request id to add; `None` when the request carries its own X-Request-ID.
     pub request_id: Option<&'a [u8]>,
     /// Whether the request asks to switch protocols: Upgrade is kept and Connection says
@@ -235,6 +239,9 @@ pub fn encode_head(
     if let Some(id) = fwd.request_id {
         write_field(out, b"x-request-id", id);
     }
+    if !fwd.set.is_empty() {
+        override_fields(out, start, fwd.set);
+    }
     if fwd.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
@@ -251,6 +258,23 @@ pub fn encode_head(
         RequestFraming::Empty => {}
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Drops the fields of `out[start..]` (whole `name: value\r\n` lines, names lower-case)
+/// that `set` names, then writes `set`'s values. Only for routes with `proxy_set_header`.
+fn override_fields(out: &mut Vec<u8>, start: usize, set: &[(HeaderName, Option<HeaderValue>)]) {
+    let written = out.split_off(start);
+    for line in written.split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if !set.iter().any(|(n, _)| n.as_str().as_bytes() == name) {
+            out.extend_from_slice(line);
+        }
+    }
+    for (name, value) in set {
+        if let Some(value) = value {
+            write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
 }
 
 /// The decimal digits of `n`, on the stack.

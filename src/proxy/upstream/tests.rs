@@ -117,6 +117,7 @@ async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, Send
         upstream_host: None,
         path: None,
         rewritten: None,
+        set: &[],
         request_id: None,
         upgrade: false,
     };

@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
-use super::globals::Globals;
+use super::globals::{Globals, RiskLevel};
 use crate::snapshot::diagnostics::Diagnostic;
-use crate::snapshot::routes::{Policy, Redirect, Rewrite, RouteTimeouts, UrlTemplate};
+use crate::snapshot::routes::{HeaderOps, Policy, Redirect, Rewrite, RouteTimeouts, UrlTemplate};
 use crate::source::ObjectKey;
 
+pub mod snippets;
 pub mod values;
 
 #[cfg(test)]
@@ -89,7 +90,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("canary-weight", Support::Unsupported),
     ("canary-weight-total", Support::Unsupported),
     ("client-body-buffer-size", Support::Unsupported),
-    ("configuration-snippet", Support::Unsupported),
+    (
+        "configuration-snippet",
+        Support::Differs(
+            "only more_set_headers, more_clear_headers, add_header and proxy_set_header (typed, values checked, a documented list of nginx variables); any other directive leaves the Ingress out with an error; needs allow-snippet-annotations and annotations-risk-level Critical in the ConfigMap, as ingress-nginx 1.12+",
+        ),
+    ),
     ("connection-proxy-header", Support::Unsupported),
     ("cors-allow-credentials", Support::Unsupported),
     ("cors-allow-headers", Support::Unsupported),
@@ -200,7 +206,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         Support::Obsolete("replaced by backend-protocol: HTTPS"),
     ),
     ("server-alias", Support::Unsupported),
-    ("server-snippet", Support::Unsupported),
+    (
+        "server-snippet",
+        Support::Differs(
+            "as configuration-snippet, applied before it to the paths of its own Ingress (nginx applies it to every path of the host)",
+        ),
+    ),
     ("service-upstream", Support::Unsupported),
     ("session-cookie-change-on-failure", Support::Unsupported),
     (
@@ -322,6 +333,9 @@ pub(super) fn parse(
     if r.boolean("enable-access-log") == Some(false) {
         policy.access_log = false;
     }
+    if !snippet_headers(&mut r, globals, &mut policy) {
+        parsed.left_out = true;
+    }
     let guards = r.unsupported_and_guards();
     if !guards.is_empty() {
         policy.deny = Some(503);
@@ -388,6 +402,40 @@ fn rewrite(r: &mut Reader<'_>) -> Option<Rewrite> {
         redirect,
         prefix,
     })
+}
+
+/// `server-snippet` then `configuration-snippet` (server level first, as nginx applies them)
+/// into the policy's header operations; false when the Ingress must be left out (a snippet
+/// refused by the ConfigMap's settings, or one Portico cannot run), with an error.
+fn snippet_headers(r: &mut Reader<'_>, globals: &Globals, policy: &mut Policy) -> bool {
+    let names = ["server-snippet", "configuration-snippet"];
+    let present: Vec<&str> = names.into_iter().filter(|n| r.get(n).is_some()).collect();
+    if present.is_empty() {
+        return true;
+    }
+    if !globals.allow_snippet_annotations || globals.annotations_risk_level != RiskLevel::Critical {
+        for name in present {
+            let reason = "snippets are refused: the controller ConfigMap must set allow-snippet-annotations: \"true\" and annotations-risk-level: Critical (as in ingress-nginx 1.12 and later); the Ingress is left out, as ingress-nginx's admission webhook would reject it";
+            r.error(name, reason.to_string());
+        }
+        return false;
+    }
+    let mut ops = HeaderOps::default();
+    let mut ok = true;
+    for name in present {
+        let text = r.get(name).unwrap_or_default().to_string();
+        if let Err(why) = snippets::parse(&text, &mut ops) {
+            let reason = format!(
+                "{why}; the Ingress is left out, as ingress-nginx's admission webhook would reject it"
+            );
+            r.error(name, reason);
+            ok = false;
+        }
+    }
+    if ok && ops != HeaderOps::default() {
+        policy.headers = Some(Arc::new(ops));
+    }
+    ok
 }
 
 /// Reads annotations by name, with diagnostics naming the annotation and the value.

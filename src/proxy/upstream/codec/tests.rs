@@ -33,6 +33,7 @@ fn plain(conn: &ConnHeaders) -> Forwarding<'_> {
         upstream_host: None,
         path: None,
         rewritten: None,
+        set: &[],
         request_id: None,
         upgrade: false,
     }

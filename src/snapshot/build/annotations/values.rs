@@ -55,10 +55,22 @@ const MAX_TEMPLATE: usize = 2048;
 /// outside regex mode, as in nginx). Anything else nginx would not load (an unknown variable,
 /// a bare `$`, a control character) is an error.
 pub fn parse_template(value: &str) -> Result<UrlTemplate, String> {
+    if value.bytes().any(|b| b == b' ') {
+        return Err("holds spaces or control characters".to_string());
+    }
+    parse_field_template(value)
+}
+
+/// A header field value with nginx variables: as [`parse_template`], spaces and tabs allowed
+/// (no other control character: CR and LF could split the field).
+pub fn parse_field_template(value: &str) -> Result<UrlTemplate, String> {
     if value.len() > MAX_TEMPLATE {
         return Err(format!("is longer than {MAX_TEMPLATE} bytes"));
     }
-    if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+    if value
+        .bytes()
+        .any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f)
+    {
         return Err("holds spaces or control characters".to_string());
     }
     let mut parts = Vec::new();

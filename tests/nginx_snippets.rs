@@ -1,0 +1,175 @@
+//! `configuration-snippet` and `server-snippet` over real sockets: honoured only when the
+//! ConfigMap allows snippets (`allow-snippet-annotations` and `annotations-risk-level:
+//! Critical`, as ingress-nginx 1.12+), as typed header operations; any other directive leaves
+//! the Ingress out with an error while the rest of the host keeps serving.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::client::{get, h1};
+use support::manifests::{class, endpoints, ingress_full, prefix, service};
+use support::{Backend, Env};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const N: &str = "nginx.ingress.kubernetes.io";
+
+fn allowing(allowed: bool) -> String {
+    let data = if allowed {
+        "allow-snippet-annotations: \"true\", annotations-risk-level: Critical"
+    } else {
+        "allow-snippet-annotations: \"true\""
+    };
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
+    )
+}
+
+fn snippet_ingress(name: &str, path: &str, snippet: &str) -> String {
+    ingress_full(
+        "shop",
+        name,
+        &[("s.example", vec![prefix(path, "web", 80)])],
+        &[],
+        &format!("{N}/configuration-snippet: {snippet:?}"),
+        None,
+    )
+}
+
+async fn env(allowed: bool, ingresses: &[String], backend: &Backend) -> Env {
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[backend.addr], &[]),
+        ),
+        ("cm.yaml", allowing(allowed)),
+        ("ing.yaml", ingresses.join("---\n")),
+    ];
+    Env::start_with(&files, &["--configmap", "ingress/portico"]).await
+}
+
+fn plain() -> String {
+    ingress_full(
+        "shop",
+        "plain",
+        &[("s.example", vec![prefix("/plain", "web", 80)])],
+        &[],
+        "",
+        None,
+    )
+}
+
+#[tokio::test]
+async fn header_snippets_become_typed_operations() {
+    timeout(LIMIT, honoured()).await.expect("bounded");
+}
+
+async fn honoured() {
+    let backend = Backend::start("web").await;
+    let snippet = "more_set_headers 'X-Frame-Options: DENY';\n\
+                   more_clear_headers 'X-Echo-*';\n\
+                   add_header X-Seen-Host $host;\n\
+                   add_header X-On-Errors yes always;\n\
+                   proxy_set_header X-Forwarded-Proto https;\n\
+                   proxy_set_header X-Strip '';\n\
+                   proxy_set_header X-Uri $request_uri;";
+    let env = env(
+        true,
+        &[snippet_ingress("snip", "/", snippet), plain()],
+        &backend,
+    )
+    .await;
+    let mut req = get("s.example:8080", "/a?b=1");
+    req.headers_mut()
+        .insert("x-strip", "client".parse().unwrap());
+    req.headers_mut()
+        .insert("x-forwarded-proto", "forged".parse().unwrap());
+    let reply = h1(env.http(), req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-frame-options"), "DENY");
+    assert_eq!(reply.header("x-echo-service"), "", "cleared by prefix");
+    assert_eq!(reply.header("x-seen-host"), "s.example");
+    assert_eq!(reply.header("x-on-errors"), "yes");
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["x-forwarded-proto"], "https", "replaces Portico's own");
+    assert!(
+        seen.get("x-strip").is_none(),
+        "an empty value removes it: {seen}"
+    );
+    assert_eq!(seen["x-uri"], "/a?b=1");
+    // The other Ingress of the host has none of it.
+    let reply = h1(env.http(), get("s.example", "/plain")).await;
+    assert_eq!(reply.header("x-frame-options"), "");
+    assert_eq!(reply.json()["headers"]["x-forwarded-proto"], "http");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn snippets_are_refused_unless_the_configmap_allows_critical_annotations() {
+    timeout(LIMIT, refused()).await.expect("bounded");
+}
+
+async fn refused() {
+    let backend = Backend::start("web").await;
+    let ingresses = [
+        snippet_ingress("snip", "/", "more_set_headers 'X-A: b';"),
+        plain(),
+    ];
+    let env = env(false, &ingresses, &backend).await;
+    let reply = h1(env.http(), get("s.example", "/a")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NOT_FOUND,
+        "the Ingress is left out"
+    );
+    let reply = h1(env.http(), get("s.example", "/plain")).await;
+    assert_eq!(reply.served_by(), "web", "the rest of the host serves");
+    let errors = errors_of(&env, "snip").await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("annotations-risk-level"), "{errors:?}");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_directive_portico_does_not_run_leaves_the_ingress_out() {
+    timeout(LIMIT, other_directive()).await.expect("bounded");
+}
+
+async fn other_directive() {
+    let backend = Backend::start("web").await;
+    let ingresses = [
+        snippet_ingress(
+            "snip",
+            "/",
+            "more_set_headers 'X-A: b';\nrewrite ^/(.*) /x/$1 break;",
+        ),
+        plain(),
+    ];
+    let env = env(true, &ingresses, &backend).await;
+    let reply = h1(env.http(), get("s.example", "/a")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = h1(env.http(), get("s.example", "/plain")).await;
+    assert_eq!(reply.served_by(), "web");
+    let errors = errors_of(&env, "snip").await;
+    assert!(
+        errors.iter().any(|e| e.contains("\\\"rewrite\\\"")),
+        "{errors:?}"
+    );
+    env.shutdown().await;
+}
+
+async fn errors_of(env: &Env, ingress: &str) -> Vec<String> {
+    let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
+        .await
+        .json();
+    dump["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "error" && d["object"]["name"] == ingress)
+        .map(|d| format!("{}: {}", d["field"], d["reason"]))
+        .collect()
+}
