@@ -24,6 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PORTICO = ROOT / "target" / "release" / "portico"
 HOST = "bench.local"
+# The "rewrite" scenario's host: in regex mode, a capture rewrite and a response header added
+# by a snippet (ingress-nginx annotations), against nginx and HAProxy configured alike.
+REWRITE_HOST = "rewrite.local"
 TICK = os.sysconf("SC_CLK_TCK")
 CHANGE_SPACING = 0.3  # seconds between timed configuration changes
 
@@ -174,6 +177,26 @@ ports: [{{port: {port}}}]
 endpoints: [{{addresses: ["127.0.0.1"]}}]
 """ for i, port in enumerate(self.backends))
         (manifests / "endpoints.yaml").write_text(self.endpoints_yaml(ready_second=True))
+        (manifests / "rewrite.yaml").write_text(f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: portico, namespace: bench}}
+data: {{allow-snippet-annotations: "true", annotations-risk-level: Critical}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: rewrite
+  namespace: bench
+  annotations:
+    nginx.ingress.kubernetes.io/use-regex: "true"
+    nginx.ingress.kubernetes.io/rewrite-target: /$2
+    nginx.ingress.kubernetes.io/configuration-snippet: "add_header X-Rewritten yes;"
+spec:
+  ingressClassName: portico
+  rules:
+    - host: {REWRITE_HOST}
+      http: {{paths: [{{path: "/app(/|$)(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
+""")
         (manifests / "bench.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
 kind: IngressClass
 metadata: {{name: portico}}
@@ -267,7 +290,7 @@ spec:
     def portico_cmd(manifests, http, https, admin):
         return [str(PORTICO), "--manifests", str(manifests), "--threads", "1", "--access-log", "false",
                 "--http-addr", f"127.0.0.1:{http}", "--https-addr", f"127.0.0.1:{https}",
-                "--admin-addr", f"127.0.0.1:{admin}"]
+                "--admin-addr", f"127.0.0.1:{admin}", "--configmap", "bench/portico"]
 
     def endpoints_yaml(self, ready_second):
         """The bench Service's two EndpointSlices; the second backend ready or not."""
@@ -303,6 +326,17 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
       proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
     }}
+  }}
+  server {{
+    listen 127.0.0.1:{http};
+    server_name {REWRITE_HOST};
+    location ~* "^/app(/|$)(.*)" {{
+      rewrite "(?i)/app(/|$)(.*)" /$2 break;
+      add_header X-Rewritten yes;
+      proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+    }}
   }}"""
 
     def start_haproxy(self):
@@ -326,7 +360,13 @@ frontend fe
   option forwardfor
   http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
   acl bench hdr(host) -i {HOST}
+  acl rewrite hdr(host) -i {REWRITE_HOST}
+  acl app path_reg -i ^/app(/|$)
+  http-request set-var(txn.rewritten) bool(true) if rewrite app
+  http-request replace-path (?i)^/app(/|$)(.*) /\\2 if rewrite app
+  http-response set-header X-Rewritten yes if {{ var(txn.rewritten) -m bool }}
   use_backend be if bench
+  use_backend be if {{ var(txn.rewritten) -m bool }}
 backend be
   balance roundrobin
 {servers}""")
@@ -435,6 +475,9 @@ def scenarios(seconds):
             ["h2load", "-t1", "-c32", "-m10", "-D", d, "--warm-up-time=1", "-H", f":authority: {HOST}",
              f"https://127.0.0.1:{p[1]}/"], parse_h2load)),
         "64k": ("64 KiB responses, HTTP/1.1 keep-alive", lambda p: (wrk + [f"http://127.0.0.1:{p[0]}/64k"], parse_wrk)),
+        "rewrite": ("rewrite: a regex host with a capture rewrite and a response header added by snippet (HTTP/1.1 keep-alive)",
+                    lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {REWRITE_HOST}",
+                                f"http://127.0.0.1:{p[0]}/app/"], parse_wrk)),
         "tls-new": ("a new TLS connection per request (wrk, Connection: close)", lambda p: (
             ["wrk", "-t1", "-c8", "-d" + d, "--latency", "-H", f"Host: {HOST}", "-H", "Connection: close",
              f"https://127.0.0.1:{p[1]}/"], parse_wrk)),
@@ -507,13 +550,13 @@ spec:
     return "---\n".join(docs)
 
 
-def wait_routed(port, host, limit=30.0):
+def wait_routed(port, host, limit=30.0, path="/"):
     """Polls until a request for `host` is routed (not 404); returns when it was first seen."""
     import http.client
     deadline = time.monotonic() + limit
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     while time.monotonic() < deadline:
-        conn.request("GET", "/", headers={"Host": host})
+        conn.request("GET", path, headers={"Host": host})
         response = conn.getresponse()
         response.read()
         if response.status != 404:
@@ -596,16 +639,16 @@ def startup(setup, sizes, runs):
 COST_REQUESTS = (4000, 14000)  # two runs: the difference cancels start-up and shutdown
 
 
-def h1_requests(port, n):
+def h1_requests(port, n, host=None, path="/"):
     """n HTTP/1.1 keep-alive requests over 8 connections (h2load --h1: a fixed count, not a time)."""
-    out = subprocess.run(["h2load", "--h1", "-n", str(n), "-c", "8", "-t1", "-H", f":authority: {HOST}",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=600).stdout
+    out = subprocess.run(["h2load", "--h1", "-n", str(n), "-c", "8", "-t1", "-H", f":authority: {host or HOST}",
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=600).stdout
     m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
     if not m or int(m.group(1)) != n:
         raise RuntimeError(f"h2load: not every request succeeded:\n{out}")
 
 
-def instructions_per_request(setup, name):
+def instructions_per_request(setup, name, host=None, path="/"):
     """User-space instructions per proxied HTTP/1.1 request, from callgrind: the difference
     between two runs of different lengths, divided by the difference in requests. Callgrind
     counts instructions, so the figure does not depend on what else the machine is doing."""
@@ -621,8 +664,8 @@ def instructions_per_request(setup, name):
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_port(port, timeout=120)
-            wait_routed(port, HOST, limit=120)
-            h1_requests(port, n)
+            wait_routed(port, host or HOST, limit=120, path=path)
+            h1_requests(port, n, host, path)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)

@@ -5,6 +5,7 @@ Portico binaries, twice each, in one setup: the before/after figure for a reques
     cargo build --release --bin portico && cp target/release/portico /tmp/after
     git stash / checkout the base; build; cp target/release/portico /tmp/before
     python3 bench/instructions.py /tmp/before /tmp/after
+    python3 bench/instructions.py --rewrite /tmp/after    (the "rewrite" scenario's route)
 
 Needs valgrind, nginx (the backends) and h2load, as bench/run does."""
 import sys
@@ -16,7 +17,10 @@ import harness  # noqa: E402
 
 
 def main():
-    binaries = [Path(b).resolve() for b in sys.argv[1:]]
+    args = sys.argv[1:]
+    # `--rewrite`: the "rewrite" scenario's route (regex host, capture rewrite, snippet header).
+    host, path = (harness.REWRITE_HOST, "/app/") if "--rewrite" in args else (None, "/")
+    binaries = [Path(b).resolve() for b in args if b != "--rewrite"]
     if not binaries:
         sys.exit(__doc__)
     with tempfile.TemporaryDirectory(prefix="portico-instructions-") as work:
@@ -26,7 +30,7 @@ def main():
             for binary in binaries:
                 harness.PORTICO = binary
                 for run in (1, 2):
-                    n = harness.instructions_per_request(setup, "portico")
+                    n = harness.instructions_per_request(setup, "portico", host, path)
                     print(f"{binary} run {run}: {n:,.0f} instructions/request", flush=True)
         finally:
             setup.stop()

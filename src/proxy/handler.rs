@@ -24,8 +24,7 @@ use super::upstream::{
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{
-    Policy, RequestVars, ResponseFilter, ResponseOp, Rewrite, Route, RouteLabels, Upstream,
-    UrlTemplate,
+    FieldValue, Policy, RequestVars, ResponseOp, Rewrite, Route, RouteLabels, Upstream,
 };
 
 /// What is learned about a request on its way, for the access log and metrics.
@@ -37,21 +36,13 @@ struct Outcome<'s> {
     request_id: Option<HeaderValue>,
     /// Error bodies in JSON (the request's Accept asks for it).
     json: bool,
-    /// The route's response header operations, their values expanded (snippets; boxed:
-    /// rare).
-    response_ops: Option<Box<[Prepared<'s>]>>,
+    /// The route's response header operations (snippets), and their values expanded for
+    /// this request when some use variables (boxed: rare).
+    response_ops: Option<(&'s [ResponseOp], Option<Expanded>)>,
 }
 
-/// A response header operation of a route, its value expanded for the request.
-#[derive(Debug)]
-enum Prepared<'s> {
-    /// Replace (or remove: `None`) the field, when the filter matches.
-    Set(&'s HeaderName, Option<HeaderValue>, &'s ResponseFilter),
-    /// Remove the fields matching the pattern, when the filter matches.
-    Clear(&'s str, &'s ResponseFilter),
-    /// Add the field (`always`: whatever the status).
-    Add(&'s HeaderName, HeaderValue, bool),
-}
+/// Response field values expanded for one request, by operation.
+type Expanded = Box<[Option<HeaderValue>]>;
 
 /// `?` inside the labeled block `$label`: the error ends the block.
 macro_rules! or_break {
@@ -99,8 +90,10 @@ impl Proxy {
             // `rewrite-target`: the path and query sent upstream instead of the request's.
             let mut rewritten: Option<String> = None;
             let mut prefix: Option<HeaderValue> = None;
-            // `proxy_set_header` of the route's snippets, their values expanded.
-            let mut set: Vec<(HeaderName, Option<HeaderValue>)> = Vec::new();
+            // `proxy_set_header` of the route's snippets: built once when literal, else
+            // expanded into `set_owned`.
+            let mut set_owned: Vec<(HeaderName, Option<HeaderValue>)> = Vec::new();
+            let mut set: &[(HeaderName, Option<HeaderValue>)] = &[];
             if let Some(policy) = policy {
                 if !policy.access_log {
                     logged = None;
@@ -131,14 +124,19 @@ impl Proxy {
                         .and_then(|p| HeaderValue::from_str(p).ok());
                 }
                 if let Some(ops) = policy.headers.as_deref() {
-                    set = ops
-                        .request
-                        .iter()
-                        .map(|(name, value)| (name.0.clone(), field_value(value, &vars)))
-                        .collect();
+                    match &ops.request_fixed {
+                        Some(fixed) => set = fixed,
+                        None => {
+                            set_owned = ops
+                                .request
+                                .iter()
+                                .map(|(name, value)| (name.0.clone(), value.value(&vars)))
+                                .collect();
+                        }
+                    }
                     if !ops.response.is_empty() {
-                        outcome.response_ops =
-                            Some(prepare(&ops.response, &vars).into_boxed_slice());
+                        let expanded = ops.response_vars.then(|| expand(&ops.response, &vars));
+                        outcome.response_ops = Some((&ops.response, expanded));
                     }
                 }
             }
@@ -208,7 +206,11 @@ impl Proxy {
                     Cow::Borrowed(_) => None,
                 },
                 rewritten: rewritten.as_deref(),
-                set: &set,
+                set: if set_owned.is_empty() {
+                    set
+                } else {
+                    &set_owned
+                },
                 request_id: generated.as_ref().map(headers::RequestId::as_bytes),
                 upgrade,
             };
@@ -270,8 +272,8 @@ impl Proxy {
                 e.response(outcome.json)
             }
         };
-        if let Some(ops) = outcome.response_ops.take() {
-            apply_response_ops(&ops, &mut response);
+        if let Some((ops, expanded)) = outcome.response_ops.take() {
+            apply_response_ops(ops, expanded.as_deref(), &mut response);
         }
         response
             .headers_mut()
@@ -539,39 +541,19 @@ fn policy_before_redirects(
         return Ok(Some(redirect_to(status, &r.url.expand(vars))));
     }
     if let Some(rw) = policy.rewrite.as_ref().filter(|rw| rw.redirect) {
-        let (target, query) = rewrite_parts(rw, vars);
-        let location = match query {
-            Some(q) => format!("{target}?{q}"),
-            None => target,
-        };
-        return Ok(Some(redirect_to(StatusCode::FOUND, &escape_uri(&location))));
+        let location = rewrite_location(rw, vars);
+        return Ok(Some(redirect_to(StatusCode::FOUND, &location)));
     }
     Ok(None)
 }
 
-/// A snippet's field value for one request: `None` when it expands to nothing (the field is
-/// removed, as nginx does with an empty `proxy_set_header`) or to bytes a field cannot hold.
-fn field_value(template: &UrlTemplate, vars: &RequestVars<'_>) -> Option<HeaderValue> {
-    let text = template.expand(vars);
-    if text.is_empty() {
-        return None;
-    }
-    HeaderValue::from_bytes(text.as_bytes()).ok()
-}
-
-/// The route's response operations with their values expanded while the request is at hand.
-fn prepare<'s>(ops: &'s [ResponseOp], vars: &RequestVars<'_>) -> Vec<Prepared<'s>> {
+/// The values of a route's response operations for one request (only when some use
+/// variables).
+fn expand(ops: &[ResponseOp], vars: &RequestVars<'_>) -> Expanded {
     ops.iter()
-        .filter_map(|op| match op {
-            ResponseOp::Set { name, value, when } => {
-                Some(Prepared::Set(&name.0, field_value(value, vars), when))
-            }
-            ResponseOp::Clear { pattern, when } => Some(Prepared::Clear(pattern, when)),
-            ResponseOp::Add {
-                name,
-                value,
-                always,
-            } => field_value(value, vars).map(|v| Prepared::Add(&name.0, v, *always)),
+        .map(|op| match op {
+            ResponseOp::Set { value, .. } | ResponseOp::Add { value, .. } => value.value(vars),
+            ResponseOp::Clear { .. } => None,
         })
         .collect()
 }
@@ -581,19 +563,31 @@ const ADD_HEADER_STATUSES: [u16; 10] = [200, 201, 204, 206, 301, 302, 303, 304, 
 
 /// Applies a route's response operations, in order, to the response it gets (Portico's own
 /// answers included, as nginx's header directives apply to its error pages).
-fn apply_response_ops(ops: &[Prepared<'_>], response: &mut Response<ProxyBody>) {
+fn apply_response_ops(
+    ops: &[ResponseOp],
+    expanded: Option<&[Option<HeaderValue>]>,
+    response: &mut Response<ProxyBody>,
+) {
     let status = response.status().as_u16();
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
+        let value = |v: &FieldValue| match expanded {
+            Some(e) => e.get(i).cloned().flatten(),
+            None => v.fixed.clone().flatten(),
+        };
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .map(HeaderValue::as_bytes);
         match op {
-            Prepared::Set(name, value, when) if when.matches(status, content_type) => match value {
-                Some(v) => drop(response.headers_mut().insert(*name, v.clone())),
-                None => drop(response.headers_mut().remove(*name)),
+            ResponseOp::Set {
+                name,
+                value: v,
+                when,
+            } if when.matches(status, content_type) => match value(v) {
+                Some(v) => drop(response.headers_mut().insert(&name.0, v)),
+                None => drop(response.headers_mut().remove(&name.0)),
             },
-            Prepared::Clear(pattern, when) if when.matches(status, content_type) => {
+            ResponseOp::Clear { pattern, when } if when.matches(status, content_type) => {
                 match pattern.strip_suffix('*') {
                     Some(prefix) => {
                         let doomed: Vec<HeaderName> = response
@@ -606,13 +600,17 @@ fn apply_response_ops(ops: &[Prepared<'_>], response: &mut Response<ProxyBody>) 
                             response.headers_mut().remove(k);
                         }
                     }
-                    None => drop(response.headers_mut().remove(*pattern)),
+                    None => drop(response.headers_mut().remove(&**pattern)),
                 }
             }
-            Prepared::Add(name, value, always)
-                if *always || ADD_HEADER_STATUSES.contains(&status) =>
-            {
-                response.headers_mut().append(*name, value.clone());
+            ResponseOp::Add {
+                name,
+                value: v,
+                always,
+            } if *always || ADD_HEADER_STATUSES.contains(&status) => {
+                if let Some(v) = value(v) {
+                    response.headers_mut().append(&name.0, v);
+                }
             }
             _ => {}
         }
@@ -622,64 +620,84 @@ fn apply_response_ops(ops: &[Prepared<'_>], response: &mut Response<ProxyBody>) 
 /// The X-Forwarded-Prefix field (`x-forwarded-prefix`, sent with a rewrite).
 static X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");
 
-/// nginx's `rewrite` of the whole URI: the target expanded (captures and variables), then the
-/// query: a target's own arguments come first and the request's are appended after `&`,
-/// unless the target ends with `?`, which drops them.
-fn rewrite_parts(rw: &Rewrite, vars: &RequestVars<'_>) -> (String, Option<String>) {
-    let expanded = rw.target.expand(vars);
+/// nginx's `rewrite` of the whole URI, split: the target's path, its own arguments, and the
+/// request's arguments that follow them (`&`-joined), unless the target ends with `?`, which
+/// drops them.
+fn split_target<'a>(
+    expanded: &'a str,
+    vars: &RequestVars<'a>,
+) -> (&'a str, Option<&'a str>, Option<&'a str>) {
     let (body, keep) = match expanded.strip_suffix('?') {
         Some(body) => (body, false),
-        None => (expanded.as_str(), true),
+        None => (expanded, true),
     };
     let (target, args) = match body.split_once('?') {
         Some((t, a)) => (t, Some(a).filter(|a| !a.is_empty())),
         None => (body, None),
     };
     let original = vars.query.filter(|q| keep && !q.is_empty());
-    let query = match (args, original) {
-        (Some(a), Some(o)) => Some(format!("{a}&{o}")),
-        (Some(a), None) => Some(a.to_string()),
-        (None, Some(o)) => Some(o.to_string()),
-        (None, None) => None,
-    };
-    (target.to_string(), query)
+    (target, args, original)
+}
+
+/// Appends `?args&original` (what is there of it), escaped.
+fn push_query(out: &mut String, args: Option<&str>, original: Option<&str>) {
+    let mut sep = '?';
+    for part in [args, original].into_iter().flatten() {
+        out.push(sep);
+        escape_into(out, part);
+        sep = '&';
+    }
+}
+
+/// A `rewrite-target` that is a URL: the Location of its 302.
+fn rewrite_location(rw: &Rewrite, vars: &RequestVars<'_>) -> String {
+    let expanded = rw.target.expand(vars);
+    let (target, args, original) = split_target(&expanded, vars);
+    let mut out = String::with_capacity(expanded.len() + original.map_or(0, str::len) + 2);
+    escape_into(&mut out, target);
+    push_query(&mut out, args, original);
+    out
 }
 
 /// The path and query sent upstream for a rewrite: the target made absolute, escaped where
 /// a request target may not hold a byte, and normalised again (dot segments, as every
-/// forwarded path): 400 when it cannot be.
+/// forwarded path): 400 when it cannot be. One buffer, as a rewrite is on the request path.
 fn rewrite_uri(rw: &Rewrite, vars: &RequestVars<'_>) -> Result<String, ProxyError> {
-    let (target, query) = rewrite_parts(rw, vars);
-    let target = escape_uri(&target);
-    let absolute = if target.starts_with('/') {
-        target
-    } else {
-        format!("/{target}")
-    };
-    let path = super::path::normalize(&absolute)
-        .map_err(|_| ProxyError::BadRequest("invalid rewritten path"))?;
-    Ok(match query {
-        Some(q) => format!("{path}?{}", escape_uri(&q)),
-        None => path.into_owned(),
-    })
+    let expanded = rw.target.expand(vars);
+    let (target, args, original) = split_target(&expanded, vars);
+    let mut out = String::with_capacity(expanded.len() + original.map_or(0, str::len) + 3);
+    if !target.starts_with('/') {
+        out.push('/');
+    }
+    escape_into(&mut out, target);
+    match super::path::normalize(&out) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(normal)) => out = normal,
+        Err(_) => return Err(ProxyError::BadRequest("invalid rewritten path")),
+    }
+    push_query(&mut out, args, original);
+    Ok(out)
 }
 
-/// Percent-encodes the bytes a request target or Location may not carry as they are
-/// (controls, space, non-ASCII, and `"<>\^`{|}`), as nginx escapes a rewritten URI.
-fn escape_uri(s: &str) -> String {
+/// Appends `s` to `out`, percent-encoding the bytes a request target or Location may not
+/// carry as they are (controls, space, non-ASCII, and `"<>\\^`{|}`), as nginx escapes a
+/// rewritten URI.
+fn escape_into(out: &mut String, s: &str) {
     let unsafe_byte = |b: u8| !b.is_ascii_graphic() || b"\"<>\\^`{|}".contains(&b);
     if !s.bytes().any(unsafe_byte) {
-        return s.to_string();
+        out.push_str(s);
+        return;
     }
-    let mut out = String::with_capacity(s.len() + 8);
     for &b in s.as_bytes() {
         if unsafe_byte(b) {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         } else {
             out.push(char::from(b));
         }
     }
-    out
 }
 
 /// Writes the access line when the response body ends (at once for local bodies).

@@ -163,9 +163,74 @@ pub struct Policy {
 pub struct HeaderOps {
     /// `proxy_set_header`: each replaces the client's field of that name (and Portico's own
     /// forwarding field); an empty value removes it.
-    pub request: Vec<(FieldName, UrlTemplate)>,
+    pub request: Vec<(FieldName, FieldValue)>,
     /// `more_set_headers`, `more_clear_headers`, `add_header`.
     pub response: Vec<ResponseOp>,
+    /// `request` built once when every value is a literal (the usual case): what goes
+    /// upstream without a per-request allocation.
+    #[serde(skip)]
+    pub request_fixed: Option<Vec<(http::HeaderName, Option<http::HeaderValue>)>>,
+    /// Whether a response value uses variables (then they are expanded per request).
+    pub response_vars: bool,
+}
+
+impl HeaderOps {
+    /// Fills in what is computed once: the literal request fields, and whether the response
+    /// operations need the request's variables.
+    pub fn finish(&mut self) {
+        self.request_fixed = self
+            .request
+            .iter()
+            .map(|(n, v)| Some((n.0.clone(), v.fixed.clone()?)))
+            .collect();
+        self.response_vars = self.response.iter().any(|op| match op {
+            ResponseOp::Set { value, .. } | ResponseOp::Add { value, .. } => value.fixed.is_none(),
+            ResponseOp::Clear { .. } => false,
+        });
+    }
+}
+
+/// A header field value of a snippet: its template, and the value itself when the template
+/// is a literal (built once; `Some(None)`: empty, the field is removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldValue {
+    /// The value with nginx variables.
+    pub template: UrlTemplate,
+    /// The value when it has no variables.
+    pub fixed: Option<Option<http::HeaderValue>>,
+}
+
+impl FieldValue {
+    /// A value from its template.
+    pub fn new(template: UrlTemplate) -> FieldValue {
+        let fixed = match &*template.0 {
+            [] => Some(None),
+            [UrlPart::Literal(text)] => http::HeaderValue::from_bytes(text.as_bytes())
+                .ok()
+                .map(Some),
+            _ => None,
+        };
+        FieldValue { template, fixed }
+    }
+
+    /// The value for one request: `None` when it is empty (the field is removed, as nginx
+    /// does with an empty `proxy_set_header`) or holds bytes a field cannot.
+    pub fn value(&self, vars: &RequestVars<'_>) -> Option<http::HeaderValue> {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
+        let text = self.template.expand(vars);
+        if text.is_empty() {
+            return None;
+        }
+        http::HeaderValue::from_bytes(text.as_bytes()).ok()
+    }
+}
+
+impl Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.template.serialize(s)
+    }
 }
 
 /// A header field name, validated at build time.
@@ -187,7 +252,7 @@ pub enum ResponseOp {
         /// The field.
         name: FieldName,
         /// Its value.
-        value: UrlTemplate,
+        value: FieldValue,
         /// When it applies.
         when: ResponseFilter,
     },
@@ -204,7 +269,7 @@ pub enum ResponseOp {
         /// The field.
         name: FieldName,
         /// Its value.
-        value: UrlTemplate,
+        value: FieldValue,
         /// `always`.
         always: bool,
     },

@@ -433,6 +433,7 @@ fn snippet_headers(r: &mut Reader<'_>, globals: &Globals, policy: &mut Policy) -
         }
     }
     if ok && ops != HeaderOps::default() {
+        ops.finish();
         policy.headers = Some(Arc::new(ops));
     }
     ok

@@ -7,7 +7,7 @@
 use http::HeaderName;
 
 use super::values::parse_field_template;
-use crate::snapshot::routes::{FieldName, HeaderOps, ResponseFilter, ResponseOp, UrlTemplate};
+use crate::snapshot::routes::{FieldName, FieldValue, HeaderOps, ResponseFilter, ResponseOp};
 
 /// The longest snippet read (bytes).
 const MAX_SNIPPET: usize = 16 * 1024;
@@ -157,8 +157,10 @@ fn field_name(name: &str, directive: &str) -> Result<FieldName, String> {
     Ok(FieldName(parsed))
 }
 
-fn field_value(value: &str, directive: &str) -> Result<UrlTemplate, String> {
-    parse_field_template(value).map_err(|why| format!("{directive}: the value {value:?} {why}"))
+fn field_value(value: &str, directive: &str) -> Result<FieldValue, String> {
+    parse_field_template(value)
+        .map(FieldValue::new)
+        .map_err(|why| format!("{directive}: the value {value:?} {why}"))
 }
 
 /// `more_set_headers [-s statuses] [-t types] 'Name: value'…`
