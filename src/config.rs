@@ -206,6 +206,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced_name,
           env = "PORTICO_CONFIGMAP")]
     pub configmap: Option<(String, String)>,
+    /// Serve the IngressClasses whose `spec.controller` is this (repeatable, or a comma
+    /// list). `--controller-class k8s.io/ingress-nginx` serves ingress-nginx's classes, to run
+    /// Portico beside ingress-nginx on a few nodes before switching: then also pass
+    /// `--update-status=false`, or both controllers write the Ingresses' status.
+    #[arg(long = "controller-class", value_name = "CONTROLLER", value_delimiter = ',',
+          default_value = crate::snapshot::CONTROLLER_NAME)]
+    pub controller_classes: Vec<String>,
 }
 
 /// Schedulers and, in the embedded mode, ClusterIP/NodePort allocation.
@@ -267,6 +274,7 @@ impl BuildArgs {
             host_ownership: self.host_ownership,
             allow_external_names: self.allow_external_name_services,
             configmap: self.configmap.clone(),
+            controller_classes: self.controller_classes.clone(),
         }
     }
 }

@@ -186,6 +186,17 @@ async fn start_source(
             }
         }));
     }
+    let foreign = args
+        .build
+        .controller_classes
+        .iter()
+        .any(|c| c != crate::snapshot::CONTROLLER_NAME);
+    if foreign && args.source.kube.update_status {
+        warn!(
+            controllers = ?args.build.controller_classes,
+            "serving another controller's IngressClasses with --update-status on: if that controller still runs, both write the Ingresses' status; pass --update-status=false until it is gone"
+        );
+    }
     let configmap = args.build.configmap.clone();
     let source = kubernetes::start(&args.source.kube, configmap, tx, builds, stop).await?;
     Ok(tokio::spawn(async move { Ok(source.run().await?) }))

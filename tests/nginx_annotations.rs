@@ -465,3 +465,44 @@ async fn read_timeout() {
     );
     env.shutdown().await;
 }
+
+/// `--controller-class k8s.io/ingress-nginx`: Portico serves ingress-nginx's IngressClass
+/// (to run beside it before switching); without it, that class is not Portico's.
+#[tokio::test]
+async fn controller_class_serves_ingress_nginx_s_class() {
+    timeout(LIMIT, controller_class()).await.expect("bounded");
+}
+
+async fn controller_class() {
+    let backend = Backend::start("web").await;
+    let nginx_class = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n".to_string();
+    let ing = ingress_full(
+        "shop",
+        "legacy",
+        &[("legacy.example", vec![prefix("/", "web", 80)])],
+        &[],
+        "",
+        None,
+    )
+    .replace("ingressClassName: portico", "ingressClassName: nginx");
+    let files = [
+        ("class.yaml", nginx_class),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[backend.addr], &[]),
+        ),
+        ("ing.yaml", ing),
+    ];
+    let env = Env::start(&files).await;
+    let reply = h1(env.http(), get("legacy.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "not Portico's class");
+    env.shutdown().await;
+    let flags = [
+        "--controller-class",
+        "portico.dev/ingress-controller,k8s.io/ingress-nginx",
+    ];
+    let env = Env::start_with(&files, &flags).await;
+    let reply = h1(env.http(), get("legacy.example", "/")).await;
+    assert_eq!(reply.served_by(), "web");
+    env.shutdown().await;
+}

@@ -51,6 +51,9 @@ pub struct BuildConfig {
     /// The controller's ConfigMap (namespace, name) with ingress-nginx's global settings
     /// (`--configmap`); `None`: ingress-nginx's defaults.
     pub configmap: Option<(String, String)>,
+    /// The `spec.controller` values of the IngressClasses Portico serves
+    /// (`--controller-class`, default `portico.dev/ingress-controller`).
+    pub controller_classes: Vec<String>,
 }
 
 /// Who may add paths to a host.
@@ -78,6 +81,7 @@ impl BuildConfig {
             host_ownership: HostOwnership::default(),
             allow_external_names: true,
             configmap: None,
+            controller_classes: vec![CONTROLLER_NAME.to_string()],
         }
     }
 }

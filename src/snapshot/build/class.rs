@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use super::{BuildConfig, CONTROLLER_NAME};
+use super::BuildConfig;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::source::{Kind, ObjectKey};
 use crate::store::ObjectStore;
@@ -28,7 +28,7 @@ pub(super) fn our_ingresses<'a>(
     config: &BuildConfig,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<OurIngress<'a>> {
-    let classes = Classes::new(store);
+    let classes = Classes::new(store, &config.controller_classes);
     store
         .ingresses
         .iter()
@@ -72,16 +72,16 @@ struct Classes<'a> {
 // === impl Classes ===
 
 impl<'a> Classes<'a> {
-    fn new(store: &'a ObjectStore) -> Self {
+    fn new(store: &'a ObjectStore, controllers: &[String]) -> Self {
         let classes = &store.ingress_classes;
         Classes {
             ours: classes
                 .iter()
-                .map(|((_, name), c)| (name.as_str(), is_our_class(c)))
+                .map(|((_, name), c)| (name.as_str(), is_our_class(c, controllers)))
                 .collect(),
             ours_is_default: classes
                 .values()
-                .any(|c| is_our_class(c) && is_default_class(c)),
+                .any(|c| is_our_class(c, controllers) && is_default_class(c)),
         }
     }
 
@@ -124,8 +124,9 @@ impl<'a> Classes<'a> {
     }
 }
 
-fn is_our_class(class: &IngressClass) -> bool {
-    class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+fn is_our_class(class: &IngressClass, controllers: &[String]) -> bool {
+    let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
+    controller.is_some_and(|c| controllers.iter().any(|ours| ours == c))
 }
 
 fn is_default_class(class: &IngressClass) -> bool {

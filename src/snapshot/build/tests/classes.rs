@@ -43,6 +43,11 @@ fn class_selection() {
     let mut custom = config();
     custom.ingress_class = "internal".to_string();
     let other = || class("nginx", "k8s.io/ingress-nginx", false);
+    // `--controller-class portico.dev/ingress-controller,k8s.io/ingress-nginx`.
+    let mut beside = config();
+    beside
+        .controller_classes
+        .push("k8s.io/ingress-nginx".to_string());
     let cases: Vec<(&str, &BuildConfig, Vec<Object>, bool)> = vec![
         (
             "ingressClassName names our class",
@@ -89,6 +94,27 @@ fn class_selection() {
             vec![
                 class("edge", CONTROLLER_NAME, false),
                 without_class(Some("edge")),
+            ],
+            true,
+        ),
+        (
+            "--controller-class takes ingress-nginx's class",
+            &beside,
+            vec![our_class(), other(), with_class_name("nginx")],
+            true,
+        ),
+        (
+            "--controller-class: the annotation naming that class",
+            &beside,
+            vec![other(), without_class(Some("nginx"))],
+            true,
+        ),
+        (
+            "--controller-class: its default class takes class-less Ingresses",
+            &beside,
+            vec![
+                class("nginx", "k8s.io/ingress-nginx", true),
+                without_class(None),
             ],
             true,
         ),
