@@ -3,8 +3,11 @@
 
 use std::fmt::Write;
 
+use serde::Serialize;
+
 use crate::snapshot::table::{RouteRow, route_rows};
 use crate::snapshot::{Built, Severity};
+use crate::source::ObjectKey;
 use crate::source::manifests::ManifestProblem;
 
 /// The outcome of a check.
@@ -14,6 +17,103 @@ pub struct Report {
     pub text: String,
     /// Errors found (build errors and unreadable manifests): the exit status is 1 when > 0.
     pub errors: usize,
+}
+
+/// One ingress-nginx annotation of an Ingress Portico serves, and what Portico makes of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Migrated {
+    /// The annotation's name without the prefix.
+    pub annotation: String,
+    /// Its value.
+    pub value: String,
+    /// `honoured`, `honoured, differs`, `accepted, no effect`, `fails closed`, `not yet`,
+    /// `obsolete` or `unknown`.
+    pub status: &'static str,
+    /// The difference, the reason, or what replaced it.
+    pub note: String,
+}
+
+/// The migration report of one Ingress: its ingress-nginx annotations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MigrationEntry {
+    /// `namespace/name`.
+    pub ingress: String,
+    /// Its annotations under `nginx.ingress.kubernetes.io/`, by name.
+    pub annotations: Vec<Migrated>,
+}
+
+/// What Portico makes of the ingress-nginx annotations of the Ingresses it serves (those
+/// without any are left out).
+pub fn migration(store: &crate::store::ObjectStore, ours: &[ObjectKey]) -> Vec<MigrationEntry> {
+    use crate::snapshot::annotations::{NGINX, Support, support};
+    let mut out = Vec::new();
+    for key in ours {
+        let Some(ingress) = store
+            .ingresses
+            .get(&(key.namespace.clone(), key.name.clone()))
+        else {
+            continue;
+        };
+        let annotations: Vec<Migrated> = ingress
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.strip_prefix(NGINX)?, v)))
+            .map(|(name, value)| {
+                let (status, note) = match support(name) {
+                    Some(Support::Honoured) => ("honoured", String::new()),
+                    Some(Support::Differs(d)) => ("honoured, differs", d.to_string()),
+                    Some(Support::Accepted(why)) => ("accepted, no effect", why.to_string()),
+                    Some(Support::FailsClosed) => (
+                        "fails closed",
+                        "guards access and is not implemented yet: every path of the Ingress answers 503".to_string(),
+                    ),
+                    Some(Support::Unsupported) => ("not yet", "ignored, with a warning".to_string()),
+                    Some(Support::Obsolete(why)) => ("obsolete", why.to_string()),
+                    None => ("unknown", "not an ingress-nginx annotation; ignored".to_string()),
+                };
+                Migrated {
+                    annotation: name.to_string(),
+                    value: value.clone(),
+                    status,
+                    note,
+                }
+            })
+            .collect();
+        if !annotations.is_empty() {
+            out.push(MigrationEntry {
+                ingress: format!("{}/{}", key.namespace, key.name),
+                annotations,
+            });
+        }
+    }
+    out
+}
+
+/// The migration report as text.
+fn render_migration(entries: &[MigrationEntry]) -> String {
+    let mut text = String::new();
+    if entries.is_empty() {
+        return text;
+    }
+    text.push_str("\nMigration from ingress-nginx (nginx.ingress.kubernetes.io/ annotations):\n");
+    for e in entries {
+        let _ = writeln!(text, "  Ingress {}", e.ingress);
+        for a in &e.annotations {
+            let note = if a.note.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", a.note)
+            };
+            let _ = writeln!(
+                text,
+                "    {} = {:?}: {}{note}",
+                a.annotation, a.value, a.status
+            );
+        }
+    }
+    text
 }
 
 /// Renders the result of a build of the manifests.
@@ -110,11 +210,29 @@ pub fn load_and_build(
     manifests: &std::path::Path,
     build: &crate::config::BuildArgs,
 ) -> Result<(Built, Vec<ManifestProblem>), CheckError> {
+    let (built, problems, _) = load_build_keep(manifests, build)?;
+    Ok((built, problems))
+}
+
+/// [`load_and_build`], keeping the objects.
+fn load_build_keep(
+    manifests: &std::path::Path,
+    build: &crate::config::BuildArgs,
+) -> Result<(Built, Vec<ManifestProblem>, crate::store::ObjectStore), CheckError> {
     let (objects, problems) = crate::source::manifests::load_dir(manifests)?;
+    let store = crate::store::ObjectStore::from_objects(objects);
+    let built = build_once(&store, build)?;
+    Ok((built, problems, store))
+}
+
+/// One build of `store`, with the certificates' validity judged now.
+fn build_once(
+    store: &crate::store::ObjectStore,
+    build: &crate::config::BuildArgs,
+) -> Result<Built, CheckError> {
     let fallback =
         crate::snapshot::certs::TlsCert::self_signed(&[crate::run::DEFAULT_CERT_NAME])?.key;
-    let store = crate::store::ObjectStore::from_objects(objects);
-    let mut built = crate::snapshot::build(&store, &build.build_config(fallback));
+    let mut built = crate::snapshot::build(store, &build.build_config(fallback));
     // Certificates out of (or near the end of) their validity period, judged now, as the
     // controller judges them after each build.
     use crate::snapshot::certs::expiry;
@@ -123,15 +241,49 @@ pub fn load_and_build(
         .diagnostics
         .extend(expiry::diagnostics(&served, expiry::unix_now()));
     built.diagnostics.sort();
-    Ok((built, problems))
+    Ok(built)
 }
 
 /// Runs `portico check`: prints the report and returns the exit status.
 pub fn run(args: &crate::config::CheckArgs) -> Result<std::process::ExitCode, CheckError> {
-    let (built, problems) = load_and_build(&args.manifests, &args.build)?;
+    let (built, problems, store) = load_build_keep(&args.manifests, &args.build)?;
+    let migration = migration(&store, &built.ingresses);
     let report = report(&built, &problems);
-    print!("{}", report.text);
+    match args.format {
+        crate::config::CheckFormat::Text => {
+            print!("{}{}", report.text, render_migration(&migration));
+        }
+        crate::config::CheckFormat::Json => {
+            let json = json_report(&built, &problems, &migration, report.errors);
+            println!("{json:#}");
+        }
+    }
     Ok(exit_code(report.errors == 0))
+}
+
+/// The whole check as one JSON object.
+pub fn json_report(
+    built: &Built,
+    problems: &[ManifestProblem],
+    migration: &[MigrationEntry],
+    errors: usize,
+) -> serde_json::Value {
+    let problems: Vec<serde_json::Value> = problems
+        .iter()
+        .map(|p| {
+            let severity = if p.is_error() { "error" } else { "warning" };
+            serde_json::json!({"severity": severity, "message": p.to_string()})
+        })
+        .collect();
+    let warnings = problems.len() + built.diagnostics.len() - errors;
+    serde_json::json!({
+        "routes": route_rows(&built.snapshot),
+        "problems": problems,
+        "diagnostics": built.diagnostics,
+        "migration": migration,
+        "errors": errors,
+        "warnings": warnings,
+    })
 }
 
 /// Runs `portico explain`.

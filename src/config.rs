@@ -134,9 +134,21 @@ pub struct CheckArgs {
     /// The manifests directory to check.
     #[arg(long, value_name = "DIR", required = true)]
     pub manifests: PathBuf,
+    /// `text` (default) or `json` (for CI: routes, problems, and the migration report).
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
     /// How Ingresses become routes.
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+/// What `portico check` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// For people.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 /// Where the objects come from.

@@ -19,7 +19,7 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 pub use build::{
-    BuildCache, BuildConfig, Built, CONTROLLER_NAME, HostOwnership, build, build_after,
+    BuildCache, BuildConfig, Built, CONTROLLER_NAME, HostOwnership, annotations, build, build_after,
 };
 pub use certs::CertTable;
 pub use diagnostics::{Diagnostic, Severity};

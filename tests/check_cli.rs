@@ -128,3 +128,94 @@ fn sigterm_drains_and_exits_zero() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("drained")), "{rest:?}");
 }
+
+fn check_args(dir: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "--manifests"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run portico");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn migrating(dir: &std::path::Path, annotations: &str) {
+    std::fs::write(
+        dir.join("app.yaml"),
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: portico}}\nspec: {{controller: portico.dev/ingress-controller}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  namespace: shop\n  annotations: {{{annotations}}}\n\
+             spec:\n  ingressClassName: portico\n  rules: [{{host: a.example, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The migration report: each ingress-nginx annotation of each Ingress, with what Portico
+/// makes of it; warnings alone (an annotation not supported yet) do not fail the check.
+#[test]
+fn the_migration_report_names_each_annotation() {
+    let dir = tempfile::tempdir().unwrap();
+    migrating(
+        dir.path(),
+        "nginx.ingress.kubernetes.io/proxy-body-size: 8m, nginx.ingress.kubernetes.io/use-regex: \"true\", \
+         nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/secure-backends: \"true\"",
+    );
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 0, "warnings only: {out}");
+    assert!(out.contains("Migration from ingress-nginx"), "{out}");
+    assert!(out.contains("  Ingress shop/web"), "{out}");
+    assert!(out.contains("proxy-body-size = \"8m\": honoured"), "{out}");
+    assert!(
+        out.contains("use-regex = \"true\": honoured, differs: regexes run"),
+        "{out}"
+    );
+    assert!(out.contains("affinity = \"cookie\": not yet"), "{out}");
+    assert!(
+        out.contains("secure-backends = \"true\": obsolete: replaced by backend-protocol"),
+        "{out}"
+    );
+    // JSON for CI: the same, machine-readable.
+    let (code, json) = check_args(dir.path(), &["--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let entry = &v["migration"][0];
+    assert_eq!(entry["ingress"], "shop/web");
+    let statuses: Vec<(String, String)> = entry["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["annotation"].as_str().unwrap().to_string(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        statuses.contains(&("affinity".into(), "not yet".into())),
+        "{statuses:?}"
+    );
+    assert_eq!(v["errors"], 0);
+    assert!(v["warnings"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["routes"][0]["host"], "a.example");
+}
+
+/// An annotation that fails closed is an error: the check fails.
+#[test]
+fn an_annotation_that_fails_closed_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    migrating(dir.path(), "nginx.ingress.kubernetes.io/auth-type: basic");
+    let (code, out) = check_args(dir.path(), &["--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["errors"], 1);
+    assert_eq!(
+        v["migration"][0]["annotations"][0]["status"],
+        "fails closed"
+    );
+}
