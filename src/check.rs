@@ -246,7 +246,24 @@ fn build_once(
 
 /// Runs `portico check`: prints the report and returns the exit status.
 pub fn run(args: &crate::config::CheckArgs) -> Result<std::process::ExitCode, CheckError> {
-    let (built, problems, store) = load_build_keep(&args.manifests, &args.build)?;
+    let (built, problems, store) = match (&args.manifests, &args.kubeconfig) {
+        (Some(dir), _) => load_build_keep(dir, &args.build)?,
+        (None, kubeconfig) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(CheckError::Runtime)?;
+            let listing = crate::source::kubernetes::list_once(
+                kubeconfig.as_deref(),
+                args.kube_context.as_deref(),
+                args.build.configmap.as_ref(),
+            );
+            let objects = runtime.block_on(listing)?;
+            let store = crate::store::ObjectStore::from_objects(objects);
+            let built = build_once(&store, &args.build)?;
+            (built, Vec::new(), store)
+        }
+    };
     let migration = migration(&store, &built.ingresses);
     let report = report(&built, &problems);
     match args.format {
@@ -328,4 +345,10 @@ pub enum CheckError {
     /// The URL to explain is not one.
     #[error(transparent)]
     Explain(#[from] crate::l4::explain::ExplainError),
+    /// The cluster could not be read.
+    #[error(transparent)]
+    Kube(#[from] crate::source::kubernetes::KubeError),
+    /// No runtime for the cluster's client.
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
 }

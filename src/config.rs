@@ -132,8 +132,15 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The manifests directory to check.
-    #[arg(long, value_name = "DIR", required = true)]
-    pub manifests: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// Check what a live cluster holds instead (read-only: one list of each kind Portico
+    /// reads, nothing written).
+    #[arg(long, value_name = "FILE", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    pub kube_context: Option<String>,
     /// `text` (default) or `json` (for CI: routes, problems, and the migration report).
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     pub format: CheckFormat,

@@ -29,16 +29,18 @@ mod watch;
 mod tests;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::{mpsc, watch as channel};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::controller::BuildStatus;
-use crate::source::Event;
+use crate::source::{Event, Object};
 
 /// The field manager of every write Portico makes (status, Events, the Lease).
 pub(super) const FIELD_MANAGER: &str = "portico";
@@ -131,6 +133,66 @@ pub enum KubeError {
     /// A `--publish-status-address` is empty.
     #[error("--publish-status-address: {0:?} is not an IP address or a host name")]
     StatusAddress(String),
+}
+
+/// Every object a build reads, listed once from the API server (read-only: `portico check
+/// --kubeconfig`): IngressClasses, Ingresses, Services, EndpointSlices, TLS Secrets, and the
+/// controller ConfigMap when one is named.
+pub async fn list_once(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+    configmap: Option<&(String, String)>,
+) -> Result<Vec<Object>, KubeError> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+    use kube::api::ListParams;
+    let client = client_of(kubeconfig, context).await?;
+    let all = ListParams::default();
+    let mut objects = Vec::new();
+    let classes = Api::<IngressClass>::all(client.clone()).list(&all).await?;
+    objects.extend(
+        classes
+            .items
+            .into_iter()
+            .map(|o| Object::IngressClass(Arc::new(o))),
+    );
+    let ingresses = Api::<Ingress>::all(client.clone()).list(&all).await?;
+    objects.extend(
+        ingresses
+            .items
+            .into_iter()
+            .map(|o| Object::Ingress(Arc::new(o))),
+    );
+    let services = Api::<Service>::all(client.clone()).list(&all).await?;
+    objects.extend(
+        services
+            .items
+            .into_iter()
+            .map(|o| Object::Service(Arc::new(o))),
+    );
+    let slices = Api::<EndpointSlice>::all(client.clone()).list(&all).await?;
+    objects.extend(
+        slices
+            .items
+            .into_iter()
+            .map(|o| Object::EndpointSlice(Arc::new(o))),
+    );
+    let tls = ListParams::default().fields(watch::TLS_SECRETS);
+    let secrets = Api::<Secret>::all(client.clone()).list(&tls).await?;
+    objects.extend(
+        secrets
+            .items
+            .into_iter()
+            .map(|o| Object::Secret(Arc::new(o))),
+    );
+    if let Some((ns, name)) = configmap {
+        let api = Api::<ConfigMap>::namespaced(client, ns);
+        if let Some(cm) = api.get_opt(name).await? {
+            objects.push(Object::ConfigMap(Arc::new(cm)));
+        }
+    }
+    Ok(objects)
 }
 
 /// How long shutdown waits for the leader to release its Lease.
@@ -253,11 +315,20 @@ impl KubeSource {
 /// The client: `--kubeconfig`/`--kube-context` when given, else in-cluster configuration,
 /// else `KUBECONFIG` or `~/.kube/config`.
 async fn client(args: &KubeArgs) -> Result<kube::Client, KubeError> {
+    client_of(args.kubeconfig.as_deref(), args.kube_context.as_deref()).await
+}
+
+/// A client from a kubeconfig file and context (`None`: in-cluster, else the default
+/// kubeconfig).
+async fn client_of(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, KubeError> {
     let options = KubeConfigOptions {
-        context: args.kube_context.clone(),
+        context: context.map(str::to_string),
         ..KubeConfigOptions::default()
     };
-    let config = match (&args.kubeconfig, &args.kube_context) {
+    let config = match (kubeconfig, context) {
         (Some(path), _) => {
             let file = Kubeconfig::read_from(path)?;
             kube::Config::from_custom_kubeconfig(file, &options).await?
