@@ -177,7 +177,9 @@ impl Proxy {
             } else {
                 let reading = RequestBody::read(
                     body,
-                    self.config.client_body_buffer_size,
+                    policy
+                        .and_then(|p| p.body_buffer)
+                        .map_or(self.config.client_body_buffer_size, |n| n as usize),
                     self.config.client_body_timeout,
                     policy.and_then(|p| p.body_limit),
                 );

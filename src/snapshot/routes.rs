@@ -155,6 +155,9 @@ pub struct Policy {
     pub timeouts: Option<RouteTimeouts>,
     /// Header operations of `configuration-snippet` / `server-snippet`.
     pub headers: Option<Arc<HeaderOps>>,
+    /// `client-body-buffer-size`: how much of a request body is read before the upstream
+    /// is connected (the proxy's `--client-body-buffer-size` otherwise).
+    pub body_buffer: Option<u64>,
 }
 
 /// Header operations compiled from nginx snippets: fields set on the request sent upstream,
@@ -400,6 +403,7 @@ impl Default for Policy {
             rewrite: None,
             timeouts: None,
             headers: None,
+            body_buffer: None,
         }
     }
 }

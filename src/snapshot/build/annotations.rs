@@ -89,7 +89,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("canary-by-header-value", Support::Unsupported),
     ("canary-weight", Support::Unsupported),
     ("canary-weight-total", Support::Unsupported),
-    ("client-body-buffer-size", Support::Unsupported),
+    (
+        "client-body-buffer-size",
+        Support::Differs(
+            "how much of a body is read in memory before the upstream is connected, at most 1m; the rest is streamed, never written to disk",
+        ),
+    ),
     (
         "configuration-snippet",
         Support::Differs(
@@ -138,7 +143,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("limit-rpm", Support::Unsupported),
     ("limit-rps", Support::Unsupported),
     ("limit-whitelist", Support::Unsupported),
-    ("load-balance", Support::Unsupported),
+    (
+        "load-balance",
+        Support::Differs(
+            "round_robin is honoured; ewma is a warning and round robin until the backends issue brings it",
+        ),
+    ),
     ("mirror-host", Support::Unsupported),
     ("mirror-request-body", Support::Unsupported),
     ("mirror-target", Support::Unsupported),
@@ -185,7 +195,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("proxy-read-timeout", Support::Honoured),
     ("proxy-redirect-from", Support::Unsupported),
     ("proxy-redirect-to", Support::Unsupported),
-    ("proxy-request-buffering", Support::Unsupported),
+    (
+        "proxy-request-buffering",
+        Support::Accepted(
+            "Portico reads a body up to client-body-buffer-size before connecting and streams the rest; nothing goes to disk, so on and off behave alike",
+        ),
+    ),
     ("proxy-send-timeout", Support::Honoured),
     ("proxy-ssl-ciphers", Support::Unsupported),
     ("proxy-ssl-name", Support::Unsupported),
@@ -322,6 +337,12 @@ pub(super) fn parse(
     }
     policy.upstream_host = r.upstream_host();
     policy.use_regex = r.boolean("use-regex").unwrap_or(false);
+    // Capped: a tenant's annotation cannot make Portico hold a huge body in memory.
+    policy.body_buffer = r
+        .size("client-body-buffer-size")
+        .flatten()
+        .map(|n| n.min(MAX_BODY_BUFFER));
+    load_balance(&mut r);
     policy.rewrite = rewrite(&mut r);
     let global = globals.timeouts;
     let timeouts = RouteTimeouts {
@@ -359,6 +380,28 @@ pub(super) fn parse(
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// The most `client-body-buffer-size` may ask to hold in memory per request.
+const MAX_BODY_BUFFER: u64 = 1 << 20;
+
+/// `load-balance`: `round_robin` is what Portico does (unless the Service asks for another
+/// scheduler with `portico.dev/load-balancer`); `ewma` is not there yet (a warning).
+fn load_balance(r: &mut Reader<'_>) {
+    let Some(value) = r.get("load-balance") else {
+        return;
+    };
+    match value {
+        "round_robin" => {}
+        "ewma" => r.warn(
+            "load-balance",
+            "ewma is not supported yet; round robin (or the Service's portico.dev/load-balancer) applies".to_string(),
+        ),
+        other => r.warn(
+            "load-balance",
+            format!("{other:?} is not round_robin or ewma; round robin applies"),
+        ),
+    }
 }
 
 /// `permanent-redirect` / `temporal-redirect` with their codes; temporal wins (as in

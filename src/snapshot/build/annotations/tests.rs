@@ -393,6 +393,26 @@ fn the_configmap_is_the_starting_point_and_annotations_override_it() {
 }
 
 #[test]
+fn body_buffer_and_load_balance() {
+    assert_eq!(
+        policy(&[("client-body-buffer-size", "16k")]).body_buffer,
+        Some(16 << 10)
+    );
+    assert_eq!(
+        policy(&[("client-body-buffer-size", "1g")]).body_buffer,
+        Some(1 << 20),
+        "capped"
+    );
+    let (_, d) = parse_map(&[("load-balance", "round_robin")]);
+    assert!(d.is_empty(), "{d:?}");
+    let (_, d) = parse_map(&[("load-balance", "ewma")]);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].reason.contains("ewma"), "{d:?}");
+    let (_, d) = parse_map(&[("proxy-request-buffering", "off")]);
+    assert!(d.is_empty(), "accepted: {d:?}");
+}
+
+#[test]
 fn proxy_timeouts_are_whole_seconds() {
     use std::time::Duration;
     for (value, want) in [
