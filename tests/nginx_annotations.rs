@@ -1,7 +1,7 @@
 //! ingress-nginx annotations over real sockets, with ingress-nginx's status codes: HTTPS
 //! redirects (ssl-redirect, force-ssl-redirect, preserve-trailing-slash), permanent and
 //! temporal redirects, app-root, proxy-body-size, upstream-vhost; annotations that guard access
-//! and are not implemented fail closed (503); a canary Ingress is left out.
+//! and are not implemented fail closed (503); per-route timeouts; --controller-class.
 
 mod support;
 
@@ -331,53 +331,6 @@ async fn fail_closed() {
         "web",
         "the other Ingress of the host serves"
     );
-    env.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_canary_ingress_is_left_out() {
-    timeout(LIMIT, canary()).await.expect("bounded");
-}
-
-async fn canary() {
-    let primary = Backend::start("primary").await;
-    let canary_backend = Backend::start("canary").await;
-    let (secret, _) = tls_secret("shop", "cert", &["x.example"]);
-    let canary = ingress_full(
-        "shop",
-        "canary",
-        &[("c.example", vec![prefix("/", "canary", 80)])],
-        &[],
-        &format!("{N}/canary: \"true\", {N}/canary-weight: \"100\""),
-        None,
-    );
-    let primary_ing = ingress_full(
-        "shop",
-        "primary",
-        &[("c.example", vec![prefix("/", "web", 80)])],
-        &[],
-        "",
-        None,
-    );
-    let files = [
-        ("class.yaml", class()),
-        (
-            "svc.yaml",
-            service("shop", "web", 80)
-                + &endpoints("shop", "web", &[primary.addr], &[])
-                + "---\n"
-                + &service("shop", "canary", 80)
-                + &endpoints("shop", "canary", &[canary_backend.addr], &[]),
-        ),
-        ("secret.yaml", secret),
-        // The canary is the older object: it would win the path if it were not left out.
-        ("ing.yaml", format!("{canary}---\n{primary_ing}")),
-    ];
-    let env = Env::start(&files).await;
-    for _ in 0..5 {
-        let reply = h1(env.http(), get("c.example", "/")).await;
-        assert_eq!(reply.served_by(), "primary");
-    }
     env.shutdown().await;
 }
 

@@ -103,7 +103,7 @@ fn rendezvous(client: IpAddr, endpoint: SocketAddr) -> u64 {
 }
 
 /// A uniform-enough number in `0..n` from a per-thread xorshift generator.
-fn random_below(n: usize) -> usize {
+pub(crate) fn random_below(n: usize) -> usize {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(std::collections::hash_map::RandomState::new().hash_one(0u64) | 1);
     }

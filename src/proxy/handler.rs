@@ -24,7 +24,7 @@ use super::upstream::{
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{
-    FieldValue, Policy, RequestVars, ResponseOp, Rewrite, Route, RouteLabels, Upstream,
+    Backend, FieldValue, Policy, RequestVars, ResponseOp, Rewrite, RouteLabels, Upstream,
 };
 
 /// What is learned about a request on its way, for the access log and metrics.
@@ -187,10 +187,19 @@ impl Proxy {
             };
             let timeouts = policy.and_then(|p| p.timeouts.as_ref());
             let connect_timeout = timeouts.and_then(|t| t.connect);
+            // The backend: a canary attached to the rule may take the request (header, then
+            // cookie, then weight).
+            let backend = match route.canary.as_deref() {
+                Some(c) if c.spec.selects(&parts.headers, roll) => {
+                    outcome.labels = Some(&c.labels);
+                    &c.backend
+                }
+                _ => &route.backend,
+            };
             let connected = self
                 .connect_to_backend(
                     &snapshot,
-                    route,
+                    backend,
                     (conn.peer.ip(), connect_timeout),
                     &mut outcome,
                 )
@@ -330,11 +339,11 @@ impl Proxy {
     async fn connect_to_backend<'s>(
         &self,
         snapshot: &'s Snapshot,
-        route: &Route,
+        backend: &Backend,
         (client, connect_timeout): (IpAddr, Option<Duration>),
         outcome: &mut Outcome<'_>,
     ) -> Result<(Pooled, Option<Pick<'s>>), ProxyError> {
-        let port = match &route.backend.upstream {
+        let port = match &backend.upstream {
             Upstream::Service(id) => snapshot
                 .services
                 .get(*id)
@@ -558,6 +567,11 @@ fn expand(ops: &[ResponseOp], vars: &RequestVars<'_>) -> Expanded {
             ResponseOp::Clear { .. } => None,
         })
         .collect()
+}
+
+/// A number in `1..=total` for a canary's weight (ingress-nginx's `math.random(total)`).
+fn roll(total: u32) -> u32 {
+    crate::l4::scheduler::random_below(total as usize) as u32 + 1
 }
 
 /// The statuses nginx's `add_header` (without `always`) adds to.

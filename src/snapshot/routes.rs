@@ -119,6 +119,9 @@ pub struct Route {
     /// The path as a regex, when its host is in regex mode (`use-regex` or `rewrite-target` on
     /// any Ingress of the host): set when the host is built.
     pub regex: Option<PathRegex>,
+    /// The canary Ingress attached to this rule (same host, path and type), and when it takes
+    /// a request: set when the host is built.
+    pub canary: Option<Arc<Canary>>,
     /// Labels for metrics and logs, formatted once at build time.
     pub labels: RouteLabels,
 }
@@ -315,6 +318,115 @@ pub struct RouteTimeouts {
     pub send: Option<std::time::Duration>,
     /// For the response head, and between two reads of the response body.
     pub read: Option<std::time::Duration>,
+}
+
+/// A canary Ingress's alternative backend for a rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Canary {
+    /// When a request goes to it.
+    pub spec: Arc<CanarySpec>,
+    /// The canary Ingress.
+    pub ingress: IngressRef,
+    /// Its backend.
+    pub backend: Backend,
+    /// Its labels for metrics and logs.
+    pub labels: RouteLabels,
+}
+
+/// ingress-nginx's canary rules, tried in order: header, cookie, weight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CanarySpec {
+    /// `canary-by-header`.
+    pub header: Option<FieldName>,
+    /// `canary-by-header-value`: the exact value that selects the canary.
+    pub header_value: Option<Box<str>>,
+    /// `canary-by-header-pattern` (when no value is given).
+    pub header_pattern: Option<PathRegex>,
+    /// `canary-by-cookie`.
+    pub cookie: Option<Box<str>>,
+    /// `canary-weight`.
+    pub weight: u32,
+    /// `canary-weight-total` when above 100, else 100.
+    pub total: u32,
+}
+
+/// What a canary rule decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanaryChoice {
+    /// The canary.
+    Canary,
+    /// The primary, at once (`never`).
+    Primary,
+    /// Nothing decided: the next rule.
+    Undecided,
+}
+
+impl CanarySpec {
+    /// Whether a request with these fields goes to the canary; `roll(total)` draws a number
+    /// in `1..=total` for the weight.
+    pub fn selects(&self, headers: &http::HeaderMap, roll: impl FnOnce(u32) -> u32) -> bool {
+        match self.by_header(headers) {
+            CanaryChoice::Canary => return true,
+            CanaryChoice::Primary => return false,
+            CanaryChoice::Undecided => {}
+        }
+        match self.by_cookie(headers) {
+            CanaryChoice::Canary => return true,
+            CanaryChoice::Primary => return false,
+            CanaryChoice::Undecided => {}
+        }
+        match self.weight {
+            0 => false,
+            w if w >= self.total => true,
+            w => roll(self.total) <= w,
+        }
+    }
+
+    fn by_header(&self, headers: &http::HeaderMap) -> CanaryChoice {
+        let Some(value) = self.header.as_ref().and_then(|h| headers.get(&h.0)) else {
+            return CanaryChoice::Undecided;
+        };
+        let value = value.as_bytes();
+        if let Some(want) = &self.header_value {
+            if value == want.as_bytes() {
+                return CanaryChoice::Canary;
+            }
+            return CanaryChoice::Undecided;
+        }
+        if let Some(re) = &self.header_pattern {
+            let text = std::str::from_utf8(value).unwrap_or_default();
+            if re.0.is_match(text) {
+                return CanaryChoice::Canary;
+            }
+            return CanaryChoice::Undecided;
+        }
+        match value {
+            b"always" => CanaryChoice::Canary,
+            b"never" => CanaryChoice::Primary,
+            _ => CanaryChoice::Undecided,
+        }
+    }
+
+    fn by_cookie(&self, headers: &http::HeaderMap) -> CanaryChoice {
+        let Some(name) = &self.cookie else {
+            return CanaryChoice::Undecided;
+        };
+        let found = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .filter_map(|pair| {
+                let pair = pair.trim_ascii();
+                let at = pair.iter().position(|&b| b == b'=')?;
+                (pair[..at].trim_ascii() == name.as_bytes()).then(|| pair[at + 1..].trim_ascii())
+            })
+            .next();
+        match found {
+            Some(b"always") => CanaryChoice::Canary,
+            Some(b"never") => CanaryChoice::Primary,
+            _ => CanaryChoice::Undecided,
+        }
+    }
 }
 
 /// `rewrite-target`: the whole URI is replaced (nginx's `rewrite <path> <target> break`).
@@ -825,6 +937,8 @@ impl RouteTable {
 pub struct Candidate {
     /// The route it would install.
     pub route: Route,
+    /// From a canary Ingress: it joins the primary rule of the same path and type instead.
+    pub canary: Option<Arc<CanarySpec>>,
     /// Precedence among equal claims: lower is older (creationTimestamp, namespace/name,
     /// then position in the Ingress).
     pub age: (usize, usize, usize),
@@ -848,7 +962,9 @@ impl Candidate {
 /// others unless they name the same backend), then every matchit key
 /// goes to the longest declared path, Exact before Prefix on equal length. Only the order of
 /// the candidates' ages matters, not their values.
-pub fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+    let (canaries, mut candidates): (Vec<Candidate>, Vec<Candidate>) =
+        candidates.into_iter().partition(|c| c.canary.is_some());
     candidates
         .sort_by(|a, b| (a.path(), a.path_type(), a.age).cmp(&(b.path(), b.path_type(), b.age)));
     let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());
@@ -863,6 +979,7 @@ pub fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnost
             _ => kept.push(c),
         }
     }
+    attach_canaries(&mut kept, canaries, diagnostics);
     let regex_mode = kept.iter().any(|c| {
         let policy = c.route.policy.as_deref();
         policy.is_some_and(|p| p.use_regex || p.rewrite.is_some())
@@ -883,6 +1000,52 @@ pub fn build_host(mut candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnost
         .iter()
         .position(|c| c.path_type() == PathType::Prefix && c.path() == "/");
     finish_host(kept, slots, root, diagnostics)
+}
+
+/// Canary Ingresses join the primary rule of the same path and (effective) type, the oldest
+/// canary first; one per rule, as in ingress-nginx. A canary without a primary serves
+/// nothing (a warning): its requests get what the host's other rules give, or 404.
+fn attach_canaries(
+    kept: &mut [Candidate],
+    mut canaries: Vec<Candidate>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    canaries.sort_by_key(|c| c.age);
+    for c in canaries {
+        let Some(spec) = c.canary.clone() else {
+            continue;
+        };
+        let host = c.route.host.as_deref().unwrap_or("*");
+        let primary = kept
+            .iter_mut()
+            .find(|k| k.path() == c.path() && k.path_type() == c.path_type());
+        let reason = match primary {
+            Some(p) if p.route.canary.is_none() => {
+                p.route.canary = Some(Arc::new(Canary {
+                    spec,
+                    ingress: c.route.ingress.clone(),
+                    backend: c.route.backend.clone(),
+                    labels: c.route.labels.clone(),
+                }));
+                continue;
+            }
+            Some(p) => format!(
+                "host {host} path {} has a canary already (Ingress {}/{}); one canary per rule, as in ingress-nginx: ignored",
+                c.path(),
+                p.route
+                    .canary
+                    .as_ref()
+                    .map_or("", |k| &*k.ingress.namespace),
+                p.route.canary.as_ref().map_or("", |k| &*k.ingress.name),
+            ),
+            None => format!(
+                "canary for host {host} path {} ({}), which no primary Ingress serves: ignored (a canary alone is a 404, as in ingress-nginx)",
+                c.path(),
+                c.path_type().as_str(),
+            ),
+        };
+        diagnostics.push(Diagnostic::warning(&c.object, c.field.clone(), reason));
+    }
 }
 
 /// A host in regex mode, as ingress-nginx renders it: every path of the host, from every

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use super::globals::{Globals, RiskLevel};
 use crate::snapshot::diagnostics::Diagnostic;
-use crate::snapshot::routes::{HeaderOps, Policy, Redirect, Rewrite, RouteTimeouts, UrlTemplate};
+use crate::snapshot::routes::{
+    CanarySpec, FieldName, HeaderOps, PathRegex, Policy, Redirect, Rewrite, RouteTimeouts,
+    UrlTemplate,
+};
 use crate::source::ObjectKey;
 
 pub mod snippets;
@@ -80,15 +83,15 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "canary",
         Support::Differs(
-            "a canary Ingress is left out with a warning: Portico does not split traffic yet, so every request goes to the primary (as canary-weight 0)",
+            "as ingress-nginx: a canary Ingress's rule joins the primary's (same host, path and type), one canary per rule, a canary alone is a 404, only the canary annotations count on it; header (value, pattern, always/never), then cookie, then weight. The pattern is a linear-time regex: PCRE-only features are a warning and never match",
         ),
     ),
-    ("canary-by-cookie", Support::Unsupported),
-    ("canary-by-header", Support::Unsupported),
-    ("canary-by-header-pattern", Support::Unsupported),
-    ("canary-by-header-value", Support::Unsupported),
-    ("canary-weight", Support::Unsupported),
-    ("canary-weight-total", Support::Unsupported),
+    ("canary-by-cookie", Support::Honoured),
+    ("canary-by-header", Support::Honoured),
+    ("canary-by-header-pattern", Support::Honoured),
+    ("canary-by-header-value", Support::Honoured),
+    ("canary-weight", Support::Honoured),
+    ("canary-weight-total", Support::Honoured),
     (
         "client-body-buffer-size",
         Support::Differs(
@@ -285,8 +288,11 @@ pub(super) struct Parsed {
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: redirect plain HTTP even without a TLS entry for the host.
     pub force_ssl_redirect: bool,
-    /// The Ingress is left out (a canary, which Portico does not split traffic for yet).
+    /// The Ingress is left out (a snippet refused).
     pub left_out: bool,
+    /// A canary Ingress (`canary: "true"`): its rules attach to the primary's as an
+    /// alternative backend, taken by these rules.
+    pub canary: Option<Arc<CanarySpec>>,
 }
 
 /// Portico's own annotation for the HTTPS redirect (kept; ingress-nginx's wins when both).
@@ -368,18 +374,89 @@ pub(super) fn parse(
             .push(Diagnostic::error(key, "metadata.annotations", reason));
     }
     if r.boolean("canary") == Some(true) {
-        parsed.left_out = true;
-        let reason = "a canary Ingress: Portico does not split traffic yet, so it is left out and every request goes to the primary Ingress (as canary-weight 0 would)";
-        r.diagnostics.push(Diagnostic::warning(
-            key,
-            format!("metadata.annotations[{NGINX}canary]"),
-            reason,
-        ));
+        // Only the canary annotations count on a canary Ingress (ingress-nginx ignores the
+        // others there): the primary's policy applies to the rule.
+        parsed.canary = Some(Arc::new(canary(&mut r)));
+        parsed.policy = None;
+        return parsed;
     }
     if policy != Policy::default() {
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// A canary Ingress's rules (ingress-nginx: header, then cookie, then weight).
+fn canary(r: &mut Reader<'_>) -> CanarySpec {
+    let header = r
+        .get("canary-by-header")
+        .filter(|h| !h.is_empty())
+        .map(str::to_string);
+    let header = header.and_then(|h| {
+        // nginx reads it as `$http_<name>`: '_' and '-' are the same there.
+        match http::HeaderName::from_bytes(h.replace('_', "-").as_bytes()) {
+            Ok(name) => Some(FieldName(name)),
+            Err(_) => {
+                r.warn(
+                    "canary-by-header",
+                    format!("{h:?} is not a header field name; ignored"),
+                );
+                None
+            }
+        }
+    });
+    let header_value = r
+        .get("canary-by-header-value")
+        .filter(|v| !v.is_empty())
+        .map(Box::from);
+    let pattern = r
+        .get("canary-by-header-pattern")
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    let header_pattern = match pattern {
+        Some(_) if header_value.is_some() => None,
+        Some(p) => {
+            let built = regex::RegexBuilder::new(&p)
+                .size_limit(crate::snapshot::routes::REGEX_SIZE_LIMIT)
+                .dfa_size_limit(crate::snapshot::routes::REGEX_SIZE_LIMIT)
+                .build();
+            match built {
+                Ok(re) => Some(PathRegex(re)),
+                Err(e) => {
+                    let text = e.to_string();
+                    let why = text
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
+                    let why = why.trim().trim_start_matches("error: ");
+                    let reason = format!(
+                        "{p:?} is not a regex Portico can run ({why}); it never matches (ingress-nginx sends such requests to the primary)"
+                    );
+                    r.warn("canary-by-header-pattern", reason);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let cookie = r
+        .get("canary-by-cookie")
+        .filter(|c| !c.is_empty())
+        .map(Box::from);
+    let total = r
+        .whole("canary-weight-total")
+        .filter(|t| *t > 100)
+        .unwrap_or(100);
+    let weight = r.whole("canary-weight").unwrap_or(0).min(total);
+    CanarySpec {
+        header,
+        header_value,
+        header_pattern,
+        cookie,
+        weight,
+        total,
+    }
 }
 
 /// The most `client-body-buffer-size` may ask to hold in memory per request.
@@ -568,6 +645,18 @@ impl Reader<'_> {
                     "{value:?} is not a timeout in whole seconds (as \"60\", no unit, more than 0); using the default"
                 );
                 self.warn(name, reason);
+                None
+            }
+        }
+    }
+
+    /// A whole number (a warning and `None` for anything else).
+    fn whole(&mut self, name: &str) -> Option<u32> {
+        let value = self.get(name)?;
+        match value.parse::<u32>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.warn(name, format!("{value:?} is not a whole number; ignored"));
                 None
             }
         }

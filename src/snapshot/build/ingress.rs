@@ -148,10 +148,15 @@ impl Compiled {
         self.redirect = parsed.ssl_redirect;
         self.force_redirect = parsed.force_ssl_redirect;
         let policy = parsed.policy;
+        let parsed_canary = parsed.canary;
         let regex = policy
             .as_deref()
             .is_some_and(|p| p.use_regex || p.rewrite.is_some());
-        if let Some(b) = &spec.default_backend {
+        if let Some(b) = spec
+            .default_backend
+            .as_ref()
+            .filter(|_| parsed_canary.is_none())
+        {
             let backend = self.resolve_backend(cx, b, "spec.defaultBackend");
             self.default_backend = Some(Route {
                 host: None,
@@ -163,6 +168,7 @@ impl Compiled {
                 ssl_redirect: self.force_redirect,
                 policy: policy.clone(),
                 regex: None,
+                canary: None,
             });
         }
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
@@ -199,9 +205,11 @@ impl Compiled {
                     ssl_redirect,
                     policy: path_policy,
                     regex: None,
+                    canary: None,
                 };
                 let candidate = Candidate {
                     route,
+                    canary: parsed_canary.clone(),
                     age: (0, ri, pi),
                     object: self.key.clone(),
                     field,

@@ -468,11 +468,88 @@ fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
 }
 
 #[test]
-fn a_canary_is_left_out() {
-    let (parsed, d) = parse_map(&[("canary", "true"), ("canary-weight", "50")]);
-    assert!(parsed.left_out);
-    assert!(d.iter().any(|d| d.reason.contains("primary")));
-    assert!(!parse_map(&[("canary", "false")]).0.left_out);
+fn canary_annotations_follow_ingress_nginx() {
+    let spec = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("canary", "true")];
+        all.extend_from_slice(pairs);
+        let (parsed, d) = parse_map(&all);
+        assert!(!parsed.left_out && parsed.policy.is_none());
+        ((*parsed.canary.unwrap()).clone(), d)
+    };
+    let (c, d) = spec(&[("canary-weight", "50")]);
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!((c.weight, c.total), (50, 100));
+    // A total of 100 or less counts as 100; above, as given; the weight is capped by it.
+    assert_eq!(
+        spec(&[("canary-weight", "30"), ("canary-weight-total", "60")])
+            .0
+            .total,
+        100
+    );
+    let (c, _) = spec(&[("canary-weight", "5000"), ("canary-weight-total", "1000")]);
+    assert_eq!((c.weight, c.total), (1000, 1000));
+    // '_' in the header name reads as '-' (nginx's $http_ variables).
+    let (c, _) = spec(&[("canary-by-header", "X_Canary")]);
+    assert_eq!(c.header.unwrap().0.as_str(), "x-canary");
+    // A value overrides a pattern; a pattern Portico cannot run never matches, with a warning.
+    let (c, _) = spec(&[
+        ("canary-by-header", "x"),
+        ("canary-by-header-value", "v2"),
+        ("canary-by-header-pattern", "v.*"),
+    ]);
+    assert!(c.header_pattern.is_none() && c.header_value.is_some());
+    let (c, d) = spec(&[
+        ("canary-by-header", "x"),
+        ("canary-by-header-pattern", "(?=v)"),
+    ]);
+    assert!(c.header_pattern.is_none());
+    assert!(d[0].reason.contains("never matches"), "{d:?}");
+    let (_, d) = spec(&[("canary-weight", "half")]);
+    assert!(d[0].reason.contains("\"half\""), "{d:?}");
+    // Other annotations on a canary Ingress count for nothing.
+    let (parsed, _) = parse_map(&[("canary", "true"), ("proxy-body-size", "8m")]);
+    assert!(parsed.policy.is_none());
+    assert!(parse_map(&[("canary", "false")]).0.canary.is_none());
+}
+
+#[test]
+fn canary_selection_order() {
+    use crate::snapshot::routes::{CanarySpec, FieldName};
+    let spec = CanarySpec {
+        header: Some(FieldName(http::HeaderName::from_static("x-canary"))),
+        header_value: None,
+        header_pattern: None,
+        cookie: Some("c".into()),
+        weight: 30,
+        total: 100,
+    };
+    let headers = |pairs: &[(&str, &str)]| {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    };
+    let never_rolled = |_| panic!("the weight was consulted");
+    assert!(spec.selects(&headers(&[("x-canary", "always")]), never_rolled));
+    assert!(!spec.selects(
+        &headers(&[("x-canary", "never"), ("cookie", "c=always")]),
+        never_rolled
+    ));
+    assert!(spec.selects(
+        &headers(&[("x-canary", "maybe"), ("cookie", "c=always")]),
+        never_rolled
+    ));
+    assert!(!spec.selects(&headers(&[("cookie", "x=1; c=never")]), never_rolled));
+    // The weight: a roll of 1..=30 of 100 takes the canary.
+    assert!(spec.selects(&headers(&[]), |total| {
+        assert_eq!(total, 100);
+        30
+    }));
+    assert!(!spec.selects(&headers(&[]), |_| 31));
 }
 
 proptest! {

@@ -150,6 +150,15 @@ fn slots() -> Vec<Vec<Object>> {
                 ),
                 json!({"annotations": {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}}),
             ),
+            // A canary for h.com's rule, or for one no primary has.
+            with_meta(
+                ing(
+                    "four",
+                    json!({"rules": [rule("h.com", &[("/", "Prefix", "b", 80), ("/nowhere", "Exact", "b", 80)])]}),
+                ),
+                json!({"annotations": {"nginx.ingress.kubernetes.io/canary": "true",
+                                       "nginx.ingress.kubernetes.io/canary-weight": "50"}}),
+            ),
         ],
     ]
 }

@@ -1,0 +1,185 @@
+//! ingress-nginx's canary Ingresses over real sockets, with the rules of its docs and e2e
+//! tests (test/e2e/annotations/canary.go): the canary joins the primary rule of the same host
+//! and path; header (`always`, `never`, an exact value, a pattern), then cookie, then weight;
+//! `never` stops at once; a canary alone is a 404.
+
+mod support;
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use support::client::{Reply, get, h1};
+use support::manifests::{class, endpoints, ingress_full, prefix, service};
+use support::{Backend, Env};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const N: &str = "nginx.ingress.kubernetes.io";
+
+fn pair(host: &str, canary_annotations: &str) -> Vec<String> {
+    let primary = ingress_full(
+        "shop",
+        &format!("{}-primary", host.split('.').next().unwrap()),
+        &[(host, vec![prefix("/", "web", 80)])],
+        &[],
+        "",
+        None,
+    );
+    vec![primary, canary(host, canary_annotations)]
+}
+
+fn canary(host: &str, annotations: &str) -> String {
+    ingress_full(
+        "shop",
+        &format!("{}-canary", host.split('.').next().unwrap()),
+        &[(host, vec![prefix("/", "canary", 80)])],
+        &[],
+        &format!("{N}/canary: \"true\", {annotations}"),
+        None,
+    )
+}
+
+async fn send(env: &Env, host: &str, fields: &[(&str, &str)]) -> Reply {
+    let mut req = Request::get("/").header("host", host);
+    for (k, v) in fields {
+        req = req.header(*k, *v);
+    }
+    h1(env.http(), req.body(Default::default()).unwrap()).await
+}
+
+async fn served(env: &Env, host: &str, fields: &[(&str, &str)]) -> String {
+    let reply = send(env, host, fields).await;
+    assert_eq!(reply.status, StatusCode::OK, "{host} {fields:?}");
+    reply.served_by()
+}
+
+#[tokio::test]
+async fn canary_rules_follow_ingress_nginx() {
+    timeout(LIMIT, rules()).await.expect("bounded");
+}
+
+async fn rules() {
+    let primary = Backend::start("primary").await;
+    let canary_backend = Backend::start("canary").await;
+    let mut ingresses = Vec::new();
+    ingresses.extend(pair(
+        "h.example",
+        &format!("{N}/canary-by-header: X-Canary, {N}/canary-by-cookie: canary_cookie"),
+    ));
+    ingresses.extend(pair(
+        "v.example",
+        &format!("{N}/canary-by-header: x_version, {N}/canary-by-header-value: v2, {N}/canary-by-cookie: c"),
+    ));
+    ingresses.extend(pair(
+        "p.example",
+        &format!("{N}/canary-by-header: X-Version, {N}/canary-by-header-pattern: \"^v[3-9]$\""),
+    ));
+    ingresses.extend(pair("all.example", &format!("{N}/canary-weight: \"100\"")));
+    ingresses.extend(pair(
+        "total.example",
+        &format!("{N}/canary-weight: \"1000\", {N}/canary-weight-total: \"1000\""),
+    ));
+    ingresses.extend(pair("half.example", &format!("{N}/canary-weight: \"50\"")));
+    ingresses.push(canary(
+        "alone.example",
+        &format!("{N}/canary-weight: \"100\""),
+    ));
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80)
+                + &endpoints("shop", "web", &[primary.addr], &[])
+                + "---\n"
+                + &service("shop", "canary", 80)
+                + &endpoints("shop", "canary", &[canary_backend.addr], &[]),
+        ),
+        ("ing.yaml", ingresses.join("---\n")),
+    ];
+    let env = Env::start(&files).await;
+
+    // Header: always, never, anything else falls through (weight 0: the primary).
+    assert_eq!(served(&env, "h.example", &[]).await, "primary");
+    assert_eq!(
+        served(&env, "h.example", &[("x-canary", "always")]).await,
+        "canary"
+    );
+    assert_eq!(
+        served(&env, "h.example", &[("x-canary", "yes")]).await,
+        "primary"
+    );
+    // Cookie, after the header: always / never.
+    let cookie = ("cookie", "a=b; canary_cookie=always");
+    assert_eq!(served(&env, "h.example", &[cookie]).await, "canary");
+    assert_eq!(
+        served(&env, "h.example", &[("x-canary", "never"), cookie]).await,
+        "primary",
+        "never stops at once"
+    );
+    assert_eq!(
+        served(&env, "h.example", &[("x-canary", "other"), cookie]).await,
+        "canary",
+        "a header that decides nothing falls through to the cookie"
+    );
+    assert_eq!(
+        served(&env, "h.example", &[("cookie", "canary_cookie=never")]).await,
+        "primary"
+    );
+    // An exact value ('_' in the name is '-', as nginx's $http_x_version).
+    assert_eq!(
+        served(&env, "v.example", &[("x-version", "v2")]).await,
+        "canary"
+    );
+    assert_eq!(
+        served(&env, "v.example", &[("x-version", "V2")]).await,
+        "primary"
+    );
+    assert_eq!(
+        served(
+            &env,
+            "v.example",
+            &[("x-version", "v1"), ("cookie", "c=always")]
+        )
+        .await,
+        "canary",
+        "a value mismatch falls through"
+    );
+    assert_eq!(
+        served(&env, "v.example", &[("x-version", "always")]).await,
+        "primary"
+    );
+    // A pattern.
+    assert_eq!(
+        served(&env, "p.example", &[("x-version", "v4")]).await,
+        "canary"
+    );
+    assert_eq!(
+        served(&env, "p.example", &[("x-version", "v2")]).await,
+        "primary"
+    );
+    // Weight: all of it, with a total above 100, half of it.
+    for _ in 0..20 {
+        assert_eq!(served(&env, "all.example", &[]).await, "canary");
+        assert_eq!(served(&env, "total.example", &[]).await, "canary");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(served(&env, "half.example", &[]).await);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "weight 50 sends to both: {seen:?}");
+    // A canary alone is a 404, with a warning.
+    let reply = send(&env, "alone.example", &[]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
+        .await
+        .json();
+    let warned = dump["diagnostics"].as_array().unwrap().iter().any(|d| {
+        d["object"]["name"] == "alone-canary"
+            && d["reason"].as_str().unwrap().contains("no primary")
+    });
+    assert!(warned, "{:#}", dump["diagnostics"]);
+    env.shutdown().await;
+}
