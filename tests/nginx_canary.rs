@@ -1,7 +1,7 @@
 //! ingress-nginx's canary Ingresses over real sockets, with the rules of its docs and e2e
 //! tests (test/e2e/annotations/canary.go): the canary joins the primary rule of the same host
 //! and path; header (`always`, `never`, an exact value, a pattern), then cookie, then weight;
-//! `never` stops at once; a canary alone is a 404.
+//! `never` stops at once; a canary alone is a 404. And `upstream-hash-by`.
 
 mod support;
 
@@ -181,5 +181,52 @@ async fn rules() {
             && d["reason"].as_str().unwrap().contains("no primary")
     });
     assert!(warned, "{:#}", dump["diagnostics"]);
+    env.shutdown().await;
+}
+
+/// `upstream-hash-by`: requests with the same key go to the same endpoint; different keys
+/// spread over the endpoints.
+#[tokio::test]
+async fn upstream_hash_by_keeps_a_key_on_one_endpoint() {
+    timeout(LIMIT, hash_by()).await.expect("bounded");
+}
+
+async fn hash_by() {
+    let one = Backend::start("one").await;
+    let two = Backend::start("two").await;
+    let ing = ingress_full(
+        "shop",
+        "hashed",
+        &[("hash.example", vec![prefix("/", "web", 80)])],
+        &[],
+        &format!("{N}/upstream-hash-by: $arg_user"),
+        None,
+    );
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[one.addr, two.addr], &[]),
+        ),
+        ("ing.yaml", ing),
+    ];
+    let env = Env::start(&files).await;
+    let mut by_user = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for user in 0..20 {
+            let reply = h1(
+                env.http(),
+                get("hash.example", &format!("/?user={user}&r={round}")),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK);
+            let now = reply.served_by();
+            if let Some(was) = by_user.insert(user, now.clone()) {
+                assert_eq!(was, now, "user {user} moved");
+            }
+        }
+    }
+    let endpoints: std::collections::BTreeSet<_> = by_user.values().collect();
+    assert_eq!(endpoints.len(), 2, "20 keys over 2 endpoints: {by_user:?}");
     env.shutdown().await;
 }

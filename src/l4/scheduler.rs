@@ -60,6 +60,27 @@ pub fn pick(
     })
 }
 
+/// Picks the ready endpoint of `port` that a request key hashes to (`upstream-hash-by`:
+/// rendezvous hashing, so adding or removing an endpoint moves only the keys that had, or
+/// get, that endpoint), avoiding `exclude` when another is ready.
+pub fn pick_hashed(port: &ServicePort, key: u64, exclude: Option<SocketAddr>) -> Option<Pick<'_>> {
+    let ready = port.ready_endpoints();
+    let score = |e: &Endpoint| {
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        e.addr.hash(&mut h);
+        h.finish()
+    };
+    let endpoint = ready
+        .iter()
+        .filter(|e| Some(e.addr) != exclude || ready.len() == 1)
+        .max_by_key(|e| score(e))?;
+    Some(Pick {
+        endpoint,
+        guard: endpoint.load.0.start(),
+    })
+}
+
 /// The index of the scheduler's choice among the ready endpoints.
 fn choose(port: &ServicePort, ready: &[Endpoint], client: IpAddr) -> Option<usize> {
     let n = ready.len();

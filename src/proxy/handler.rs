@@ -94,6 +94,8 @@ impl Proxy {
             // expanded into `set_owned`.
             let mut set_owned: Vec<(HeaderName, Option<HeaderValue>)> = Vec::new();
             let mut set: &[(HeaderName, Option<HeaderValue>)] = &[];
+            // `upstream-hash-by`: the request's key, hashed.
+            let mut hash: Option<u64> = None;
             if let Some(policy) = policy {
                 if !policy.access_log {
                     logged = None;
@@ -122,6 +124,9 @@ impl Proxy {
                         .prefix
                         .as_deref()
                         .and_then(|p| HeaderValue::from_str(p).ok());
+                }
+                if let Some(key) = &policy.hash_by {
+                    hash = Some(key.hash(&vars, conn.peer.ip(), &parts.headers));
                 }
                 if let Some(ops) = policy.headers.as_deref() {
                     match &ops.request_fixed {
@@ -200,7 +205,7 @@ impl Proxy {
                 .connect_to_backend(
                     &snapshot,
                     backend,
-                    (conn.peer.ip(), connect_timeout),
+                    (conn.peer.ip(), connect_timeout, hash),
                     &mut outcome,
                 )
                 .await;
@@ -340,7 +345,7 @@ impl Proxy {
         &self,
         snapshot: &'s Snapshot,
         backend: &Backend,
-        (client, connect_timeout): (IpAddr, Option<Duration>),
+        (client, connect_timeout, hash): (IpAddr, Option<Duration>, Option<u64>),
         outcome: &mut Outcome<'_>,
     ) -> Result<(Pooled, Option<Pick<'s>>), ProxyError> {
         let port = match &backend.upstream {
@@ -354,10 +359,11 @@ impl Proxy {
             }
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
-        let first = self
-            .picker
-            .pick(port, client, None)
-            .ok_or(ProxyError::NoEndpoints)?;
+        let pick = |exclude| match hash {
+            Some(key) => crate::l4::scheduler::pick_hashed(port, key, exclude),
+            None => self.picker.pick(port, client, exclude),
+        };
+        let first = pick(None).ok_or(ProxyError::NoEndpoints)?;
         let first_addr = first.endpoint.addr;
         outcome.upstream = Some(first_addr);
         match self
@@ -367,7 +373,7 @@ impl Proxy {
             Ok(pooled) => Ok((pooled, Some(first))),
             Err(error) => {
                 drop(first);
-                let second = self.picker.pick(port, client, Some(first_addr));
+                let second = pick(Some(first_addr));
                 let Some(second) = second.filter(|p| p.endpoint.addr != first_addr) else {
                     return Err(error);
                 };

@@ -161,6 +161,79 @@ pub struct Policy {
     /// `client-body-buffer-size`: how much of a request body is read before the upstream
     /// is connected (the proxy's `--client-body-buffer-size` otherwise).
     pub body_buffer: Option<u64>,
+    /// `upstream-hash-by`: the endpoint is chosen by hashing this key of the request.
+    pub hash_by: Option<HashKey>,
+}
+
+/// A request key for consistent hashing (`upstream-hash-by`), in nginx's variable syntax.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HashKey(pub Box<[HashPart]>);
+
+/// A piece of a [`HashKey`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum HashPart {
+    /// Text as written.
+    Literal(Box<str>),
+    /// `$remote_addr`: the client's address.
+    RemoteAddr,
+    /// A variable of the URL templates (`$request_uri`, `$uri`, `$args`, `$host`…).
+    Var(UrlVar),
+    /// `$http_NAME`: a request field.
+    Header(FieldName),
+    /// `$cookie_NAME`: a cookie.
+    Cookie(Box<str>),
+    /// `$arg_NAME`: a query argument.
+    Arg(Box<str>),
+}
+
+impl HashKey {
+    /// The key's hash for one request.
+    pub fn hash(
+        &self,
+        vars: &RequestVars<'_>,
+        client: std::net::IpAddr,
+        headers: &http::HeaderMap,
+    ) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        for part in &*self.0 {
+            match part {
+                HashPart::Literal(text) => text.hash(&mut h),
+                HashPart::RemoteAddr => client.hash(&mut h),
+                HashPart::Var(var) => {
+                    let one = UrlTemplate(Box::new([UrlPart::Var(*var)]));
+                    one.expand(vars).hash(&mut h);
+                }
+                HashPart::Header(name) => {
+                    headers.get(&name.0).map(|v| v.as_bytes()).hash(&mut h);
+                }
+                HashPart::Cookie(name) => cookie(headers, name).hash(&mut h),
+                HashPart::Arg(name) => {
+                    let value = vars.query.and_then(|q| {
+                        q.split('&').find_map(|kv| {
+                            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                            (k == &**name).then_some(v)
+                        })
+                    });
+                    value.hash(&mut h);
+                }
+            }
+        }
+        h.finish()
+    }
+}
+
+/// The value of the cookie `name` in a request's Cookie fields.
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let at = pair.iter().position(|&b| b == b'=')?;
+            (pair[..at].trim_ascii() == name.as_bytes()).then(|| pair[at + 1..].trim_ascii())
+        })
 }
 
 /// Header operations compiled from nginx snippets: fields set on the request sent upstream,
@@ -411,17 +484,7 @@ impl CanarySpec {
         let Some(name) = &self.cookie else {
             return CanaryChoice::Undecided;
         };
-        let found = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-            .filter_map(|pair| {
-                let pair = pair.trim_ascii();
-                let at = pair.iter().position(|&b| b == b'=')?;
-                (pair[..at].trim_ascii() == name.as_bytes()).then(|| pair[at + 1..].trim_ascii())
-            })
-            .next();
-        match found {
+        match cookie(headers, name) {
             Some(b"always") => CanaryChoice::Canary,
             Some(b"never") => CanaryChoice::Primary,
             _ => CanaryChoice::Undecided,
@@ -516,6 +579,7 @@ impl Default for Policy {
             timeouts: None,
             headers: None,
             body_buffer: None,
+            hash_by: None,
         }
     }
 }

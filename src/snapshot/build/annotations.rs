@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::globals::{Globals, RiskLevel};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::routes::{
-    CanarySpec, FieldName, HeaderOps, PathRegex, Policy, Redirect, Rewrite, RouteTimeouts,
-    UrlTemplate,
+    CanarySpec, FieldName, HashKey, HashPart, HeaderOps, PathRegex, Policy, Redirect, Rewrite,
+    RouteTimeouts, UrlTemplate,
 };
 use crate::source::ObjectKey;
 
@@ -254,7 +254,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("stream-snippet", Support::Unsupported),
     ("temporal-redirect", Support::Honoured),
     ("temporal-redirect-code", Support::Honoured),
-    ("upstream-hash-by", Support::Unsupported),
+    (
+        "upstream-hash-by",
+        Support::Differs(
+            "rendezvous hashing rather than ketama: a key keeps its endpoint and a change of endpoints moves only the keys it must, but which endpoint a key gets differs from nginx's; subsets are not supported",
+        ),
+    ),
     ("upstream-hash-by-subset", Support::Unsupported),
     ("upstream-hash-by-subset-size", Support::Unsupported),
     (
@@ -349,6 +354,7 @@ pub(super) fn parse(
         .flatten()
         .map(|n| n.min(MAX_BODY_BUFFER));
     load_balance(&mut r);
+    policy.hash_by = hash_by(&mut r);
     policy.rewrite = rewrite(&mut r);
     let global = globals.timeouts;
     let timeouts = RouteTimeouts {
@@ -457,6 +463,73 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
         weight,
         total,
     }
+}
+
+/// `upstream-hash-by`: nginx variables (`$request_uri`, `$remote_addr`, `$http_NAME`,
+/// `$cookie_NAME`, `$arg_NAME`, and the URL variables) and literal text.
+fn hash_by(r: &mut Reader<'_>) -> Option<HashKey> {
+    let value = r
+        .get("upstream-hash-by")
+        .filter(|v| !v.is_empty())?
+        .to_string();
+    match parse_hash_key(&value) {
+        Ok(key) => Some(key),
+        Err(why) => {
+            let reason = format!("{value:?} {why}; the Service's scheduler applies");
+            r.warn("upstream-hash-by", reason);
+            None
+        }
+    }
+}
+
+/// Parses an `upstream-hash-by` value.
+pub fn parse_hash_key(value: &str) -> Result<HashKey, String> {
+    if value.len() > 256 || value.bytes().any(|b| b.is_ascii_control()) {
+        return Err("is longer than 256 bytes or holds control characters".to_string());
+    }
+    let mut parts = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        if at > 0 {
+            parts.push(HashPart::Literal(rest[..at].into()));
+        }
+        let after = &rest[at + 1..];
+        let (name, consumed) = match after.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced.find('}').ok_or("has an unterminated ${…}")?;
+                (&braced[..end], end + 2)
+            }
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        let part = if name == "remote_addr" {
+            HashPart::RemoteAddr
+        } else if let Some(h) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
+            let field = http::HeaderName::from_bytes(h.replace('_', "-").as_bytes())
+                .map_err(|_| format!("uses ${name}, not a header field"))?;
+            HashPart::Header(FieldName(field))
+        } else if let Some(c) = name.strip_prefix("cookie_").filter(|c| !c.is_empty()) {
+            HashPart::Cookie(c.into())
+        } else if let Some(a) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
+            HashPart::Arg(a.into())
+        } else if let Some(var) = crate::snapshot::routes::UrlVar::named(name) {
+            HashPart::Var(var)
+        } else {
+            return Err(format!(
+                "uses ${name}, which Portico does not hash on (known: $remote_addr, $http_NAME, $cookie_NAME, $arg_NAME, $request_uri, $uri, $args, $host, $http_host, $scheme)"
+            ));
+        };
+        parts.push(part);
+        rest = &after[consumed..];
+    }
+    if !rest.is_empty() {
+        parts.push(HashPart::Literal(rest.into()));
+    }
+    Ok(HashKey(parts.into()))
 }
 
 /// The most `client-body-buffer-size` may ask to hold in memory per request.

@@ -393,6 +393,47 @@ fn the_configmap_is_the_starting_point_and_annotations_override_it() {
 }
 
 #[test]
+fn upstream_hash_by_keys() {
+    use crate::snapshot::routes::HashPart;
+    let key = parse_hash_key("$request_uri").unwrap();
+    assert!(matches!(&key.0[..], [HashPart::Var(UrlVar::RequestUri)]));
+    let key = parse_hash_key("user-$http_x_user_id|$cookie_sid|$arg_id|${remote_addr}").unwrap();
+    assert_eq!(key.0.len(), 8, "{key:?}");
+    assert!(matches!(&key.0[1], HashPart::Header(h) if h.0.as_str() == "x-user-id"));
+    assert!(matches!(&key.0[3], HashPart::Cookie(c) if &**c == "sid"));
+    assert!(matches!(&key.0[5], HashPart::Arg(a) if &**a == "id"));
+    assert!(matches!(&key.0[7], HashPart::RemoteAddr));
+    for bad in [
+        "$upstream_addr",
+        "${uri",
+        "$http_",
+        "a\nb",
+        &"x".repeat(300),
+    ] {
+        assert!(parse_hash_key(bad).is_err(), "{bad:?}");
+    }
+    let (parsed, d) = parse_map(&[("upstream-hash-by", "$nonsense")]);
+    assert!(parsed.policy.is_none());
+    assert!(d[0].reason.contains("$nonsense"), "{d:?}");
+    // The same request hashes the same; another argument, differently.
+    let key = parse_hash_key("$arg_user").unwrap();
+    let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let headers = http::HeaderMap::new();
+    let with = |q: &'static str| RequestVars {
+        query: Some(q),
+        ..vars()
+    };
+    assert_eq!(
+        key.hash(&with("user=a&x=1"), ip, &headers),
+        key.hash(&with("x=2&user=a"), ip, &headers)
+    );
+    assert_ne!(
+        key.hash(&with("user=a"), ip, &headers),
+        key.hash(&with("user=b"), ip, &headers)
+    );
+}
+
+#[test]
 fn body_buffer_and_load_balance() {
     assert_eq!(
         policy(&[("client-body-buffer-size", "16k")]).body_buffer,
