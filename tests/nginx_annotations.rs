@@ -459,3 +459,74 @@ async fn controller_class() {
     assert_eq!(reply.served_by(), "web");
     env.shutdown().await;
 }
+
+/// `server-alias` serves the rules under more names unless a rule names the alias;
+/// `from-to-www-redirect` sends the www twin (or the apex) to the rule's host with
+/// http-redirect-code (308), the path, query and the Host's port kept.
+#[tokio::test]
+async fn server_alias_and_from_to_www_redirect() {
+    timeout(LIMIT, aliases()).await.expect("bounded");
+}
+
+async fn aliases() {
+    let backend = Backend::start("web").await;
+    let aliased = ingress_full(
+        "shop",
+        "aliased",
+        &[("a.example", vec![prefix("/app", "web", 80)])],
+        &[],
+        &format!("{N}/server-alias: \"b.example, c.example\""),
+        None,
+    );
+    let own = ingress_full(
+        "shop",
+        "own",
+        &[("c.example", vec![prefix("/own", "web", 80)])],
+        &[],
+        "",
+        None,
+    );
+    let www = ingress_full(
+        "shop",
+        "www",
+        &[("www.w.example", vec![prefix("/", "web", 80)])],
+        &[],
+        &format!("{N}/from-to-www-redirect: \"true\""),
+        None,
+    );
+    let apex = ingress_full(
+        "shop",
+        "apex",
+        &[("apex.example", vec![prefix("/", "web", 80)])],
+        &[],
+        &format!("{N}/from-to-www-redirect: \"true\""),
+        None,
+    );
+    let env = env_with(&[aliased, own, www, apex], &backend).await;
+    let reply = h1(env.http(), get("b.example", "/app/x")).await;
+    assert_eq!(reply.served_by(), "web", "the alias serves the rule");
+    let reply = h1(env.http(), get("c.example", "/app/x")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NOT_FOUND,
+        "c.example has its own rule"
+    );
+    let reply = h1(env.http(), get("c.example", "/own")).await;
+    assert_eq!(reply.served_by(), "web");
+    let reply = h1(env.http(), get("w.example:8080", "/x?y=1")).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(reply.header("location"), "http://www.w.example:8080/x?y=1");
+    let reply = h1(env.http(), get("www.apex.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(reply.header("location"), "http://apex.example/");
+    let reply = h1(env.http(), get("www.w.example", "/x")).await;
+    assert_eq!(reply.served_by(), "web");
+    let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
+        .await
+        .json();
+    let warned = dump["diagnostics"].as_array().unwrap().iter().any(|d| {
+        d["object"]["name"] == "aliased" && d["reason"].as_str().unwrap().contains("c.example")
+    });
+    assert!(warned, "{:#}", dump["diagnostics"]);
+    env.shutdown().await;
+}

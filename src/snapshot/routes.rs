@@ -625,6 +625,9 @@ pub enum UrlVar {
     HttpHost,
     /// `$scheme`: `http` or `https`.
     Scheme,
+    /// `:port` of the Host when it names one, else nothing (not a name a template may use:
+    /// the www redirect keeps the client's port with it).
+    HostPort,
 }
 
 /// What a request offers a [`UrlTemplate`].
@@ -722,6 +725,10 @@ impl UrlTemplate {
                     }
                     UrlVar::HttpHost => out.push_str(vars.http_host),
                     UrlVar::Scheme => out.push_str(vars.scheme),
+                    UrlVar::HostPort => {
+                        let name = super::host::without_port(vars.http_host);
+                        out.push_str(&vars.http_host[name.len()..]);
+                    }
                 },
             }
         }
@@ -1003,6 +1010,8 @@ pub struct Candidate {
     pub route: Route,
     /// From a canary Ingress: it joins the primary rule of the same path and type instead.
     pub canary: Option<Arc<CanarySpec>>,
+    /// From `server-alias` or `from-to-www-redirect`: used only when no rule names the host.
+    pub secondary: bool,
     /// Precedence among equal claims: lower is older (creationTimestamp, namespace/name,
     /// then position in the Ingress).
     pub age: (usize, usize, usize),
@@ -1029,6 +1038,20 @@ impl Candidate {
 pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
     let (canaries, mut candidates): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| c.canary.is_some());
+    // An alias (or www twin) gives way to any rule that names the host, as in ingress-nginx.
+    if candidates.iter().any(|c| !c.secondary) {
+        let mut warned = std::collections::BTreeSet::new();
+        candidates.retain(|c| {
+            if c.secondary && warned.insert((c.object.clone(), c.field.clone())) {
+                let host = c.route.host.as_deref().unwrap_or("*");
+                let reason = format!(
+                    "{host} is the host of a rule already; the alias (server-alias or from-to-www-redirect) is ignored"
+                );
+                diagnostics.push(Diagnostic::warning(&c.object, c.field.clone(), reason));
+            }
+            !c.secondary
+        });
+    }
     candidates
         .sort_by(|a, b| (a.path(), a.path_type(), a.age).cmp(&(b.path(), b.path_type(), b.age)));
     let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());

@@ -130,7 +130,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "the Location carries the HTTPS listener's port when it is not 443 (ingress-nginx names a port only with use-port-in-redirects)",
         ),
     ),
-    ("from-to-www-redirect", Support::Unsupported),
+    (
+        "from-to-www-redirect",
+        Support::Differs(
+            "the www twin of each exact host redirects to it with http-redirect-code (308), keeping the Host's port, unless a rule names the twin; the twin gets the default certificate unless one covers it",
+        ),
+    ),
     (
         "global-rate-limit",
         Support::Obsolete("removed in ingress-nginx 1.5"),
@@ -223,7 +228,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         "secure-backends",
         Support::Obsolete("replaced by backend-protocol: HTTPS"),
     ),
-    ("server-alias", Support::Unsupported),
+    (
+        "server-alias",
+        Support::Differs(
+            "exact names only (wildcards are a warning); an alias that is the host of any rule is ignored, with a warning",
+        ),
+    ),
     (
         "server-snippet",
         Support::Differs(
@@ -298,6 +308,10 @@ pub(super) struct Parsed {
     /// A canary Ingress (`canary: "true"`): its rules attach to the primary's as an
     /// alternative backend, taken by these rules.
     pub canary: Option<Arc<CanarySpec>>,
+    /// `server-alias`: more names for the Ingress's hosts (lower-case, validated).
+    pub aliases: Vec<Box<str>>,
+    /// `from-to-www-redirect`: the www twin of each host redirects to it.
+    pub from_to_www: bool,
 }
 
 /// Portico's own annotation for the HTTPS redirect (kept; ingress-nginx's wins when both).
@@ -355,6 +369,8 @@ pub(super) fn parse(
         .map(|n| n.min(MAX_BODY_BUFFER));
     load_balance(&mut r);
     policy.hash_by = hash_by(&mut r);
+    parsed.aliases = aliases(&mut r);
+    parsed.from_to_www = r.boolean("from-to-www-redirect").unwrap_or(false);
     policy.rewrite = rewrite(&mut r);
     let global = globals.timeouts;
     let timeouts = RouteTimeouts {
@@ -530,6 +546,28 @@ pub fn parse_hash_key(value: &str) -> Result<HashKey, String> {
         parts.push(HashPart::Literal(rest.into()));
     }
     Ok(HashKey(parts.into()))
+}
+
+/// `server-alias`: a comma (or space) list of host names.
+fn aliases(r: &mut Reader<'_>) -> Vec<Box<str>> {
+    let Some(value) = r.get("server-alias").map(str::to_string) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in value.split([',', ' ']).filter(|n| !n.is_empty()) {
+        let name = name.to_ascii_lowercase();
+        match crate::snapshot::host::validate_rule_host(&name) {
+            Ok(()) if !name.starts_with("*.") => out.push(name.into_boxed_str()),
+            Ok(()) => r.warn(
+                "server-alias",
+                format!("{name:?}: wildcard aliases are not supported; ignored"),
+            ),
+            Err(why) => r.warn("server-alias", format!("{name:?} {why}; ignored")),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The most `client-body-buffer-size` may ask to hold in memory per request.

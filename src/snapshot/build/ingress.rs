@@ -13,8 +13,8 @@ use super::globals::Globals;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::host;
 use crate::snapshot::routes::{
-    Backend, Candidate, HostPattern, IngressRef, PathType, Policy, PortRef, Route, RouteLabels,
-    Upstream,
+    Backend, Candidate, HostPattern, IngressRef, PathType, Policy, PortRef, Redirect, Route,
+    RouteLabels, Upstream, UrlPart, UrlTemplate, UrlVar,
 };
 use crate::snapshot::services::{FindError, ServiceTable, ServiceType};
 use crate::source::ObjectKey;
@@ -149,6 +149,8 @@ impl Compiled {
         self.force_redirect = parsed.force_ssl_redirect;
         let policy = parsed.policy;
         let parsed_canary = parsed.canary;
+        let parsed_aliases = parsed.aliases;
+        let parsed_www = parsed.from_to_www;
         let regex = policy
             .as_deref()
             .is_some_and(|p| p.use_regex || p.rewrite.is_some());
@@ -210,13 +212,82 @@ impl Compiled {
                 let candidate = Candidate {
                     route,
                     canary: parsed_canary.clone(),
+                    secondary: false,
                     age: (0, ri, pi),
                     object: self.key.clone(),
                     field,
                 };
                 self.paths.push((pattern.clone(), candidate));
             }
+            if let HostPattern::Exact(name) = &pattern {
+                self.secondaries(cx, (ri, name), &parsed_aliases, parsed_www);
+            }
         }
+    }
+
+    /// `server-alias` (the rule's paths under more names) and `from-to-www-redirect` (the
+    /// www twin of the rule's host redirects to it): candidates that give way to any rule
+    /// naming their host.
+    fn secondaries(
+        &mut self,
+        cx: &Context<'_>,
+        (ri, name): (usize, &str),
+        aliases: &[Box<str>],
+        www: bool,
+    ) {
+        let first = self.paths.len()
+            - self
+                .paths
+                .iter()
+                .rev()
+                .take_while(|(_, c)| c.age.1 == ri)
+                .count();
+        let rule_paths: Vec<Candidate> =
+            self.paths[first..].iter().map(|(_, c)| c.clone()).collect();
+        for alias in aliases {
+            for c in &rule_paths {
+                let mut c = c.clone();
+                c.route.host = Some(alias.clone());
+                c.secondary = true;
+                c.field = format!("metadata.annotations[{}server-alias]", annotations::NGINX);
+                self.paths
+                    .push((HostPattern::Exact(Arc::from(&**alias)), c));
+            }
+        }
+        let Some(c) = rule_paths.first().filter(|_| www) else {
+            return;
+        };
+        let twin = match name.strip_prefix("www.") {
+            Some(apex) => apex.to_string(),
+            None => format!("www.{name}"),
+        };
+        let url = UrlTemplate(Box::new([
+            UrlPart::Var(UrlVar::Scheme),
+            UrlPart::Literal(format!("://{name}").into()),
+            UrlPart::Var(UrlVar::HostPort),
+            UrlPart::Var(UrlVar::RequestUri),
+        ]));
+        let policy = Policy {
+            redirect: Some(Redirect {
+                code: cx.globals.http_redirect_code,
+                url,
+            }),
+            ..Policy::default()
+        };
+        let mut c = c.clone();
+        c.route.host = Some(twin.clone().into());
+        c.route.path = Some("/".into());
+        c.route.path_type = Some(PathType::Prefix);
+        c.route.policy = Some(Arc::new(policy));
+        c.route.ssl_redirect = false;
+        c.route.canary = None;
+        c.secondary = true;
+        c.field = format!(
+            "metadata.annotations[{}from-to-www-redirect]",
+            annotations::NGINX
+        );
+        self.paths
+            .push((HostPattern::Exact(Arc::from(twin.as_str())), c));
     }
 
     /// Resolves a backend to an upstream; what cannot be resolved is a diagnostic and a 503.
