@@ -230,3 +230,64 @@ async fn hash_by() {
     assert_eq!(endpoints.len(), 2, "20 keys over 2 endpoints: {by_user:?}");
     env.shutdown().await;
 }
+
+/// `service-upstream`: one endpoint per request, no other tried after a failed connect (as
+/// nginx's single ClusterIP upstream); without it a dead endpoint is passed over.
+#[tokio::test]
+async fn service_upstream_tries_one_endpoint() {
+    timeout(LIMIT, service_upstream()).await.expect("bounded");
+}
+
+async fn service_upstream() {
+    let alive = Backend::start("alive").await;
+    // A port nothing listens on any more: connecting is refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let ing = |name: &str, host: &str, annotations: &str| {
+        ingress_full(
+            "shop",
+            name,
+            &[(host, vec![prefix("/", "web", 80)])],
+            &[],
+            annotations,
+            None,
+        )
+    };
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[alive.addr, dead], &[]),
+        ),
+        (
+            "ing.yaml",
+            [
+                ing("plain", "plain.example", ""),
+                ing(
+                    "svc",
+                    "svc.example",
+                    &format!("{N}/service-upstream: \"true\""),
+                ),
+            ]
+            .join("---\n"),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    for _ in 0..6 {
+        let reply = h1(env.http(), get("plain.example", "/")).await;
+        assert_eq!(
+            reply.served_by(),
+            "alive",
+            "the dead endpoint is passed over"
+        );
+    }
+    let mut statuses = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        statuses.insert(h1(env.http(), get("svc.example", "/")).await.status);
+    }
+    assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    env.shutdown().await;
+}

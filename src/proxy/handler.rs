@@ -192,6 +192,8 @@ impl Proxy {
             };
             let timeouts = policy.and_then(|p| p.timeouts.as_ref());
             let connect_timeout = timeouts.and_then(|t| t.connect);
+            // `service-upstream`: one try, as nginx's single ClusterIP upstream.
+            let retry = !policy.is_some_and(|p| p.service_upstream);
             // The backend: a canary attached to the rule may take the request (header, then
             // cookie, then weight).
             let backend = match route.canary.as_deref() {
@@ -205,7 +207,7 @@ impl Proxy {
                 .connect_to_backend(
                     &snapshot,
                     backend,
-                    (conn.peer.ip(), connect_timeout, hash),
+                    (conn.peer.ip(), connect_timeout, hash, retry),
                     &mut outcome,
                 )
                 .await;
@@ -345,7 +347,7 @@ impl Proxy {
         &self,
         snapshot: &'s Snapshot,
         backend: &Backend,
-        (client, connect_timeout, hash): (IpAddr, Option<Duration>, Option<u64>),
+        (client, connect_timeout, hash, retry): (IpAddr, Option<Duration>, Option<u64>, bool),
         outcome: &mut Outcome<'_>,
     ) -> Result<(Pooled, Option<Pick<'s>>), ProxyError> {
         let port = match &backend.upstream {
@@ -371,6 +373,7 @@ impl Proxy {
             .await
         {
             Ok(pooled) => Ok((pooled, Some(first))),
+            Err(error) if !retry => Err(error),
             Err(error) => {
                 drop(first);
                 let second = pick(Some(first_addr));

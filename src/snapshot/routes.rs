@@ -163,6 +163,9 @@ pub struct Policy {
     pub body_buffer: Option<u64>,
     /// `upstream-hash-by`: the endpoint is chosen by hashing this key of the request.
     pub hash_by: Option<HashKey>,
+    /// `service-upstream`: one endpoint per request by the Service's own scheduler (what its
+    /// ClusterIP does), no other endpoint tried after a failed connect, no request hashing.
+    pub service_upstream: bool,
 }
 
 /// A request key for consistent hashing (`upstream-hash-by`), in nginx's variable syntax.
@@ -580,6 +583,7 @@ impl Default for Policy {
             headers: None,
             body_buffer: None,
             hash_by: None,
+            service_upstream: false,
         }
     }
 }

@@ -240,7 +240,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "as configuration-snippet, applied before it to the paths of its own Ingress (nginx applies it to every path of the host)",
         ),
     ),
-    ("service-upstream", Support::Unsupported),
+    (
+        "service-upstream",
+        Support::Differs(
+            "each request goes to one endpoint chosen by the Service's own scheduler and sessionAffinity (what Portico's L4 table does for its ClusterIP), with no other endpoint tried after a failed connect and no upstream-hash-by, as with nginx's single ClusterIP upstream",
+        ),
+    ),
     ("session-cookie-change-on-failure", Support::Unsupported),
     (
         "session-cookie-conditional-samesite-none",
@@ -369,6 +374,13 @@ pub(super) fn parse(
         .map(|n| n.min(MAX_BODY_BUFFER));
     load_balance(&mut r);
     policy.hash_by = hash_by(&mut r);
+    policy.service_upstream = r.boolean("service-upstream").unwrap_or(false);
+    if policy.service_upstream && policy.hash_by.is_some() {
+        let reason =
+            "has no effect with service-upstream (one upstream, the Service), as in ingress-nginx";
+        r.warn("upstream-hash-by", reason.to_string());
+        policy.hash_by = None;
+    }
     parsed.aliases = aliases(&mut r);
     parsed.from_to_www = r.boolean("from-to-www-redirect").unwrap_or(false);
     policy.rewrite = rewrite(&mut r);

@@ -434,6 +434,15 @@ fn upstream_hash_by_keys() {
 }
 
 #[test]
+fn service_upstream_turns_off_hashing() {
+    assert!(policy(&[("service-upstream", "true")]).service_upstream);
+    let (parsed, d) = parse_map(&[("service-upstream", "true"), ("upstream-hash-by", "$uri")]);
+    let p = parsed.policy.unwrap();
+    assert!(p.service_upstream && p.hash_by.is_none());
+    assert!(d[0].reason.contains("service-upstream"), "{d:?}");
+}
+
+#[test]
 fn body_buffer_and_load_balance() {
     assert_eq!(
         policy(&[("client-body-buffer-size", "16k")]).body_buffer,
