@@ -291,3 +291,44 @@ async fn service_upstream() {
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
     env.shutdown().await;
 }
+
+/// `default-backend`: a Service of the namespace serves when the route's has no ready
+/// endpoint.
+#[tokio::test]
+async fn default_backend_serves_when_no_endpoint_is_ready() {
+    timeout(LIMIT, default_backend()).await.expect("bounded");
+}
+
+async fn default_backend() {
+    let fallback = Backend::start("fallback").await;
+    let web = Backend::start("web").await;
+    let ing = ingress_full(
+        "shop",
+        "with-fallback",
+        &[("f.example", vec![prefix("/", "web", 80)])],
+        &[],
+        &format!("{N}/default-backend: errors"),
+        None,
+    );
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", service("shop", "web", 80)),
+        (
+            "errors.yaml",
+            service("shop", "errors", 8080) + &endpoints("shop", "errors", &[fallback.addr], &[]),
+        ),
+        ("ing.yaml", ing),
+    ];
+    let env = Env::start(&files).await;
+    let reply = h1(env.http(), get("f.example", "/x")).await;
+    assert_eq!(
+        reply.served_by(),
+        "fallback",
+        "no endpoint: the default backend"
+    );
+    env.apply("eps.yaml", &endpoints("shop", "web", &[web.addr], &[]))
+        .await;
+    let reply = h1(env.http(), get("f.example", "/x")).await;
+    assert_eq!(reply.served_by(), "web");
+    env.shutdown().await;
+}

@@ -211,6 +211,15 @@ impl Proxy {
                     &mut outcome,
                 )
                 .await;
+            // `default-backend`: when the Service has no ready endpoint.
+            let connected = match (connected, policy.and_then(|p| p.fallback.as_ref())) {
+                (Err(ProxyError::NoEndpoints | ProxyError::BackendUnavailable), Some(fallback)) => {
+                    let choice = (conn.peer.ip(), connect_timeout, None, retry);
+                    Box::pin(self.connect_to_backend(&snapshot, fallback, choice, &mut outcome))
+                        .await
+                }
+                (connected, _) => connected,
+            };
             let (pooled, _pick) = or_break!('forward, connected);
             if let Some(prefix) = prefix {
                 parts.headers.insert(X_FORWARDED_PREFIX.clone(), prefix);

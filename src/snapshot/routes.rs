@@ -166,6 +166,9 @@ pub struct Policy {
     /// `service-upstream`: one endpoint per request by the Service's own scheduler (what its
     /// ClusterIP does), no other endpoint tried after a failed connect, no request hashing.
     pub service_upstream: bool,
+    /// `default-backend`: the Service (its first port) that serves when the route's has no
+    /// ready endpoint.
+    pub fallback: Option<Backend>,
 }
 
 /// A request key for consistent hashing (`upstream-hash-by`), in nginx's variable syntax.
@@ -584,6 +587,7 @@ impl Default for Policy {
             body_buffer: None,
             hash_by: None,
             service_upstream: false,
+            fallback: None,
         }
     }
 }

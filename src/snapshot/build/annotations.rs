@@ -113,7 +113,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("cors-max-age", Support::Unsupported),
     ("custom-headers", Support::Unsupported),
     ("custom-http-errors", Support::Unsupported),
-    ("default-backend", Support::Unsupported),
+    (
+        "default-backend",
+        Support::Differs(
+            "a Service of the Ingress's namespace (its first port) that serves when the route's Service has no ready endpoint; custom-http-errors are not supported yet",
+        ),
+    ),
     ("denylist-source-range", Support::FailsClosed),
     ("disable-proxy-intercept-errors", Support::Unsupported),
     ("enable-access-log", Support::Honoured),

@@ -147,7 +147,12 @@ impl Compiled {
         }
         self.redirect = parsed.ssl_redirect;
         self.force_redirect = parsed.force_ssl_redirect;
-        let policy = parsed.policy;
+        let mut policy = parsed.policy;
+        if let Some(fallback) = self.fallback(cx, annotations) {
+            let mut p = policy.as_deref().cloned().unwrap_or_default();
+            p.fallback = Some(fallback);
+            policy = Some(Arc::new(p));
+        }
         let parsed_canary = parsed.canary;
         let parsed_aliases = parsed.aliases;
         let parsed_www = parsed.from_to_www;
@@ -288,6 +293,37 @@ impl Compiled {
         );
         self.paths
             .push((HostPattern::Exact(Arc::from(twin.as_str())), c));
+    }
+
+    /// `default-backend`: a Service of the Ingress's namespace, its first port.
+    fn fallback(
+        &mut self,
+        cx: &Context<'_>,
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Option<Backend> {
+        let key = format!("{}default-backend", annotations::NGINX);
+        let name = annotations?.get(&key)?.trim();
+        if name.is_empty() {
+            return None;
+        }
+        let field = format!("metadata.annotations[{key}]");
+        let ns = self.key.namespace.clone();
+        let service = cx.store.services.get(&(ns, name.to_string()));
+        let port = service.and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
+        // A missing Service is resolved all the same: the lookup is recorded (so the Ingress
+        // is compiled again when the Service appears) and names the problem.
+        let port = port.unwrap_or(80);
+        let backend = IngressBackend {
+            service: Some(k8s_openapi::api::networking::v1::IngressServiceBackend {
+                name: name.to_string(),
+                port: Some(k8s_openapi::api::networking::v1::ServiceBackendPort {
+                    number: Some(port),
+                    name: None,
+                }),
+            }),
+            resource: None,
+        };
+        Some(self.resolve_backend(cx, &backend, &field))
     }
 
     /// Resolves a backend to an upstream; what cannot be resolved is a diagnostic and a 503.
