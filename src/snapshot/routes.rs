@@ -202,13 +202,16 @@ impl HashKey {
     ) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
+        // One buffer for the variables' values.
+        let mut buf = String::new();
         for part in &*self.0 {
             match part {
                 HashPart::Literal(text) => text.hash(&mut h),
                 HashPart::RemoteAddr => client.hash(&mut h),
                 HashPart::Var(var) => {
-                    let one = UrlTemplate(Box::new([UrlPart::Var(*var)]));
-                    one.expand(vars).hash(&mut h);
+                    buf.clear();
+                    var.push(vars, &mut buf);
+                    buf.hash(&mut h);
                 }
                 HashPart::Header(name) => {
                     headers.get(&name.0).map(|v| v.as_bytes()).hash(&mut h);
@@ -534,8 +537,13 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 impl PathRegex {
     /// Compiles an Ingress path the way ingress-nginx renders it in regex mode.
     pub fn compile(path: &str) -> Result<PathRegex, String> {
-        regex::RegexBuilder::new(&format!("^{path}"))
-            .case_insensitive(true)
+        PathRegex::build(&format!("^{path}"), true)
+    }
+
+    /// A tenant's pattern, size-limited; the error says why in a diagnostic's words.
+    pub fn build(pattern: &str, case_insensitive: bool) -> Result<PathRegex, String> {
+        regex::RegexBuilder::new(pattern)
+            .case_insensitive(case_insensitive)
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
@@ -671,6 +679,36 @@ impl UrlVar {
         "scheme",
     ];
 
+    /// Appends the variable's value for one request to `out`.
+    pub fn push(self, vars: &RequestVars<'_>, out: &mut String) {
+        match self {
+            UrlVar::RequestUri => {
+                out.push_str(vars.raw_path);
+                if let Some(q) = vars.query {
+                    out.push('?');
+                    out.push_str(q);
+                }
+            }
+            UrlVar::Uri => out.push_str(vars.path),
+            UrlVar::Args => out.push_str(vars.query.unwrap_or("")),
+            UrlVar::IsArgs => {
+                if vars.query.is_some_and(|q| !q.is_empty()) {
+                    out.push('?');
+                }
+            }
+            UrlVar::Host => {
+                let name = super::host::without_port(vars.http_host);
+                out.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            }
+            UrlVar::HttpHost => out.push_str(vars.http_host),
+            UrlVar::Scheme => out.push_str(vars.scheme),
+            UrlVar::HostPort => {
+                let name = super::host::without_port(vars.http_host);
+                out.push_str(&vars.http_host[name.len()..]);
+            }
+        }
+    }
+
     /// The variable of a name.
     pub fn named(name: &str) -> Option<UrlVar> {
         Some(match name {
@@ -712,32 +750,7 @@ impl UrlTemplate {
                     let group = vars.captures.and_then(|c| c.get(usize::from(*n)));
                     out.push_str(group.map_or("", |m| m.as_str()));
                 }
-                UrlPart::Var(var) => match var {
-                    UrlVar::RequestUri => {
-                        out.push_str(vars.raw_path);
-                        if let Some(q) = vars.query {
-                            out.push('?');
-                            out.push_str(q);
-                        }
-                    }
-                    UrlVar::Uri => out.push_str(vars.path),
-                    UrlVar::Args => out.push_str(vars.query.unwrap_or("")),
-                    UrlVar::IsArgs => {
-                        if vars.query.is_some_and(|q| !q.is_empty()) {
-                            out.push('?');
-                        }
-                    }
-                    UrlVar::Host => {
-                        let name = super::host::without_port(vars.http_host);
-                        out.push_str(&name.to_ascii_lowercase());
-                    }
-                    UrlVar::HttpHost => out.push_str(vars.http_host),
-                    UrlVar::Scheme => out.push_str(vars.scheme),
-                    UrlVar::HostPort => {
-                        let name = super::host::without_port(vars.http_host);
-                        out.push_str(&vars.http_host[name.len()..]);
-                    }
-                },
+                UrlPart::Var(var) => var.push(vars, &mut out),
             }
         }
         out

@@ -149,43 +149,38 @@ pub async fn list_once(
     use kube::api::ListParams;
     let client = client_of(kubeconfig, context).await?;
     let all = ListParams::default();
-    let mut objects = Vec::new();
-    let classes = Api::<IngressClass>::all(client.clone()).list(&all).await?;
-    objects.extend(
-        classes
-            .items
-            .into_iter()
-            .map(|o| Object::IngressClass(Arc::new(o))),
-    );
-    let ingresses = Api::<Ingress>::all(client.clone()).list(&all).await?;
-    objects.extend(
-        ingresses
-            .items
-            .into_iter()
-            .map(|o| Object::Ingress(Arc::new(o))),
-    );
-    let services = Api::<Service>::all(client.clone()).list(&all).await?;
-    objects.extend(
-        services
-            .items
-            .into_iter()
-            .map(|o| Object::Service(Arc::new(o))),
-    );
-    let slices = Api::<EndpointSlice>::all(client.clone()).list(&all).await?;
-    objects.extend(
-        slices
-            .items
-            .into_iter()
-            .map(|o| Object::EndpointSlice(Arc::new(o))),
-    );
     let tls = ListParams::default().fields(watch::TLS_SECRETS);
-    let secrets = Api::<Secret>::all(client.clone()).list(&tls).await?;
-    objects.extend(
-        secrets
-            .items
-            .into_iter()
-            .map(|o| Object::Secret(Arc::new(o))),
-    );
+    let mut objects = Vec::new();
+    let c = || client.clone();
+    list(
+        Api::<IngressClass>::all(c()),
+        &all,
+        Object::IngressClass,
+        &mut objects,
+    )
+    .await?;
+    list(
+        Api::<Ingress>::all(c()),
+        &all,
+        Object::Ingress,
+        &mut objects,
+    )
+    .await?;
+    list(
+        Api::<Service>::all(c()),
+        &all,
+        Object::Service,
+        &mut objects,
+    )
+    .await?;
+    list(
+        Api::<EndpointSlice>::all(c()),
+        &all,
+        Object::EndpointSlice,
+        &mut objects,
+    )
+    .await?;
+    list(Api::<Secret>::all(c()), &tls, Object::Secret, &mut objects).await?;
     if let Some((ns, name)) = configmap {
         let api = Api::<ConfigMap>::namespaced(client, ns);
         if let Some(cm) = api.get_opt(name).await? {
@@ -193,6 +188,21 @@ pub async fn list_once(
         }
     }
     Ok(objects)
+}
+
+/// One list of a kind, into `out`.
+async fn list<K>(
+    api: Api<K>,
+    params: &kube::api::ListParams,
+    wrap: fn(Arc<K>) -> Object,
+    out: &mut Vec<Object>,
+) -> Result<(), KubeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let listed = api.list(params).await?;
+    out.extend(listed.items.into_iter().map(|o| wrap(Arc::new(o))));
+    Ok(())
 }
 
 /// How long shutdown waits for the leader to release its Lease.

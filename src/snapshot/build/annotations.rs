@@ -454,29 +454,16 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
         .map(str::to_string);
     let header_pattern = match pattern {
         Some(_) if header_value.is_some() => None,
-        Some(p) => {
-            let built = regex::RegexBuilder::new(&p)
-                .size_limit(crate::snapshot::routes::REGEX_SIZE_LIMIT)
-                .dfa_size_limit(crate::snapshot::routes::REGEX_SIZE_LIMIT)
-                .build();
-            match built {
-                Ok(re) => Some(PathRegex(re)),
-                Err(e) => {
-                    let text = e.to_string();
-                    let why = text
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("");
-                    let why = why.trim().trim_start_matches("error: ");
-                    let reason = format!(
-                        "{p:?} is not a regex Portico can run ({why}); it never matches (ingress-nginx sends such requests to the primary)"
-                    );
-                    r.warn("canary-by-header-pattern", reason);
-                    None
-                }
+        Some(p) => match PathRegex::build(&p, false) {
+            Ok(re) => Some(re),
+            Err(why) => {
+                let reason = format!(
+                    "{p:?} {why}; it never matches (ingress-nginx sends such requests to the primary)"
+                );
+                r.warn("canary-by-header-pattern", reason);
+                None
             }
-        }
+        },
         None => None,
     };
     let cookie = r
@@ -527,18 +514,7 @@ pub fn parse_hash_key(value: &str) -> Result<HashKey, String> {
             parts.push(HashPart::Literal(rest[..at].into()));
         }
         let after = &rest[at + 1..];
-        let (name, consumed) = match after.strip_prefix('{') {
-            Some(braced) => {
-                let end = braced.find('}').ok_or("has an unterminated ${…}")?;
-                (&braced[..end], end + 2)
-            }
-            None => {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], end)
-            }
-        };
+        let (name, consumed) = values::variable(after)?;
         let part = if name == "remote_addr" {
             HashPart::RemoteAddr
         } else if let Some(h) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {

@@ -47,6 +47,21 @@ pub fn valid_app_root(value: &str) -> bool {
     value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
 }
 
+/// The variable name after a `$` (`name` or `{name}`, nginx's syntax), and how many bytes
+/// of `after` it takes.
+pub fn variable(after: &str) -> Result<(&str, usize), String> {
+    if let Some(braced) = after.strip_prefix('{') {
+        let end = braced
+            .find('}')
+            .ok_or_else(|| "has an unterminated ${…}".to_string())?;
+        return Ok((&braced[..end], end + 2));
+    }
+    let end = after
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(after.len());
+    Ok((&after[..end], end))
+}
+
 /// The longest template accepted (bytes).
 const MAX_TEMPLATE: usize = 2048;
 
@@ -89,17 +104,7 @@ pub fn parse_field_template(value: &str) -> Result<UrlTemplate, String> {
             rest = &after[1..];
             continue;
         }
-        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
-            let end = braced
-                .find('}')
-                .ok_or_else(|| "has an unterminated ${…}".to_string())?;
-            (&braced[..end], end + 2)
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], end)
-        };
+        let (name, consumed) = variable(after)?;
         if name.is_empty() {
             return Err("has a '$' that starts no variable".to_string());
         }
