@@ -12,6 +12,7 @@ pub mod headers;
 mod idle;
 pub mod listener;
 mod path;
+pub mod sticky;
 pub mod tls;
 pub mod upstream;
 

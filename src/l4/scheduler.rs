@@ -18,6 +18,16 @@ pub struct Pick<'a> {
     pub guard: LoadGuard,
 }
 
+impl<'a> Pick<'a> {
+    /// `endpoint`, counted as open from now on.
+    pub fn new(endpoint: &'a Endpoint) -> Pick<'a> {
+        Pick {
+            endpoint,
+            guard: endpoint.load.0.start(),
+        }
+    }
+}
+
 /// Picks a ready endpoint of `port` for `client`, avoiding `exclude` when another is ready
 /// (a retry after a failed connect). None when no endpoint is ready.
 pub fn pick(
@@ -125,18 +135,22 @@ fn rendezvous(client: IpAddr, endpoint: SocketAddr) -> u64 {
 
 /// A uniform-enough number in `0..n` from a per-thread xorshift generator.
 pub(crate) fn random_below(n: usize) -> usize {
+    (random_u64() % n.max(1) as u64) as usize
+}
+
+/// 64 pseudo-random bits (xorshift, seeded per thread from the process's random state).
+pub(crate) fn random_u64() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(std::collections::hash_map::RandomState::new().hash_one(0u64) | 1);
     }
-    let x = STATE.with(|s| {
+    STATE.with(|s| {
         let mut x = s.get();
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         s.set(x);
         x
-    });
-    (x % n.max(1) as u64) as usize
+    })
 }
 
 #[cfg(test)]

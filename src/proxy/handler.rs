@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_TYPE, HOST, LOCATION, SERVER};
@@ -18,13 +19,14 @@ use super::body::ProxyBody;
 use super::deadline::Elapsed;
 use super::errors::ProxyError;
 use super::headers::{self, ConnHeaders};
+use super::sticky;
 use super::upstream::{
     ConnectError, Forwarding, Pooled, RequestBody, Resend, SendError, Target, UpstreamBody,
 };
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{
-    Backend, FieldValue, Policy, RequestVars, ResponseOp, Rewrite, RouteLabels, Upstream,
+    Affinity, Backend, FieldValue, Policy, RequestVars, ResponseOp, Rewrite, RouteLabels, Upstream,
 };
 
 /// What is learned about a request on its way, for the access log and metrics.
@@ -39,6 +41,17 @@ struct Outcome<'s> {
     /// The route's response header operations (snippets), and their values expanded for
     /// this request when some use variables (boxed: rare).
     response_ops: Option<(&'s [ResponseOp], Option<Expanded>)>,
+    /// The endpoint key of a new sticky session (`affinity: cookie`).
+    sticky_key: Option<[u8; 16]>,
+    /// Its Set-Cookie field, added to the response.
+    set_cookie: Option<HeaderValue>,
+}
+
+/// A sticky route's request: the affinity, its backend's key, and the request's cookie key.
+struct Sticky<'a> {
+    affinity: &'a Affinity,
+    salt: [u8; 16],
+    request_key: Option<&'a [u8]>,
 }
 
 /// Response field values expanded for one request, by operation.
@@ -196,27 +209,53 @@ impl Proxy {
             let retry = !policy.is_some_and(|p| p.service_upstream);
             // The backend: a canary attached to the rule may take the request (header, then
             // cookie, then weight).
-            let backend = match route.canary.as_deref() {
-                Some(c) if c.spec.selects(&parts.headers, roll) => {
-                    outcome.labels = Some(&c.labels);
-                    &c.backend
+            // A sticky cookie that pins the request to the primary or to the canary outranks
+            // the canary rules (ingress-nginx's `affinity-canary-behavior: sticky`).
+            let affinity = policy.and_then(|p| p.affinity.as_deref());
+            let (backend, affinity, namespace) = match route.canary.as_deref() {
+                None => (&route.backend, affinity, &route.ingress.namespace),
+                Some(c) => {
+                    let primary = (&route.backend, affinity, &route.ingress.namespace);
+                    let canary = (&c.backend, c.spec.affinity.as_deref(), &c.ingress.namespace);
+                    let pinned =
+                        |(backend, affinity, ns): (&Backend, Option<&Affinity>, &Arc<str>)| {
+                            affinity.is_some_and(|a| sticky::pinned(a, ns, backend, &parts.headers))
+                        };
+                    let to_canary = !pinned(primary)
+                        && (pinned(canary) || c.spec.selects(&parts.headers, roll));
+                    if to_canary {
+                        outcome.labels = Some(&c.labels);
+                        canary
+                    } else {
+                        primary
+                    }
                 }
-                _ => &route.backend,
             };
+            let sticky = affinity.map(|affinity| Sticky {
+                affinity,
+                salt: sticky::backend_key(namespace, backend),
+                request_key: sticky::cookie(affinity, &parts.headers).map(|(key, _)| key),
+            });
             let connected = self
                 .connect_to_backend(
                     &snapshot,
                     backend,
                     (conn.peer.ip(), connect_timeout, hash, retry),
+                    sticky.as_ref(),
                     &mut outcome,
                 )
                 .await;
+            if let (Some(key), Some(s)) = (outcome.sticky_key.take(), &sticky) {
+                let path = route.path.as_deref();
+                outcome.set_cookie = sticky::set_cookie(s.affinity, &key, &s.salt, path, conn.tls);
+            }
             // `default-backend`: when the Service has no ready endpoint.
             let connected = match (connected, policy.and_then(|p| p.fallback.as_ref())) {
                 (Err(ProxyError::NoEndpoints | ProxyError::BackendUnavailable), Some(fallback)) => {
                     let choice = (conn.peer.ip(), connect_timeout, None, retry);
-                    Box::pin(self.connect_to_backend(&snapshot, fallback, choice, &mut outcome))
-                        .await
+                    let fallback =
+                        self.connect_to_backend(&snapshot, fallback, choice, None, &mut outcome);
+                    Box::pin(fallback).await
                 }
                 (connected, _) => connected,
             };
@@ -299,6 +338,11 @@ impl Proxy {
                 e.response(outcome.json)
             }
         };
+        if let Some(cookie) = outcome.set_cookie.take() {
+            response
+                .headers_mut()
+                .append(http::header::SET_COOKIE, cookie);
+        }
         if let Some((ops, expanded)) = outcome.response_ops.take() {
             apply_response_ops(ops, expanded.as_deref(), &mut response);
         }
@@ -357,6 +401,7 @@ impl Proxy {
         snapshot: &'s Snapshot,
         backend: &Backend,
         (client, connect_timeout, hash, retry): (IpAddr, Option<Duration>, Option<u64>, bool),
+        sticky: Option<&Sticky<'_>>,
         outcome: &mut Outcome<'_>,
     ) -> Result<(Pooled, Option<Pick<'s>>), ProxyError> {
         let port = match &backend.upstream {
@@ -370,11 +415,17 @@ impl Proxy {
             }
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
-        let pick = |exclude| match hash {
-            Some(key) => crate::l4::scheduler::pick_hashed(port, key, exclude),
-            None => self.picker.pick(port, client, exclude),
+        // The endpoint, and a new sticky key when the session gets one.
+        let pick = |exclude| match (sticky, hash) {
+            (Some(s), _) => sticky::pick(s.affinity, &s.salt, port, s.request_key, exclude),
+            (None, Some(key)) => {
+                crate::l4::scheduler::pick_hashed(port, key, exclude).map(|p| (p, None))
+            }
+            (None, None) => self.picker.pick(port, client, exclude).map(|p| (p, None)),
         };
-        let first = pick(None).ok_or(ProxyError::NoEndpoints)?;
+        let retry = retry && sticky.is_none_or(|s| sticky::may_retry(s.affinity, s.request_key));
+        let (first, key) = pick(None).ok_or(ProxyError::NoEndpoints)?;
+        outcome.sticky_key = key;
         let first_addr = first.endpoint.addr;
         outcome.upstream = Some(first_addr);
         match self
@@ -386,9 +437,11 @@ impl Proxy {
             Err(error) => {
                 drop(first);
                 let second = pick(Some(first_addr));
-                let Some(second) = second.filter(|p| p.endpoint.addr != first_addr) else {
+                let Some((second, key)) = second.filter(|(p, _)| p.endpoint.addr != first_addr)
+                else {
                     return Err(error);
                 };
+                outcome.sticky_key = key.or(outcome.sticky_key);
                 self.metrics.upstream_retry();
                 let next = second.endpoint.addr;
                 debug!(failed = %first_addr, %next, "connect failed; trying another endpoint");

@@ -169,6 +169,46 @@ pub struct Policy {
     /// `default-backend`: the Service (its first port) that serves when the route's has no
     /// ready endpoint.
     pub fallback: Option<Backend>,
+    /// `affinity: cookie`: sticky sessions by a cookie (wins over `upstream-hash-by`).
+    pub affinity: Option<Arc<Affinity>>,
+}
+
+/// `affinity: cookie` and the `session-cookie-*` annotations: ingress-nginx's sticky
+/// sessions. The cookie's value is `<endpoint key>|<backend key>`; the backend key tells a
+/// primary's sticky cookie from its canary's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Affinity {
+    /// `affinity-mode`.
+    pub mode: AffinityMode,
+    /// `session-cookie-name` (default `INGRESSCOOKIE`).
+    pub name: Box<str>,
+    /// `session-cookie-path` (default: the route's path as written).
+    pub path: Option<Box<str>>,
+    /// `session-cookie-domain`.
+    pub domain: Option<Box<str>>,
+    /// `session-cookie-max-age`, in seconds.
+    pub max_age: Option<u64>,
+    /// `session-cookie-expires`, in seconds from the response.
+    pub expires: Option<u64>,
+    /// `session-cookie-samesite`: `None`, `Lax` or `Strict`.
+    pub samesite: Option<&'static str>,
+    /// `session-cookie-secure: "true"` (otherwise Secure only over HTTPS).
+    pub secure: bool,
+    /// `session-cookie-change-on-failure`: a failed endpoint gives the session another one.
+    pub change_on_failure: bool,
+    /// `affinity-canary-behavior: legacy`: a sticky cookie does not outrank the canary rules.
+    pub canary_legacy: bool,
+}
+
+/// How a sticky session keeps its endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AffinityMode {
+    /// A random key, consistently hashed over the ready endpoints: a scale-up moves some
+    /// sessions (ingress-nginx's default).
+    Balanced,
+    /// The key names the endpoint: the session stays until that endpoint is gone.
+    Persistent,
 }
 
 /// A request key for consistent hashing (`upstream-hash-by`), in nginx's variable syntax.
@@ -430,6 +470,8 @@ pub struct CanarySpec {
     pub weight: u32,
     /// `canary-weight-total` when above 100, else 100.
     pub total: u32,
+    /// The canary Ingress's own `affinity` (its sticky cookie takes a request to it).
+    pub affinity: Option<Arc<Affinity>>,
 }
 
 /// What a canary rule decided.
@@ -596,6 +638,7 @@ impl Default for Policy {
             hash_by: None,
             service_upstream: false,
             fallback: None,
+            affinity: None,
         }
     }
 }

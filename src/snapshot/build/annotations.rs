@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::globals::{Globals, RiskLevel};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::routes::{
-    CanarySpec, FieldName, HashKey, HashPart, HeaderOps, PathRegex, Policy, Redirect, Rewrite,
-    RouteTimeouts, UrlTemplate,
+    Affinity, AffinityMode, CanarySpec, FieldName, HashKey, HashPart, HeaderOps, PathRegex, Policy,
+    Redirect, Rewrite, RouteTimeouts, UrlTemplate,
 };
 use crate::source::ObjectKey;
 
@@ -46,9 +46,14 @@ pub enum Support {
 
 /// Every ingress-nginx annotation Portico knows, by name (without the prefix), sorted.
 pub const ANNOTATIONS: &[(&str, Support)] = &[
-    ("affinity", Support::Unsupported),
-    ("affinity-canary-behavior", Support::Unsupported),
-    ("affinity-mode", Support::Unsupported),
+    ("affinity", Support::Honoured),
+    ("affinity-canary-behavior", Support::Honoured),
+    (
+        "affinity-mode",
+        Support::Differs(
+            "balanced and persistent; persistent-drainable is persistent (a terminating endpoint gets no request)",
+        ),
+    ),
     ("allowlist-source-range", Support::FailsClosed),
     ("app-root", Support::Honoured),
     ("auth-always-set-cookie", Support::Unsupported),
@@ -175,7 +180,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "proxy-body-size",
         Support::Differs(
-            "without the annotation there is no limit until the controller ConfigMap is supported (ingress-nginx's default is 1m); a chunked body over the limit that already streams to the upstream is cut there (nginx buffers it first)",
+            "413 past the limit (the ConfigMap's proxy-body-size, default 1m, as ingress-nginx; 0: none); a chunked body over the limit that already streams to the upstream is cut there (nginx buffers it first)",
         ),
     ),
     (
@@ -251,22 +256,24 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "each request goes to one endpoint chosen by the Service's own scheduler and sessionAffinity (what Portico's L4 table does for its ClusterIP), with no other endpoint tried after a failed connect and no upstream-hash-by, as with nginx's single ClusterIP upstream",
         ),
     ),
-    ("session-cookie-change-on-failure", Support::Unsupported),
+    ("session-cookie-change-on-failure", Support::Honoured),
     (
         "session-cookie-conditional-samesite-none",
-        Support::Unsupported,
+        Support::Differs(
+            "SameSite=None is sent to every browser: the browsers that mishandled it (Chrome 51–66, Safari on iOS 12 and macOS 10.14) are long gone",
+        ),
     ),
-    ("session-cookie-domain", Support::Unsupported),
-    ("session-cookie-expires", Support::Unsupported),
+    ("session-cookie-domain", Support::Honoured),
+    ("session-cookie-expires", Support::Honoured),
     (
         "session-cookie-hash",
         Support::Obsolete("removed in ingress-nginx 0.24"),
     ),
-    ("session-cookie-max-age", Support::Unsupported),
-    ("session-cookie-name", Support::Unsupported),
-    ("session-cookie-path", Support::Unsupported),
-    ("session-cookie-samesite", Support::Unsupported),
-    ("session-cookie-secure", Support::Unsupported),
+    ("session-cookie-max-age", Support::Honoured),
+    ("session-cookie-name", Support::Honoured),
+    ("session-cookie-path", Support::Honoured),
+    ("session-cookie-samesite", Support::Honoured),
+    ("session-cookie-secure", Support::Honoured),
     ("ssl-ciphers", Support::Unsupported),
     ("ssl-passthrough", Support::Unsupported),
     ("ssl-prefer-server-ciphers", Support::Unsupported),
@@ -380,6 +387,17 @@ pub(super) fn parse(
     load_balance(&mut r);
     policy.hash_by = hash_by(&mut r);
     policy.service_upstream = r.boolean("service-upstream").unwrap_or(false);
+    policy.affinity = affinity(&mut r, policy.use_regex).map(Arc::new);
+    if policy.affinity.is_some() && policy.hash_by.is_some() {
+        let reason = "has no effect with affinity: cookie, which wins as in ingress-nginx";
+        r.warn("upstream-hash-by", reason.to_string());
+        policy.hash_by = None;
+    }
+    if policy.service_upstream && policy.affinity.is_some() {
+        let reason = "has no effect with service-upstream (one upstream, the Service: no endpoint to stick to); no cookie is set";
+        r.warn("affinity", reason.to_string());
+        policy.affinity = None;
+    }
     if policy.service_upstream && policy.hash_by.is_some() {
         let reason =
             "has no effect with service-upstream (one upstream, the Service), as in ingress-nginx";
@@ -415,7 +433,9 @@ pub(super) fn parse(
     if r.boolean("canary") == Some(true) {
         // Only the canary annotations count on a canary Ingress (ingress-nginx ignores the
         // others there): the primary's policy applies to the rule.
-        parsed.canary = Some(Arc::new(canary(&mut r)));
+        let mut spec = canary(&mut r);
+        spec.affinity = policy.affinity.take();
+        parsed.canary = Some(Arc::new(spec));
         parsed.policy = None;
         return parsed;
     }
@@ -482,7 +502,97 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
         cookie,
         weight,
         total,
+        affinity: None,
     }
+}
+
+/// The default sticky cookie name (ingress-nginx's).
+pub const DEFAULT_AFFINITY_COOKIE: &str = "INGRESSCOOKIE";
+
+/// `affinity: cookie` with `affinity-mode`, `affinity-canary-behavior` and the
+/// `session-cookie-*` annotations (ingress-nginx's defaults; an invalid value is a warning and
+/// the default).
+fn affinity(r: &mut Reader<'_>, use_regex: bool) -> Option<Affinity> {
+    match r.get("affinity")? {
+        "cookie" => {}
+        "" => return None,
+        other => {
+            let reason =
+                format!("{other:?} is not an affinity type (only \"cookie\"); no affinity");
+            r.warn("affinity", reason);
+            return None;
+        }
+    }
+    let mode = match r.get("affinity-mode") {
+        None | Some("" | "balanced") => AffinityMode::Balanced,
+        Some("persistent") => AffinityMode::Persistent,
+        Some("persistent-drainable") => {
+            let reason =
+                "is persistent in Portico: a terminating endpoint gets no request, sticky or not";
+            r.warn("affinity-mode", reason.to_string());
+            AffinityMode::Persistent
+        }
+        Some(other) => {
+            let reason = format!("{other:?} is not balanced or persistent; using balanced");
+            r.warn("affinity-mode", reason);
+            AffinityMode::Balanced
+        }
+    };
+    let canary_legacy = match r.get("affinity-canary-behavior") {
+        None | Some("" | "sticky") => false,
+        Some("legacy") => true,
+        Some(other) => {
+            let reason = format!("{other:?} is not sticky or legacy; using sticky");
+            r.warn("affinity-canary-behavior", reason);
+            false
+        }
+    };
+    let name = match r.get("session-cookie-name").filter(|n| !n.is_empty()) {
+        None => DEFAULT_AFFINITY_COOKIE.into(),
+        Some(n) if values::cookie_name(n) => n.into(),
+        Some(n) => {
+            let reason = format!(
+                "{n:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~); using {DEFAULT_AFFINITY_COOKIE}"
+            );
+            r.warn("session-cookie-name", reason);
+            DEFAULT_AFFINITY_COOKIE.into()
+        }
+    };
+    let path = r.cookie_attribute("session-cookie-path", |p| p.starts_with('/'));
+    if use_regex && path.is_none() {
+        let reason = "session-cookie-path should be set when use-regex is true (the cookie's Path is the path regex as written, as in ingress-nginx)";
+        r.warn("affinity", reason.to_string());
+    }
+    let domain = r.cookie_attribute("session-cookie-domain", |d| {
+        crate::proxy::headers::valid_host(d.trim_start_matches('.').as_bytes()) && !d.contains(':')
+    });
+    let max_age = r.cookie_seconds("session-cookie-max-age");
+    let expires = r.cookie_seconds("session-cookie-expires");
+    let samesite = match r.get("session-cookie-samesite").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) if v.eq_ignore_ascii_case("none") => Some("None"),
+        Some(v) if v.eq_ignore_ascii_case("lax") => Some("Lax"),
+        Some(v) if v.eq_ignore_ascii_case("strict") => Some("Strict"),
+        Some(v) => {
+            let reason = format!("{v:?} is not None, Lax or Strict; no SameSite attribute");
+            r.warn("session-cookie-samesite", reason);
+            None
+        }
+    };
+    Some(Affinity {
+        mode,
+        name,
+        path,
+        domain,
+        max_age,
+        expires,
+        samesite,
+        secure: r.boolean("session-cookie-secure").unwrap_or(false),
+        change_on_failure: r
+            .boolean("session-cookie-change-on-failure")
+            .unwrap_or(false),
+        canary_legacy,
+    })
 }
 
 /// `upstream-hash-by`: nginx variables (`$request_uri`, `$remote_addr`, `$http_NAME`,
@@ -761,6 +871,33 @@ impl Reader<'_> {
             Ok(n) => Some(n),
             Err(_) => {
                 self.warn(name, format!("{value:?} is not a whole number; ignored"));
+                None
+            }
+        }
+    }
+
+    /// A cookie attribute value: printable, no `;`, and `valid` (else a warning, and none).
+    fn cookie_attribute(&mut self, name: &str, valid: impl Fn(&str) -> bool) -> Option<Box<str>> {
+        let value = self.get(name).filter(|v| !v.is_empty())?;
+        let printable = value
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b';');
+        if printable && value.len() <= 1024 && valid(value) {
+            return Some(value.into());
+        }
+        let reason = format!("{value:?} is not a valid cookie attribute value here; ignored");
+        self.warn(name, reason);
+        None
+    }
+
+    /// A number of seconds for a cookie (`0` included); anything else is a warning and none.
+    fn cookie_seconds(&mut self, name: &str) -> Option<u64> {
+        let value = self.get(name).filter(|v| !v.is_empty())?;
+        match value.parse::<u64>() {
+            Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) && n <= 1 << 40 => Some(n),
+            _ => {
+                let reason = format!("{value:?} is not a number of seconds; ignored");
+                self.warn(name, reason);
                 None
             }
         }

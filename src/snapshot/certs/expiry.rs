@@ -132,6 +132,22 @@ pub fn utc(secs: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
+/// Unix seconds as nginx's `ngx.cookie_time` writes a cookie's Expires
+/// (`Thu, 03-Dec-26 10:07:13 GMT`).
+pub fn cookie_time(secs: i64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, rem) = (secs.div_euclid(DAY), secs.rem_euclid(DAY));
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
+    let month = MONTHS[(month - 1) as usize];
+    let year = year.rem_euclid(100);
+    format!("{weekday}, {day:02}-{month}-{year:02} {h:02}:{m:02}:{s:02} GMT")
+}
+
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar (Howard
 /// Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {

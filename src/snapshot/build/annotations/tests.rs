@@ -48,7 +48,7 @@ fn policy(pairs: &[(&str, &str)]) -> Policy {
 #[test]
 fn the_table_is_sorted_and_has_no_duplicates() {
     assert!(ANNOTATIONS.windows(2).all(|w| w[0].0 < w[1].0));
-    assert_eq!(support("affinity"), Some(Support::Unsupported));
+    assert_eq!(support("enable-cors"), Some(Support::Unsupported));
     assert_eq!(support("ssl-redirect"), Some(Support::Honoured));
     assert_eq!(support("no-such-thing"), None);
 }
@@ -498,7 +498,7 @@ fn proxy_timeouts_are_whole_seconds() {
 #[test]
 fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
     let (parsed, d) = parse_map(&[
-        ("affinity", "cookie"),
+        ("enable-cors", "true"),
         ("secure-backends", "true"),
         ("no-such-annotation", "1"),
         ("proxy-buffering", "on"),
@@ -508,7 +508,7 @@ fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
     assert_eq!(d.len(), 3, "{d:?}");
     assert!(d.iter().all(|d| d.severity == Severity::Warning));
     let about = |name: &str| d.iter().find(|d| d.field.contains(name)).unwrap();
-    assert!(about("affinity").reason.contains("not supported"));
+    assert!(about("enable-cors").reason.contains("not supported"));
     assert!(about("secure-backends").reason.contains("backend-protocol"));
     assert!(
         about("no-such-annotation")
@@ -563,6 +563,107 @@ fn canary_annotations_follow_ingress_nginx() {
 }
 
 #[test]
+fn affinity_annotations_follow_ingress_nginx() {
+    use crate::snapshot::routes::AffinityMode;
+    let affinity = |pairs: &[(&str, &str)]| {
+        let (parsed, d) = parse_map(pairs);
+        let a = parsed.policy.and_then(|p| p.affinity.clone());
+        (a, d)
+    };
+    // Defaults.
+    let (a, d) = affinity(&[("affinity", "cookie")]);
+    let a = a.unwrap();
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(a.mode, AffinityMode::Balanced);
+    assert_eq!(&*a.name, "INGRESSCOOKIE");
+    assert_eq!((a.path.as_deref(), a.domain.as_deref()), (None, None));
+    assert_eq!((a.max_age, a.expires, a.samesite), (None, None, None));
+    assert!(!a.secure && !a.change_on_failure && !a.canary_legacy);
+    // Every setting.
+    let (a, d) = affinity(&[
+        ("affinity", "cookie"),
+        ("affinity-mode", "persistent"),
+        ("affinity-canary-behavior", "legacy"),
+        ("session-cookie-name", "SERVERID"),
+        ("session-cookie-path", "/foo/bar"),
+        ("session-cookie-domain", ".example.com"),
+        ("session-cookie-max-age", "259200"),
+        ("session-cookie-expires", "172800"),
+        ("session-cookie-samesite", "strict"),
+        ("session-cookie-secure", "true"),
+        ("session-cookie-change-on-failure", "true"),
+        ("session-cookie-conditional-samesite-none", "true"),
+    ]);
+    assert!(d.is_empty(), "{d:?}");
+    let a = a.unwrap();
+    assert_eq!(a.mode, AffinityMode::Persistent);
+    assert_eq!(&*a.name, "SERVERID");
+    assert_eq!(a.path.as_deref(), Some("/foo/bar"));
+    assert_eq!(a.domain.as_deref(), Some(".example.com"));
+    assert_eq!((a.max_age, a.expires), (Some(259200), Some(172800)));
+    assert_eq!(a.samesite, Some("Strict"));
+    assert!(a.secure && a.change_on_failure && a.canary_legacy);
+    // No affinity: absent, empty or another type (a warning).
+    assert!(affinity(&[]).0.is_none());
+    assert!(affinity(&[("session-cookie-name", "X")]).0.is_none());
+    let (a, d) = affinity(&[("affinity", "ip")]);
+    assert!(a.is_none());
+    assert!(d[0].reason.contains("\"ip\""), "{d:?}");
+    // Bad values: a warning naming the value, and the default.
+    for (name, value) in [
+        ("affinity-mode", "sticky"),
+        ("affinity-canary-behavior", "always"),
+        ("session-cookie-name", "bad name"),
+        ("session-cookie-name", "a;b=c"),
+        ("session-cookie-path", "no-slash"),
+        ("session-cookie-path", "/a;Domain=evil"),
+        ("session-cookie-path", "/a\u{7f}"),
+        ("session-cookie-domain", "evil.com; Secure"),
+        ("session-cookie-domain", "ex ample.com"),
+        ("session-cookie-max-age", "-1"),
+        ("session-cookie-max-age", "1h"),
+        ("session-cookie-expires", "soon"),
+        ("session-cookie-samesite", "Sometimes"),
+        ("session-cookie-secure", "yes"),
+    ] {
+        let (a, d) = affinity(&[("affinity", "cookie"), (name, value)]);
+        let a = a.unwrap();
+        assert_eq!(d.len(), 1, "{name}={value}: {d:?}");
+        assert!(d[0].field.contains(name), "{d:?}");
+        assert!(d[0].reason.contains(&format!("{value:?}")), "{d:?}");
+        assert_eq!(a.mode, AffinityMode::Balanced);
+        assert_eq!(&*a.name, "INGRESSCOOKIE");
+        assert!(a.path.is_none() && a.domain.is_none() && a.max_age.is_none());
+        assert!(a.expires.is_none() && a.samesite.is_none() && !a.secure);
+    }
+    // persistent-drainable is persistent, with a warning.
+    let (a, d) = affinity(&[
+        ("affinity", "cookie"),
+        ("affinity-mode", "persistent-drainable"),
+    ]);
+    assert_eq!(a.unwrap().mode, AffinityMode::Persistent);
+    assert_eq!(d.len(), 1, "{d:?}");
+    // use-regex without session-cookie-path: ingress-nginx's warning.
+    let (_, d) = affinity(&[("affinity", "cookie"), ("use-regex", "true")]);
+    assert!(
+        d[0].reason.contains("session-cookie-path should be set"),
+        "{d:?}"
+    );
+    // Affinity wins over upstream-hash-by; service-upstream turns it off.
+    let (parsed, d) = parse_map(&[("affinity", "cookie"), ("upstream-hash-by", "$request_uri")]);
+    let p = parsed.policy.unwrap();
+    assert!(p.affinity.is_some() && p.hash_by.is_none());
+    assert!(d[0].field.contains("upstream-hash-by"), "{d:?}");
+    let (parsed, d) = parse_map(&[("affinity", "cookie"), ("service-upstream", "true")]);
+    assert!(parsed.policy.unwrap().affinity.is_none());
+    assert!(d[0].field.contains("affinity"), "{d:?}");
+    // On a canary Ingress the affinity is the canary's own.
+    let (parsed, _) = parse_map(&[("canary", "true"), ("affinity", "cookie")]);
+    assert!(parsed.policy.is_none());
+    assert!(parsed.canary.unwrap().affinity.is_some());
+}
+
+#[test]
 fn canary_selection_order() {
     use crate::snapshot::routes::{CanarySpec, FieldName};
     let spec = CanarySpec {
@@ -572,6 +673,7 @@ fn canary_selection_order() {
         cookie: Some("c".into()),
         weight: 30,
         total: 100,
+        affinity: None,
     };
     let headers = |pairs: &[(&str, &str)]| {
         let mut h = http::HeaderMap::new();

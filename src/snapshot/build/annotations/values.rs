@@ -12,6 +12,15 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// Whether `name` is a cookie name (an RFC 6265 token, at most 256 bytes).
+pub fn cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// A size in nginx's syntax (`ngx_parse_size`): digits with an optional `k`/`K` (KiB), `m`/`M`
 /// (MiB) or `g`/`G` (GiB) suffix. `0` is 0 (no limit, for `proxy-body-size`).
 pub fn parse_size(value: &str) -> Result<u64, &'static str> {
