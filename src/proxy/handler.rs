@@ -26,7 +26,8 @@ use super::upstream::{
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{
-    Affinity, Backend, FieldValue, Policy, RequestVars, ResponseOp, Rewrite, RouteLabels, Upstream,
+    Affinity, Backend, FieldValue, Policy, PortRef, RequestVars, ResponseOp, Rewrite, Route,
+    RouteLabels, Upstream,
 };
 
 /// What is learned about a request on its way, for the access log and metrics.
@@ -45,7 +46,26 @@ struct Outcome<'s> {
     sticky_key: Option<[u8; 16]>,
     /// Its Set-Cookie field, added to the response.
     set_cookie: Option<HeaderValue>,
+    /// The route, when its policy has `custom-http-errors`.
+    intercept: Option<&'s Route>,
 }
+
+/// A response the default backend is asked to replace (`custom-http-errors`).
+struct ErrorPage<'a> {
+    route: &'a Route,
+    status: u16,
+    request_id: Option<&'a HeaderValue>,
+    json: bool,
+}
+
+/// The fields ingress-nginx's custom error locations send to the default backend.
+static X_CODE: HeaderName = HeaderName::from_static("x-code");
+static X_FORMAT: HeaderName = HeaderName::from_static("x-format");
+static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+static X_NAMESPACE: HeaderName = HeaderName::from_static("x-namespace");
+static X_INGRESS_NAME: HeaderName = HeaderName::from_static("x-ingress-name");
+static X_SERVICE_NAME: HeaderName = HeaderName::from_static("x-service-name");
+static X_SERVICE_PORT: HeaderName = HeaderName::from_static("x-service-port");
 
 /// A sticky route's request: the affinity, its backend's key, and the request's cookie key.
 struct Sticky<'a> {
@@ -113,6 +133,9 @@ impl Proxy {
                 if !policy.access_log {
                     logged = None;
                 }
+                if policy.custom_errors.is_some() {
+                    outcome.intercept = Some(route);
+                }
                 // The path regex's captures, for the templates that use them (regex mode).
                 let captures = route
                     .regex
@@ -178,7 +201,7 @@ impl Proxy {
                 .request_id
                 .is_none()
                 .then(headers::RequestId::generate);
-            if self.config.access_log {
+            if self.config.access_log || outcome.intercept.is_some() {
                 outcome.request_id = match &generated {
                     Some(id) => Some(id.to_value()),
                     None => fields.request_id.cloned(),
@@ -331,12 +354,38 @@ impl Proxy {
             }
             Ok(response.map(ProxyBody::Upstream))
         };
-        let mut response = match forwarded {
-            Ok(response) => response,
-            Err(e) => {
-                debug!(error = %e, "request failed");
-                e.response(outcome.json)
+        // `custom-http-errors`: a listed status is answered by the default backend (boxed:
+        // rare). The response is never borrowed in this scope before it moves into the boxed
+        // future: a borrowed local would keep its room in every request's future.
+        let (response, intercepted) = {
+            let response = match forwarded {
+                Ok(response) => response,
+                Err(e) => {
+                    debug!(error = %e, "request failed");
+                    e.response(outcome.json)
+                }
+            };
+            let status = response.status().as_u16();
+            let intercepted = outcome.intercept.take().filter(|route| {
+                let codes = route
+                    .policy
+                    .as_ref()
+                    .and_then(|p| p.custom_errors.as_deref());
+                codes.is_some_and(|c| c.contains(&status))
+            });
+            (response, intercepted.map(|route| (route, status)))
+        };
+        let mut response = match intercepted {
+            Some((route, status)) => {
+                let asked = ErrorPage {
+                    route,
+                    status,
+                    request_id: outcome.request_id.as_ref(),
+                    json: outcome.json,
+                };
+                Box::pin(self.error_page(&snapshot, asked, &parts, conn, response)).await
             }
+            None => response,
         };
         if let Some(cookie) = outcome.set_cookie.take() {
             response
@@ -451,6 +500,81 @@ impl Proxy {
                     Some(second),
                 ))
             }
+        }
+    }
+
+    /// The default backend's answer for a response whose status the route's
+    /// `custom-http-errors` lists, asked as ingress-nginx asks it (its `@custom_…_<code>`
+    /// location): `/` with the request's method and fields, no body, and X-Code, X-Format,
+    /// X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port and
+    /// X-Request-ID. Without a default backend `original` stands; a default backend that fails
+    /// gives its own error (502, 504), as nginx's error location would.
+    async fn error_page(
+        &self,
+        snapshot: &Snapshot,
+        asked: ErrorPage<'_>,
+        parts: &http::request::Parts,
+        conn: &ConnHeaders,
+        original: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let route = asked.route;
+        let fallback = route.policy.as_deref().and_then(|p| p.fallback.as_ref());
+        let backend = match fallback.or(snapshot.routes.default_backend().map(|r| &r.backend)) {
+            Some(backend) => backend,
+            None => return original,
+        };
+        drop(original);
+        let mut outcome = Outcome::default();
+        let choice = (conn.peer.ip(), None, None, true);
+        let connected = self
+            .connect_to_backend(snapshot, backend, choice, None, &mut outcome)
+            .await;
+        let (pooled, _pick) = match connected {
+            Ok(connected) => connected,
+            Err(e) => return e.response(asked.json),
+        };
+        let text = |s: &str| HeaderValue::from_str(s).ok();
+        let port = match &route.backend.port {
+            PortRef::Number(n) => n.to_string(),
+            PortRef::Name(name) => name.to_string(),
+        };
+        let request_id = asked
+            .request_id
+            .or_else(|| parts.headers.get(&headers::X_REQUEST_ID))
+            .cloned()
+            .unwrap_or_else(|| headers::RequestId::generate().to_value());
+        let set = [
+            (X_CODE.clone(), Some(HeaderValue::from(asked.status))),
+            (
+                X_FORMAT.clone(),
+                parts.headers.get(http::header::ACCEPT).cloned(),
+            ),
+            (X_ORIGINAL_URI.clone(), text(&parts.uri.to_string())),
+            (X_NAMESPACE.clone(), text(&route.ingress.namespace)),
+            (X_INGRESS_NAME.clone(), text(&route.ingress.name)),
+            (X_SERVICE_NAME.clone(), text(&route.backend.service)),
+            (X_SERVICE_PORT.clone(), text(&port)),
+            (headers::X_REQUEST_ID.clone(), Some(request_id)),
+        ];
+        let host = host_value(&parts.uri, parts.headers.get(HOST));
+        let fwd = Forwarding {
+            conn,
+            host: host.as_ref(),
+            upstream_host: None,
+            path: None,
+            rewritten: Some("/"),
+            set: &set,
+            request_id: None,
+            upgrade: false,
+        };
+        let exchange = pooled.prepare(parts, RequestBody::Empty, &fwd);
+        let sent = match self.deadlines.run(pin!(exchange.send())).await {
+            Ok(sent) => sent.map_err(upstream_error),
+            Err(Elapsed) => Err(ProxyError::Timeout),
+        };
+        match sent {
+            Ok(response) => response.map(ProxyBody::Upstream),
+            Err(e) => e.response(asked.json),
         }
     }
 
@@ -818,6 +942,7 @@ mod tests {
     #[test]
     fn a_request_future_stays_small() {
         let size = handle_future_size(Proxy::handle);
+        eprintln!("SIZE {size}");
         assert!(size <= 2560, "Proxy::handle's future is {size} bytes");
     }
 }

@@ -171,6 +171,10 @@ pub struct Policy {
     pub fallback: Option<Backend>,
     /// `affinity: cookie`: sticky sessions by a cookie (wins over `upstream-hash-by`).
     pub affinity: Option<Arc<Affinity>>,
+    /// `custom-http-errors` (the annotation, else the ConfigMap's): a response with one of
+    /// these statuses is replaced by the default backend's answer (`fallback`, else the
+    /// Ingress default backend), asked with X-Code and the other fields ingress-nginx sends.
+    pub custom_errors: Option<Box<[u16]>>,
 }
 
 /// `affinity: cookie` and the `session-cookie-*` annotations: ingress-nginx's sticky
@@ -639,6 +643,7 @@ impl Default for Policy {
             service_upstream: false,
             fallback: None,
             affinity: None,
+            custom_errors: None,
         }
     }
 }

@@ -117,15 +117,20 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("cors-expose-headers", Support::Unsupported),
     ("cors-max-age", Support::Unsupported),
     ("custom-headers", Support::Unsupported),
-    ("custom-http-errors", Support::Unsupported),
+    (
+        "custom-http-errors",
+        Support::Differs(
+            "the listed statuses (300–599), from the endpoint or Portico's own, are answered by the default-backend annotation's Service, else the Ingress default backend (spec.defaultBackend), asked for / (the request's method and fields, no body) with X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port and X-Request-ID; its status is the answer's. Without either, the response passes unchanged (ingress-nginx's built-in backend would answer 404)",
+        ),
+    ),
     (
         "default-backend",
         Support::Differs(
-            "a Service of the Ingress's namespace (its first port) that serves when the route's Service has no ready endpoint; custom-http-errors are not supported yet",
+            "a Service of the Ingress's namespace (its first port) that serves when the route's Service has no ready endpoint, and answers the custom-http-errors",
         ),
     ),
     ("denylist-source-range", Support::FailsClosed),
-    ("disable-proxy-intercept-errors", Support::Unsupported),
+    ("disable-proxy-intercept-errors", Support::Honoured),
     ("enable-access-log", Support::Honoured),
     ("enable-cors", Support::Unsupported),
     ("enable-global-auth", Support::Unsupported),
@@ -349,6 +354,7 @@ pub(super) fn parse(
     // What the ConfigMap sets for every route; the annotations override it.
     let mut policy = Policy {
         body_limit: globals.body_limit,
+        custom_errors: globals.custom_http_errors.clone(),
         preserve_trailing_slash: globals.preserve_trailing_slash,
         https_redirect_code: globals.http_redirect_code,
         timeouts: (globals.timeouts != RouteTimeouts::default()).then_some(globals.timeouts),
@@ -403,6 +409,16 @@ pub(super) fn parse(
             "has no effect with service-upstream (one upstream, the Service), as in ingress-nginx";
         r.warn("upstream-hash-by", reason.to_string());
         policy.hash_by = None;
+    }
+    if let Some(value) = r.get("custom-http-errors").filter(|v| !v.is_empty()) {
+        let value = value.to_string();
+        match values::parse_codes(&value) {
+            Ok(codes) => policy.custom_errors = Some(codes),
+            Err(why) => r.warn("custom-http-errors", format!("{value:?} {why}; ignored")),
+        }
+    }
+    if r.boolean("disable-proxy-intercept-errors") == Some(true) {
+        policy.custom_errors = None;
     }
     parsed.aliases = aliases(&mut r);
     parsed.from_to_www = r.boolean("from-to-www-redirect").unwrap_or(false);

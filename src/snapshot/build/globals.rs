@@ -36,6 +36,8 @@ pub struct Globals {
     pub allow_snippet_annotations: bool,
     /// `annotations-risk-level` (default `High`).
     pub annotations_risk_level: RiskLevel,
+    /// `custom-http-errors`: responses with these statuses come from the default backend.
+    pub custom_http_errors: Option<Box<[u16]>>,
 }
 
 /// ingress-nginx's annotation risk levels, lowest first: annotations riskier than the
@@ -63,6 +65,7 @@ impl Default for Globals {
             timeouts: RouteTimeouts::default(),
             allow_snippet_annotations: false,
             annotations_risk_level: RiskLevel::High,
+            custom_http_errors: None,
         }
     }
 }
@@ -83,7 +86,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("annotations-risk-level", KeySupport::Honoured),
     ("client-body-timeout", KeySupport::NotYet),
     ("client-header-timeout", KeySupport::NotYet),
-    ("custom-http-errors", KeySupport::NotYet),
+    ("custom-http-errors", KeySupport::Honoured),
     ("force-ssl-redirect", KeySupport::Honoured),
     ("http-redirect-code", KeySupport::Honoured),
     ("keep-alive", KeySupport::NotYet),
@@ -194,6 +197,10 @@ pub fn parse(
                     ),
                 }
             }
+            "custom-http-errors" => match values::parse_codes(value) {
+                Ok(codes) => g.custom_http_errors = Some(codes),
+                Err(why) => warn(name, format!("{value:?} {why}; ignored")),
+            },
             "annotations-risk-level" => match value {
                 "Low" => g.annotations_risk_level = RiskLevel::Low,
                 "Medium" => g.annotations_risk_level = RiskLevel::Medium,

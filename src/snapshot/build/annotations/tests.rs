@@ -664,6 +664,58 @@ fn affinity_annotations_follow_ingress_nginx() {
 }
 
 #[test]
+fn custom_http_errors_follow_ingress_nginx() {
+    use super::values::parse_codes;
+    assert_eq!(parse_codes("404").unwrap()[..], [404]);
+    assert_eq!(parse_codes(" 503, 404 ,404,").unwrap()[..], [404, 503]);
+    assert_eq!(parse_codes("300,599").unwrap()[..], [300, 599]);
+    for bad in [
+        "",
+        ",",
+        "abc",
+        "404,x",
+        "299",
+        "600",
+        "+404",
+        "4 04",
+        "-1",
+        "99999999999",
+    ] {
+        assert!(parse_codes(bad).is_err(), "{bad:?}");
+    }
+    let p = policy(&[("custom-http-errors", "404,500")]);
+    assert_eq!(p.custom_errors.as_deref(), Some(&[404, 500][..]));
+    // The ConfigMap's list is every route's; the annotation replaces it, or turns it off.
+    let globals = Globals {
+        custom_http_errors: Some(Box::from([404u16])),
+        ..bare()
+    };
+    let with = |pairs: &[(&str, &str)]| {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        let parsed = parse(&key(), Some(&map), &globals, &mut d);
+        parsed.policy.and_then(|p| p.custom_errors.clone())
+    };
+    assert_eq!(with(&[]).as_deref(), Some(&[404][..]));
+    assert_eq!(
+        with(&[("custom-http-errors", "503")]).as_deref(),
+        Some(&[503][..])
+    );
+    assert_eq!(with(&[("disable-proxy-intercept-errors", "true")]), None);
+    assert_eq!(
+        with(&[("disable-proxy-intercept-errors", "false")]).as_deref(),
+        Some(&[404][..])
+    );
+    // A bad list: a warning naming the value, and the ConfigMap's applies.
+    let (parsed, d) = parse_map(&[("custom-http-errors", "404,abc")]);
+    assert!(parsed.policy.is_none());
+    assert!(d[0].reason.contains("\"abc\""), "{d:?}");
+}
+
+#[test]
 fn canary_selection_order() {
     use crate::snapshot::routes::{CanarySpec, FieldName};
     let spec = CanarySpec {
@@ -721,6 +773,31 @@ proptest! {
             let url = r.url.expand(&vars());
             prop_assert!(!url.contains(['\r', '\n']));
         }
+    }
+
+    /// Whatever the session-cookie annotations say, the sticky cookie stays one well-formed
+    /// Set-Cookie field: no value smuggles in an attribute or a second cookie.
+    #[test]
+    fn affinity_values_never_break_the_cookie(
+        name in prop::sample::select(vec![
+            "session-cookie-name", "session-cookie-path", "session-cookie-domain",
+            "session-cookie-max-age", "session-cookie-expires", "session-cookie-samesite",
+        ]),
+        value in ".{0,64}",
+    ) {
+        let (parsed, _) = parse_map(&[("affinity", "cookie"), (name, &value)]);
+        let a = parsed.policy.and_then(|p| p.affinity.clone()).unwrap();
+        let key = *b"0123456789abcdef";
+        let v = crate::proxy::sticky::set_cookie(&a, &key, &key, Some("/"), false).unwrap();
+        let text = v.to_str().unwrap();
+        let attributes: Vec<&str> = text.split("; ").skip(1).collect();
+        prop_assert!(attributes.len() <= 6, "{text}");
+        for attr in attributes {
+            let known = ["Expires=", "Max-Age=", "Domain=", "Path=", "HttpOnly", "SameSite="];
+            prop_assert!(known.iter().any(|k| attr.starts_with(k)), "{text}");
+        }
+        let name = text.split('=').next().unwrap();
+        prop_assert!(super::values::cookie_name(name), "{text}");
     }
 
     /// Templates: parsing never panics, and what parses expands to a header-safe value.

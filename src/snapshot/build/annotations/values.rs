@@ -51,6 +51,32 @@ pub fn parse_seconds(value: &str) -> Option<u64> {
     (1..=365 * 24 * 3600).contains(&n).then_some(n)
 }
 
+/// A `custom-http-errors` list: status codes (300–599) separated by commas, spaces allowed;
+/// sorted, without duplicates.
+pub fn parse_codes(value: &str) -> Result<Box<[u16]>, String> {
+    let mut codes = Vec::new();
+    for item in value.split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        match item.parse::<u16>() {
+            Ok(code) if item.bytes().all(|b| b.is_ascii_digit()) && (300..=599).contains(&code) => {
+                codes.push(code)
+            }
+            _ => return Err(format!("holds {item:?}, not a status code from 300 to 599")),
+        }
+        if codes.len() > 300 {
+            return Err("lists more codes than there are".to_string());
+        }
+    }
+    if codes.is_empty() {
+        return Err("lists no status code".to_string());
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    Ok(codes.into())
+}
+
 /// An `app-root`: an absolute path of visible characters, without a fragment.
 pub fn valid_app_root(value: &str) -> bool {
     value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic() && b != b'#')

@@ -48,8 +48,10 @@ fn good_values() {
         ("proxy-read-timeout", "3600"),
         ("allow-snippet-annotations", "true"),
         ("annotations-risk-level", "Critical"),
+        ("custom-http-errors", "503, 404,404"),
     ]);
     assert!(d.is_empty(), "{d:?}");
+    assert_eq!(g.custom_http_errors.as_deref(), Some(&[404, 503][..]));
     assert_eq!(g.body_limit, Some(8 << 20));
     assert!(!g.ssl_redirect && g.force_ssl_redirect && g.preserve_trailing_slash);
     assert_eq!(g.http_redirect_code, 301);
@@ -69,6 +71,9 @@ fn bad_values_keep_the_default_with_a_warning_naming_key_and_value() {
         ("http-redirect-code", "303"),
         ("proxy-read-timeout", "60s"),
         ("annotations-risk-level", "critical"),
+        ("custom-http-errors", "404,abc"),
+        ("custom-http-errors", "200"),
+        ("custom-http-errors", ","),
     ] {
         let (g, d) = parse_pairs(&[(k, v)]);
         assert_eq!(g, Globals::default(), "{k}");
