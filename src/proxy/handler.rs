@@ -942,7 +942,6 @@ mod tests {
     #[test]
     fn a_request_future_stays_small() {
         let size = handle_future_size(Proxy::handle);
-        eprintln!("SIZE {size}");
         assert!(size <= 2560, "Proxy::handle's future is {size} bytes");
     }
 }
