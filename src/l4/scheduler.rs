@@ -75,20 +75,31 @@ pub fn pick(
 /// get, that endpoint), avoiding `exclude` when another is ready.
 pub fn pick_hashed(port: &ServicePort, key: u64, exclude: Option<SocketAddr>) -> Option<Pick<'_>> {
     let ready = port.ready_endpoints();
+    match exclude {
+        Some(addr) if ready.len() > 1 => pick_hashed_except(port, key, &[addr]),
+        _ => pick_hashed_except(port, key, &[]),
+    }
+}
+
+/// The ready endpoint with the highest rendezvous score for `key` among those not in
+/// `except` (another try of a hashed request: the next endpoint on its own order).
+pub fn pick_hashed_except<'p>(
+    port: &'p ServicePort,
+    key: u64,
+    except: &[SocketAddr],
+) -> Option<Pick<'p>> {
     let score = |e: &Endpoint| {
         let mut h = std::hash::DefaultHasher::new();
         key.hash(&mut h);
         e.addr.hash(&mut h);
         h.finish()
     };
-    let endpoint = ready
+    let endpoint = port
+        .ready_endpoints()
         .iter()
-        .filter(|e| Some(e.addr) != exclude || ready.len() == 1)
+        .filter(|e| !except.contains(&e.addr))
         .max_by_key(|e| score(e))?;
-    Some(Pick {
-        endpoint,
-        guard: endpoint.load.0.start(),
-    })
+    Some(Pick::new(endpoint))
 }
 
 /// The index of the scheduler's choice among the ready endpoints.

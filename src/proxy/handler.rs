@@ -26,9 +26,10 @@ use super::upstream::{
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::{
-    Affinity, Backend, FieldValue, Policy, PortRef, RequestVars, ResponseOp, Rewrite, Route,
-    RouteLabels, Upstream,
+    Affinity, Backend, FieldValue, NextUpstream, Policy, PortRef, RequestVars, ResponseOp, Rewrite,
+    Route, RouteLabels, RouteTimeouts, Upstream,
 };
+use crate::snapshot::services::ServicePort;
 
 /// What is learned about a request on its way, for the access log and metrics.
 #[derive(Debug, Default)]
@@ -48,6 +49,52 @@ struct Outcome<'s> {
     set_cookie: Option<HeaderValue>,
     /// The route, when its policy has `custom-http-errors`.
     intercept: Option<&'s Route>,
+}
+
+/// What another try of a request needs (`proxy-next-upstream`).
+struct Retry<'a, 's> {
+    snapshot: &'s Snapshot,
+    backend: &'a Backend,
+    /// The client's address, the connect timeout, the request's hash.
+    choice: (IpAddr, Option<Duration>, Option<u64>),
+    sticky: Option<&'a Sticky<'a>>,
+    next: &'a NextUpstream,
+    /// The method may go again once sent (idempotent, or `non_idempotent`).
+    resendable: bool,
+    parts: &'a http::request::Parts,
+    fwd: &'a Forwarding<'a>,
+    body: RequestBody,
+    timeouts: Option<&'a RouteTimeouts>,
+    /// The endpoints tried, in order.
+    tried: Vec<SocketAddr>,
+    started: Instant,
+}
+
+/// Whether a method may be sent again once sent: not POST, LOCK or PATCH (nginx's
+/// non-idempotent methods) unless `non_idempotent` says so.
+fn resendable(method: &http::Method, next: &NextUpstream) -> bool {
+    next.non_idempotent
+        || !(method == http::Method::POST || method == http::Method::PATCH || method == "LOCK")
+}
+
+/// Whether an attempt's result goes on to another endpoint under `next`: a failed connect by
+/// `error` or `timeout`; a sent request (`resendable`) by `error` or `invalid_header` (the
+/// endpoint failed or answered no valid head), `timeout` (no head in time) or its status.
+fn goes_on(
+    next: &NextUpstream,
+    connecting: bool,
+    resendable: bool,
+    result: &Result<&Response<UpstreamBody>, &ProxyError>,
+) -> bool {
+    match result {
+        Err(ProxyError::Connect(_)) if connecting => next.error,
+        Err(ProxyError::Timeout) if connecting => next.timeout,
+        _ if connecting => false,
+        Ok(response) => resendable && next.on_status(response.status().as_u16()),
+        Err(ProxyError::Upstream(_)) => resendable && (next.error || next.invalid_header),
+        Err(ProxyError::Timeout) => resendable && next.timeout,
+        Err(_) => false,
+    }
 }
 
 /// A response the default backend is asked to replace (`custom-http-errors`).
@@ -254,6 +301,11 @@ impl Proxy {
                     }
                 }
             };
+            // The client's X-Forwarded-Prefix decided nothing above (nginx's `$http_` values
+            // are the client's); the rewrite's replaces it upstream.
+            if let Some(prefix) = prefix {
+                parts.headers.insert(X_FORWARDED_PREFIX.clone(), prefix);
+            }
             let sticky = affinity.map(|affinity| Sticky {
                 affinity,
                 salt: sticky::backend_key(namespace, backend),
@@ -263,29 +315,21 @@ impl Proxy {
                 .connect_to_backend(
                     &snapshot,
                     backend,
-                    (conn.peer.ip(), connect_timeout, hash, retry),
+                    (conn.peer.ip(), connect_timeout, hash),
                     sticky.as_ref(),
                     &mut outcome,
                 )
                 .await;
-            if let (Some(key), Some(s)) = (outcome.sticky_key.take(), &sticky) {
-                let path = route.path.as_deref();
-                outcome.set_cookie = sticky::set_cookie(s.affinity, &key, &s.salt, path, conn.tls);
-            }
             // `default-backend`: when the Service has no ready endpoint.
-            let connected = match (connected, policy.and_then(|p| p.fallback.as_ref())) {
+            let (connected, backend) = match (connected, policy.and_then(|p| p.fallback.as_ref())) {
                 (Err(ProxyError::NoEndpoints | ProxyError::BackendUnavailable), Some(fallback)) => {
-                    let choice = (conn.peer.ip(), connect_timeout, None, retry);
-                    let fallback =
+                    let choice = (conn.peer.ip(), connect_timeout, None);
+                    let connecting =
                         self.connect_to_backend(&snapshot, fallback, choice, None, &mut outcome);
-                    Box::pin(fallback).await
+                    (Box::pin(connecting).await, fallback)
                 }
-                (connected, _) => connected,
+                (connected, _) => (connected, backend),
             };
-            let (pooled, _pick) = or_break!('forward, connected);
-            if let Some(prefix) = prefix {
-                parts.headers.insert(X_FORWARDED_PREFIX.clone(), prefix);
-            }
             let fwd = Forwarding {
                 conn,
                 host: host.as_ref(),
@@ -303,36 +347,91 @@ impl Proxy {
                 request_id: generated.as_ref().map(headers::RequestId::as_bytes),
                 upgrade,
             };
-            let mut exchange = pooled.prepare(&parts, body, &fwd);
-            let read_timeout = timeouts.and_then(|t| t.read);
-            if let Some(t) = timeouts {
-                exchange.set_timeouts(t.read, t.send);
+            // `proxy-next-upstream`: what a failed attempt may go on to another endpoint
+            // with (boxed: rare; the first attempt is here).
+            let next = policy
+                .and_then(|p| p.next_upstream.as_ref())
+                .unwrap_or(&NextUpstream::DEFAULT);
+            // What another try needs (a macro: a closure holding these would weigh on every
+            // request's future).
+            macro_rules! retry_with {
+                ($body:expr, $first:expr) => {
+                    Retry {
+                        snapshot: &snapshot,
+                        backend,
+                        choice: (conn.peer.ip(), connect_timeout, hash),
+                        sticky: sticky.as_ref(),
+                        next,
+                        resendable: resendable(&parts.method, next),
+                        parts: &parts,
+                        fwd: &fwd,
+                        body: $body,
+                        timeouts,
+                        tried: vec![$first],
+                        started: start,
+                    }
+                };
             }
-            // Sent, and its response head read, within the read timeout (504 past it). A
-            // request that a reused connection could not take (the upstream had closed it)
-            // goes once more on a new connection to the same target. A streamed body applies
-            // the send, client body and read timeouts itself (a slow but progressing upload
-            // is never cut). `_pick` counts as open load on its endpoint (for lc and p2c)
-            // until the response head is in.
-            let sent = if exchange.streams_body() {
-                Ok(Box::pin(exchange.send()).await)
-            } else if let Some(read) = read_timeout {
-                // A route's own read timeout: a timer of its own (boxed: rare).
-                let sending = tokio::time::timeout(read, exchange.send());
-                Box::pin(sending).await.map_err(|_| Elapsed)
-            } else {
-                self.deadlines.run(pin!(exchange.send())).await
-            };
-            let mut response = match sent {
-                Ok(Ok(response)) => response,
-                // Boxed: rare, and its future would otherwise weigh on every request's.
-                Ok(Err(SendError::NotSent(resend, _))) => {
-                    or_break!('forward, Box::pin(self.resend(resend)).await)
+            let mut response = 'sent: {
+                let (pooled, _pick) = match connected {
+                    Ok(connected) => connected,
+                    Err(e) if retry && goes_on(next, true, false, &Err(&e)) => {
+                        let Some(first) = outcome.upstream else {
+                            break 'forward Err(e);
+                        };
+                        let again = retry_with!(body, first);
+                        let sent = self.next_upstream(again, Err(e), &mut outcome);
+                        break 'sent or_break!('forward, Box::pin(sent).await);
+                    }
+                    Err(e) => break 'forward Err(e),
+                };
+                // The body again, for another endpoint: only when it may go again.
+                let again = if retry && !upgrade && resendable(&parts.method, next) {
+                    body.again()
+                } else {
+                    None
+                };
+                let mut exchange = pooled.prepare(&parts, body, &fwd);
+                let read_timeout = timeouts.and_then(|t| t.read);
+                if let Some(t) = timeouts {
+                    exchange.set_timeouts(t.read, t.send);
                 }
-                Ok(Err(e)) => break 'forward Err(upstream_error(e)),
-                Err(Elapsed) => break 'forward Err(ProxyError::Timeout),
+                // Sent, and its response head read, within the read timeout (504 past it). A
+                // request that a reused connection could not take (the upstream had closed
+                // it) goes once more on a new connection to the same target. A streamed body
+                // applies the send, client body and read timeouts itself (a slow but
+                // progressing upload is never cut). `_pick` counts as open load on its
+                // endpoint (for lc and p2c) until the response head is in.
+                let sent = if exchange.streams_body() {
+                    Ok(Box::pin(exchange.send()).await)
+                } else if let Some(read) = read_timeout {
+                    // A route's own read timeout: a timer of its own (boxed: rare).
+                    let sending = tokio::time::timeout(read, exchange.send());
+                    Box::pin(sending).await.map_err(|_| Elapsed)
+                } else {
+                    self.deadlines.run(pin!(exchange.send())).await
+                };
+                let sent = match sent {
+                    Ok(Ok(response)) => Ok(response),
+                    // Boxed: rare, and its future would otherwise weigh on every request's.
+                    Ok(Err(SendError::NotSent(resend, _))) => Box::pin(self.resend(resend)).await,
+                    Ok(Err(e)) => Err(upstream_error(e)),
+                    Err(Elapsed) => Err(ProxyError::Timeout),
+                };
+                drop(_pick);
+                match (again, outcome.upstream) {
+                    (Some(body), Some(first)) if goes_on(next, false, true, &sent.as_ref()) => {
+                        let again = retry_with!(body, first);
+                        let sent = self.next_upstream(again, sent, &mut outcome);
+                        or_break!('forward, Box::pin(sent).await)
+                    }
+                    _ => or_break!('forward, sent),
+                }
             };
-            drop(_pick);
+            if let (Some(key), Some(s)) = (outcome.sticky_key.take(), &sticky) {
+                let path = route.path.as_deref();
+                outcome.set_cookie = sticky::set_cookie(s.affinity, &key, &s.salt, path, conn.tls);
+            }
             outcome.upstream_status = Some(response.status().as_u16());
             let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             match client_upgrade {
@@ -442,14 +541,15 @@ impl Proxy {
         }
     }
 
-    /// A connection to the route's backend: a Service endpoint (another ready endpoint is
-    /// tried when connecting fails) or an ExternalName. The pick, if any, counts as open load
-    /// on its endpoint until dropped.
+    /// A connection to the route's backend: a Service endpoint (by the sticky cookie, the
+    /// request's hash, or the Service's scheduler), or an ExternalName. The pick, if any,
+    /// counts as open load on its endpoint until dropped; `outcome.upstream` is the endpoint
+    /// tried, for another try (`next_upstream`) when this one fails.
     async fn connect_to_backend<'s>(
         &self,
         snapshot: &'s Snapshot,
         backend: &Backend,
-        (client, connect_timeout, hash, retry): (IpAddr, Option<Duration>, Option<u64>, bool),
+        (client, connect_timeout, hash): (IpAddr, Option<Duration>, Option<u64>),
         sticky: Option<&Sticky<'_>>,
         outcome: &mut Outcome<'_>,
     ) -> Result<(Pooled, Option<Pick<'s>>), ProxyError> {
@@ -464,43 +564,133 @@ impl Proxy {
             }
             Upstream::Unavailable => return Err(ProxyError::BackendUnavailable),
         };
-        // The endpoint, and a new sticky key when the session gets one.
-        let pick = |exclude| match (sticky, hash) {
-            (Some(s), _) => sticky::pick(s.affinity, &s.salt, port, s.request_key, exclude),
+        let (pick, key) = match (sticky, hash) {
+            (Some(s), _) => sticky::pick(s.affinity, &s.salt, port, s.request_key, None),
             (None, Some(key)) => {
-                crate::l4::scheduler::pick_hashed(port, key, exclude).map(|p| (p, None))
+                crate::l4::scheduler::pick_hashed(port, key, None).map(|p| (p, None))
             }
-            (None, None) => self.picker.pick(port, client, exclude).map(|p| (p, None)),
-        };
-        let retry = retry && sticky.is_none_or(|s| sticky::may_retry(s.affinity, s.request_key));
-        let (first, key) = pick(None).ok_or(ProxyError::NoEndpoints)?;
+            (None, None) => self.picker.pick(port, client, None).map(|p| (p, None)),
+        }
+        .ok_or(ProxyError::NoEndpoints)?;
         outcome.sticky_key = key;
-        let first_addr = first.endpoint.addr;
-        outcome.upstream = Some(first_addr);
-        match self
-            .checkout(&Target::Addr(first_addr), connect_timeout)
-            .await
-        {
-            Ok(pooled) => Ok((pooled, Some(first))),
-            Err(error) if !retry => Err(error),
-            Err(error) => {
-                drop(first);
-                let second = pick(Some(first_addr));
-                let Some((second, key)) = second.filter(|(p, _)| p.endpoint.addr != first_addr)
-                else {
-                    return Err(error);
-                };
-                outcome.sticky_key = key.or(outcome.sticky_key);
-                self.metrics.upstream_retry();
-                let next = second.endpoint.addr;
-                debug!(failed = %first_addr, %next, "connect failed; trying another endpoint");
-                outcome.upstream = Some(next);
-                Ok((
-                    self.checkout(&Target::Addr(next), connect_timeout).await?,
-                    Some(second),
-                ))
+        let addr = pick.endpoint.addr;
+        outcome.upstream = Some(addr);
+        let pooled = self.checkout(&Target::Addr(addr), connect_timeout).await?;
+        Ok((pooled, Some(pick)))
+    }
+
+    /// `proxy-next-upstream`: a request whose attempt failed (`last`) goes on to endpoints not
+    /// tried yet, while the route's conditions hold, within its tries and time; the last
+    /// result stands when there is no other endpoint. A body that streams from the client
+    /// goes once (after a failed connect it has not gone yet).
+    async fn next_upstream(
+        &self,
+        mut r: Retry<'_, '_>,
+        mut last: Result<Response<UpstreamBody>, ProxyError>,
+        outcome: &mut Outcome<'_>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let Upstream::Service(id) = &r.backend.upstream else {
+            return last;
+        };
+        let Some(port) = r.snapshot.services.get(*id) else {
+            return last;
+        };
+        loop {
+            let tries_left = r.next.tries == 0 || (r.tried.len() as u32) < r.next.tries;
+            let in_time = r.next.within.is_none_or(|w| r.started.elapsed() < w);
+            if !tries_left || !in_time {
+                return last;
+            }
+            let Some((pick, key)) = self.next_pick(port, &r) else {
+                return last;
+            };
+            drop(last);
+            self.metrics.upstream_retry();
+            let addr = pick.endpoint.addr;
+            debug!(failed = ?r.tried.last(), next = %addr, "trying another endpoint");
+            r.tried.push(addr);
+            outcome.upstream = Some(addr);
+            if key.is_some() {
+                outcome.sticky_key = key;
+            }
+            let (_, connect_timeout, _) = r.choice;
+            let pooled = match self.checkout(&Target::Addr(addr), connect_timeout).await {
+                Ok(pooled) => pooled,
+                Err(e) => {
+                    let goes = goes_on(r.next, true, false, &Err(&e));
+                    last = Err(e);
+                    if goes {
+                        continue;
+                    }
+                    return last;
+                }
+            };
+            // A copy of the body when it can go again; else the body itself, this once.
+            let (body, more) = match r.body.again() {
+                Some(copy) => (copy, true),
+                None => (std::mem::replace(&mut r.body, RequestBody::Empty), false),
+            };
+            let mut exchange = pooled.prepare(r.parts, body, r.fwd);
+            let read_timeout = r.timeouts.and_then(|t| t.read);
+            if let Some(t) = r.timeouts {
+                exchange.set_timeouts(t.read, t.send);
+            }
+            let sent = if exchange.streams_body() {
+                Ok(exchange.send().await)
+            } else if let Some(read) = read_timeout {
+                tokio::time::timeout(read, exchange.send())
+                    .await
+                    .map_err(|_| Elapsed)
+            } else {
+                self.deadlines.run(pin!(exchange.send())).await
+            };
+            last = match sent {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(SendError::NotSent(resend, _))) => self.resend(resend).await,
+                Ok(Err(e)) => Err(upstream_error(e)),
+                Err(Elapsed) => Err(ProxyError::Timeout),
+            };
+            drop(pick);
+            if !(more && r.resendable && goes_on(r.next, false, true, &last.as_ref())) {
+                return last;
             }
         }
+    }
+
+    /// The next endpoint for another try: one not tried yet, by the sticky session (with
+    /// `session-cookie-change-on-failure`, or when the request brought no cookie), the
+    /// request's hash, or the Service's scheduler, else any ready one left.
+    fn next_pick<'p>(
+        &self,
+        port: &'p ServicePort,
+        r: &Retry<'_, '_>,
+    ) -> Option<(Pick<'p>, Option<[u8; 16]>)> {
+        let last = r.tried.last().copied();
+        if let Some(s) = r.sticky {
+            if !sticky::may_retry(s.affinity, s.request_key) {
+                return None;
+            }
+            let (pick, key) = sticky::pick(s.affinity, &s.salt, port, s.request_key, last)?;
+            return (!r.tried.contains(&pick.endpoint.addr)).then_some((pick, key));
+        }
+        let (client, _, hash) = r.choice;
+        let pick = match hash {
+            Some(key) => crate::l4::scheduler::pick_hashed_except(port, key, &r.tried),
+            None => self
+                .picker
+                .pick(port, client, last)
+                .filter(|p| !r.tried.contains(&p.endpoint.addr)),
+        };
+        if let Some(pick) = pick {
+            return Some((pick, None));
+        }
+        let left: Vec<_> = port
+            .ready_endpoints()
+            .iter()
+            .filter(|e| !r.tried.contains(&e.addr))
+            .collect();
+        let endpoint = left.get(crate::l4::scheduler::random_below(left.len()))?;
+        Some((Pick::new(endpoint), None))
     }
 
     /// The default backend's answer for a response whose status the route's
@@ -525,7 +715,7 @@ impl Proxy {
         };
         drop(original);
         let mut outcome = Outcome::default();
-        let choice = (conn.peer.ip(), None, None, true);
+        let choice = (conn.peer.ip(), None, None);
         let connected = self
             .connect_to_backend(snapshot, backend, choice, None, &mut outcome)
             .await;
@@ -938,10 +1128,12 @@ mod tests {
 
     /// hyper moves each request's future into place, and every nested `async fn` is copied
     /// into its caller's: rare paths (connecting, sending again, request bodies, the access
-    /// log) are boxed so that what every request carries stays small. It was 5.3 KiB.
+    /// log) are boxed so that what every request carries stays small. It was 5.3 KiB; 2.5 KiB
+    /// before `proxy-next-upstream`, whose other tries need the request's pieces (the
+    /// forwarding fields, the body) kept across the first send (+330 bytes).
     #[test]
     fn a_request_future_stays_small() {
         let size = handle_future_size(Proxy::handle);
-        assert!(size <= 2560, "Proxy::handle's future is {size} bytes");
+        assert!(size <= 2944, "Proxy::handle's future is {size} bytes");
     }
 }

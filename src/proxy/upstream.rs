@@ -458,6 +458,16 @@ pub struct Streaming {
 // === impl RequestBody ===
 
 impl RequestBody {
+    /// The same body once more, for another endpoint (`proxy-next-upstream`): `None` for one
+    /// that streams from the client (it can go only once).
+    pub fn again(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Empty => Some(RequestBody::Empty),
+            RequestBody::Buffered(data) => Some(RequestBody::Buffered(data.clone())),
+            RequestBody::Streaming(_) => None,
+        }
+    }
+
     /// Reads `body` until it ends or holds more than `limit` bytes, each read within
     /// `timeout` (nginx's `client_body_timeout`): a slow client costs this buffer, not an
     /// upstream connection. Trailers of a body that fits are dropped (it goes with a

@@ -175,6 +175,98 @@ pub struct Policy {
     /// these statuses is replaced by the default backend's answer (`fallback`, else the
     /// Ingress default backend), asked with X-Code and the other fields ingress-nginx sends.
     pub custom_errors: Option<Box<[u16]>>,
+    /// `proxy-next-upstream`, `-tries`, `-timeout` (the annotation's, else the ConfigMap's;
+    /// `None`: ingress-nginx's default, [`NextUpstream::DEFAULT`]).
+    pub next_upstream: Option<NextUpstream>,
+}
+
+/// When a request goes on to another endpoint (nginx's `proxy_next_upstream`): after which
+/// failures, how many tries in all, within how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NextUpstream {
+    /// `error`: connecting, sending the request or reading the response head failed.
+    pub error: bool,
+    /// `timeout`: connecting or waiting for the response head timed out.
+    pub timeout: bool,
+    /// `invalid_header`: the endpoint sent an empty or invalid response head.
+    pub invalid_header: bool,
+    /// `http_403`, `http_404`, `http_429`, `http_500`, `http_502`, `http_503`, `http_504`: one
+    /// bit each, in that order.
+    pub statuses: u8,
+    /// `non_idempotent`: POST, LOCK and PATCH go on too once sent.
+    pub non_idempotent: bool,
+    /// `proxy-next-upstream-tries`: attempts in all, the first included (0: no limit but the
+    /// endpoints).
+    pub tries: u32,
+    /// `proxy-next-upstream-timeout`: no further attempt once this much time has passed since
+    /// the first (`None`: no limit).
+    pub within: Option<std::time::Duration>,
+}
+
+impl NextUpstream {
+    /// ingress-nginx's default: `error timeout`, 3 tries, no time limit.
+    pub const DEFAULT: NextUpstream = NextUpstream {
+        error: true,
+        timeout: true,
+        invalid_header: false,
+        statuses: 0,
+        non_idempotent: false,
+        tries: 3,
+        within: None,
+    };
+
+    /// The statuses `http_<code>` may name, in bit order.
+    pub const STATUSES: [u16; 7] = [403, 404, 429, 500, 502, 503, 504];
+
+    /// Whether a response with this status goes on to another endpoint.
+    pub fn on_status(&self, status: u16) -> bool {
+        self.statuses != 0
+            && Self::STATUSES
+                .iter()
+                .position(|&s| s == status)
+                .is_some_and(|i| self.statuses & (1 << i) != 0)
+    }
+
+    /// Reads nginx's `proxy_next_upstream` list (`off` alone turns every condition off).
+    pub fn set_conditions(&mut self, value: &str) -> Result<(), String> {
+        let mut next = NextUpstream {
+            error: false,
+            timeout: false,
+            invalid_header: false,
+            statuses: 0,
+            non_idempotent: false,
+            ..*self
+        };
+        let words: Vec<&str> = value.split_ascii_whitespace().collect();
+        if words.is_empty() {
+            return Err("names no condition".to_string());
+        }
+        for word in &words {
+            match *word {
+                "off" if words.len() == 1 => {}
+                "off" => return Err("has \"off\" with other conditions".to_string()),
+                "error" => next.error = true,
+                "timeout" => next.timeout = true,
+                "invalid_header" => next.invalid_header = true,
+                "non_idempotent" => next.non_idempotent = true,
+                other => {
+                    let code = other
+                        .strip_prefix("http_")
+                        .and_then(|c| c.parse::<u16>().ok());
+                    match code.and_then(|c| Self::STATUSES.iter().position(|&s| s == c)) {
+                        Some(i) => next.statuses |= 1 << i,
+                        None => {
+                            return Err(format!(
+                                "has {other:?}, not one of error, timeout, invalid_header, http_403, http_404, http_429, http_500, http_502, http_503, http_504, non_idempotent, off"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        *self = next;
+        Ok(())
+    }
 }
 
 /// `affinity: cookie` and the `session-cookie-*` annotations: ingress-nginx's sticky
@@ -644,6 +736,7 @@ impl Default for Policy {
             fallback: None,
             affinity: None,
             custom_errors: None,
+            next_upstream: None,
         }
     }
 }

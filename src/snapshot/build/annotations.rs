@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::globals::{Globals, RiskLevel};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::routes::{
-    Affinity, AffinityMode, CanarySpec, FieldName, HashKey, HashPart, HeaderOps, PathRegex, Policy,
-    Redirect, Rewrite, RouteTimeouts, UrlTemplate,
+    Affinity, AffinityMode, CanarySpec, FieldName, HashKey, HashPart, HeaderOps, NextUpstream,
+    PathRegex, Policy, Redirect, Rewrite, RouteTimeouts, UrlTemplate,
 };
 use crate::source::ObjectKey;
 
@@ -212,9 +212,14 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         "proxy-max-temp-file-size",
         Support::Accepted("Portico never writes bodies to disk"),
     ),
-    ("proxy-next-upstream", Support::Unsupported),
-    ("proxy-next-upstream-timeout", Support::Unsupported),
-    ("proxy-next-upstream-tries", Support::Unsupported),
+    (
+        "proxy-next-upstream",
+        Support::Differs(
+            "error, timeout, invalid_header, http_403/404/429/500/502/503/504 and non_idempotent as nginx (default error timeout): a failed connect always goes on, a sent POST/PATCH/LOCK only with non_idempotent; each try on an endpoint not tried yet (nginx's balancer may pick the same one again); a body larger than client-body-buffer-size that has begun to stream is not sent again",
+        ),
+    ),
+    ("proxy-next-upstream-timeout", Support::Honoured),
+    ("proxy-next-upstream-tries", Support::Honoured),
     ("proxy-read-timeout", Support::Honoured),
     ("proxy-redirect-from", Support::Unsupported),
     ("proxy-redirect-to", Support::Unsupported),
@@ -417,6 +422,7 @@ pub(super) fn parse(
             Err(why) => r.warn("custom-http-errors", format!("{value:?} {why}; ignored")),
         }
     }
+    policy.next_upstream = next_upstream(&mut r, globals);
     if r.boolean("disable-proxy-intercept-errors") == Some(true) {
         policy.custom_errors = None;
     }
@@ -520,6 +526,42 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
         total,
         affinity: None,
     }
+}
+
+/// `proxy-next-upstream`, `-tries` and `-timeout` over the ConfigMap's (`None`: ingress-nginx's
+/// defaults, unchanged).
+fn next_upstream(r: &mut Reader<'_>, globals: &Globals) -> Option<NextUpstream> {
+    let mut next = globals.next_upstream;
+    if let Some(value) = r.get("proxy-next-upstream").map(str::to_string)
+        && let Err(why) = next.set_conditions(&value)
+    {
+        r.warn(
+            "proxy-next-upstream",
+            format!("{value:?} {why}; using the default"),
+        );
+    }
+    if let Some(value) = r.get("proxy-next-upstream-tries").map(str::to_string) {
+        match value.parse::<u32>() {
+            Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => next.tries = n,
+            _ => {
+                let reason =
+                    format!("{value:?} is not a whole number (0: no limit); using the default");
+                r.warn("proxy-next-upstream-tries", reason);
+            }
+        }
+    }
+    if let Some(value) = r.get("proxy-next-upstream-timeout").map(str::to_string) {
+        match (value.as_str(), values::parse_seconds(&value)) {
+            ("0", _) => next.within = None,
+            (_, Some(s)) => next.within = Some(std::time::Duration::from_secs(s)),
+            _ => {
+                let reason =
+                    format!("{value:?} is not whole seconds (0: no limit); using the default");
+                r.warn("proxy-next-upstream-timeout", reason);
+            }
+        }
+    }
+    (next != NextUpstream::DEFAULT).then_some(next)
 }
 
 /// The default sticky cookie name (ingress-nginx's).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::annotations::values;
 use crate::snapshot::diagnostics::Diagnostic;
-use crate::snapshot::routes::RouteTimeouts;
+use crate::snapshot::routes::{NextUpstream, RouteTimeouts};
 use crate::source::{Kind, ObjectKey};
 use crate::store::ObjectStore;
 
@@ -38,6 +38,8 @@ pub struct Globals {
     pub annotations_risk_level: RiskLevel,
     /// `custom-http-errors`: responses with these statuses come from the default backend.
     pub custom_http_errors: Option<Box<[u16]>>,
+    /// `proxy-next-upstream`, `-tries`, `-timeout` (default `error timeout`, 3, 0).
+    pub next_upstream: NextUpstream,
 }
 
 /// ingress-nginx's annotation risk levels, lowest first: annotations riskier than the
@@ -66,6 +68,7 @@ impl Default for Globals {
             allow_snippet_annotations: false,
             annotations_risk_level: RiskLevel::High,
             custom_http_errors: None,
+            next_upstream: NextUpstream::DEFAULT,
         }
     }
 }
@@ -95,9 +98,9 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("preserve-trailing-slash", KeySupport::Honoured),
     ("proxy-body-size", KeySupport::Honoured),
     ("proxy-connect-timeout", KeySupport::Honoured),
-    ("proxy-next-upstream", KeySupport::NotYet),
-    ("proxy-next-upstream-timeout", KeySupport::NotYet),
-    ("proxy-next-upstream-tries", KeySupport::NotYet),
+    ("proxy-next-upstream", KeySupport::Honoured),
+    ("proxy-next-upstream-timeout", KeySupport::Honoured),
+    ("proxy-next-upstream-tries", KeySupport::Honoured),
     ("proxy-read-timeout", KeySupport::Honoured),
     ("proxy-send-timeout", KeySupport::Honoured),
     ("proxy-set-headers", KeySupport::NotYet),
@@ -200,6 +203,22 @@ pub fn parse(
             "custom-http-errors" => match values::parse_codes(value) {
                 Ok(codes) => g.custom_http_errors = Some(codes),
                 Err(why) => warn(name, format!("{value:?} {why}; ignored")),
+            },
+            "proxy-next-upstream" => {
+                if let Err(why) = g.next_upstream.set_conditions(value) {
+                    warn(name, bad(&why));
+                }
+            }
+            "proxy-next-upstream-tries" => match value.parse::<u32>() {
+                Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => g.next_upstream.tries = n,
+                _ => warn(name, bad("is not a whole number (0: no limit)")),
+            },
+            "proxy-next-upstream-timeout" => match value {
+                "0" => g.next_upstream.within = None,
+                _ => match values::parse_seconds(value) {
+                    Some(s) => g.next_upstream.within = Some(Duration::from_secs(s)),
+                    None => warn(name, bad("is not whole seconds (0: no limit)")),
+                },
             },
             "annotations-risk-level" => match value {
                 "Low" => g.annotations_risk_level = RiskLevel::Low,

@@ -716,6 +716,72 @@ fn custom_http_errors_follow_ingress_nginx() {
 }
 
 #[test]
+fn proxy_next_upstream_follows_nginx() {
+    use crate::snapshot::routes::NextUpstream;
+    use std::time::Duration;
+    // Without annotations: the default, no policy field.
+    assert_eq!(policy(&[]).next_upstream, None);
+    let d = NextUpstream::DEFAULT;
+    assert!(d.error && d.timeout && !d.invalid_header && !d.non_idempotent);
+    assert_eq!((d.tries, d.within, d.statuses), (3, None, 0));
+    let n = policy(&[
+        (
+            "proxy-next-upstream",
+            "error invalid_header http_503 http_404 non_idempotent",
+        ),
+        ("proxy-next-upstream-tries", "5"),
+        ("proxy-next-upstream-timeout", "7"),
+    ])
+    .next_upstream
+    .unwrap();
+    assert!(n.error && !n.timeout && n.invalid_header && n.non_idempotent);
+    assert!(n.on_status(503) && n.on_status(404) && !n.on_status(500) && !n.on_status(200));
+    assert_eq!((n.tries, n.within), (5, Some(Duration::from_secs(7))));
+    let off = policy(&[("proxy-next-upstream", "off")])
+        .next_upstream
+        .unwrap();
+    assert!(!off.error && !off.timeout && off.statuses == 0);
+    let unlimited = policy(&[
+        ("proxy-next-upstream-tries", "0"),
+        ("proxy-next-upstream-timeout", "0"),
+    ]);
+    assert_eq!(unlimited.next_upstream.unwrap().tries, 0);
+    // Bad values: a warning naming the value; the default stays.
+    for (name, value) in [
+        ("proxy-next-upstream", "error http_418"),
+        ("proxy-next-upstream", "off error"),
+        ("proxy-next-upstream", "sometimes"),
+        ("proxy-next-upstream", ""),
+        ("proxy-next-upstream-tries", "-1"),
+        ("proxy-next-upstream-tries", "three"),
+        ("proxy-next-upstream-timeout", "5s"),
+    ] {
+        let (parsed, d) = parse_map(&[(name, value)]);
+        assert!(parsed.policy.is_none(), "{name}={value}");
+        assert_eq!(d.len(), 1, "{name}={value}: {d:?}");
+        assert!(d[0].reason.contains(&format!("{value:?}")), "{d:?}");
+    }
+    // The ConfigMap's settings are the start.
+    let globals = Globals {
+        next_upstream: NextUpstream {
+            tries: 9,
+            ..NextUpstream::DEFAULT
+        },
+        ..bare()
+    };
+    let map: BTreeMap<String, String> = [(
+        format!("{NGINX}proxy-next-upstream"),
+        "http_502".to_string(),
+    )]
+    .into();
+    let mut d = Vec::new();
+    let parsed = parse(&key(), Some(&map), &globals, &mut d);
+    let n = parsed.policy.unwrap().next_upstream.unwrap();
+    assert_eq!(n.tries, 9);
+    assert!(n.on_status(502) && !n.error);
+}
+
+#[test]
 fn canary_selection_order() {
     use crate::snapshot::routes::{CanarySpec, FieldName};
     let spec = CanarySpec {

@@ -49,8 +49,14 @@ fn good_values() {
         ("allow-snippet-annotations", "true"),
         ("annotations-risk-level", "Critical"),
         ("custom-http-errors", "503, 404,404"),
+        ("proxy-next-upstream", "error timeout http_502"),
+        ("proxy-next-upstream-tries", "4"),
+        ("proxy-next-upstream-timeout", "10"),
     ]);
     assert!(d.is_empty(), "{d:?}");
+    assert!(g.next_upstream.on_status(502) && g.next_upstream.error);
+    assert_eq!(g.next_upstream.tries, 4);
+    assert_eq!(g.next_upstream.within, Some(Duration::from_secs(10)));
     assert_eq!(g.custom_http_errors.as_deref(), Some(&[404, 503][..]));
     assert_eq!(g.body_limit, Some(8 << 20));
     assert!(!g.ssl_redirect && g.force_ssl_redirect && g.preserve_trailing_slash);
@@ -74,6 +80,9 @@ fn bad_values_keep_the_default_with_a_warning_naming_key_and_value() {
         ("custom-http-errors", "404,abc"),
         ("custom-http-errors", "200"),
         ("custom-http-errors", ","),
+        ("proxy-next-upstream", "error bogus"),
+        ("proxy-next-upstream-tries", "x"),
+        ("proxy-next-upstream-timeout", "1m"),
     ] {
         let (g, d) = parse_pairs(&[(k, v)]);
         assert_eq!(g, Globals::default(), "{k}");
