@@ -44,12 +44,6 @@ fn cookie_pair(reply: &Reply) -> String {
     set.split(';').next().unwrap_or("").to_string()
 }
 
-/// A dead address: bound, then closed (connecting is refused).
-fn dead() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 #[tokio::test]
 async fn a_sticky_cookie_keeps_a_session_on_its_endpoint() {
     timeout(LIMIT, sticky()).await.expect("bounded");
@@ -201,7 +195,7 @@ async fn change_on_failure_moves_a_session_off_a_failed_endpoint() {
 
 async fn change_on_failure() {
     let alive = Backend::start("alive").await;
-    let gone = dead();
+    let gone = support::dead_addr();
     let ingresses = [
         ing(
             "stay",

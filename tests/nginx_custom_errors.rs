@@ -54,12 +54,6 @@ async fn send(env: &Env, method: &str, host: &str, path: &str, fields: &[(&str, 
     h1(env.http(), req.body(Full::new(body)).unwrap()).await
 }
 
-/// A dead address: bound, then closed (connecting is refused).
-fn dead() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 #[tokio::test]
 async fn listed_errors_are_answered_by_the_default_backend() {
     timeout(LIMIT, custom_errors()).await.expect("bounded");
@@ -69,7 +63,7 @@ async fn custom_errors() {
     let web = Backend::start("web").await;
     let errors = Backend::start("errors").await;
     let catchall = Backend::start("catchall").await;
-    let gone = dead();
+    let gone = support::dead_addr();
     let ingresses = [
         ing(
             "annotated",

@@ -80,12 +80,6 @@ async fn bad(kind: Bad) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, seen)
 }
 
-/// A dead address: bound, then closed (connecting is refused).
-fn dead() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 fn ing(name: &str, svc: &str, annotations: &str) -> String {
     let host = format!("{name}.example");
     ingress_full(
@@ -134,7 +128,12 @@ async fn next_upstream() {
     let services = [
         // Two refusing endpoints and a good one.
         service("shop", "refusing", 80)
-            + &endpoints("shop", "refusing", &[dead(), dead(), good.addr], &[]),
+            + &endpoints(
+                "shop",
+                "refusing",
+                &[support::dead_addr(), support::dead_addr(), good.addr],
+                &[],
+            ),
         service("shop", "answers503", 80)
             + &endpoints("shop", "answers503", &[status503, good.addr], &[]),
         service("shop", "closing", 80) + &endpoints("shop", "closing", &[closing, good.addr], &[]),

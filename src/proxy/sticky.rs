@@ -36,15 +36,17 @@ pub fn cookie<'h>(
 /// The key that tells one backend's sticky cookies from another's: a digest of the Service's
 /// namespace, name and port.
 pub fn backend_key(namespace: &str, backend: &Backend) -> [u8; 16] {
-    let port = match &backend.port {
-        crate::snapshot::routes::PortRef::Number(n) => n.to_string(),
-        crate::snapshot::routes::PortRef::Name(n) => n.to_string(),
+    use crate::snapshot::routes::PortRef;
+    // Tagged: a port number's two bytes never stand for a port name.
+    let number;
+    let (tag, port): (&[u8], &[u8]) = match &backend.port {
+        PortRef::Number(n) => {
+            number = n.to_be_bytes();
+            (b"number", &number)
+        }
+        PortRef::Name(name) => (b"name", name.as_bytes()),
     };
-    digest(&[
-        namespace.as_bytes(),
-        backend.service.as_bytes(),
-        port.as_bytes(),
-    ])
+    digest(&[namespace.as_bytes(), backend.service.as_bytes(), tag, port])
 }
 
 /// Whether the request's sticky cookie pins it to `backend` (never, with
@@ -178,7 +180,11 @@ pub fn set_cookie(
 
 /// A persistent session's key for an endpoint of a backend.
 fn endpoint_key(salt: &[u8; 16], addr: SocketAddr) -> [u8; 16] {
-    digest(&[salt, addr.to_string().as_bytes()])
+    let ip: &[u8] = match addr.ip() {
+        std::net::IpAddr::V4(v4) => &v4.octets(),
+        std::net::IpAddr::V6(v6) => &v6.octets(),
+    };
+    digest(&[salt, ip, &addr.port().to_be_bytes()])
 }
 
 /// The first 8 bytes of the SHA-256 of the parts (each length-prefixed), in lower-case hex.

@@ -227,6 +227,29 @@ impl NextUpstream {
                 .is_some_and(|i| self.statuses & (1 << i) != 0)
     }
 
+    /// Reads `proxy-next-upstream-tries`: a whole number (0: no limit).
+    pub fn set_tries(&mut self, value: &str) -> Result<(), String> {
+        match value.parse::<u32>() {
+            Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.tries = n;
+                Ok(())
+            }
+            _ => Err("is not a whole number (0: no limit)".to_string()),
+        }
+    }
+
+    /// Reads `proxy-next-upstream-timeout`: whole seconds (0: no limit).
+    pub fn set_within(&mut self, value: &str) -> Result<(), String> {
+        if value == "0" {
+            self.within = None;
+            return Ok(());
+        }
+        let seconds = crate::snapshot::build::annotations::values::parse_seconds(value)
+            .ok_or("is not whole seconds (0: no limit)")?;
+        self.within = Some(std::time::Duration::from_secs(seconds));
+        Ok(())
+    }
+
     /// Reads nginx's `proxy_next_upstream` list (`off` alone turns every condition off).
     pub fn set_conditions(&mut self, value: &str) -> Result<(), String> {
         let mut next = NextUpstream {

@@ -174,6 +174,12 @@ pub async fn wait_for_snapshot(
 }
 
 /// Writes through a temporary file and a rename, so the watcher never sees half a file.
+/// An address nothing listens on: bound on loopback, then closed (connecting is refused).
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
 pub fn write_atomically(path: &Path, content: &str) {
     let tmp = path.with_extension("tmp~");
     std::fs::write(&tmp, content).unwrap();

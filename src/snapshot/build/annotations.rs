@@ -531,34 +531,18 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
 /// `proxy-next-upstream`, `-tries` and `-timeout` over the ConfigMap's (`None`: ingress-nginx's
 /// defaults, unchanged).
 fn next_upstream(r: &mut Reader<'_>, globals: &Globals) -> Option<NextUpstream> {
+    type Read = fn(&mut NextUpstream, &str) -> Result<(), String>;
     let mut next = globals.next_upstream;
-    if let Some(value) = r.get("proxy-next-upstream").map(str::to_string)
-        && let Err(why) = next.set_conditions(&value)
-    {
-        r.warn(
-            "proxy-next-upstream",
-            format!("{value:?} {why}; using the default"),
-        );
-    }
-    if let Some(value) = r.get("proxy-next-upstream-tries").map(str::to_string) {
-        match value.parse::<u32>() {
-            Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => next.tries = n,
-            _ => {
-                let reason =
-                    format!("{value:?} is not a whole number (0: no limit); using the default");
-                r.warn("proxy-next-upstream-tries", reason);
-            }
-        }
-    }
-    if let Some(value) = r.get("proxy-next-upstream-timeout").map(str::to_string) {
-        match (value.as_str(), values::parse_seconds(&value)) {
-            ("0", _) => next.within = None,
-            (_, Some(s)) => next.within = Some(std::time::Duration::from_secs(s)),
-            _ => {
-                let reason =
-                    format!("{value:?} is not whole seconds (0: no limit); using the default");
-                r.warn("proxy-next-upstream-timeout", reason);
-            }
+    let readers: [(&str, Read); 3] = [
+        ("proxy-next-upstream", NextUpstream::set_conditions),
+        ("proxy-next-upstream-tries", NextUpstream::set_tries),
+        ("proxy-next-upstream-timeout", NextUpstream::set_within),
+    ];
+    for (name, read) in readers {
+        if let Some(value) = r.get(name).map(str::to_string)
+            && let Err(why) = read(&mut next, &value)
+        {
+            r.warn(name, format!("{value:?} {why}; using the default"));
         }
     }
     (next != NextUpstream::DEFAULT).then_some(next)

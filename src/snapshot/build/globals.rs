@@ -204,22 +204,17 @@ pub fn parse(
                 Ok(codes) => g.custom_http_errors = Some(codes),
                 Err(why) => warn(name, format!("{value:?} {why}; ignored")),
             },
-            "proxy-next-upstream" => {
-                if let Err(why) = g.next_upstream.set_conditions(value) {
+            "proxy-next-upstream" | "proxy-next-upstream-tries" | "proxy-next-upstream-timeout" => {
+                let next = &mut g.next_upstream;
+                let read = match name.as_str() {
+                    "proxy-next-upstream" => next.set_conditions(value),
+                    "proxy-next-upstream-tries" => next.set_tries(value),
+                    _ => next.set_within(value),
+                };
+                if let Err(why) = read {
                     warn(name, bad(&why));
                 }
             }
-            "proxy-next-upstream-tries" => match value.parse::<u32>() {
-                Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => g.next_upstream.tries = n,
-                _ => warn(name, bad("is not a whole number (0: no limit)")),
-            },
-            "proxy-next-upstream-timeout" => match value {
-                "0" => g.next_upstream.within = None,
-                _ => match values::parse_seconds(value) {
-                    Some(s) => g.next_upstream.within = Some(Duration::from_secs(s)),
-                    None => warn(name, bad("is not whole seconds (0: no limit)")),
-                },
-            },
             "annotations-risk-level" => match value {
                 "Low" => g.annotations_risk_level = RiskLevel::Low,
                 "Medium" => g.annotations_risk_level = RiskLevel::Medium,
