@@ -355,7 +355,9 @@ pub struct ProxyArgs {
     /// Idle pooled upstream connections are closed after this.
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
-    /// Reading a client's request headers (and the idle time between its keep-alive requests).
+    /// A connection's first request head must be complete within this (the ConfigMap's
+    /// `client-header-timeout` overrides it; the idle time between keep-alive requests is its
+    /// `keep-alive`, 75 s by default).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub client_header_timeout: Duration,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.

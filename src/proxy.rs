@@ -49,8 +49,8 @@ pub struct ProxyConfig {
     pub client_body_buffer_size: usize,
     /// Request header names with `_` are forwarded (default: dropped).
     pub underscores_in_headers: bool,
-    /// Reading a client's request headers, and the idle time between requests of a
-    /// keep-alive connection (default 60 s).
+    /// A connection's first request head must be complete within this (default 60 s; the
+    /// snapshot's `client-header-timeout` overrides it).
     pub client_header_timeout: Duration,
     /// Idle pooled upstream connections are closed after this long (default 90 s).
     pub upstream_idle_timeout: Duration,
@@ -103,6 +103,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Open client connections against `config.max_connections`.
     connections: Arc<ConnectionLimit>,
+    /// The snapshot generation whose connection settings the pool has (`u64::MAX`: none).
+    configured: std::sync::atomic::AtomicU64,
     config: ProxyConfig,
 }
 
@@ -131,8 +133,28 @@ impl Proxy {
             picker,
             metrics,
             connections: ConnectionLimit::new(config.max_connections),
+            configured: std::sync::atomic::AtomicU64::new(u64::MAX),
             config,
         })
+    }
+
+    /// Gives the upstream pool the ConfigMap's settings of `snapshot` unless it has them
+    /// already (one atomic read per request; the work once per generation).
+    fn configure_pool(&self, snapshot: &crate::snapshot::Snapshot) {
+        use std::sync::atomic::Ordering;
+        if self.configured.load(Ordering::Relaxed) == snapshot.generation {
+            return;
+        }
+        self.configured
+            .store(snapshot.generation, Ordering::Relaxed);
+        let s = &snapshot.server;
+        self.upstreams.configure(upstream::PoolLimits {
+            max_idle_per_target: s.upstream.connections,
+            max_requests: s.upstream.requests,
+            max_age: s.upstream.time,
+            idle_timeout: s.upstream.timeout,
+            client_body_timeout: s.client_body_timeout,
+        });
     }
 
     /// The configuration.

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod diagnostics;
 pub mod host;
 pub mod routes;
+pub mod server;
 pub mod services;
 pub mod table;
 
@@ -37,6 +38,8 @@ pub struct Snapshot {
     pub services: ServiceTable,
     /// Certificates by SNI.
     pub certs: CertTable,
+    /// The ConfigMap's connection-level settings.
+    pub server: server::ServerSettings,
     /// What the next build may reuse (not part of the value).
     cache: Arc<BuildCache>,
 }
@@ -44,7 +47,10 @@ pub struct Snapshot {
 impl PartialEq for Snapshot {
     /// Equal content; the generation and the build cache are not compared.
     fn eq(&self, other: &Self) -> bool {
-        self.routes == other.routes && self.services == other.services && self.certs == other.certs
+        self.routes == other.routes
+            && self.services == other.services
+            && self.certs == other.certs
+            && self.server == other.server
     }
 }
 
@@ -58,6 +64,7 @@ impl Snapshot {
             routes: RouteTable::default(),
             services: ServiceTable::default(),
             certs: CertTable::new(default_cert),
+            server: server::ServerSettings::default(),
             cache: Arc::default(),
         }
     }

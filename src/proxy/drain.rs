@@ -74,6 +74,20 @@ impl Drain {
     where
         C: Graceful + Send,
     {
+        self.watch_or(conn, || false)
+    }
+
+    /// [`watch`](Self::watch), and the connection is also told to finish gracefully once
+    /// `closing` turns true (looked at each time the connection is polled).
+    pub fn watch_or<C, F>(
+        &self,
+        conn: C,
+        closing: F,
+    ) -> impl Future<Output = C::Output> + Send + use<C, F>
+    where
+        C: Graceful + Send,
+        F: Fn() -> bool + Send + Sync,
+    {
         let mut entry = Entry::new(self.shared.clone());
         async move {
             let mut conn = pin!(conn);
@@ -81,7 +95,7 @@ impl Drain {
             poll_fn(|cx| {
                 if !told {
                     entry.set_waker(cx.waker());
-                    if entry.shared.draining.load(Ordering::SeqCst) {
+                    if closing() || entry.shared.draining.load(Ordering::SeqCst) {
                         conn.as_mut().graceful_shutdown();
                         told = true;
                     }

@@ -147,6 +147,7 @@ impl Proxy {
         });
         let method = crate::metrics::MethodClass::of(req.method());
         let snapshot = self.snapshot.load_full();
+        self.configure_pool(&snapshot);
         let mut outcome = Outcome::default();
         // Forwarding, written out here rather than in an `async fn` of its own: each level of
         // nested future copies the request in and the response out.
@@ -268,7 +269,10 @@ impl Proxy {
                     policy
                         .and_then(|p| p.body_buffer)
                         .map_or(self.config.client_body_buffer_size, |n| n as usize),
-                    self.config.client_body_timeout,
+                    snapshot
+                        .server
+                        .client_body_timeout
+                        .unwrap_or(self.config.client_body_timeout),
                     policy.and_then(|p| p.body_limit),
                 );
                 or_break!('forward, Box::pin(reading).await.map_err(upstream_error))
@@ -491,13 +495,17 @@ impl Proxy {
                 .headers_mut()
                 .append(http::header::SET_COOKIE, cookie);
         }
+        // `server-tokens`: nginx hides the endpoint's Server and sends its own, or none (the
+        // default; `more_clear_headers Server` at the http level, before a route's snippets).
+        if snapshot.server.server_tokens {
+            let server = headers::SERVER.clone();
+            response.headers_mut().insert(SERVER, server);
+        } else {
+            response.headers_mut().remove(SERVER);
+        }
         if let Some((ops, expanded)) = outcome.response_ops.take() {
             apply_response_ops(ops, expanded.as_deref(), &mut response);
         }
-        response
-            .headers_mut()
-            .entry(SERVER)
-            .or_insert_with(|| headers::SERVER.clone());
         let status = crate::metrics::StatusClass::of(response.status());
         match outcome.labels.take() {
             Some(labels) => self.metrics.route_request(

@@ -26,8 +26,9 @@ pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection` (not in `http::header`).
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The value of the `Server` header added to responses that lack one.
-pub static SERVER: HeaderValue = HeaderValue::from_static("portico");
+/// The `Server` field with `server-tokens: "true"`.
+pub static SERVER: HeaderValue =
+    HeaderValue::from_static(concat!("portico/", env!("CARGO_PKG_VERSION")));
 
 /// Per-connection header values, computed once when the connection is accepted.
 #[derive(Debug)]

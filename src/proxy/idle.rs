@@ -1,7 +1,8 @@
-//! The client header timeout, kept per connection: a connection that has no request in
-//! flight and has not completed a request head for `--client-header-timeout` is closed. That
-//! covers a slow or stalled request head (slowloris) and idle keep-alive connections, as
-//! hyper's `header_read_timeout` does, but with one timer per connection instead of a timer
+//! The client header and keep-alive timeouts, kept per connection: a connection that has not
+//! completed its first request head within the header timeout (`client-header-timeout`), or
+//! that has had no request in flight for the keep-alive timeout (`keep-alive`) after one, is
+//! closed. That covers a slow or stalled request head (slowloris) and idle keep-alive
+//! connections, as hyper's `header_read_timeout` does, but with one timer per connection instead of a timer
 //! set and cancelled for every request (about 1.7k instructions per request, measured with
 //! callgrind). A request costs two atomic counts and no clock read: the watchdog looks every
 //! quarter of the timeout and closes the connection after four quiet looks in a row, so an
@@ -17,7 +18,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,9 +50,11 @@ impl Activity {
         Self::default()
     }
 
-    /// A request starts.
-    pub fn start(&self) {
-        self.0.fetch_add(IN_FLIGHT, Ordering::AcqRel);
+    /// A request starts; returns how many have started on the connection, this one included
+    /// (those in flight and those ended; exact up to `u32::MAX` requests).
+    pub fn start(&self) -> u64 {
+        let before = self.0.fetch_add(IN_FLIGHT, Ordering::AcqRel);
+        (before >> 32) + u64::from(before as u32) + 1
     }
 
     /// A request ended: one fewer in flight, one more ended, in one step (the watchdog never
@@ -118,19 +121,37 @@ pub struct ConnState {
     pub proxy: Arc<Proxy>,
     /// The connection's forwarding values.
     pub headers: ConnHeaders,
+    /// Requests the connection serves before it closes (`keep-alive-requests`, as the
+    /// snapshot had it when the connection was accepted).
+    pub max_requests: u64,
+    /// Set once the connection has taken its last request: it closes gracefully (HTTP/2:
+    /// GOAWAY) once that is answered.
+    closing: AtomicBool,
     activity: Activity,
     sending: Sending,
 }
 
 impl ConnState {
     /// A connection's state, idle.
-    pub fn new(proxy: Arc<Proxy>, headers: ConnHeaders) -> Arc<Self> {
+    pub fn new(proxy: Arc<Proxy>, headers: ConnHeaders, max_requests: u32) -> Arc<Self> {
         Arc::new(ConnState {
             proxy,
             headers,
+            max_requests: u64::from(max_requests.max(1)),
+            closing: AtomicBool::new(false),
             activity: Activity::new(),
             sending: Sending::default(),
         })
+    }
+
+    /// Whether the connection is to close once what it has in flight is answered.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection closing (HTTP/2 connections that took their last request).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
 }
 
@@ -151,10 +172,11 @@ impl AsRef<Activity> for ConnState {
 pub struct InFlight(Arc<ConnState>);
 
 impl InFlight {
-    /// Counts a request of `conn` in flight.
-    pub fn start(conn: Arc<ConnState>) -> Self {
-        conn.activity.start();
-        InFlight(conn)
+    /// Counts a request of `conn` in flight, and whether it is the connection's last
+    /// (`keep-alive-requests`).
+    pub fn start(conn: Arc<ConnState>) -> (Self, bool) {
+        let last = conn.activity.start() >= conn.max_requests;
+        (InFlight(conn), last)
     }
 
     /// The connection.
@@ -172,27 +194,34 @@ impl Drop for InFlight {
 /// The watchdog's timeouts.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
-    /// No request in flight and none ended for this long: closed (client header timeout).
+    /// No request yet for this long: closed (nginx `client_header_timeout`).
+    pub header: Duration,
+    /// No request in flight and none ended for this long after a request: closed (nginx
+    /// `keepalive_timeout`).
     pub idle: Duration,
     /// Bodies waiting on the client and none moved for this long: closed (send timeout).
     pub send: Duration,
 }
 
-/// Closes the connection (through `abort`) once it has been idle for the idle timeout (no
-/// request in flight and none ended at any look for that long), or once response bodies have
-/// waited on the client for the send timeout without any of them moving. It looks every
-/// quarter of the shorter timeout, so each closes between 1 and 1.25 of its timeout.
+/// Closes the connection (through `abort`) once it has been idle for the header timeout
+/// before its first request, or for the idle timeout after one (no request in flight and
+/// none ended at any look for that long), or once response bodies have waited on the client
+/// for the send timeout without any of them moving. It looks every quarter of the shortest
+/// timeout, so each closes between 1 and 1.25 of its timeout.
 pub async fn watchdog<C>(conn: Arc<C>, timeouts: Timeouts, abort: AbortHandle)
 where
     C: AsRef<Activity> + AsRef<Sending>,
 {
-    let shorter = timeouts.idle.min(timeouts.send);
-    let period = (shorter / LOOKS_PER_TIMEOUT).max(Duration::from_millis(1));
+    let shortest = timeouts.header.min(timeouts.idle).min(timeouts.send);
+    let period = (shortest / LOOKS_PER_TIMEOUT).max(Duration::from_millis(1));
     let looks_for = |timeout: Duration| {
         let looks = timeout.as_nanos().div_ceil(period.as_nanos());
         u32::try_from(looks).unwrap_or(u32::MAX).max(1)
     };
+    let header_looks = looks_for(timeouts.header);
     let (idle_looks, send_looks) = (looks_for(timeouts.idle), looks_for(timeouts.send));
+    // Whether a request has started on the connection (the keep-alive timeout applies then).
+    let mut served = false;
     let mut looks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut quiet, mut ended) = (0, 0);
@@ -203,6 +232,7 @@ where
         let (in_flight, now_ended) = activity.read();
         if in_flight > 0 || now_ended != ended {
             (quiet, ended) = (0, now_ended);
+            served = true;
         } else {
             quiet += 1;
         }
@@ -213,7 +243,8 @@ where
         } else {
             (stalled, taken) = (0, now_taken);
         }
-        if quiet >= idle_looks || stalled >= send_looks {
+        let quiet_looks = if served { idle_looks } else { header_looks };
+        if quiet >= quiet_looks || stalled >= send_looks {
             break;
         }
     }
@@ -332,7 +363,8 @@ mod tests {
     async fn closed_with(activity: &Arc<Counters>, idle: Duration, send: Duration) -> Instant {
         let (abort, registration) = AbortHandle::new_pair();
         let connection = Abortable::new(std::future::pending::<()>(), registration);
-        watchdog(activity.clone(), Timeouts { idle, send }, abort).await;
+        let header = idle;
+        watchdog(activity.clone(), Timeouts { header, idle, send }, abort).await;
         assert!(connection.is_aborted());
         Instant::now()
     }
@@ -386,6 +418,39 @@ mod tests {
             assert!(
                 idle >= TIMEOUT && idle <= TIMEOUT * 5 / 4,
                 "offset {offset} ms: closed {idle:?} after the last request"
+            );
+        }
+    }
+
+    /// Before its first request a connection has the header timeout; after one, the idle
+    /// (keep-alive) timeout, longer or shorter.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_has_the_header_timeout_the_next_the_keep_alive_timeout() {
+        for (header, idle) in [(TIMEOUT, TIMEOUT * 4), (TIMEOUT * 4, TIMEOUT)] {
+            let run = |conn: Arc<Counters>| async move {
+                let (abort, registration) = AbortHandle::new_pair();
+                let connection = Abortable::new(std::future::pending::<()>(), registration);
+                let send = TIMEOUT * 100;
+                watchdog(conn, Timeouts { header, idle, send }, abort).await;
+                assert!(connection.is_aborted());
+                Instant::now()
+            };
+            let start = Instant::now();
+            let closed = run(Arc::new(Counters::default())).await - start;
+            assert!(
+                closed >= header && closed <= header * 5 / 4,
+                "no request: closed after {closed:?}, header timeout {header:?}"
+            );
+            let conn = Arc::new(Counters::default());
+            let watching = tokio::spawn(run(conn.clone()));
+            tokio::time::sleep(TIMEOUT / 8).await;
+            conn.start();
+            conn.end();
+            let ended = Instant::now();
+            let closed = watching.await.unwrap() - ended;
+            assert!(
+                closed >= idle && closed <= idle * 5 / 4 + TIMEOUT / 4,
+                "after a request: closed after {closed:?}, keep-alive {idle:?}"
             );
         }
     }

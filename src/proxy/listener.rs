@@ -26,6 +26,9 @@ use super::{Proxy, ProxyConfig};
 use crate::metrics::ListenerKind;
 use crate::snapshot::SnapshotHandle;
 
+/// `Connection: close`.
+static CLOSE: http::HeaderValue = http::HeaderValue::from_static("close");
+
 /// Pending connections the kernel may queue per listener.
 const BACKLOG: i32 = 4096;
 
@@ -223,17 +226,41 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         W: WrapRequest,
     {
+        // The ConfigMap's connection settings as they are now: a change reaches connections
+        // accepted after it.
+        let settings = self.proxy.snapshot.load().server;
+        let config = self.proxy.config();
+        let header = settings
+            .client_header_timeout
+            .unwrap_or(config.client_header_timeout);
         let timeouts = idle::Timeouts {
-            idle: self.proxy.config().client_header_timeout,
-            send: self.proxy.config().client_send_timeout,
+            header,
+            // Keep-alive off: the connection closes after its one response anyway.
+            idle: if settings.keep_alive.is_zero() {
+                header
+            } else {
+                settings.keep_alive
+            },
+            send: config.client_send_timeout,
         };
-        let state = ConnState::new(self.proxy, headers);
+        let state = ConnState::new(self.proxy, headers, settings.requests_per_connection());
         let shared = state.clone();
-        let service = service_fn(move |req| {
-            let in_flight = InFlight::start(shared.clone());
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (in_flight, last) = InFlight::start(shared.clone());
+            // HTTP/1: the last request's response says `Connection: close` (and hyper closes
+            // after it); HTTP/2: the connection is marked closing, and sends GOAWAY.
+            let close = last && req.version() < http::Version::HTTP_2;
+            if last && !close {
+                in_flight.conn().close();
+            }
             wrap.wrap(async move {
                 let conn = in_flight.conn();
-                let response = conn.proxy.handle(req, &conn.headers).await;
+                let mut response = conn.proxy.handle(req, &conn.headers).await;
+                if close && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, CLOSE.clone());
+                }
                 Ok::<_, Infallible>(response.map(|body| ClientBody::new(body, in_flight)))
             })
         });
@@ -241,8 +268,10 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let (abort, registration) = AbortHandle::new_pair();
+        let state_closing = state.clone();
         let watchdog = tokio::spawn(idle::watchdog(state, timeouts, abort));
-        match Abortable::new(self.drain.watch(connection), registration).await {
+        let closing = move || state_closing.closing();
+        match Abortable::new(self.drain.watch_or(connection, closing), registration).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => debug!(peer = %self.peer, %error, "connection ended with an error"),
             Err(Aborted) => {

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -111,6 +111,10 @@ struct Conn {
     write: Vec<u8>,
     /// The pool's timeouts (a body reads them without reaching the pool).
     timeouts: Timeouts,
+    /// Requests this connection has carried (`upstream-keepalive-requests`).
+    served: u32,
+    /// The pool's tick when it was opened (`upstream-keepalive-time`).
+    born: u64,
 }
 
 /// The timeouts a connection applies itself (the response head's is `proxy::deadline`).
@@ -124,12 +128,14 @@ struct Timeouts {
 // === impl Conn ===
 
 impl Conn {
-    fn new(io: TcpStream, timeouts: Timeouts) -> Self {
+    fn new(io: TcpStream, timeouts: Timeouts, born: u64) -> Self {
         Conn {
             io,
             read: BytesMut::with_capacity(READ_SIZE),
             write: Vec::with_capacity(1024),
             timeouts,
+            served: 0,
+            born,
         }
     }
 
@@ -148,9 +154,13 @@ struct Idle {
     since: u64,
 }
 
-/// Ticks of the idle clock per idle timeout: an idle connection expires after between 4 and 5
-/// ticks, that is between 1 and 1.25 idle timeouts, without reading the clock per request.
+/// Ticks of the idle clock per idle timeout, at least: an idle connection expires between 1
+/// and 1.25 idle timeouts after it went idle, without reading the clock per request.
 const TICKS_PER_TIMEOUT: u64 = 4;
+
+/// The idle clock ticks at least this often, so that an idle timeout or a connection age set
+/// later (the ConfigMap's `upstream-keepalive-*`) is kept to within a second.
+const MAX_TICK: Duration = Duration::from_secs(1);
 
 /// Hashes pool keys: endpoint addresses and names from the cluster's own objects, not from
 /// clients, so a fast multiply-rotate hash does (SipHash's flood resistance is not needed,
@@ -197,9 +207,45 @@ type Targets<V> = HashMap<Target, V, std::hash::BuildHasherDefault<TargetHasher>
 /// Idle keep-alive connections by target; shared by every connection of the proxy.
 pub struct UpstreamPool {
     idle: Mutex<Targets<Vec<Idle>>>,
-    /// The idle clock: advanced by the sweeping task every quarter of the idle timeout.
+    /// The idle clock: advanced by the sweeping task every `period`.
     tick: AtomicU64,
+    /// The idle clock's period.
+    period: Duration,
     config: PoolConfig,
+    /// What the ConfigMap may change while the pool lives.
+    limits: Limits,
+}
+
+/// The pool's limits that follow the snapshot (`upstream-keepalive-*`, `client-body-timeout`),
+/// as atomics: read per request without a lock.
+#[derive(Debug)]
+struct Limits {
+    /// Idle connections kept per target (0: none).
+    max_idle: AtomicU32,
+    /// Requests one connection carries before it is closed.
+    max_requests: AtomicU32,
+    /// Ticks a connection may live before it is closed instead of kept.
+    max_age: AtomicU64,
+    /// Ticks a connection may stay idle.
+    idle: AtomicU64,
+    /// The client body timeout of streamed bodies, in milliseconds.
+    client_body_ms: AtomicU64,
+}
+
+/// What [`UpstreamPool::configure`] sets.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolLimits {
+    /// Idle connections kept per target (0: none).
+    pub max_idle_per_target: u32,
+    /// Requests one connection carries before it is closed.
+    pub max_requests: u32,
+    /// A connection older than this is closed once its response is in.
+    pub max_age: Duration,
+    /// Idle connections older than this are closed (`None`: the pool's configuration).
+    pub idle_timeout: Option<Duration>,
+    /// The longest wait between two reads of a streamed request body (`None`: the pool's
+    /// configuration).
+    pub client_body_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for UpstreamPool {
@@ -237,15 +283,25 @@ impl fmt::Debug for Pooled {
 impl UpstreamPool {
     /// An empty pool; a task closes expired idle connections while the pool lives.
     pub fn new(config: PoolConfig) -> Arc<Self> {
+        let period = (config.idle_timeout / TICKS_PER_TIMEOUT as u32)
+            .clamp(Duration::from_millis(1), MAX_TICK);
         let pool = Arc::new(UpstreamPool {
             idle: Mutex::new(Targets::default()),
             tick: AtomicU64::new(0),
+            period,
             config,
+            limits: Limits {
+                max_idle: AtomicU32::new(
+                    u32::try_from(config.max_idle_per_target).unwrap_or(u32::MAX),
+                ),
+                max_requests: AtomicU32::new(u32::MAX),
+                max_age: AtomicU64::new(u64::MAX),
+                idle: AtomicU64::new(ticks(config.idle_timeout, period)),
+                client_body_ms: AtomicU64::new(millis(config.client_body_timeout)),
+            },
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&pool);
-            let period =
-                (config.idle_timeout / TICKS_PER_TIMEOUT as u32).max(Duration::from_millis(1));
             runtime.spawn(async move {
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -260,6 +316,24 @@ impl UpstreamPool {
         pool
     }
 
+    /// Sets the limits that follow the snapshot; idle connections over them go at the next
+    /// sweep or checkout.
+    pub fn configure(&self, limits: PoolLimits) {
+        let l = &self.limits;
+        let idle = limits.idle_timeout.unwrap_or(self.config.idle_timeout);
+        let body = limits
+            .client_body_timeout
+            .unwrap_or(self.config.client_body_timeout);
+        l.max_idle
+            .store(limits.max_idle_per_target, Ordering::Relaxed);
+        l.max_requests
+            .store(limits.max_requests.max(1), Ordering::Relaxed);
+        l.max_age
+            .store(ticks(limits.max_age, self.period), Ordering::Relaxed);
+        l.idle.store(ticks(idle, self.period), Ordering::Relaxed);
+        l.client_body_ms.store(millis(body), Ordering::Relaxed);
+    }
+
     /// Idle connections kept, all targets together.
     pub fn idle_count(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
@@ -272,8 +346,9 @@ impl UpstreamPool {
     /// Closes idle connections that expired or that the upstream closed.
     fn sweep(&self) {
         let now = self.tick.load(Ordering::Relaxed);
+        let limit = self.limits.idle.load(Ordering::Relaxed);
         self.lock().retain(|_, list| {
-            list.retain(|i| !expired(i, now) && !i.conn.is_stale());
+            list.retain(|i| !expired(i, now, limit) && !i.conn.is_stale());
             !list.is_empty()
         });
     }
@@ -328,7 +403,8 @@ impl UpstreamPool {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let conn = Conn::new(stream, self.timeouts());
+        let born = self.tick.load(Ordering::Relaxed);
+        let conn = Conn::new(stream, self.timeouts(), born);
         Ok(self.pooled(Box::new(conn), target.clone(), false))
     }
 
@@ -337,7 +413,7 @@ impl UpstreamPool {
         Timeouts {
             read: self.config.read_timeout,
             send: self.config.send_timeout,
-            client_body: self.config.client_body_timeout,
+            client_body: Duration::from_millis(self.limits.client_body_ms.load(Ordering::Relaxed)),
         }
     }
 
@@ -345,8 +421,9 @@ impl UpstreamPool {
         let mut idle = self.lock();
         let list = idle.get_mut(target)?;
         let now = self.tick.load(Ordering::Relaxed);
+        let limit = self.limits.idle.load(Ordering::Relaxed);
         while let Some(i) = list.pop() {
-            if !expired(&i, now) && !i.conn.is_stale() {
+            if !expired(&i, now, limit) && !i.conn.is_stale() {
                 return Some(i.conn);
             }
         }
@@ -363,22 +440,43 @@ impl UpstreamPool {
     }
 
     fn give_back(&self, mut conn: Box<Conn>, target: Target) {
+        let l = &self.limits;
+        let now = self.tick.load(Ordering::Relaxed);
+        // `upstream-keepalive-requests` and `-time`: closed rather than kept.
+        conn.served = conn.served.saturating_add(1);
+        if conn.served >= l.max_requests.load(Ordering::Relaxed)
+            || now.saturating_sub(conn.born) >= l.max_age.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let max_idle = l.max_idle.load(Ordering::Relaxed) as usize;
+        if max_idle == 0 {
+            return;
+        }
         // A route's own timeouts end with its exchange.
         conn.timeouts = self.timeouts();
         let mut idle = self.lock();
         let list = idle.entry(target).or_default();
-        if list.len() < self.config.max_idle_per_target {
-            list.push(Idle {
-                conn,
-                since: self.tick.load(Ordering::Relaxed),
-            });
+        if list.len() < max_idle {
+            list.push(Idle { conn, since: now });
         }
     }
 }
 
-/// Whether an idle connection has been idle for the idle timeout (at tick `now`).
-fn expired(idle: &Idle, now: u64) -> bool {
-    now.saturating_sub(idle.since) > TICKS_PER_TIMEOUT
+/// Whether an idle connection has been idle for more than `limit` ticks (at tick `now`).
+fn expired(idle: &Idle, now: u64, limit: u64) -> bool {
+    now.saturating_sub(idle.since) > limit
+}
+
+/// Ticks of `period` in `d`, rounded up (at least one).
+fn ticks(d: Duration, period: Duration) -> u64 {
+    let n = d.as_nanos().div_ceil(period.as_nanos().max(1));
+    u64::try_from(n).unwrap_or(u64::MAX).max(1)
+}
+
+/// `d` in whole milliseconds (at least one).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// How a request sent on a pooled connection failed.
@@ -782,6 +880,7 @@ async fn send_with_body(
         read,
         write,
         timeouts,
+        ..
     } = conn;
     let timeouts = *timeouts;
     let (mut reader, mut writer) = io.split();

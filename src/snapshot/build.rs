@@ -179,6 +179,7 @@ pub fn build_after(
         routes: routes.clone(),
         services,
         certs,
+        server: globals.server,
         cache: Arc::new(BuildCache {
             ingresses: compiled,
             hosts,

@@ -137,7 +137,7 @@ pub enum KubeError {
 
 /// Every object a build reads, listed once from the API server (read-only: `portico check
 /// --kubeconfig`): IngressClasses, Ingresses, Services, EndpointSlices, TLS Secrets, and the
-/// controller ConfigMap when one is named.
+/// ConfigMaps of the controller ConfigMap's namespace when one is named.
 pub async fn list_once(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
@@ -181,11 +181,11 @@ pub async fn list_once(
     )
     .await?;
     list(Api::<Secret>::all(c()), &tls, Object::Secret, &mut objects).await?;
-    if let Some((ns, name)) = configmap {
+    // The controller ConfigMap's namespace: it, and those its add-headers and
+    // proxy-set-headers name.
+    if let Some((ns, _)) = configmap {
         let api = Api::<ConfigMap>::namespaced(client, ns);
-        if let Some(cm) = api.get_opt(name).await? {
-            objects.push(Object::ConfigMap(Arc::new(cm)));
-        }
+        list(api, &all, Object::ConfigMap, &mut objects).await?;
     }
     Ok(objects)
 }

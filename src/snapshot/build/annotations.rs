@@ -363,6 +363,10 @@ pub(super) fn parse(
         preserve_trailing_slash: globals.preserve_trailing_slash,
         https_redirect_code: globals.http_redirect_code,
         timeouts: (globals.timeouts != RouteTimeouts::default()).then_some(globals.timeouts),
+        headers: globals.headers.clone(),
+        // A ConfigMap key that guards access and that Portico does not implement (the
+        // ConfigMap has the error).
+        deny: (!globals.guards.is_empty()).then_some(503),
         ..Policy::default()
     };
     let empty = std::collections::BTreeMap::new();
@@ -796,7 +800,9 @@ fn snippet_headers(r: &mut Reader<'_>, globals: &Globals, policy: &mut Policy) -
         }
         return false;
     }
-    let mut ops = HeaderOps::default();
+    // The ConfigMap's add-headers and proxy-set-headers first, as nginx runs the http level's
+    // directives before a location's.
+    let mut ops = policy.headers.as_deref().cloned().unwrap_or_default();
     let mut ok = true;
     for name in present {
         let text = r.get(name).unwrap_or_default().to_string();

@@ -5,11 +5,14 @@
 //! ingress-nginx's defaults apply.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::annotations::snippets;
 use super::annotations::values;
 use crate::snapshot::diagnostics::Diagnostic;
-use crate::snapshot::routes::{NextUpstream, RouteTimeouts};
+use crate::snapshot::routes::{HeaderOps, NextUpstream, RouteTimeouts};
+use crate::snapshot::server::ServerSettings;
 use crate::source::{Kind, ObjectKey};
 use crate::store::ObjectStore;
 
@@ -40,6 +43,16 @@ pub struct Globals {
     pub custom_http_errors: Option<Box<[u16]>>,
     /// `proxy-next-upstream`, `-tries`, `-timeout` (default `error timeout`, 3, 0).
     pub next_upstream: NextUpstream,
+    /// Connection-level keys (keep-alive, client timeouts, upstream keep-alive,
+    /// server-tokens): they go into the snapshot as they are.
+    pub server: ServerSettings,
+    /// `add-headers` and `proxy-set-headers`: the fields of the ConfigMaps they name, set on
+    /// every response and every upstream request (before a route's own snippets).
+    pub headers: Option<Arc<HeaderOps>>,
+    /// Keys that guard access and that Portico does not implement yet
+    /// (`whitelist-source-range`, `global-auth-url`…): while any is set, every route answers
+    /// 503 rather than serve unguarded.
+    pub guards: Vec<Box<str>>,
 }
 
 /// ingress-nginx's annotation risk levels, lowest first: annotations riskier than the
@@ -69,6 +82,9 @@ impl Default for Globals {
             annotations_risk_level: RiskLevel::High,
             custom_http_errors: None,
             next_upstream: NextUpstream::DEFAULT,
+            server: ServerSettings::default(),
+            headers: None,
+            guards: Vec::new(),
         }
     }
 }
@@ -80,21 +96,38 @@ pub enum KeySupport {
     Honoured,
     /// Known from ingress-nginx and not supported yet: a warning.
     NotYet,
+    /// Guards access, and Portico does not implement it yet: set, every route answers 503
+    /// (an error), rather than serve unguarded.
+    FailsClosed,
 }
 
 /// The ConfigMap keys Portico reads, sorted.
 pub const KEYS: &[(&str, KeySupport)] = &[
-    ("add-headers", KeySupport::NotYet),
+    ("add-headers", KeySupport::Honoured),
     ("allow-snippet-annotations", KeySupport::Honoured),
     ("annotations-risk-level", KeySupport::Honoured),
-    ("client-body-timeout", KeySupport::NotYet),
-    ("client-header-timeout", KeySupport::NotYet),
+    ("block-cidrs", KeySupport::FailsClosed),
+    ("block-referers", KeySupport::FailsClosed),
+    ("block-user-agents", KeySupport::FailsClosed),
+    ("client-body-timeout", KeySupport::Honoured),
+    ("client-header-timeout", KeySupport::Honoured),
+    ("compute-full-forwarded-for", KeySupport::NotYet),
     ("custom-http-errors", KeySupport::Honoured),
+    ("denylist-source-range", KeySupport::FailsClosed),
+    ("enable-real-ip", KeySupport::NotYet),
     ("force-ssl-redirect", KeySupport::Honoured),
+    ("forwarded-for-header", KeySupport::NotYet),
+    ("global-auth-url", KeySupport::FailsClosed),
+    ("hsts", KeySupport::NotYet),
+    ("hsts-include-subdomains", KeySupport::NotYet),
+    ("hsts-max-age", KeySupport::NotYet),
+    ("hsts-preload", KeySupport::NotYet),
     ("http-redirect-code", KeySupport::Honoured),
-    ("keep-alive", KeySupport::NotYet),
-    ("keep-alive-requests", KeySupport::NotYet),
-    ("load-balance", KeySupport::NotYet),
+    ("keep-alive", KeySupport::Honoured),
+    ("keep-alive-requests", KeySupport::Honoured),
+    ("limit-conn-status-code", KeySupport::NotYet),
+    ("limit-req-status-code", KeySupport::NotYet),
+    ("load-balance", KeySupport::Honoured),
     ("preserve-trailing-slash", KeySupport::Honoured),
     ("proxy-body-size", KeySupport::Honoured),
     ("proxy-connect-timeout", KeySupport::Honoured),
@@ -102,14 +135,18 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("proxy-next-upstream-timeout", KeySupport::Honoured),
     ("proxy-next-upstream-tries", KeySupport::Honoured),
     ("proxy-read-timeout", KeySupport::Honoured),
+    ("proxy-real-ip-cidr", KeySupport::NotYet),
     ("proxy-send-timeout", KeySupport::Honoured),
-    ("proxy-set-headers", KeySupport::NotYet),
-    ("server-tokens", KeySupport::NotYet),
+    ("proxy-set-headers", KeySupport::Honoured),
+    ("server-tokens", KeySupport::Honoured),
     ("ssl-redirect", KeySupport::Honoured),
-    ("upstream-keepalive-connections", KeySupport::NotYet),
-    ("upstream-keepalive-requests", KeySupport::NotYet),
-    ("upstream-keepalive-time", KeySupport::NotYet),
-    ("upstream-keepalive-timeout", KeySupport::NotYet),
+    ("upstream-keepalive-connections", KeySupport::Honoured),
+    ("upstream-keepalive-requests", KeySupport::Honoured),
+    ("upstream-keepalive-time", KeySupport::Honoured),
+    ("upstream-keepalive-timeout", KeySupport::Honoured),
+    ("use-forwarded-headers", KeySupport::NotYet),
+    ("use-proxy-protocol", KeySupport::NotYet),
+    ("whitelist-source-range", KeySupport::FailsClosed),
 ];
 
 /// The global settings: from the ConfigMap `config.configmap` names when there is one,
@@ -130,16 +167,31 @@ pub fn read(
         return Globals::default();
     };
     let empty = BTreeMap::new();
-    parse(&key, map.data.as_ref().unwrap_or(&empty), diagnostics)
+    let lookup = |ns: &str, name: &str| {
+        let map = store.config_maps.get(&(ns.to_string(), name.to_string()))?;
+        Some(map.data.clone().unwrap_or_default())
+    };
+    parse(
+        &key,
+        map.data.as_ref().unwrap_or(&empty),
+        &lookup,
+        diagnostics,
+    )
 }
 
-/// Reads the keys of a ConfigMap's `data`.
+/// Finds the `data` of a ConfigMap by namespace and name.
+pub type Lookup<'a> = dyn Fn(&str, &str) -> Option<BTreeMap<String, String>> + 'a;
+
+/// Reads the keys of a ConfigMap's `data`; `lookup` finds the ConfigMaps that `add-headers`
+/// and `proxy-set-headers` name.
 pub fn parse(
     key: &ObjectKey,
     data: &BTreeMap<String, String>,
+    lookup: &Lookup<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Globals {
     let mut g = Globals::default();
+    let mut header_refs: [Option<&str>; 2] = [None, None];
     let mut warn = |name: &str, reason: String| {
         diagnostics.push(Diagnostic::warning(key, format!("data.{name}"), reason));
     };
@@ -157,6 +209,10 @@ pub fn parse(
             }
             Some(KeySupport::NotYet) => {
                 warn(name, "not supported by Portico yet; ignored".to_string());
+                continue;
+            }
+            Some(KeySupport::FailsClosed) => {
+                g.guards.push(name.as_str().into());
                 continue;
             }
             Some(KeySupport::Honoured) => {}
@@ -215,6 +271,59 @@ pub fn parse(
                     warn(name, bad(&why));
                 }
             }
+            "client-header-timeout" | "client-body-timeout" | "upstream-keepalive-timeout" => {
+                match values::parse_seconds(value) {
+                    Some(n) => {
+                        let d = Some(Duration::from_secs(n));
+                        match name.as_str() {
+                            "client-header-timeout" => g.server.client_header_timeout = d,
+                            "client-body-timeout" => g.server.client_body_timeout = d,
+                            _ => g.server.upstream.timeout = d,
+                        }
+                    }
+                    None => warn(
+                        name,
+                        bad("is not a timeout in whole seconds (as \"60\", no unit)"),
+                    ),
+                }
+            }
+            "keep-alive" => match count(value) {
+                Some(n) if n <= 365 * 24 * 3600 => {
+                    g.server.keep_alive = Duration::from_secs(u64::from(n));
+                }
+                _ => warn(name, bad("is not whole seconds (as \"75\"; 0 turns keep-alive off)")),
+            },
+            "keep-alive-requests"
+            | "upstream-keepalive-connections"
+            | "upstream-keepalive-requests" => match count(value) {
+                Some(n) => match name.as_str() {
+                    "keep-alive-requests" => g.server.keep_alive_requests = n,
+                    "upstream-keepalive-connections" => g.server.upstream.connections = n,
+                    _ => g.server.upstream.requests = n,
+                },
+                None => warn(name, bad("is not a whole number")),
+            },
+            "upstream-keepalive-time" => match values::parse_time(value) {
+                Some(d) if !d.is_zero() => g.server.upstream.time = d,
+                _ => warn(
+                    name,
+                    bad("is not a time in nginx's syntax (as \"1h\", \"30m\", \"90s\")"),
+                ),
+            },
+            "server-tokens" => match values::parse_bool(value) {
+                Some(b) => g.server.server_tokens = b,
+                None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
+            },
+            "load-balance" => match value {
+                "round_robin" => {}
+                "ewma" => warn(
+                    name,
+                    "ewma is not supported yet; round robin (or a Service's portico.dev/load-balancer) applies".to_string(),
+                ),
+                _ => warn(name, bad("is not round_robin or ewma")),
+            },
+            "add-headers" => header_refs[0] = Some(value),
+            "proxy-set-headers" => header_refs[1] = Some(value),
             "annotations-risk-level" => match value {
                 "Low" => g.annotations_risk_level = RiskLevel::Low,
                 "Medium" => g.annotations_risk_level = RiskLevel::Medium,
@@ -225,7 +334,68 @@ pub fn parse(
             _ => {}
         }
     }
+    if !g.guards.is_empty() {
+        let reason = format!(
+            "{} guard access, and Portico does not implement them yet: every route answers 503 rather than serve unguarded",
+            g.guards.join(", ")
+        );
+        diagnostics.push(Diagnostic::error(key, "data", reason));
+    }
+    let mut ops = HeaderOps::default();
+    for (i, reference) in header_refs.into_iter().enumerate() {
+        let Some(reference) = reference else { continue };
+        let name = ["add-headers", "proxy-set-headers"][i];
+        let response = i == 0;
+        let mut warn = |reason: String| {
+            diagnostics.push(Diagnostic::warning(key, format!("data.{name}"), reason));
+        };
+        let Some((ns, cm)) = reference.split_once('/') else {
+            warn(format!(
+                "{reference:?} is not namespace/name of a ConfigMap; no field is set"
+            ));
+            continue;
+        };
+        if ns != key.namespace {
+            warn(format!(
+                "{reference:?} is not in the namespace of the controller ConfigMap ({}), the only one Portico reads ConfigMaps from; no field is set",
+                key.namespace
+            ));
+            continue;
+        }
+        let Some(fields) = lookup(ns, cm) else {
+            warn(format!(
+                "the ConfigMap {reference:?} does not exist; no field is set until it does"
+            ));
+            continue;
+        };
+        for (field, value) in &fields {
+            let set = if response {
+                snippets::global_response_field(field, value.trim(), &mut ops)
+            } else {
+                snippets::global_request_field(field, value.trim(), &mut ops)
+            };
+            if let Err(why) = set {
+                warn(format!(
+                    "in the ConfigMap {reference:?}, {field:?}: {why}; that field is not set"
+                ));
+            }
+        }
+    }
+    if ops != HeaderOps::default() {
+        ops.finish();
+        g.headers = Some(Arc::new(ops));
+    }
     g
+}
+
+/// A whole number as Go's `strconv.Atoi` reads ingress-nginx's integer keys (digits, an
+/// optional `+`), no larger than `u32`.
+fn count(value: &str) -> Option<u32> {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ pub(super) struct Watches {
     pub namespaces: Vec<Option<String>>,
     /// Whether v1 Endpoints are watched.
     pub endpoints: bool,
-    /// The controller's ConfigMap (namespace, name), watched alone (`--configmap`).
+    /// The controller's ConfigMap (namespace, name) (`--configmap`): the ConfigMaps of its
+    /// namespace are watched.
     pub configmap: Option<(String, String)>,
     /// Where events go (the controller).
     pub events: mpsc::Sender<Event>,
@@ -77,10 +78,10 @@ pub(super) fn spawn_all(tasks: &mut JoinSet<()>, w: Watches) {
     spawn_kind::<Secret>(tasks, client, scopes.clone(), secrets, &sink);
     let mut unwatched = vec![Kind::Namespace];
     match &w.configmap {
-        // Only that one: RBAC grants it by name.
-        Some((ns, name)) => {
-            let one = all.clone().fields(&format!("metadata.name={name}"));
-            spawn_kind::<ConfigMap>(tasks, client, vec![Some(ns.clone())], one, &sink);
+        // Its namespace only (the controller's: RBAC grants ConfigMaps there and nowhere
+        // else), where the ConfigMaps that `add-headers` and `proxy-set-headers` name live.
+        Some((ns, _)) => {
+            spawn_kind::<ConfigMap>(tasks, client, vec![Some(ns.clone())], all.clone(), &sink);
         }
         None => unwatched.push(Kind::ConfigMap),
     }

@@ -140,6 +140,22 @@ fn statements(text: &str) -> Result<Vec<Vec<String>>, String> {
     Ok(out)
 }
 
+/// One entry of the ConfigMap's `add-headers` ConfigMap: `more_set_headers "name: value"` at
+/// nginx's http level (as ingress-nginx's template writes it), appended to `ops`.
+pub fn global_response_field(name: &str, value: &str, ops: &mut HeaderOps) -> Result<(), String> {
+    let name = field_name(name, "add-headers")?;
+    let value = field_value(value, "add-headers")?;
+    let when = ResponseFilter::default();
+    ops.response.push(ResponseOp::Set { name, value, when });
+    Ok(())
+}
+
+/// One entry of the ConfigMap's `proxy-set-headers` ConfigMap: `proxy_set_header name value`
+/// in every location, appended to `ops`.
+pub fn global_request_field(name: &str, value: &str, ops: &mut HeaderOps) -> Result<(), String> {
+    proxy_set_header(&[name.to_string(), value.to_string()], ops)
+}
+
 /// A field name anyone may set: a valid token, not framing or hop-by-hop.
 fn field_name(name: &str, directive: &str) -> Result<FieldName, String> {
     let parsed = HeaderName::from_bytes(name.as_bytes())

@@ -900,3 +900,45 @@ fn the_readme_lists_every_annotation() {
         );
     }
 }
+
+#[test]
+fn nginx_times_are_read_as_ngx_parse_time() {
+    use std::time::Duration;
+    let s = Duration::from_secs;
+    for (value, want) in [
+        ("1h", Some(s(3600))),
+        ("90", Some(s(90))),
+        ("90s", Some(s(90))),
+        ("500ms", Some(Duration::from_millis(500))),
+        ("1h30m", Some(s(5400))),
+        ("1h 30m", Some(s(5400))),
+        ("1d", Some(s(86_400))),
+        ("2w", Some(s(14 * 86_400))),
+        ("1M", Some(s(30 * 86_400))),
+        ("1y", Some(s(365 * 86_400))),
+        ("1m 1s 5ms", Some(Duration::from_millis(61_005))),
+        ("0", Some(Duration::ZERO)),
+        ("", None),
+        ("h", None),
+        ("1x", None),
+        ("30m 1h", None),
+        ("1h 1h", None),
+        ("1s 500", None),
+        ("-1s", None),
+        ("1 h", None),
+        ("2y", None),
+        ("99999999999999999999s", None),
+    ] {
+        assert_eq!(values::parse_time(value), want, "{value:?}");
+    }
+}
+
+proptest! {
+    /// Any text: no panic, and what parses is at most a year.
+    #[test]
+    fn nginx_times_never_panic(value in "[0-9a-zA-Z ]{0,24}") {
+        if let Some(d) = values::parse_time(&value) {
+            prop_assert!(d <= std::time::Duration::from_secs(365 * 86_400));
+        }
+    }
+}

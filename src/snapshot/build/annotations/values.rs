@@ -51,6 +51,54 @@ pub fn parse_seconds(value: &str) -> Option<u64> {
     (1..=365 * 24 * 3600).contains(&n).then_some(n)
 }
 
+/// A time in nginx's syntax (`ngx_parse_time`): one or more numbers with a unit, `ms`, `s`, `m`,
+/// `h`, `d`, `w`, `M` (30 days) or `y` (365 days), largest first, spaces allowed between them
+/// (`"1h30m"`, `"1h 30m"`);
+/// a number without a unit is seconds (as `"1h"`, `"1h 30m"`, `"90"`). At most a year.
+pub fn parse_time(value: &str) -> Option<std::time::Duration> {
+    const UNITS: [(&str, u64); 8] = [
+        ("ms", 1),
+        ("y", 365 * 86_400_000),
+        ("M", 30 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
+    let mut rest = value.trim_start();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    // Each unit's rank: nginx wants them largest first, each once.
+    let mut last_rank = usize::MAX;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 12 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, rank) = if rest.is_empty() || rest.starts_with(' ') {
+            (1000, 7)
+        } else {
+            let i = UNITS.iter().position(|(u, _)| rest.starts_with(u))?;
+            rest = &rest[UNITS[i].0.len()..];
+            // ms ranks below s.
+            let rank = if i == 0 { 8 } else { i };
+            (UNITS[i].1, rank)
+        };
+        if last_rank != usize::MAX && rank <= last_rank {
+            return None;
+        }
+        last_rank = rank;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        rest = rest.trim_start();
+    }
+    (total <= 365 * 86_400_000).then(|| std::time::Duration::from_millis(total))
+}
+
 /// A `custom-http-errors` list: status codes (300–599) separated by commas, spaces allowed;
 /// sorted, without duplicates.
 pub fn parse_codes(value: &str) -> Result<Box<[u16]>, String> {

@@ -13,7 +13,30 @@ fn parse_pairs(pairs: &[(&str, &str)]) -> (Globals, Vec<Diagnostic>) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let mut d = Vec::new();
-    let g = parse(&key(), &data, &mut d);
+    let g = parse(&key(), &data, &|_, _| None, &mut d);
+    (g, d)
+}
+
+/// A ConfigMap to refer to: namespace, name, fields.
+type Other<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// Parses with the ConfigMaps of `others` to refer to.
+fn parse_with(pairs: &[(&str, &str)], others: &[Other<'_>]) -> (Globals, Vec<Diagnostic>) {
+    let data = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = |ns: &str, name: &str| {
+        let (_, _, fields) = others.iter().find(|(n, m, _)| *n == ns && *m == name)?;
+        Some(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    };
+    let mut d = Vec::new();
+    let g = parse(&key(), &data, &lookup, &mut d);
     (g, d)
 }
 
@@ -95,7 +118,7 @@ fn bad_values_keep_the_default_with_a_warning_naming_key_and_value() {
 
 #[test]
 fn unknown_and_unsupported_keys_are_warnings() {
-    let (g, d) = parse_pairs(&[("keep-alive", "75"), ("no-such-key", "1")]);
+    let (g, d) = parse_pairs(&[("hsts", "true"), ("no-such-key", "1")]);
     assert_eq!(g, Globals::default());
     assert_eq!(d.len(), 2);
     assert!(
@@ -103,4 +126,159 @@ fn unknown_and_unsupported_keys_are_warnings() {
         "{d:?}"
     );
     assert!(d[1].reason.contains("not a ConfigMap key"), "{d:?}");
+}
+
+#[test]
+fn connection_keys_good_values() {
+    let (g, d) = parse_pairs(&[
+        ("client-header-timeout", "10"),
+        ("client-body-timeout", "20"),
+        ("keep-alive", "0"),
+        ("keep-alive-requests", "5"),
+        ("upstream-keepalive-connections", "0"),
+        ("upstream-keepalive-requests", "+7"),
+        ("upstream-keepalive-time", "1h 30m"),
+        ("upstream-keepalive-timeout", "5"),
+        ("server-tokens", "true"),
+        ("load-balance", "round_robin"),
+    ]);
+    assert!(d.is_empty(), "{d:?}");
+    let s = g.server;
+    assert_eq!(s.client_header_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(s.client_body_timeout, Some(Duration::from_secs(20)));
+    assert_eq!(s.keep_alive, Duration::ZERO);
+    assert_eq!(s.requests_per_connection(), 1, "keep-alive 0: one request");
+    assert_eq!(s.keep_alive_requests, 5);
+    assert_eq!(s.upstream.connections, 0);
+    assert_eq!(s.upstream.requests, 7);
+    assert_eq!(s.upstream.time, Duration::from_secs(5400));
+    assert_eq!(s.upstream.timeout, Some(Duration::from_secs(5)));
+    assert!(s.server_tokens);
+    let defaults = parse_pairs(&[]).0.server;
+    assert_eq!(defaults.keep_alive, Duration::from_secs(75));
+    assert_eq!(defaults.requests_per_connection(), 1000);
+    assert_eq!(defaults.upstream.connections, 320);
+    assert_eq!(defaults.upstream.requests, 10_000);
+    assert_eq!(defaults.upstream.time, Duration::from_secs(3600));
+    assert!(!defaults.server_tokens);
+    assert_eq!(defaults.client_header_timeout, None, "the flag's");
+}
+
+#[test]
+fn connection_keys_bad_values_keep_the_default() {
+    for (k, v) in [
+        ("client-header-timeout", "60s"),
+        ("client-header-timeout", "0"),
+        ("client-body-timeout", "-1"),
+        ("keep-alive", "75s"),
+        ("keep-alive", "99999999999"),
+        ("keep-alive-requests", "1e3"),
+        ("upstream-keepalive-connections", "-1"),
+        ("upstream-keepalive-requests", ""),
+        ("upstream-keepalive-time", "1x"),
+        ("upstream-keepalive-time", "30m 1h"),
+        ("upstream-keepalive-time", "0"),
+        ("upstream-keepalive-timeout", "1m"),
+        ("server-tokens", "on"),
+        ("load-balance", "least_conn"),
+    ] {
+        let (g, d) = parse_pairs(&[(k, v)]);
+        assert_eq!(g, Globals::default(), "{k}: {v}");
+        assert_eq!(d.len(), 1, "{k}: {v}");
+        assert_eq!(d[0].severity, Severity::Warning);
+        assert_eq!(d[0].field, format!("data.{k}"));
+        assert!(d[0].reason.contains(&format!("{v:?}")), "{}", d[0].reason);
+    }
+    // ewma: known, not yet (round robin applies), a warning.
+    let (g, d) = parse_pairs(&[("load-balance", "ewma")]);
+    assert_eq!(g, Globals::default());
+    assert!(d[0].reason.contains("ewma is not supported yet"), "{d:?}");
+}
+
+#[test]
+fn access_guarding_keys_fail_closed() {
+    for k in [
+        "whitelist-source-range",
+        "denylist-source-range",
+        "block-cidrs",
+        "block-user-agents",
+        "block-referers",
+        "global-auth-url",
+    ] {
+        let (g, d) = parse_pairs(&[(k, "10.0.0.0/8")]);
+        assert_eq!(g.guards, vec![Box::<str>::from(k)]);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].severity, Severity::Error);
+        assert!(
+            d[0].reason.contains(k) && d[0].reason.contains("503"),
+            "{d:?}"
+        );
+    }
+}
+
+#[test]
+fn header_configmaps_become_header_operations() {
+    let (g, d) = parse_with(
+        &[
+            ("add-headers", "ingress/resp"),
+            ("proxy-set-headers", "ingress/req"),
+        ],
+        &[
+            (
+                "ingress",
+                "resp",
+                &[("X-Frame-Options", "DENY"), ("X-Uri", "$request_uri")],
+            ),
+            ("ingress", "req", &[("X-Team", " blue "), ("X-Empty", "")]),
+        ],
+    );
+    assert!(d.is_empty(), "{d:?}");
+    let ops = g.headers.expect("header operations");
+    assert_eq!(ops.response.len(), 2);
+    assert!(ops.response_vars, "$request_uri expands per request");
+    let names: Vec<&str> = ops.request.iter().map(|(n, _)| n.0.as_str()).collect();
+    assert_eq!(names, ["x-empty", "x-team"]);
+    let fixed = ops.request_fixed.as_ref().expect("literal values");
+    assert_eq!(fixed[1].1.as_ref().unwrap(), "blue");
+    assert_eq!(fixed[0].1, None, "an empty value removes the field");
+}
+
+#[test]
+fn header_configmaps_hostile_or_missing_are_warnings_and_set_nothing_bad() {
+    let (g, d) = parse_with(
+        &[
+            ("add-headers", "ingress/resp"),
+            ("proxy-set-headers", "other/req"),
+        ],
+        &[(
+            "ingress",
+            "resp",
+            &[
+                ("Content-Length", "0"),
+                ("Transfer-Encoding", "chunked"),
+                ("X-Split", "a\r\nInjected: 1"),
+                ("X-Var", "$no_such_variable"),
+                ("Bad Name", "x"),
+                ("X-Good", "yes"),
+            ],
+        )],
+    );
+    let ops = g.headers.expect("the good field is set");
+    assert_eq!(ops.response.len(), 1, "{ops:?}");
+    assert!(ops.request.is_empty());
+    assert_eq!(d.len(), 6, "{d:?}");
+    assert!(d.iter().all(|d| d.severity == Severity::Warning));
+    assert!(
+        d.iter().any(|d| d.field == "data.proxy-set-headers"
+            && d.reason.contains("namespace of the controller ConfigMap")),
+        "{d:?}"
+    );
+    for (refs, why) in [
+        ("nameonly", "not namespace/name"),
+        ("ingress/absent", "does not exist"),
+    ] {
+        let (g, d) = parse_with(&[("add-headers", refs)], &[]);
+        assert!(g.headers.is_none());
+        assert!(d[0].reason.contains(why), "{d:?}");
+    }
 }
