@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub certs: CertTable,
     /// The ConfigMap's connection-level settings.
     pub server: server::ServerSettings,
+    /// Whose address a request comes from (the ConfigMap's trust settings).
+    pub client: Arc<server::ClientAddress>,
     /// What the next build may reuse (not part of the value).
     cache: Arc<BuildCache>,
 }
@@ -51,6 +53,7 @@ impl PartialEq for Snapshot {
             && self.services == other.services
             && self.certs == other.certs
             && self.server == other.server
+            && self.client == other.client
     }
 }
 
@@ -65,6 +68,7 @@ impl Snapshot {
             services: ServiceTable::default(),
             certs: CertTable::new(default_cert),
             server: server::ServerSettings::default(),
+            client: Arc::default(),
             cache: Arc::default(),
         }
     }

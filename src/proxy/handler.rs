@@ -21,7 +21,8 @@ use super::errors::ProxyError;
 use super::headers::{self, ConnHeaders};
 use super::sticky;
 use super::upstream::{
-    ConnectError, Forwarding, Pooled, RequestBody, Resend, SendError, Target, UpstreamBody,
+    ClientForwarding, ConnectError, Forwarding, Pooled, RequestBody, Resend, SendError, Target,
+    UpstreamBody,
 };
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
@@ -49,6 +50,8 @@ struct Outcome<'s> {
     set_cookie: Option<HeaderValue>,
     /// The route, when its policy has `custom-http-errors`.
     intercept: Option<&'s Route>,
+    /// The client address, when a trusted peer named it (the access log's).
+    client: Option<IpAddr>,
 }
 
 /// What another try of a request needs (`proxy-next-upstream`).
@@ -160,6 +163,14 @@ impl Proxy {
                 break 'forward Err(ProxyError::TooManyFields);
             }
             let host = or_break!('forward, request_host(&parts, &fields));
+            // The client address: the peer's, unless the ConfigMap trusts the peer to name it
+            // (ARCHITECTURE.md, "Client address"). Boxed: rare.
+            let client_fwd = client_forwarding(&snapshot, conn, &parts.headers);
+            let client = client_fwd.as_ref().map_or(conn.peer.ip(), |c| c.0);
+            let https = client_fwd.as_ref().map_or(conn.tls, |c| c.1);
+            if client_fwd.is_some() {
+                outcome.client = Some(client);
+            }
             let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
             let path = or_break!('forward, normalized_path(&parts.uri));
             let route = snapshot.routes.route(host_str, &path);
@@ -210,7 +221,7 @@ impl Proxy {
                         .and_then(|p| HeaderValue::from_str(p).ok());
                 }
                 if let Some(key) = &policy.hash_by {
-                    hash = Some(key.hash(&vars, conn.peer.ip(), &parts.headers));
+                    hash = Some(key.hash(&vars, client, &parts.headers));
                 }
                 if let Some(ops) = policy.headers.as_deref() {
                     match &ops.request_fixed {
@@ -229,7 +240,7 @@ impl Proxy {
                     }
                 }
             }
-            if !conn.tls && route.ssl_redirect {
+            if !https && route.ssl_redirect {
                 let keep_slash = policy.is_some_and(|p| p.preserve_trailing_slash);
                 let code = policy.map_or(308, |p| p.https_redirect_code);
                 let location = (host_str, &*path, parts.uri.query());
@@ -319,7 +330,7 @@ impl Proxy {
                 .connect_to_backend(
                     &snapshot,
                     backend,
-                    (conn.peer.ip(), connect_timeout, hash),
+                    (client, connect_timeout, hash),
                     sticky.as_ref(),
                     &mut outcome,
                 )
@@ -327,7 +338,7 @@ impl Proxy {
             // `default-backend`: when the Service has no ready endpoint.
             let (connected, backend) = match (connected, policy.and_then(|p| p.fallback.as_ref())) {
                 (Err(ProxyError::NoEndpoints | ProxyError::BackendUnavailable), Some(fallback)) => {
-                    let choice = (conn.peer.ip(), connect_timeout, None);
+                    let choice = (client, connect_timeout, None);
                     let connecting =
                         self.connect_to_backend(&snapshot, fallback, choice, None, &mut outcome);
                     (Box::pin(connecting).await, fallback)
@@ -350,6 +361,8 @@ impl Proxy {
                 },
                 request_id: generated.as_ref().map(headers::RequestId::as_bytes),
                 upgrade,
+                client: client_fwd.as_deref().map(|c| &c.2),
+                full_forwarded_for: snapshot.client.full_forwarded_for,
             };
             // `proxy-next-upstream`: what a failed attempt may go on to another endpoint
             // with (boxed: rare; the first attempt is here).
@@ -363,7 +376,7 @@ impl Proxy {
                     Retry {
                         snapshot: &snapshot,
                         backend,
-                        choice: (conn.peer.ip(), connect_timeout, hash),
+                        choice: (client, connect_timeout, hash),
                         sticky: sticky.as_ref(),
                         next,
                         resendable: resendable(&parts.method, next),
@@ -534,7 +547,10 @@ impl Proxy {
             Some((method, uri, host)) => {
                 let record = AccessRecord {
                     start,
-                    client: conn.peer,
+                    client: match outcome.client {
+                        Some(ip) => SocketAddr::new(ip, conn.peer.port()),
+                        None => conn.peer,
+                    },
                     method,
                     host,
                     uri,
@@ -764,6 +780,8 @@ impl Proxy {
             set: &set,
             request_id: None,
             upgrade: false,
+            client: None,
+            full_forwarded_for: snapshot.client.full_forwarded_for,
         };
         let exchange = pooled.prepare(parts, RequestBody::Empty, &fwd);
         let sent = match self.deadlines.run(pin!(exchange.send())).await {
@@ -1121,6 +1139,53 @@ fn log_at_end(response: Response<ProxyBody>, record: AccessRecord) -> Response<P
         }
     };
     Response::from_parts(parts, body)
+}
+
+/// The client address, whether the request came over HTTPS, and the forwarding values of a
+/// request whose peer the ConfigMap trusts to name them (`use-forwarded-headers` or
+/// `enable-real-ip` with `proxy-real-ip-cidr`); `None` for every other request (the
+/// connection's values stand).
+fn client_forwarding(
+    snapshot: &Snapshot,
+    conn: &ConnHeaders,
+    fields: &http::HeaderMap,
+) -> Option<Box<(IpAddr, bool, ClientForwarding)>> {
+    let who = &*snapshot.client;
+    let peer = conn.peer.ip();
+    if !who.real_ip || !who.trusts(peer) {
+        return None;
+    }
+    let listed = fields
+        .get_all(&*who.header)
+        .iter()
+        .map(HeaderValue::as_bytes);
+    let client = who.walk(peer, listed);
+    let (mut https, mut port, mut host) = (conn.tls, conn.port, None);
+    if who.forwarded_headers {
+        match fields
+            .get(&headers::X_FORWARDED_PROTO)
+            .map(HeaderValue::as_bytes)
+        {
+            Some(p) if p.eq_ignore_ascii_case(b"https") => https = true,
+            Some(p) if p.eq_ignore_ascii_case(b"http") => https = false,
+            _ => {}
+        }
+        if let Some(p) = fields
+            .get(&headers::X_FORWARDED_PORT)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u16>().ok())
+        {
+            port = p;
+        }
+        host = fields
+            .get(&headers::X_FORWARDED_HOST)
+            .filter(|v| headers::valid_host(v.as_bytes()))
+            .cloned();
+    }
+    let last = if who.full_forwarded_for { peer } else { client };
+    let tail = headers::client_tail(last.to_canonical(), client, https, port);
+    Some(Box::new((client, https, ClientForwarding { tail, host })))
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-Forwarded-Port`.
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Original-Forwarded-For`.
+pub static X_ORIGINAL_FORWARDED_FOR: HeaderName =
+    HeaderName::from_static("x-original-forwarded-for");
 /// `X-Real-IP`.
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
@@ -41,6 +44,8 @@ pub struct ConnHeaders {
     pub forwarded_tail: Box<[u8]>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The port the client connected to.
+    pub port: u16,
     /// Request header names with `_` are forwarded (`--enable-underscores-in-headers`).
     pub underscores: bool,
 }
@@ -60,6 +65,7 @@ impl ConnHeaders {
             peer,
             forwarded_tail: tail.into_bytes().into_boxed_slice(),
             tls,
+            port,
             underscores,
         }
     }
@@ -255,6 +261,22 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The forwarding values of a request whose client a trusted peer named: X-Forwarded-For ends
+/// with `last` (the client, or the peer with compute-full-forwarded-for), X-Real-IP is
+/// `client`, and the scheme and port are the peer's forwarded ones when given.
+pub fn client_tail(
+    last: std::net::IpAddr,
+    client: std::net::IpAddr,
+    https: bool,
+    port: u16,
+) -> Vec<u8> {
+    let proto = if https { "https" } else { "http" };
+    format!(
+        "{last}\r\nx-forwarded-proto: {proto}\r\nx-forwarded-port: {port}\r\nx-real-ip: {client}\r\n"
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]

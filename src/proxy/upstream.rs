@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-pub use self::codec::Forwarding;
+pub use self::codec::{ClientForwarding, Forwarding};
 use self::codec::{Decoded, Decoder, RequestFraming, ResponseFraming};
 
 mod codec;

@@ -180,6 +180,7 @@ pub fn build_after(
         services,
         certs,
         server: globals.server,
+        client: Arc::new(globals.client.clone()),
         cache: Arc::new(BuildCache {
             ingresses: compiled,
             hosts,

@@ -83,3 +83,80 @@ impl Default for UpstreamKeepalive {
         }
     }
 }
+
+/// Whose address a request comes from, and which forwarded fields are believed: the
+/// ConfigMap's `use-forwarded-headers`, `enable-real-ip`, `forwarded-for-header`,
+/// `compute-full-forwarded-for` and `proxy-real-ip-cidr`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClientAddress {
+    /// `use-forwarded-headers` or `enable-real-ip`: a trusted peer's forwarded-for field
+    /// names the client (nginx's realip module, recursive).
+    pub real_ip: bool,
+    /// `use-forwarded-headers`: a trusted peer's X-Forwarded-Proto, -Host and -Port are
+    /// believed too (the HTTPS redirect and the fields sent upstream follow them).
+    pub forwarded_headers: bool,
+    /// `forwarded-for-header` (default `X-Forwarded-For`), lower-case.
+    pub header: Box<str>,
+    /// `compute-full-forwarded-for`: X-Forwarded-For upstream is the client's list and then
+    /// the peer, rather than the client address alone.
+    pub full_forwarded_for: bool,
+    /// `proxy-real-ip-cidr`: the peers trusted. Empty by default: unlike ingress-nginx (whose
+    /// default `0.0.0.0/0` trusts everyone), nobody is trusted until it is set.
+    #[serde(serialize_with = "display_all")]
+    pub trusted: Vec<ipnet::IpNet>,
+}
+
+fn display_all<S: serde::Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}
+
+impl Default for ClientAddress {
+    fn default() -> Self {
+        ClientAddress {
+            real_ip: false,
+            forwarded_headers: false,
+            header: "x-forwarded-for".into(),
+            full_forwarded_for: false,
+            trusted: Vec::new(),
+        }
+    }
+}
+
+impl ClientAddress {
+    /// Whether `peer` is trusted to name the client.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted.iter().any(|net| net.contains(&peer))
+    }
+
+    /// The client address of a request from `peer` (a trusted one) with `values` of the
+    /// forwarded-for field, as nginx's realip module with `real_ip_recursive on` finds it:
+    /// right to left, the first address that is not trusted; all trusted, the leftmost; an
+    /// entry that is not an address ends the walk with what was found so far.
+    pub fn walk<'v>(
+        &self,
+        peer: std::net::IpAddr,
+        values: impl DoubleEndedIterator<Item = &'v [u8]>,
+    ) -> std::net::IpAddr {
+        let mut client = peer;
+        for value in values.rev() {
+            for entry in value.rsplit(|&b| b == b',') {
+                let entry = entry.trim_ascii();
+                if entry.is_empty() {
+                    continue;
+                }
+                let Some(ip) = std::str::from_utf8(entry)
+                    .ok()
+                    .and_then(|e| e.parse::<std::net::IpAddr>().ok())
+                else {
+                    return client;
+                };
+                client = ip.to_canonical();
+                if !self.trusts(client) {
+                    return client;
+                }
+            }
+        }
+        client
+    }
+}

@@ -61,6 +61,23 @@ pub struct Forwarding<'a> {
     /// Whether the request asks to switch protocols: Upgrade is kept and Connection says
     /// `upgrade`.
     pub upgrade: bool,
+    /// The forwarding values of a request whose client is not the peer (a trusted peer's
+    /// forwarded fields, the ConfigMap's `use-forwarded-headers`); `None`: the connection's.
+    pub client: Option<&'a ClientForwarding>,
+    /// `compute-full-forwarded-for`: X-Forwarded-For is the client's list, then the address
+    /// that ends it; otherwise that address alone (the client's list goes as
+    /// X-Original-Forwarded-For either way).
+    pub full_forwarded_for: bool,
+}
+
+/// The forwarding values of one request whose client a trusted peer named.
+#[derive(Debug)]
+pub struct ClientForwarding {
+    /// As `ConnHeaders::forwarded_tail`: what ends X-Forwarded-For, CRLF, then
+    /// X-Forwarded-Proto, X-Forwarded-Port and X-Real-IP.
+    pub tail: Vec<u8>,
+    /// X-Forwarded-Host, when the peer sent one.
+    pub host: Option<HeaderValue>,
 }
 
 /// What happens to a request field on its way upstream.
@@ -104,6 +121,7 @@ fn classify(name: &HeaderName) -> Field {
             || name == headers::X_FORWARDED_PORT
             || name == headers::X_FORWARDED_HOST
             || name == headers::X_REAL_IP
+            || name == headers::X_ORIGINAL_FORWARDED_FOR
         {
             Field::Dropped
         } else {
@@ -172,6 +190,21 @@ fn write_fields(
     seen
 }
 
+/// The values of the request's X-Forwarded-For fields, joined with ", ".
+fn write_forwarded_for(out: &mut Vec<u8>, parts: &Parts) {
+    for (i, value) in parts
+        .headers
+        .get_all(&headers::X_FORWARDED_FOR)
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -223,17 +256,26 @@ pub fn encode_head(
         let listed = headers::connection_listed(&parts.headers);
         fields = write_fields(out, parts, fwd, &listed);
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
+    // The client's X-Forwarded-For is kept as X-Original-Forwarded-For (ingress-nginx's);
+    // X-Forwarded-For is the client address (or, with compute-full-forwarded-for, the
+    // client's list and then the peer), never a list a client made up alone.
     if fields.forwarded_for {
-        for value in parts.headers.get_all(&headers::X_FORWARDED_FOR) {
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b", ");
-        }
+        out.extend_from_slice(b"x-original-forwarded-for: ");
+        write_forwarded_for(out, parts);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if fields.forwarded_for && fwd.full_forwarded_for {
+        write_forwarded_for(out, parts);
+        out.extend_from_slice(b", ");
     }
     // The client IP, X-Forwarded-Proto, X-Forwarded-Port and X-Real-IP: the same for every
-    // request of the connection, written once.
-    out.extend_from_slice(&fwd.conn.forwarded_tail);
-    if let Some(host) = fwd.host {
+    // request of the connection, written once (unless a trusted peer named the client).
+    match fwd.client {
+        None => out.extend_from_slice(&fwd.conn.forwarded_tail),
+        Some(client) => out.extend_from_slice(&client.tail),
+    }
+    if let Some(host) = fwd.client.and_then(|c| c.host.as_ref()).or(fwd.host) {
         write_field(out, b"x-forwarded-host", host.as_bytes());
     }
     if let Some(id) = fwd.request_id {

@@ -120,6 +120,8 @@ async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, Send
         set: &[],
         request_id: None,
         upgrade: false,
+        client: None,
+        full_forwarded_for: false,
     };
     let (parts, _) = request(path).await.into_parts();
     pooled

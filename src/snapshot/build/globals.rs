@@ -12,7 +12,7 @@ use super::annotations::snippets;
 use super::annotations::values;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::routes::{HeaderOps, NextUpstream, RouteTimeouts};
-use crate::snapshot::server::ServerSettings;
+use crate::snapshot::server::{ClientAddress, ServerSettings};
 use crate::source::{Kind, ObjectKey};
 use crate::store::ObjectStore;
 
@@ -53,6 +53,8 @@ pub struct Globals {
     /// (`whitelist-source-range`, `global-auth-url`…): while any is set, every route answers
     /// 503 rather than serve unguarded.
     pub guards: Vec<Box<str>>,
+    /// Whose address a request comes from (`use-forwarded-headers`, `proxy-real-ip-cidr`…).
+    pub client: ClientAddress,
 }
 
 /// ingress-nginx's annotation risk levels, lowest first: annotations riskier than the
@@ -85,6 +87,7 @@ impl Default for Globals {
             server: ServerSettings::default(),
             headers: None,
             guards: Vec::new(),
+            client: ClientAddress::default(),
         }
     }
 }
@@ -111,12 +114,12 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("block-user-agents", KeySupport::FailsClosed),
     ("client-body-timeout", KeySupport::Honoured),
     ("client-header-timeout", KeySupport::Honoured),
-    ("compute-full-forwarded-for", KeySupport::NotYet),
+    ("compute-full-forwarded-for", KeySupport::Honoured),
     ("custom-http-errors", KeySupport::Honoured),
     ("denylist-source-range", KeySupport::FailsClosed),
-    ("enable-real-ip", KeySupport::NotYet),
+    ("enable-real-ip", KeySupport::Honoured),
     ("force-ssl-redirect", KeySupport::Honoured),
-    ("forwarded-for-header", KeySupport::NotYet),
+    ("forwarded-for-header", KeySupport::Honoured),
     ("global-auth-url", KeySupport::FailsClosed),
     ("hsts", KeySupport::NotYet),
     ("hsts-include-subdomains", KeySupport::NotYet),
@@ -135,7 +138,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("proxy-next-upstream-timeout", KeySupport::Honoured),
     ("proxy-next-upstream-tries", KeySupport::Honoured),
     ("proxy-read-timeout", KeySupport::Honoured),
-    ("proxy-real-ip-cidr", KeySupport::NotYet),
+    ("proxy-real-ip-cidr", KeySupport::Honoured),
     ("proxy-send-timeout", KeySupport::Honoured),
     ("proxy-set-headers", KeySupport::Honoured),
     ("server-tokens", KeySupport::Honoured),
@@ -144,7 +147,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("upstream-keepalive-requests", KeySupport::Honoured),
     ("upstream-keepalive-time", KeySupport::Honoured),
     ("upstream-keepalive-timeout", KeySupport::Honoured),
-    ("use-forwarded-headers", KeySupport::NotYet),
+    ("use-forwarded-headers", KeySupport::Honoured),
     ("use-proxy-protocol", KeySupport::NotYet),
     ("whitelist-source-range", KeySupport::FailsClosed),
 ];
@@ -322,6 +325,31 @@ pub fn parse(
                 ),
                 _ => warn(name, bad("is not round_robin or ewma")),
             },
+            "use-forwarded-headers" | "enable-real-ip" | "compute-full-forwarded-for" => {
+                match values::parse_bool(value) {
+                    Some(b) => match name.as_str() {
+                        "use-forwarded-headers" => g.client.forwarded_headers = b,
+                        "enable-real-ip" => g.client.real_ip = b,
+                        _ => g.client.full_forwarded_for = b,
+                    },
+                    None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
+                }
+            }
+            "forwarded-for-header" => match http::HeaderName::from_bytes(value.as_bytes()) {
+                Ok(field) => g.client.header = field.as_str().into(),
+                Err(_) => warn(name, bad("is not a header field name")),
+            },
+            "proxy-real-ip-cidr" => {
+                for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                    match parse_net(entry) {
+                        Some(net) => g.client.trusted.push(net),
+                        None => warn(
+                            name,
+                            format!("{entry:?} is not an address or a CIDR range; left out"),
+                        ),
+                    }
+                }
+            }
             "add-headers" => header_refs[0] = Some(value),
             "proxy-set-headers" => header_refs[1] = Some(value),
             "annotations-risk-level" => match value {
@@ -333,6 +361,12 @@ pub fn parse(
             },
             _ => {}
         }
+    }
+    // use-forwarded-headers turns the realip module on, as ingress-nginx's template does.
+    g.client.real_ip |= g.client.forwarded_headers;
+    if g.client.real_ip && g.client.trusted.is_empty() {
+        let reason = "use-forwarded-headers or enable-real-ip without proxy-real-ip-cidr trusts no peer: the client address stays the peer's (ingress-nginx's default 0.0.0.0/0 would trust every peer; name the load balancers' addresses)";
+        diagnostics.push(Diagnostic::warning(key, "data.proxy-real-ip-cidr", reason));
     }
     if !g.guards.is_empty() {
         let reason = format!(
@@ -386,6 +420,16 @@ pub fn parse(
         g.headers = Some(Arc::new(ops));
     }
     g
+}
+
+/// An address or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.1`), its host bits
+/// cleared.
+pub fn parse_net(entry: &str) -> Option<ipnet::IpNet> {
+    if let Ok(net) = entry.parse::<ipnet::IpNet>() {
+        return Some(net.trunc());
+    }
+    let ip = entry.parse::<std::net::IpAddr>().ok()?.to_canonical();
+    Some(ipnet::IpNet::from(ip))
 }
 
 /// A whole number as Go's `strconv.Atoi` reads ingress-nginx's integer keys (digits, an

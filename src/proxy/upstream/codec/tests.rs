@@ -36,6 +36,8 @@ fn plain(conn: &ConnHeaders) -> Forwarding<'_> {
         set: &[],
         request_id: None,
         upgrade: false,
+        client: None,
+        full_forwarded_for: false,
     }
 }
 
@@ -66,7 +68,8 @@ fn request_heads_carry_the_forwarding_fields() {
         "GET /p?q=1 HTTP/1.1\r\n\
          host: a.com\r\n\
          accept: */*\r\n\
-         x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n\
+         x-original-forwarded-for: 1.1.1.1, 2.2.2.2\r\n\
+         x-forwarded-for: 10.1.2.3\r\n\
          x-forwarded-proto: https\r\n\
          x-forwarded-port: 8443\r\n\
          x-real-ip: 10.1.2.3\r\n\
@@ -544,4 +547,71 @@ fn title_case(name: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("-")
+}
+
+#[test]
+fn compute_full_forwarded_for_keeps_the_client_list_before_the_peer() {
+    let conn = conn();
+    let p = parts(
+        "GET",
+        "/",
+        &[
+            ("host", "a.com"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-original-forwarded-for", "forged"),
+        ],
+    );
+    let fwd = Forwarding {
+        full_forwarded_for: true,
+        ..plain(&conn)
+    };
+    let head = encode(&p, RequestFraming::Empty, &fwd);
+    assert!(
+        head.contains("x-original-forwarded-for: 1.1.1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-forwarded-for: 1.1.1.1, 10.1.2.3\r\n"),
+        "{head}"
+    );
+    assert!(
+        !head.contains("forged"),
+        "the client's own X-Original-Forwarded-For: {head}"
+    );
+    // Without a client list, X-Original-Forwarded-For is not sent at all.
+    let p = parts("GET", "/", &[("host", "a.com")]);
+    let head = encode(&p, RequestFraming::Empty, &fwd);
+    assert!(!head.contains("x-original-forwarded-for"), "{head}");
+    assert!(head.contains("x-forwarded-for: 10.1.2.3\r\n"), "{head}");
+}
+
+#[test]
+fn a_trusted_client_s_values_replace_the_connection_s() {
+    let conn = conn();
+    let p = parts(
+        "GET",
+        "/",
+        &[("host", "a.com"), ("x-forwarded-host", "evil")],
+    );
+    let client = ClientForwarding {
+        tail: crate::proxy::headers::client_tail(
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            false,
+            8080,
+        ),
+        host: Some(HeaderValue::from_static("lb.example")),
+    };
+    let fwd = Forwarding {
+        client: Some(&client),
+        ..plain(&conn)
+    };
+    let head = encode(&p, RequestFraming::Empty, &fwd);
+    assert!(
+        head.contains(
+            "x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-port: 8080\r\nx-real-ip: 192.0.2.1\r\nx-forwarded-host: lb.example\r\n"
+        ),
+        "{head}"
+    );
+    assert!(!head.contains("evil"), "{head}");
 }

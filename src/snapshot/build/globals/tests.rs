@@ -282,3 +282,112 @@ fn header_configmaps_hostile_or_missing_are_warnings_and_set_nothing_bad() {
         assert!(d[0].reason.contains(why), "{d:?}");
     }
 }
+
+#[test]
+fn client_address_keys() {
+    let (g, d) = parse_pairs(&[
+        ("use-forwarded-headers", "true"),
+        ("forwarded-for-header", "X-Client-For"),
+        ("compute-full-forwarded-for", "true"),
+        (
+            "proxy-real-ip-cidr",
+            "10.0.0.0/8, 192.0.2.7, 2001:db8::/32, 172.16.0.1/12",
+        ),
+    ]);
+    assert!(d.is_empty(), "{d:?}");
+    let c = &g.client;
+    assert!(c.real_ip && c.forwarded_headers && c.full_forwarded_for);
+    assert_eq!(&*c.header, "x-client-for");
+    let nets: Vec<String> = c.trusted.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        nets,
+        [
+            "10.0.0.0/8",
+            "192.0.2.7/32",
+            "2001:db8::/32",
+            "172.16.0.0/12"
+        ]
+    );
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(c.trusts(ip("10.9.9.9")) && c.trusts(ip("::ffff:10.1.1.1")));
+    assert!(!c.trusts(ip("192.0.2.8")) && !c.trusts(ip("127.0.0.1")));
+    // Defaults: nobody trusted, the realip walk off.
+    let d = ClientAddress::default();
+    assert!(!d.real_ip && !d.forwarded_headers && d.trusted.is_empty());
+    assert_eq!(&*d.header, "x-forwarded-for");
+    // Forwarded headers without a trusted range: a warning (it trusts nobody).
+    let (g, d) = parse_pairs(&[("use-forwarded-headers", "true")]);
+    assert!(g.client.real_ip);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].reason.contains("trusts no peer"), "{d:?}");
+    // Bad entries are left out with a warning each; good ones stay.
+    let (g, d) = parse_pairs(&[("proxy-real-ip-cidr", "10.0.0.0/33, nope, 10.1.0.0/16")]);
+    assert_eq!(g.client.trusted.len(), 1);
+    assert_eq!(d.len(), 2, "{d:?}");
+    let (g, d) = parse_pairs(&[("forwarded-for-header", "bad header")]);
+    assert_eq!(&*g.client.header, "x-forwarded-for");
+    assert_eq!(d.len(), 1);
+}
+
+#[test]
+fn a_trusted_range_of_100000_entries_is_read_and_bounded() {
+    let list: Vec<String> = (0..100_000u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256 % 256, i % 256))
+        .collect();
+    let (g, d) = parse_pairs(&[("proxy-real-ip-cidr", &list.join(","))]);
+    assert!(d.is_empty());
+    assert_eq!(g.client.trusted.len(), 100_000);
+}
+
+/// nginx's recursive realip walk.
+#[test]
+fn the_realip_walk_is_nginx_s() {
+    let (g, _) = parse_pairs(&[
+        ("enable-real-ip", "true"),
+        ("proxy-real-ip-cidr", "127.0.0.1, 10.0.0.0/8"),
+    ]);
+    let c = &g.client;
+    let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let walk = |values: &[&str]| {
+        c.walk(peer, values.iter().map(|v| v.as_bytes()))
+            .to_string()
+    };
+    assert_eq!(walk(&[]), "127.0.0.1", "no field: the peer");
+    assert_eq!(walk(&["1.1.1.1, 10.0.0.1"]), "1.1.1.1");
+    assert_eq!(walk(&["1.1.1.1", "2.2.2.2"]), "2.2.2.2", "fields in order");
+    assert_eq!(
+        walk(&["10.0.0.2, 10.0.0.1"]),
+        "10.0.0.2",
+        "all trusted: the leftmost"
+    );
+    assert_eq!(
+        walk(&["1.1.1.1, junk, 10.0.0.1"]),
+        "10.0.0.1",
+        "junk stops the walk"
+    );
+    assert_eq!(
+        walk(&["1.1.1.1,,  , 10.0.0.1"]),
+        "1.1.1.1",
+        "empty entries skipped"
+    );
+    assert_eq!(walk(&["::ffff:1.2.3.4"]), "1.2.3.4");
+    assert_eq!(
+        walk(&["1.1.1.1:80"]),
+        "127.0.0.1",
+        "an address with a port is junk"
+    );
+}
+
+proptest::proptest! {
+    /// Any field values: no panic, and the client is the peer or an address of the list.
+    #[test]
+    fn the_realip_walk_never_panics(values in proptest::collection::vec("[0-9a-f:., ]{0,40}", 0..4)) {
+        let (g, _) = parse_pairs(&[("enable-real-ip", "true"), ("proxy-real-ip-cidr", "0.0.0.0/0, ::/0")]);
+        let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let client = g.client.walk(peer, values.iter().map(|v| v.as_bytes()));
+        let listed = values.iter().flat_map(|v| v.split(','))
+            .filter_map(|e| e.trim().parse::<std::net::IpAddr>().ok())
+            .any(|ip| ip.to_canonical() == client);
+        proptest::prop_assert!(client == peer || listed);
+    }
+}
