@@ -4,6 +4,7 @@
 //! request ever sees routes of one generation and endpoints of another. The controller owns
 //! the only [`SnapshotPublisher`]; data planes hold [`SnapshotHandle`]s.
 
+pub mod access;
 mod build;
 pub mod certs;
 pub mod diagnostics;

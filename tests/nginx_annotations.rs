@@ -305,7 +305,7 @@ async fn fail_closed() {
         "admin",
         &[("app.example", vec![prefix("/admin", "web", 80)])],
         &[],
-        &format!("{N}/whitelist-source-range: 10.0.0.0/8"),
+        &format!("{N}/auth-tls-secret: shop/ca"),
         None,
     );
     let auth = ing(

@@ -50,6 +50,10 @@ pub enum ProxyError {
     /// Portico does not implement: it fails closed).
     #[error("refused by the route's configuration")]
     Refused(StatusCode),
+    /// The route's access rules refuse the request (403): the client address, or a
+    /// request field; the text says which, for the log (the client reads "forbidden").
+    #[error("access denied: {0}")]
+    Denied(&'static str),
 }
 
 // === impl ProxyError ===
@@ -71,6 +75,7 @@ impl ProxyError {
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Refused(status) => *status,
+            ProxyError::Denied(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -113,6 +118,7 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::ClientBody(_) => "request body failed",
         ProxyError::PayloadTooLarge => "request body too large",
         ProxyError::Refused(_) => "refused by the route's configuration",
+        ProxyError::Denied(_) => "forbidden",
         ProxyError::ExternalNameRefused => {
             "ExternalName refused: it resolves to a loopback, link-local or node address"
         }

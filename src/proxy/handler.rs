@@ -195,6 +195,12 @@ impl Proxy {
                 if policy.custom_errors.is_some() {
                     outcome.intercept = Some(route);
                 }
+                // `block-user-agents`, `block-referers`: the server's `if`, before anything.
+                if let Some(access) = policy.access.as_deref()
+                    && access.refuses_fields(&parts.headers)
+                {
+                    break 'forward Err(ProxyError::Denied("a blocked request field"));
+                }
                 // The path regex's captures, for the templates that use them (regex mode).
                 let captures = route
                     .regex
@@ -251,6 +257,12 @@ impl Proxy {
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 break 'forward Err(ProxyError::Refused(status));
+            }
+            // Source ranges: nginx's access phase (deny, then allow, then `deny all`).
+            if let Some(access) = policy.and_then(|p| p.access.as_deref())
+                && !access.admits(client)
+            {
+                break 'forward Err(ProxyError::Denied("the client address"));
             }
             let vhost = policy
                 .and_then(|p| p.upstream_host.as_deref())

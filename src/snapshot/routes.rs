@@ -135,6 +135,8 @@ pub struct Policy {
     /// Answer this status and forward nothing (an access-guarding annotation Portico does not
     /// implement: fail closed).
     pub deny: Option<u16>,
+    /// Access rules: refused request fields, denied and allowed client addresses (403).
+    pub access: Option<Arc<super::access::Access>>,
     /// `app-root`: a request for `/` gets a 302 to this path.
     pub app_root: Option<Box<str>>,
     /// `permanent-redirect` / `temporal-redirect`: every request gets this redirect.
@@ -742,6 +744,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             deny: None,
+            access: None,
             app_root: None,
             redirect: None,
             preserve_trailing_slash: false,

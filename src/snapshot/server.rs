@@ -102,12 +102,7 @@ pub struct ClientAddress {
     pub full_forwarded_for: bool,
     /// `proxy-real-ip-cidr`: the peers trusted. Empty by default: unlike ingress-nginx (whose
     /// default `0.0.0.0/0` trusts everyone), nobody is trusted until it is set.
-    #[serde(serialize_with = "display_all")]
-    pub trusted: Vec<ipnet::IpNet>,
-}
-
-fn display_all<S: serde::Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(nets.iter().map(ToString::to_string))
+    pub trusted: super::access::IpSet,
 }
 
 impl Default for ClientAddress {
@@ -117,7 +112,7 @@ impl Default for ClientAddress {
             forwarded_headers: false,
             header: "x-forwarded-for".into(),
             full_forwarded_for: false,
-            trusted: Vec::new(),
+            trusted: super::access::IpSet::default(),
         }
     }
 }
@@ -125,8 +120,7 @@ impl Default for ClientAddress {
 impl ClientAddress {
     /// Whether `peer` is trusted to name the client.
     pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
-        let peer = peer.to_canonical();
-        self.trusted.iter().any(|net| net.contains(&peer))
+        self.trusted.contains(peer)
     }
 
     /// The client address of a request from `peer` (a trusted one) with `values` of the

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::globals::{Globals, RiskLevel};
+use crate::snapshot::access::{Access, IpSet, parse_ranges};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::routes::{
     Affinity, AffinityMode, CanarySpec, FieldName, HashKey, HashPart, HeaderOps, NextUpstream,
@@ -54,7 +55,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "balanced and persistent; persistent-drainable is persistent (a terminating endpoint gets no request)",
         ),
     ),
-    ("allowlist-source-range", Support::FailsClosed),
+    ("allowlist-source-range", Support::Honoured),
     ("app-root", Support::Honoured),
     ("auth-always-set-cookie", Support::Unsupported),
     ("auth-cache-duration", Support::Unsupported),
@@ -129,7 +130,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "a Service of the Ingress's namespace (its first port) that serves when the route's Service has no ready endpoint, and answers the custom-http-errors",
         ),
     ),
-    ("denylist-source-range", Support::FailsClosed),
+    ("denylist-source-range", Support::Honoured),
     ("disable-proxy-intercept-errors", Support::Honoured),
     ("enable-access-log", Support::Honoured),
     ("enable-cors", Support::Unsupported),
@@ -309,7 +310,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "regexes run on the linear-time regex crate: look-around and back-references leave the path out (an error); they match the normalised path, where percent-encodings other than of unreserved characters stay encoded",
         ),
     ),
-    ("whitelist-source-range", Support::FailsClosed),
+    ("whitelist-source-range", Support::Honoured),
     ("x-forwarded-prefix", Support::Honoured),
 ];
 
@@ -443,6 +444,11 @@ pub(super) fn parse(
     if r.boolean("enable-access-log") == Some(false) {
         policy.access_log = false;
     }
+    match access(&mut r, globals) {
+        Ok(access) => policy.access = access,
+        // ingress-nginx denies the location whose list is invalid.
+        Err(()) => policy.deny = Some(503),
+    }
     if !snippet_headers(&mut r, globals, &mut policy) {
         parsed.left_out = true;
     }
@@ -469,6 +475,47 @@ pub(super) fn parse(
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// The route's access rules: `allowlist-source-range` (or its older name
+/// `whitelist-source-range`) and `denylist-source-range`, each replacing the ConfigMap's list
+/// of its kind, then the ConfigMap's `block-cidrs` and `block-user-agents`/`block-referers`
+/// on top. `Err`: a list in force is invalid (the error is reported; the route answers 503,
+/// as ingress-nginx denies the location).
+fn access(r: &mut Reader<'_>, globals: &Globals) -> Result<Option<Arc<Access>>, ()> {
+    let mut list = |names: &[&str], global: &Option<Result<IpSet, ()>>| {
+        let Some(name) = names.iter().copied().find(|n| r.get(n).is_some()) else {
+            return global.clone().transpose();
+        };
+        let value = r.get(name).unwrap_or_default().to_string();
+        match parse_ranges(&value) {
+            Ok(set) => Ok(Some(set)),
+            Err(why) => {
+                let reason = format!(
+                    "{why}: every path of this Ingress answers 503 (ingress-nginx denies a location whose list is invalid)"
+                );
+                r.error(name, reason);
+                Err(())
+            }
+        }
+    };
+    let allow = list(
+        &["allowlist-source-range", "whitelist-source-range"],
+        &globals.allow,
+    );
+    let deny = list(&["denylist-source-range"], &globals.deny);
+    let (allow, deny) = (allow?, deny?);
+    let deny = match deny {
+        Some(d) if !globals.block.is_empty() => d.union(&globals.block),
+        Some(d) => d,
+        None => globals.block.clone(),
+    };
+    let access = Access {
+        fields: globals.fields.clone(),
+        deny,
+        allow,
+    };
+    Ok((access != Access::default()).then(|| Arc::new(access)))
 }
 
 /// A canary Ingress's rules (ingress-nginx: header, then cookie, then weight).

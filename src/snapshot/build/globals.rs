@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::annotations::snippets;
 use super::annotations::values;
+use crate::snapshot::access::{FieldBlock, IpSet, parse_net, parse_ranges};
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::routes::{HeaderOps, NextUpstream, RouteTimeouts};
 use crate::snapshot::server::{ClientAddress, ServerSettings};
@@ -49,10 +50,19 @@ pub struct Globals {
     /// `add-headers` and `proxy-set-headers`: the fields of the ConfigMaps they name, set on
     /// every response and every upstream request (before a route's own snippets).
     pub headers: Option<Arc<HeaderOps>>,
-    /// Keys that guard access and that Portico does not implement yet
-    /// (`whitelist-source-range`, `global-auth-url`…): while any is set, every route answers
-    /// 503 rather than serve unguarded.
+    /// Keys that guard access and that Portico does not implement yet (`global-auth-url`…),
+    /// or whose value is invalid (`block-cidrs`…): while any is set, every route answers 503
+    /// rather than serve unguarded.
     pub guards: Vec<Box<str>>,
+    /// `whitelist-source-range`: the addresses a route without its own allowlist admits
+    /// (`Err`: the list is invalid; such routes answer 503, as ingress-nginx denies them).
+    pub allow: Option<Result<IpSet, ()>>,
+    /// `denylist-source-range`: the addresses a route without its own denylist refuses.
+    pub deny: Option<Result<IpSet, ()>>,
+    /// `block-cidrs`: addresses every route refuses.
+    pub block: IpSet,
+    /// `block-user-agents`, `block-referers`: request fields every route refuses.
+    pub fields: Vec<Arc<FieldBlock>>,
     /// Whose address a request comes from (`use-forwarded-headers`, `proxy-real-ip-cidr`…).
     pub client: ClientAddress,
 }
@@ -87,6 +97,10 @@ impl Default for Globals {
             server: ServerSettings::default(),
             headers: None,
             guards: Vec::new(),
+            allow: None,
+            deny: None,
+            block: IpSet::default(),
+            fields: Vec::new(),
             client: ClientAddress::default(),
         }
     }
@@ -109,14 +123,14 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("add-headers", KeySupport::Honoured),
     ("allow-snippet-annotations", KeySupport::Honoured),
     ("annotations-risk-level", KeySupport::Honoured),
-    ("block-cidrs", KeySupport::FailsClosed),
-    ("block-referers", KeySupport::FailsClosed),
-    ("block-user-agents", KeySupport::FailsClosed),
+    ("block-cidrs", KeySupport::Honoured),
+    ("block-referers", KeySupport::Honoured),
+    ("block-user-agents", KeySupport::Honoured),
     ("client-body-timeout", KeySupport::Honoured),
     ("client-header-timeout", KeySupport::Honoured),
     ("compute-full-forwarded-for", KeySupport::Honoured),
     ("custom-http-errors", KeySupport::Honoured),
-    ("denylist-source-range", KeySupport::FailsClosed),
+    ("denylist-source-range", KeySupport::Honoured),
     ("enable-real-ip", KeySupport::Honoured),
     ("force-ssl-redirect", KeySupport::Honoured),
     ("forwarded-for-header", KeySupport::Honoured),
@@ -149,7 +163,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("upstream-keepalive-timeout", KeySupport::Honoured),
     ("use-forwarded-headers", KeySupport::Honoured),
     ("use-proxy-protocol", KeySupport::NotYet),
-    ("whitelist-source-range", KeySupport::FailsClosed),
+    ("whitelist-source-range", KeySupport::Honoured),
 ];
 
 /// The global settings: from the ConfigMap `config.configmap` names when there is one,
@@ -195,6 +209,9 @@ pub fn parse(
 ) -> Globals {
     let mut g = Globals::default();
     let mut header_refs: [Option<&str>; 2] = [None, None];
+    // Keys not implemented yet that fail closed, and errors (invalid access lists).
+    let mut unimplemented: Vec<&str> = Vec::new();
+    let mut errors: Vec<(&str, String)> = Vec::new();
     let mut warn = |name: &str, reason: String| {
         diagnostics.push(Diagnostic::warning(key, format!("data.{name}"), reason));
     };
@@ -216,6 +233,7 @@ pub fn parse(
             }
             Some(KeySupport::FailsClosed) => {
                 g.guards.push(name.as_str().into());
+                unimplemented.push(name);
                 continue;
             }
             Some(KeySupport::Honoured) => {}
@@ -340,13 +358,54 @@ pub fn parse(
                 Err(_) => warn(name, bad("is not a header field name")),
             },
             "proxy-real-ip-cidr" => {
+                let mut nets = Vec::new();
                 for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
                     match parse_net(entry) {
-                        Some(net) => g.client.trusted.push(net),
+                        Some(net) => nets.push(net),
                         None => warn(
                             name,
                             format!("{entry:?} is not an address or a CIDR range; left out"),
                         ),
+                    }
+                }
+                g.client.trusted = IpSet::new(nets);
+            }
+            "whitelist-source-range" | "denylist-source-range" if !value.is_empty() => {
+                let list = match parse_ranges(value) {
+                    Ok(set) => Ok(set),
+                    Err(why) => {
+                        let which = &name[..name.len() - "-source-range".len()];
+                        errors.push((name, format!(
+                            "{why}: every path without its own {which}-source-range annotation answers 503 (ingress-nginx denies a location whose list is invalid)"
+                        )));
+                        Err(())
+                    }
+                };
+                if name == "whitelist-source-range" {
+                    g.allow = Some(list);
+                } else {
+                    g.deny = Some(list);
+                }
+            }
+            "block-cidrs" if !value.is_empty() => match parse_ranges(value) {
+                Ok(set) => g.block = set,
+                Err(why) => {
+                    g.guards.push(name.as_str().into());
+                    errors.push((name, format!("{why}: every route answers 503 rather than serve unguarded")));
+                }
+            },
+            "block-user-agents" | "block-referers" => {
+                let field = if name == "block-referers" {
+                    http::header::REFERER
+                } else {
+                    http::header::USER_AGENT
+                };
+                match FieldBlock::parse(field, value) {
+                    Ok(block) if block.is_empty() => {}
+                    Ok(block) => g.fields.push(Arc::new(block)),
+                    Err(why) => {
+                        g.guards.push(name.as_str().into());
+                        errors.push((name, format!("{why}: every route answers 503 rather than serve unguarded")));
                     }
                 }
             }
@@ -368,12 +427,15 @@ pub fn parse(
         let reason = "use-forwarded-headers or enable-real-ip without proxy-real-ip-cidr trusts no peer: the client address stays the peer's (ingress-nginx's default 0.0.0.0/0 would trust every peer; name the load balancers' addresses)";
         diagnostics.push(Diagnostic::warning(key, "data.proxy-real-ip-cidr", reason));
     }
-    if !g.guards.is_empty() {
+    if !unimplemented.is_empty() {
         let reason = format!(
             "{} guard access, and Portico does not implement them yet: every route answers 503 rather than serve unguarded",
-            g.guards.join(", ")
+            unimplemented.join(", ")
         );
         diagnostics.push(Diagnostic::error(key, "data", reason));
+    }
+    for (name, reason) in errors {
+        diagnostics.push(Diagnostic::error(key, format!("data.{name}"), reason));
     }
     let mut ops = HeaderOps::default();
     for (i, reference) in header_refs.into_iter().enumerate() {
@@ -420,16 +482,6 @@ pub fn parse(
         g.headers = Some(Arc::new(ops));
     }
     g
-}
-
-/// An address or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.1`), its host bits
-/// cleared.
-pub fn parse_net(entry: &str) -> Option<ipnet::IpNet> {
-    if let Ok(net) = entry.parse::<ipnet::IpNet>() {
-        return Some(net.trunc());
-    }
-    let ip = entry.parse::<std::net::IpAddr>().ok()?.to_canonical();
-    Some(ipnet::IpNet::from(ip))
 }
 
 /// A whole number as Go's `strconv.Atoi` reads ingress-nginx's integer keys (digits, an

@@ -288,14 +288,7 @@ fn access_log_off() {
 
 #[test]
 fn access_guards_fail_closed_with_an_error() {
-    for guard in [
-        "auth-type",
-        "auth-url",
-        "auth-tls-secret",
-        "whitelist-source-range",
-        "allowlist-source-range",
-        "denylist-source-range",
-    ] {
+    for guard in ["auth-type", "auth-url", "auth-tls-secret"] {
         let (parsed, d) = parse_map(&[(guard, "x")]);
         assert_eq!(parsed.policy.unwrap().deny, Some(503), "{guard}");
         let errors: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
@@ -303,6 +296,94 @@ fn access_guards_fail_closed_with_an_error() {
         assert!(errors[0].reason.contains(guard), "{}", errors[0].reason);
         assert!(errors[0].reason.contains("503"));
     }
+}
+
+#[test]
+fn source_ranges_follow_ingress_nginx() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let p = policy(&[("whitelist-source-range", "10.0.0.0/8, 192.0.2.1")]);
+    let a = p.access.expect("access rules");
+    assert!(a.admits(ip("10.1.2.3")) && a.admits(ip("192.0.2.1")));
+    assert!(!a.admits(ip("192.0.2.2")));
+    assert_eq!(p.deny, None);
+    // The newer name wins over the older one.
+    let a = policy(&[
+        ("allowlist-source-range", "192.0.2.1"),
+        ("whitelist-source-range", "10.0.0.0/8"),
+    ])
+    .access
+    .unwrap();
+    assert!(a.admits(ip("192.0.2.1")) && !a.admits(ip("10.1.2.3")));
+    // Deny before allow.
+    let a = policy(&[
+        ("whitelist-source-range", "10.0.0.0/8"),
+        ("denylist-source-range", "10.0.0.7"),
+    ])
+    .access
+    .unwrap();
+    assert!(a.admits(ip("10.0.0.6")) && !a.admits(ip("10.0.0.7")));
+    // An entry that is not an address or a range, or an empty value: the location is
+    // denied (503), with an error naming the annotation and the entry.
+    for (name, value) in [
+        ("whitelist-source-range", "10.0.0.0/8, nope"),
+        ("allowlist-source-range", ""),
+        ("denylist-source-range", "10.0.0.0/40"),
+    ] {
+        let (parsed, d) = parse_map(&[(name, value)]);
+        let p = parsed.policy.expect("a policy");
+        assert_eq!(p.deny, Some(503), "{name}: {value:?}");
+        let errors: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
+        assert_eq!(errors.len(), 1, "{d:?}");
+        assert!(errors[0].field.contains(name), "{:?}", errors[0]);
+        assert!(errors[0].reason.contains("503"), "{}", errors[0].reason);
+    }
+}
+
+#[test]
+fn source_range_annotations_replace_the_configmap_lists_of_their_kind() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let set = |s: &str| crate::snapshot::access::parse_ranges(s).unwrap();
+    let globals = Globals {
+        allow: Some(Ok(set("10.0.0.0/8"))),
+        deny: Some(Ok(set("10.0.0.9"))),
+        block: set("10.0.0.66"),
+        ..bare()
+    };
+    let parse_with = |pairs: &[(&str, &str)]| {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        let parsed = parse(&key(), Some(&map), &globals, &mut d);
+        parsed.policy.unwrap().access.clone().unwrap()
+    };
+    // No annotation: the ConfigMap's lists and block-cidrs.
+    let a = parse_with(&[]);
+    assert!(a.admits(ip("10.0.0.1")));
+    assert!(!a.admits(ip("10.0.0.9")) && !a.admits(ip("10.0.0.66")));
+    assert!(!a.admits(ip("192.0.2.1")));
+    // An allowlist replaces the ConfigMap's allowlist, not its denylist.
+    let a = parse_with(&[("whitelist-source-range", "192.0.2.0/24, 10.0.0.9")]);
+    assert!(a.admits(ip("192.0.2.1")) && !a.admits(ip("10.0.0.1")));
+    assert!(!a.admits(ip("10.0.0.9")));
+    // A denylist replaces the ConfigMap's denylist; block-cidrs stays.
+    let a = parse_with(&[("denylist-source-range", "10.0.0.1")]);
+    assert!(a.admits(ip("10.0.0.9")) && !a.admits(ip("10.0.0.1")));
+    assert!(!a.admits(ip("10.0.0.66")));
+    // An invalid ConfigMap list: the routes that use it are denied; those with their own
+    // list are not.
+    let globals = Globals {
+        allow: Some(Err(())),
+        ..bare()
+    };
+    let mut d = Vec::new();
+    let parsed = parse(&key(), None, &globals, &mut d);
+    assert_eq!(parsed.policy.unwrap().deny, Some(503));
+    let map: BTreeMap<String, String> =
+        [(format!("{NGINX}whitelist-source-range"), "10.0.0.1".into())].into();
+    let parsed = parse(&key(), Some(&map), &globals, &mut d);
+    assert_eq!(parsed.policy.unwrap().deny, None);
 }
 
 #[test]
