@@ -27,6 +27,9 @@ HOST = "bench.local"
 # The "rewrite" scenario's host: in regex mode, a capture rewrite and a response header added
 # by a snippet (ingress-nginx annotations), against nginx and HAProxy configured alike.
 REWRITE_HOST = "rewrite.local"
+# A host whose route has an allowlist (ingress-nginx's annotation) that admits the
+# benchmark's client: the cost of an access check against the plain route.
+ALLOW_HOST = "allow.local"
 TICK = os.sysconf("SC_CLK_TCK")
 CHANGE_SPACING = 0.3  # seconds between timed configuration changes
 
@@ -196,6 +199,20 @@ spec:
   rules:
     - host: {REWRITE_HOST}
       http: {{paths: [{{path: "/app(/|$)(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
+""")
+        (manifests / "allow.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: allow
+  namespace: bench
+  annotations:
+    portico.dev/ssl-redirect: "false"
+    nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 127.0.0.1, 2001:db8::/32"
+spec:
+  ingressClassName: portico
+  rules:
+    - host: {ALLOW_HOST}
+      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
 """)
         (manifests / "bench.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
 kind: IngressClass

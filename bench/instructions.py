@@ -6,6 +6,7 @@ Portico binaries, twice each, in one setup: the before/after figure for a reques
     git stash / checkout the base; build; cp target/release/portico /tmp/before
     python3 bench/instructions.py /tmp/before /tmp/after
     python3 bench/instructions.py --rewrite /tmp/after    (the "rewrite" scenario's route)
+    python3 bench/instructions.py --allowlist /tmp/after  (a route with an allowlist)
 
 Needs valgrind, nginx (the backends) and h2load, as bench/run does."""
 import sys
@@ -20,7 +21,10 @@ def main():
     args = sys.argv[1:]
     # `--rewrite`: the "rewrite" scenario's route (regex host, capture rewrite, snippet header).
     host, path = (harness.REWRITE_HOST, "/app/") if "--rewrite" in args else (None, "/")
-    binaries = [Path(b).resolve() for b in args if b != "--rewrite"]
+    # `--allowlist`: a route like the plain one with an allowlist that admits the client.
+    if "--allowlist" in args:
+        host = harness.ALLOW_HOST
+    binaries = [Path(b).resolve() for b in args if not b.startswith("--")]
     if not binaries:
         sys.exit(__doc__)
     with tempfile.TemporaryDirectory(prefix="portico-instructions-") as work:

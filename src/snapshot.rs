@@ -43,6 +43,9 @@ pub struct Snapshot {
     pub server: server::ServerSettings,
     /// Whose address a request comes from (the ConfigMap's trust settings).
     pub client: Arc<server::ClientAddress>,
+    /// The Strict-Transport-Security value of HTTPS responses for hosts with a certificate
+    /// (the ConfigMap's `hsts*` keys; on by default, as in ingress-nginx).
+    pub hsts: Option<http::HeaderValue>,
     /// What the next build may reuse (not part of the value).
     cache: Arc<BuildCache>,
 }
@@ -55,6 +58,7 @@ impl PartialEq for Snapshot {
             && self.certs == other.certs
             && self.server == other.server
             && self.client == other.client
+            && self.hsts == other.hsts
     }
 }
 
@@ -70,6 +74,7 @@ impl Snapshot {
             certs: CertTable::new(default_cert),
             server: server::ServerSettings::default(),
             client: Arc::default(),
+            hsts: None,
             cache: Arc::default(),
         }
     }

@@ -52,6 +52,8 @@ struct Outcome<'s> {
     intercept: Option<&'s Route>,
     /// The client address, when a trusted peer named it (the access log's).
     client: Option<IpAddr>,
+    /// Strict-Transport-Security for the response (HTTPS, a host with a certificate).
+    hsts: Option<&'s HeaderValue>,
 }
 
 /// What another try of a request needs (`proxy-next-upstream`).
@@ -172,6 +174,13 @@ impl Proxy {
                 outcome.client = Some(client);
             }
             let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+            // HSTS: ingress-nginx sends it on HTTPS for hosts with a certificate of their own.
+            if conn.tls
+                && let Some(hsts) = &snapshot.hsts
+                && snapshot.certs.configured(host_str)
+            {
+                outcome.hsts = Some(hsts);
+            }
             let path = or_break!('forward, normalized_path(&parts.uri));
             let route = snapshot.routes.route(host_str, &path);
             let route = or_break!('forward, route.ok_or(ProxyError::NoRoute));
@@ -527,6 +536,11 @@ impl Proxy {
             response.headers_mut().insert(SERVER, server);
         } else {
             response.headers_mut().remove(SERVER);
+        }
+        // Replaces the endpoint's, as ingress-nginx's header filter does.
+        if let Some(hsts) = outcome.hsts.take() {
+            let field = http::header::STRICT_TRANSPORT_SECURITY;
+            response.headers_mut().insert(field, hsts.clone());
         }
         if let Some((ops, expanded)) = outcome.response_ops.take() {
             apply_response_ops(ops, expanded.as_deref(), &mut response);

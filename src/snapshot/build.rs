@@ -181,6 +181,7 @@ pub fn build_after(
         certs,
         server: globals.server,
         client: Arc::new(globals.client.clone()),
+        hsts: globals.hsts.clone(),
         cache: Arc::new(BuildCache {
             ingresses: compiled,
             hosts,

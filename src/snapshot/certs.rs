@@ -294,6 +294,19 @@ impl CertTable {
         found.unwrap_or(&self.default)
     }
 
+    /// Whether a certificate of its own is installed for this host (exact or wildcard): not
+    /// the default one, nor the default pinned for it.
+    pub fn configured(&self, host: &str) -> bool {
+        let mut buf = [0u8; MAX_HOST];
+        let Some(h) = host::normalize(host, &mut buf) else {
+            return false;
+        };
+        match self.exact.get(h) {
+            Some(key) => !Arc::ptr_eq(key, &self.default),
+            None => host::wildcard_suffix(h).is_some_and(|s| self.wildcard.contains_key(s)),
+        }
+    }
+
     /// The default certificate.
     pub fn default_cert(&self) -> &Arc<CertifiedKey> {
         &self.default

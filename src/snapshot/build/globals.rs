@@ -65,6 +65,42 @@ pub struct Globals {
     pub fields: Vec<Arc<FieldBlock>>,
     /// Whose address a request comes from (`use-forwarded-headers`, `proxy-real-ip-cidr`…).
     pub client: ClientAddress,
+    /// `hsts`, `hsts-max-age`, `hsts-include-subdomains`, `hsts-preload`: the
+    /// Strict-Transport-Security value of HTTPS responses for hosts with a certificate
+    /// (default `max-age=31536000; includeSubDomains`; `None` with `hsts: "false"`).
+    pub hsts: Option<http::HeaderValue>,
+}
+
+/// ingress-nginx's HSTS settings, before they become one field value.
+struct Hsts {
+    on: bool,
+    max_age: u64,
+    include_subdomains: bool,
+    preload: bool,
+}
+
+impl Hsts {
+    const DEFAULT: Hsts = Hsts {
+        on: true,
+        max_age: 31_536_000,
+        include_subdomains: true,
+        preload: false,
+    };
+
+    /// The field value, as ingress-nginx writes it.
+    fn value(&self) -> Option<http::HeaderValue> {
+        if !self.on {
+            return None;
+        }
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        http::HeaderValue::from_str(&v).ok()
+    }
 }
 
 /// ingress-nginx's annotation risk levels, lowest first: annotations riskier than the
@@ -102,6 +138,7 @@ impl Default for Globals {
             block: IpSet::default(),
             fields: Vec::new(),
             client: ClientAddress::default(),
+            hsts: Hsts::DEFAULT.value(),
         }
     }
 }
@@ -135,10 +172,10 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("force-ssl-redirect", KeySupport::Honoured),
     ("forwarded-for-header", KeySupport::Honoured),
     ("global-auth-url", KeySupport::FailsClosed),
-    ("hsts", KeySupport::NotYet),
-    ("hsts-include-subdomains", KeySupport::NotYet),
-    ("hsts-max-age", KeySupport::NotYet),
-    ("hsts-preload", KeySupport::NotYet),
+    ("hsts", KeySupport::Honoured),
+    ("hsts-include-subdomains", KeySupport::Honoured),
+    ("hsts-max-age", KeySupport::Honoured),
+    ("hsts-preload", KeySupport::Honoured),
     ("http-redirect-code", KeySupport::Honoured),
     ("keep-alive", KeySupport::Honoured),
     ("keep-alive-requests", KeySupport::Honoured),
@@ -208,6 +245,7 @@ pub fn parse(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Globals {
     let mut g = Globals::default();
+    let mut hsts = Hsts::DEFAULT;
     let mut header_refs: [Option<&str>; 2] = [None, None];
     // Keys not implemented yet that fail closed, and errors (invalid access lists).
     let mut unimplemented: Vec<&str> = Vec::new();
@@ -331,6 +369,19 @@ pub fn parse(
                     bad("is not a time in nginx's syntax (as \"1h\", \"30m\", \"90s\")"),
                 ),
             },
+            "hsts" | "hsts-include-subdomains" | "hsts-preload" => match values::parse_bool(value)
+            {
+                Some(b) => match name.as_str() {
+                    "hsts" => hsts.on = b,
+                    "hsts-include-subdomains" => hsts.include_subdomains = b,
+                    _ => hsts.preload = b,
+                },
+                None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
+            },
+            "hsts-max-age" => match value.parse::<u64>() {
+                Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => hsts.max_age = n,
+                _ => warn(name, bad("is not whole seconds (as \"31536000\")")),
+            },
             "server-tokens" => match values::parse_bool(value) {
                 Some(b) => g.server.server_tokens = b,
                 None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
@@ -421,6 +472,7 @@ pub fn parse(
             _ => {}
         }
     }
+    g.hsts = hsts.value();
     // use-forwarded-headers turns the realip module on, as ingress-nginx's template does.
     g.client.real_ip |= g.client.forwarded_headers;
     if g.client.real_ip && g.client.trusted.is_empty() {

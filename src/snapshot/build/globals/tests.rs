@@ -443,3 +443,35 @@ proptest::proptest! {
         proptest::prop_assert!(client == peer || listed);
     }
 }
+
+#[test]
+fn hsts_keys_make_ingress_nginx_s_field() {
+    let value = |pairs: &[(&str, &str)]| {
+        let (g, d) = parse_pairs(pairs);
+        (g.hsts.map(|v| v.to_str().unwrap().to_string()), d.len())
+    };
+    let default = Some("max-age=31536000; includeSubDomains".to_string());
+    assert_eq!(Globals::default().hsts.unwrap(), default.as_deref().unwrap());
+    assert_eq!(value(&[]), (default.clone(), 0));
+    assert_eq!(value(&[("hsts", "false")]), (None, 0));
+    assert_eq!(
+        value(&[("hsts-max-age", "86400"), ("hsts-include-subdomains", "false")]),
+        (Some("max-age=86400".into()), 0)
+    );
+    assert_eq!(
+        value(&[("hsts-preload", "true")]),
+        (
+            Some("max-age=31536000; includeSubDomains; preload".into()),
+            0
+        )
+    );
+    // Invalid values keep the default, with a warning each.
+    for (k, v) in [
+        ("hsts-max-age", "-1"),
+        ("hsts-max-age", "1y"),
+        ("hsts-max-age", "+5"),
+        ("hsts", "yes please"),
+    ] {
+        assert_eq!(value(&[(k, v)]), (default.clone(), 1), "{k}: {v}");
+    }
+}
