@@ -118,7 +118,7 @@ fn bad_values_keep_the_default_with_a_warning_naming_key_and_value() {
 
 #[test]
 fn unknown_and_unsupported_keys_are_warnings() {
-    let (g, d) = parse_pairs(&[("hsts", "true"), ("no-such-key", "1")]);
+    let (g, d) = parse_pairs(&[("use-proxy-protocol", "true"), ("no-such-key", "1")]);
     assert_eq!(g, Globals::default());
     assert_eq!(d.len(), 2);
     assert!(
