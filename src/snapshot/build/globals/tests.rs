@@ -121,11 +121,12 @@ fn unknown_and_unsupported_keys_are_warnings() {
     let (g, d) = parse_pairs(&[("use-proxy-protocol", "true"), ("no-such-key", "1")]);
     assert_eq!(g, Globals::default());
     assert_eq!(d.len(), 2);
+    // In key order.
+    assert!(d[0].reason.contains("not a ConfigMap key"), "{d:?}");
     assert!(
-        d[0].reason.contains("not supported by Portico yet"),
+        d[1].reason.contains("not supported by Portico yet"),
         "{d:?}"
     );
-    assert!(d[1].reason.contains("not a ConfigMap key"), "{d:?}");
 }
 
 #[test]
