@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod balance;
+pub mod basic;
 pub mod body;
 pub mod deadline;
 pub mod drain;
@@ -105,6 +106,8 @@ pub struct Proxy {
     connections: Arc<ConnectionLimit>,
     /// The snapshot generation whose connection settings the pool has (`u64::MAX`: none).
     configured: std::sync::atomic::AtomicU64,
+    /// Basic authentication's verified-credentials cache and slow-check bound.
+    basic: basic::Checker,
     config: ProxyConfig,
 }
 
@@ -134,6 +137,7 @@ impl Proxy {
             metrics,
             connections: ConnectionLimit::new(config.max_connections),
             configured: std::sync::atomic::AtomicU64::new(u64::MAX),
+            basic: basic::Checker::new(),
             config,
         })
     }

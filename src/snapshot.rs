@@ -5,6 +5,7 @@
 //! the only [`SnapshotPublisher`]; data planes hold [`SnapshotHandle`]s.
 
 pub mod access;
+pub mod basic_auth;
 mod build;
 pub mod certs;
 pub mod diagnostics;

@@ -209,7 +209,10 @@ fn the_migration_report_names_each_annotation() {
 #[test]
 fn an_annotation_that_fails_closed_fails_the_check() {
     let dir = tempfile::tempdir().unwrap();
-    migrating(dir.path(), "nginx.ingress.kubernetes.io/auth-type: basic");
+    migrating(
+        dir.path(),
+        "nginx.ingress.kubernetes.io/auth-url: http://auth.example/",
+    );
     let (code, out) = check_args(dir.path(), &["--format", "json"]);
     assert_eq!(code, 1, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");

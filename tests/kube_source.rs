@@ -118,8 +118,8 @@ fn served_cert(s: &Snapshot, host: &str) -> Option<Vec<u8>> {
     Some(entry.cert.key.cert[0].as_ref().to_vec())
 }
 
-/// Secret: created, modified (a new certificate), deleted; an Opaque one is never requested
-/// (field selector).
+/// Secret: created, modified (a new certificate), deleted; Helm's release records are never
+/// requested (field selector), Opaque ones are (basic authentication's).
 async fn secret_changes(api: &FakeApi, env: &KubeEnv) {
     let (secret, first) = manifests::tls_secret("shop", "a-tls", &["a.example"]);
     api.apply_yaml(&secret);
@@ -140,7 +140,8 @@ async fn secret_changes(api: &FakeApi, env: &KubeEnv) {
     env.wait_for("the certificate is gone", gone).await;
     let secrets = api.requests_to("GET", "/api/v1/secrets");
     let selected = |r: &support::fake_api::Logged| {
-        r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")
+        r.query
+            .contains("fieldSelector=type%21%3Dhelm.sh%2Frelease.v1")
     };
     assert!(
         !secrets.is_empty() && secrets.iter().all(selected),

@@ -82,7 +82,14 @@ async fn hsts() {
     assert_eq!(sts(&reply.headers), ["max-age=5"]);
     // HTTPS for a host without a certificate of its own (the default one is served): the
     // same.
-    let (reply, _) = https(env.https(), Some("b.example"), &["http/1.1"], "b.example", "/").await;
+    let (reply, _) = https(
+        env.https(),
+        Some("b.example"),
+        &["http/1.1"],
+        "b.example",
+        "/",
+    )
+    .await;
     assert_eq!(reply.status, http::StatusCode::OK);
     assert_eq!(sts(&reply.headers), ["max-age=5"]);
     // max-age, includeSubDomains off, preload on: ingress-nginx's e2e values.
@@ -93,7 +100,14 @@ async fn hsts() {
         ),
     )
     .await;
-    let (reply, _) = https(env.https(), Some("a.example"), &["http/1.1"], "a.example", "/").await;
+    let (reply, _) = https(
+        env.https(),
+        Some("a.example"),
+        &["http/1.1"],
+        "a.example",
+        "/",
+    )
+    .await;
     assert_eq!(sts(&reply.headers), ["max-age=86400; preload"]);
     // Off: the endpoint's own field passes.
     env.apply(
@@ -101,7 +115,14 @@ async fn hsts() {
         &configmap("ssl-redirect: \"false\", hsts: \"false\""),
     )
     .await;
-    let (reply, _) = https(env.https(), Some("a.example"), &["http/1.1"], "a.example", "/").await;
+    let (reply, _) = https(
+        env.https(),
+        Some("a.example"),
+        &["http/1.1"],
+        "a.example",
+        "/",
+    )
+    .await;
     assert_eq!(sts(&reply.headers), ["max-age=5"]);
     env.shutdown().await;
 }

@@ -54,6 +54,12 @@ pub enum ProxyError {
     /// request field; the text says which, for the log (the client reads "forbidden").
     #[error("access denied: {0}")]
     Denied(&'static str),
+    /// Basic authentication asks for credentials (401), with this challenge.
+    #[error("authorization required")]
+    Unauthorized(HeaderValue),
+    /// The stored password of the user cannot be checked (500, as nginx).
+    #[error("the user's stored password cannot be checked")]
+    AuthError,
 }
 
 // === impl ProxyError ===
@@ -76,6 +82,8 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Refused(status) => *status,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::AuthError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -103,6 +111,11 @@ impl ProxyError {
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let ProxyError::Unauthorized(challenge) = self {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
         response
     }
 }
@@ -119,6 +132,8 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::PayloadTooLarge => "request body too large",
         ProxyError::Refused(_) => "refused by the route's configuration",
         ProxyError::Denied(_) => "forbidden",
+        ProxyError::Unauthorized(_) => "authorization required",
+        ProxyError::AuthError => "internal server error",
         ProxyError::ExternalNameRefused => {
             "ExternalName refused: it resolves to a loopback, link-local or node address"
         }

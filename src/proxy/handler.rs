@@ -273,6 +273,25 @@ impl Proxy {
             {
                 break 'forward Err(ProxyError::Denied("the client address"));
             }
+            // Basic authentication (nginx's access phase, after the addresses). Boxed: the
+            // check's state stays out of a plain request's future.
+            let mut strip_authorization = false;
+            if let Some(auth) = policy.and_then(|p| p.basic_auth.as_ref()) {
+                use super::basic::Outcome as Auth;
+                match Box::pin(self.basic.check(auth, &parts.headers)).await {
+                    // nginx's `proxy_set_header Authorization ""`: the endpoint never sees it
+                    // (removed once the request's fields are read).
+                    Auth::Allowed => strip_authorization = true,
+                    Auth::Unauthorized => {
+                        break 'forward Err(ProxyError::Unauthorized(auth.challenge.clone()));
+                    }
+                    Auth::Duplicate => {
+                        let why = "client sent duplicate Authorization fields";
+                        break 'forward Err(ProxyError::BadRequest(why));
+                    }
+                    Auth::Error => break 'forward Err(ProxyError::AuthError),
+                }
+            }
             let vhost = policy
                 .and_then(|p| p.upstream_host.as_deref())
                 .and_then(|h| HeaderValue::from_str(h).ok());
@@ -286,6 +305,9 @@ impl Proxy {
                     Some(id) => Some(id.to_value()),
                     None => fields.request_id.cloned(),
                 };
+            }
+            if strip_authorization {
+                parts.headers.remove(http::header::AUTHORIZATION);
             }
             // What `hyper::upgrade::on` takes from a request, taken from its parts.
             let client_upgrade = upgrade

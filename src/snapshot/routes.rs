@@ -137,6 +137,8 @@ pub struct Policy {
     pub deny: Option<u16>,
     /// Access rules: refused request fields, denied and allowed client addresses (403).
     pub access: Option<Arc<super::access::Access>>,
+    /// `auth-type: basic`: the users a request must be one of (401 otherwise).
+    pub basic_auth: Option<Arc<super::basic_auth::BasicAuth>>,
     /// `app-root`: a request for `/` gets a 302 to this path.
     pub app_root: Option<Box<str>>,
     /// `permanent-redirect` / `temporal-redirect`: every request gets this redirect.
@@ -745,6 +747,7 @@ impl Default for Policy {
         Policy {
             deny: None,
             access: None,
+            basic_auth: None,
             app_root: None,
             redirect: None,
             preserve_trailing_slash: false,

@@ -3,7 +3,8 @@
 //! status of our Ingresses and Events about the bad ones.
 //!
 //! - **Watches** ([`watch`]): IngressClass (cluster-scoped), Ingress, Service, EndpointSlice and
-//!   Secrets of type `kubernetes.io/tls` (by field selector); Endpoints only with
+//!   Secrets (by field selector, not Helm's release records nor service-account tokens: TLS
+//!   certificates and the Opaque Secrets of basic authentication); Endpoints only with
 //!   `--watch-endpoints` (every Service's endpoints are mirrored into EndpointSlices by the
 //!   control plane, and the Endpoints API is deprecated). Namespaces are not watched. A kind
 //!   that is not watched is reported synced at once. `--watch-namespace` narrows every
@@ -149,7 +150,7 @@ pub async fn list_once(
     use kube::api::ListParams;
     let client = client_of(kubeconfig, context).await?;
     let all = ListParams::default();
-    let tls = ListParams::default().fields(watch::TLS_SECRETS);
+    let tls = ListParams::default().fields(watch::SECRETS);
     let mut objects = Vec::new();
     let c = || client.clone();
     list(

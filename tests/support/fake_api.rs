@@ -298,10 +298,11 @@ impl Watch {
     fn selects(&self, key: &Key, object: &Value) -> bool {
         key.0 == self.res
             && self.namespace.as_ref().is_none_or(|ns| *ns == key.1)
-            && self
-                .fields
-                .iter()
-                .all(|(f, v)| field(object, f) == Some(v.as_str()))
+            && self.fields.iter().all(|(f, v)| match f.strip_suffix('!') {
+                // `field!=value`.
+                Some(f) => field(object, f) != Some(v.as_str()),
+                None => field(object, f) == Some(v.as_str()),
+            })
             && self
                 .labels
                 .iter()

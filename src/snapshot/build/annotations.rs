@@ -66,11 +66,11 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("auth-keepalive-timeout", Support::Unsupported),
     ("auth-method", Support::Unsupported),
     ("auth-proxy-set-headers", Support::Unsupported),
-    ("auth-realm", Support::Unsupported),
+    ("auth-realm", Support::Honoured),
     ("auth-request-redirect", Support::Unsupported),
     ("auth-response-headers", Support::Unsupported),
-    ("auth-secret", Support::Unsupported),
-    ("auth-secret-type", Support::Unsupported),
+    ("auth-secret", Support::Honoured),
+    ("auth-secret-type", Support::Honoured),
     ("auth-signin", Support::Unsupported),
     ("auth-signin-redirect-param", Support::Unsupported),
     ("auth-snippet", Support::Unsupported),
@@ -83,7 +83,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("auth-tls-secret", Support::FailsClosed),
     ("auth-tls-verify-client", Support::Unsupported),
     ("auth-tls-verify-depth", Support::Unsupported),
-    ("auth-type", Support::FailsClosed),
+    (
+        "auth-type",
+        Support::Differs(
+            "basic, with the hash schemes nginx accepts (traditional DES crypt aside); digest fails closed (503 and an error)",
+        ),
+    ),
     ("auth-url", Support::FailsClosed),
     ("backend-protocol", Support::Unsupported),
     (

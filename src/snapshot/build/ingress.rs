@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::annotations;
@@ -53,6 +54,9 @@ pub(super) struct Compiled {
     globals: Globals,
     /// Every Service lookup made, in order: what the result depended on.
     lookups: Vec<Lookup>,
+    /// The Secret `auth-secret` named, and what the store had under that name (`None`: no
+    /// such Secret): a change to it compiles the Ingress again.
+    auth_secret: Option<(crate::store::NsName, Option<Arc<Secret>>)>,
     /// Problems of this Ingress alone (precedence among Ingresses is judged later).
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -82,6 +86,7 @@ impl Compiled {
             allow_external_names: cx.allow_external_names,
             globals: cx.globals.clone(),
             lookups: Vec::new(),
+            auth_secret: None,
             diagnostics: Vec::new(),
         };
         c.compile(cx);
@@ -105,6 +110,14 @@ impl Compiled {
                     let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
                     upstream == l.upstream && error == l.error
                 }))
+            && self.auth_secret.as_ref().is_none_or(|(key, had)| {
+                let now = cx.store.secrets.get(key);
+                match (had, now) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    _ => false,
+                }
+            })
             && (!tls_changed
                 || self.paths.iter().all(|(_, c)| {
                     c.route.ssl_redirect == self.ssl_redirect(cx, c.route.host.as_deref())
@@ -148,6 +161,19 @@ impl Compiled {
         self.redirect = parsed.ssl_redirect;
         self.force_redirect = parsed.force_ssl_redirect;
         let mut policy = parsed.policy;
+        match self.basic_auth(cx, annotations) {
+            Ok(None) => {}
+            Ok(Some(auth)) => {
+                let mut p = policy.as_deref().cloned().unwrap_or_default();
+                p.basic_auth = Some(auth);
+                policy = Some(Arc::new(p));
+            }
+            Err(()) => {
+                let mut p = policy.as_deref().cloned().unwrap_or_default();
+                p.deny = Some(503);
+                policy = Some(Arc::new(p));
+            }
+        }
         if let Some(fallback) = self.fallback(cx, annotations) {
             let mut p = policy.as_deref().cloned().unwrap_or_default();
             p.fallback = Some(fallback);
@@ -293,6 +319,99 @@ impl Compiled {
         );
         self.paths
             .push((HostPattern::Exact(Arc::from(twin.as_str())), c));
+    }
+
+    /// `auth-type: basic` with `auth-secret` (`name` or `namespace/name`, the Ingress's own
+    /// namespace only), `auth-secret-type` and `auth-realm`: the users of the Secret.
+    /// `Ok(None)` without `auth-type`; `Err` when the location is denied (503, as
+    /// ingress-nginx: a missing or unreadable Secret, an unknown type), with an error.
+    fn basic_auth(
+        &mut self,
+        cx: &Context<'_>,
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<Option<Arc<crate::snapshot::basic_auth::BasicAuth>>, ()> {
+        use crate::snapshot::basic_auth::{BasicAuth, SecretType};
+        let get = |name: &str| {
+            annotations
+                .and_then(|a| a.get(&format!("{}{name}", annotations::NGINX)))
+                .map(|v| v.trim().to_string())
+        };
+        let Some(kind) = get("auth-type") else {
+            return Ok(None);
+        };
+        let deny = |this: &mut Self, name: &str, reason: String| {
+            let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
+            let reason = format!("{reason}: every path of this Ingress answers 503");
+            this.diagnostics
+                .push(Diagnostic::error(&this.key, field, reason));
+            Err(())
+        };
+        match kind.as_str() {
+            "basic" => {}
+            "digest" => {
+                let why = "digest authentication is not implemented by Portico";
+                return deny(self, "auth-type", why.to_string());
+            }
+            other => {
+                let shown = crate::redact::short_value(other);
+                return deny(self, "auth-type", format!("{shown} is not basic or digest"));
+            }
+        }
+        let Some(reference) = get("auth-secret").filter(|s| !s.is_empty()) else {
+            let why = "auth-type: basic needs auth-secret".to_string();
+            return deny(self, "auth-secret", why);
+        };
+        let own = self.key.namespace.clone();
+        let (ns, name) = match reference.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (own.clone(), reference.clone()),
+        };
+        if ns != own {
+            let why = format!(
+                "names a Secret of another namespace ({ns}); an Ingress's auth Secret must be in its own namespace ({own}), as ingress-nginx requires by default"
+            );
+            return deny(self, "auth-secret", why);
+        }
+        let key = (ns.clone(), name.clone());
+        let secret = cx.store.secrets.get(&key).cloned();
+        self.auth_secret = Some((key, secret.clone()));
+        let Some(secret) = secret else {
+            let why = format!("the Secret {ns}/{name} does not exist");
+            return deny(self, "auth-secret", why);
+        };
+        let kind = match get("auth-secret-type").as_deref() {
+            None | Some("" | "auth-file") => SecretType::File,
+            Some("auth-map") => SecretType::Map,
+            Some(other) => {
+                let shown = crate::redact::short_value(other);
+                let why = format!("{shown} is not auth-file or auth-map");
+                return deny(self, "auth-secret-type", why);
+            }
+        };
+        let realm = get("auth-realm").unwrap_or_default();
+        // `stringData` wins over `data`, as the API server merges them.
+        let mut data: std::collections::BTreeMap<String, Vec<u8>> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        for (k, v) in secret.string_data.iter().flatten() {
+            data.insert(k.clone(), v.clone().into_bytes());
+        }
+        let source = format!("{ns}/{name}");
+        let mut warnings = Vec::new();
+        let built = BasicAuth::new(&source, &realm, kind, &data, &mut warnings);
+        let field = format!("metadata.annotations[{}auth-secret]", annotations::NGINX);
+        for w in warnings {
+            let reason = format!("the Secret {source}, {w}");
+            self.diagnostics
+                .push(Diagnostic::warning(&self.key, field.clone(), reason));
+        }
+        match built {
+            Ok(auth) => Ok(Some(Arc::new(auth))),
+            Err(why) => deny(self, "auth-secret", why),
+        }
     }
 
     /// `default-backend`: a Service of the Ingress's namespace, its first port.

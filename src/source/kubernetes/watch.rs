@@ -28,8 +28,11 @@ use super::retry::{Failure, with_retry};
 use crate::source::{Event, Kind, Object, ObjectKey};
 use crate::store::NsName;
 
-/// The field selector of the Secrets Portico reads.
-pub(super) const TLS_SECRETS: &str = "type=kubernetes.io/tls";
+/// The field selector of the Secrets Portico reads: TLS certificates, and the Opaque Secrets
+/// that `auth-secret` and the like name; never Helm's release records or service-account
+/// tokens (the bulk of a cluster's Secrets, and nothing an Ingress can use).
+pub(super) const SECRETS: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
 
 /// Every Ingress watched, with its status: what the status writer and the Events publisher
 /// read (the controller's store is its own).
@@ -74,7 +77,7 @@ pub(super) fn spawn_all(tasks: &mut JoinSet<()>, w: Watches) {
     spawn_kind::<Ingress>(tasks, client, scopes.clone(), all.clone(), &sink);
     spawn_kind::<Service>(tasks, client, scopes.clone(), all.clone(), &sink);
     spawn_kind::<EndpointSlice>(tasks, client, scopes.clone(), all.clone(), &sink);
-    let secrets = all.clone().fields(TLS_SECRETS);
+    let secrets = all.clone().fields(SECRETS);
     spawn_kind::<Secret>(tasks, client, scopes.clone(), secrets, &sink);
     let mut unwatched = vec![Kind::Namespace];
     match &w.configmap {

@@ -452,11 +452,17 @@ fn hsts_keys_make_ingress_nginx_s_field() {
         (g.hsts.map(|v| v.to_str().unwrap().to_string()), d.len())
     };
     let default = Some("max-age=31536000; includeSubDomains".to_string());
-    assert_eq!(Globals::default().hsts.unwrap(), default.as_deref().unwrap());
+    assert_eq!(
+        Globals::default().hsts.unwrap(),
+        default.as_deref().unwrap()
+    );
     assert_eq!(value(&[]), (default.clone(), 0));
     assert_eq!(value(&[("hsts", "false")]), (None, 0));
     assert_eq!(
-        value(&[("hsts-max-age", "86400"), ("hsts-include-subdomains", "false")]),
+        value(&[
+            ("hsts-max-age", "86400"),
+            ("hsts-include-subdomains", "false")
+        ]),
         (Some("max-age=86400".into()), 0)
     );
     assert_eq!(
