@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import base64
 import time
 from pathlib import Path
 
@@ -30,6 +31,14 @@ REWRITE_HOST = "rewrite.local"
 # A host whose route has an allowlist (ingress-nginx's annotation) that admits the
 # benchmark's client: the cost of an access check against the plain route.
 ALLOW_HOST = "allow.local"
+# The "basic-auth" scenario's host: basic authentication with one bcrypt (cost 10) user,
+# the same htpasswd line for Portico (auth-type: basic), nginx (auth_basic) and HAProxy
+# (userlist). libc's crypt() checks bcrypt on every request for nginx and HAProxy; Portico
+# caches a verified credential.
+AUTH_HOST = "auth.local"
+AUTH_USER, AUTH_PASSWORD = "bench", "benchpass"
+AUTH_HASH = "$2b$10$HRdGit8tCmXUNbpK5iRRnuC3.4oN3XddLt9k5YvQwnqxIMP.3Xn3u"
+AUTH_HEADER = "Authorization: Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
 TICK = os.sysconf("SC_CLK_TCK")
 CHANGE_SPACING = 0.3  # seconds between timed configuration changes
 
@@ -200,6 +209,28 @@ spec:
     - host: {REWRITE_HOST}
       http: {{paths: [{{path: "/app(/|$)(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
 """)
+        (manifests / "auth.yaml").write_text(f"""apiVersion: v1
+kind: Secret
+metadata: {{name: bench-users, namespace: bench}}
+type: Opaque
+stringData: {{auth: "{AUTH_USER}:{AUTH_HASH}"}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: auth
+  namespace: bench
+  annotations:
+    portico.dev/ssl-redirect: "false"
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: bench-users
+    nginx.ingress.kubernetes.io/auth-realm: bench
+spec:
+  ingressClassName: portico
+  rules:
+    - host: {AUTH_HOST}
+      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
+""")
         (manifests / "allow.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -346,6 +377,17 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
   }}
   server {{
     listen 127.0.0.1:{http};
+    server_name {AUTH_HOST};
+    location / {{
+      auth_basic bench; auth_basic_user_file {self.htpasswd()};
+      proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header Authorization "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{http};
     server_name {REWRITE_HOST};
     location ~* "^/app(/|$)(.*)" {{
       rewrite "(?i)/app(/|$)(.*)" /$2 break;
@@ -355,6 +397,13 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
     }}
   }}"""
+
+    def htpasswd(self):
+        """The basic-auth scenario's htpasswd file (nginx's auth_basic_user_file)."""
+        path = self.work / "htpasswd"
+        path.write_text(f"{AUTH_USER}:{AUTH_HASH}\n")
+        os.chmod(path, 0o644)
+        return path
 
     def start_haproxy(self):
         http, https = free_port(), free_port()
@@ -378,15 +427,21 @@ frontend fe
   http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
   acl bench hdr(host) -i {HOST}
   acl rewrite hdr(host) -i {REWRITE_HOST}
+  acl auth hdr(host) -i {AUTH_HOST}
+  http-request auth realm bench if auth !{{ http_auth(bench_users) }}
+  http-request del-header Authorization if auth
   acl app path_reg -i ^/app(/|$)
   http-request set-var(txn.rewritten) bool(true) if rewrite app
   http-request replace-path (?i)^/app(/|$)(.*) /\\2 if rewrite app
   http-response set-header X-Rewritten yes if {{ var(txn.rewritten) -m bool }}
   use_backend be if bench
+  use_backend be if auth
   use_backend be if {{ var(txn.rewritten) -m bool }}
 backend be
   balance roundrobin
-{servers}""")
+{servers}userlist bench_users
+  user {AUTH_USER} password {AUTH_HASH}
+""")
         self.spawn("haproxy", ["haproxy", "-db", "-f", str(conf)], http)
         self.ports["haproxy"] = (http, https)
 
@@ -495,6 +550,9 @@ def scenarios(seconds):
         "rewrite": ("rewrite: a regex host with a capture rewrite and a response header added by snippet (HTTP/1.1 keep-alive)",
                     lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {REWRITE_HOST}",
                                 f"http://127.0.0.1:{p[0]}/app/"], parse_wrk)),
+        "basic-auth": ("basic auth, one bcrypt (cost 10) user, right credentials on every request (HTTP/1.1 keep-alive)",
+                       lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {AUTH_HOST}",
+                                   "-H", AUTH_HEADER, f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
         "tls-new": ("a new TLS connection per request (wrk, Connection: close)", lambda p: (
             ["wrk", "-t1", "-c8", "-d" + d, "--latency", "-H", f"Host: {HOST}", "-H", "Connection: close",
              f"https://127.0.0.1:{p[1]}/"], parse_wrk)),

@@ -8,6 +8,7 @@ pub mod access;
 pub mod basic_auth;
 mod build;
 pub mod certs;
+pub mod cors;
 pub mod diagnostics;
 pub mod host;
 pub mod routes;

@@ -163,7 +163,7 @@ fn the_migration_report_names_each_annotation() {
     migrating(
         dir.path(),
         "nginx.ingress.kubernetes.io/proxy-body-size: 8m, nginx.ingress.kubernetes.io/use-regex: \"true\", \
-         nginx.ingress.kubernetes.io/enable-cors: \"true\", nginx.ingress.kubernetes.io/secure-backends: \"true\"",
+         nginx.ingress.kubernetes.io/satisfy: \"any\", nginx.ingress.kubernetes.io/secure-backends: \"true\"",
     );
     let (code, out) = check(dir.path());
     assert_eq!(code, 0, "warnings only: {out}");
@@ -174,7 +174,7 @@ fn the_migration_report_names_each_annotation() {
         out.contains("use-regex = \"true\": honoured, differs: regexes run"),
         "{out}"
     );
-    assert!(out.contains("enable-cors = \"true\": not yet"), "{out}");
+    assert!(out.contains("satisfy = \"any\": not yet"), "{out}");
     assert!(
         out.contains("secure-backends = \"true\": obsolete: replaced by backend-protocol"),
         "{out}"
@@ -197,7 +197,7 @@ fn the_migration_report_names_each_annotation() {
         })
         .collect();
     assert!(
-        statuses.contains(&("enable-cors".into(), "not yet".into())),
+        statuses.contains(&("satisfy".into(), "not yet".into())),
         "{statuses:?}"
     );
     assert_eq!(v["errors"], 0);

@@ -52,8 +52,12 @@ struct Outcome<'s> {
     intercept: Option<&'s Route>,
     /// The client address, when a trusted peer named it (the access log's).
     client: Option<IpAddr>,
-    /// Strict-Transport-Security for the response (HTTPS, a host with a certificate).
-    hsts: Option<&'s HeaderValue>,
+    /// The snapshot's Strict-Transport-Security goes on the response (HTTPS, a host with a
+    /// certificate).
+    hsts: bool,
+    /// The route's CORS fields and the Access-Control-Allow-Origin of this request (boxed:
+    /// rare).
+    cors: Option<Box<(&'s crate::snapshot::cors::Cors, HeaderValue)>>,
 }
 
 /// What another try of a request needs (`proxy-next-upstream`).
@@ -175,11 +179,8 @@ impl Proxy {
             }
             let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
             // HSTS: ingress-nginx sends it on HTTPS for hosts with a certificate of their own.
-            if conn.tls
-                && let Some(hsts) = &snapshot.hsts
-                && snapshot.certs.configured(host_str)
-            {
-                outcome.hsts = Some(hsts);
+            if conn.tls && snapshot.hsts.is_some() && snapshot.certs.configured(host_str) {
+                outcome.hsts = true;
             }
             let path = or_break!('forward, normalized_path(&parts.uri));
             let route = snapshot.routes.route(host_str, &path);
@@ -224,9 +225,20 @@ impl Proxy {
                     query: parts.uri.query(),
                     captures: captures.as_ref(),
                 };
+                // CORS: the fields go on every answer of the route to an allowed Origin.
+                if let Some(cors) = policy.cors.as_deref()
+                    && let Some(origin) = cors.allow_origin(parts.headers.get(http::header::ORIGIN))
+                {
+                    outcome.cors = Some(Box::new((cors, origin)));
+                }
                 let early = or_break!('forward, policy_before_redirects(policy, &body, &vars));
                 if let Some(response) = early {
                     break 'forward Ok(response);
+                }
+                // A preflight (OPTIONS from an allowed Origin) is answered here: 204, as
+                // ingress-nginx's `return 204` (before the HTTPS redirect and any access check).
+                if outcome.cors.is_some() && parts.method == http::Method::OPTIONS {
+                    break 'forward Ok(preflight());
                 }
                 if let Some(rw) = &policy.rewrite {
                     rewritten = Some(or_break!('forward, rewrite_uri(rw, &vars)));
@@ -559,8 +571,12 @@ impl Proxy {
         } else {
             response.headers_mut().remove(SERVER);
         }
+        if let Some(cors) = outcome.cors.take() {
+            let (cors, origin) = *cors;
+            cors.apply(origin, response.headers_mut());
+        }
         // Replaces the endpoint's, as ingress-nginx's header filter does.
-        if let Some(hsts) = outcome.hsts.take() {
+        if let Some(hsts) = snapshot.hsts.as_ref().filter(|_| outcome.hsts) {
             let field = http::header::STRICT_TRANSPORT_SECURITY;
             response.headers_mut().insert(field, hsts.clone());
         }
@@ -981,6 +997,15 @@ fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
     if let Ok(v) = HeaderValue::from_str(location) {
         response.headers_mut().insert(LOCATION, v);
     }
+    response
+}
+
+/// ingress-nginx's answer to a CORS preflight (the CORS fields are added with the route's).
+fn preflight() -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let plain = HeaderValue::from_static("text/plain charset=UTF-8");
+    response.headers_mut().insert(CONTENT_TYPE, plain);
     response
 }
 

@@ -139,6 +139,8 @@ pub struct Policy {
     pub access: Option<Arc<super::access::Access>>,
     /// `auth-type: basic`: the users a request must be one of (401 otherwise).
     pub basic_auth: Option<Arc<super::basic_auth::BasicAuth>>,
+    /// `enable-cors` and the `cors-*` annotations.
+    pub cors: Option<Arc<super::cors::Cors>>,
     /// `app-root`: a request for `/` gets a 302 to this path.
     pub app_root: Option<Box<str>>,
     /// `permanent-redirect` / `temporal-redirect`: every request gets this redirect.
@@ -748,6 +750,7 @@ impl Default for Policy {
             deny: None,
             access: None,
             basic_auth: None,
+            cors: None,
             app_root: None,
             redirect: None,
             preserve_trailing_slash: false,

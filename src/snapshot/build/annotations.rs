@@ -116,12 +116,17 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         ),
     ),
     ("connection-proxy-header", Support::Unsupported),
-    ("cors-allow-credentials", Support::Unsupported),
-    ("cors-allow-headers", Support::Unsupported),
-    ("cors-allow-methods", Support::Unsupported),
-    ("cors-allow-origin", Support::Unsupported),
-    ("cors-expose-headers", Support::Unsupported),
-    ("cors-max-age", Support::Unsupported),
+    ("cors-allow-credentials", Support::Honoured),
+    ("cors-allow-headers", Support::Honoured),
+    ("cors-allow-methods", Support::Honoured),
+    (
+        "cors-allow-origin",
+        Support::Differs(
+            "the whole Origin must match (nginx anchors only its end), and an empty entry allows nothing (in nginx it allowed every Origin)",
+        ),
+    ),
+    ("cors-expose-headers", Support::Honoured),
+    ("cors-max-age", Support::Honoured),
     ("custom-headers", Support::Unsupported),
     (
         "custom-http-errors",
@@ -138,7 +143,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("denylist-source-range", Support::Honoured),
     ("disable-proxy-intercept-errors", Support::Honoured),
     ("enable-access-log", Support::Honoured),
-    ("enable-cors", Support::Unsupported),
+    ("enable-cors", Support::Honoured),
     ("enable-global-auth", Support::Unsupported),
     ("enable-modsecurity", Support::Unsupported),
     ("enable-opentelemetry", Support::Unsupported),
@@ -449,6 +454,7 @@ pub(super) fn parse(
     if r.boolean("enable-access-log") == Some(false) {
         policy.access_log = false;
     }
+    policy.cors = cors(&mut r);
     match access(&mut r, globals) {
         Ok(access) => policy.access = access,
         // ingress-nginx denies the location whose list is invalid.
@@ -480,6 +486,79 @@ pub(super) fn parse(
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// `enable-cors` and the `cors-*` annotations, with ingress-nginx's defaults; an invalid
+/// value is a warning and the default (as ingress-nginx).
+fn cors(r: &mut Reader<'_>) -> Option<Arc<crate::snapshot::cors::Cors>> {
+    use crate::snapshot::cors::{self, Cors, Origins, Tokens};
+    if r.boolean("enable-cors") != Some(true) {
+        return None;
+    }
+    let origins = match r.get("cors-allow-origin").filter(|v| !v.is_empty()) {
+        None => Origins::Any,
+        Some(v) => {
+            let v = v.to_string();
+            let mut warnings = Vec::new();
+            let origins = cors::parse_origins(&v, &mut warnings);
+            for w in warnings {
+                r.warn("cors-allow-origin", w);
+            }
+            origins
+        }
+    };
+    let mut list = |name: &str, kind: Tokens, default: Option<&'static str>| {
+        let fallback = default.map(http::HeaderValue::from_static);
+        let Some(value) = r.get(name).map(str::to_string) else {
+            return fallback;
+        };
+        match cors::token_list(&value, kind) {
+            Some(v) => Some(v),
+            None => {
+                let shown = crate::redact::short_value(&value);
+                r.warn(
+                    name,
+                    format!("{shown} is not a comma-separated list of names; the default applies"),
+                );
+                fallback
+            }
+        }
+    };
+    let methods = list(
+        "cors-allow-methods",
+        Tokens::Methods,
+        Some(cors::DEFAULT_METHODS),
+    );
+    let headers = list(
+        "cors-allow-headers",
+        Tokens::Headers,
+        Some(cors::DEFAULT_HEADERS),
+    );
+    let expose = list("cors-expose-headers", Tokens::Expose, None);
+    let credentials = r.boolean("cors-allow-credentials").unwrap_or(true);
+    let max_age = match r.get("cors-max-age").map(str::to_string) {
+        None => cors::DEFAULT_MAX_AGE.to_string(),
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => {
+                let shown = crate::redact::short_value(&v);
+                r.warn(
+                    "cors-max-age",
+                    format!("{shown} is not a whole number of seconds; the default applies"),
+                );
+                cors::DEFAULT_MAX_AGE.to_string()
+            }
+        },
+    };
+    Some(Arc::new(Cors {
+        origins,
+        methods: methods.unwrap_or(http::HeaderValue::from_static(cors::DEFAULT_METHODS)),
+        headers: headers.unwrap_or(http::HeaderValue::from_static(cors::DEFAULT_HEADERS)),
+        expose,
+        credentials,
+        max_age: http::HeaderValue::from_str(&max_age)
+            .unwrap_or(http::HeaderValue::from_static("1728000")),
+    }))
 }
 
 /// The route's access rules: `allowlist-source-range` (or its older name

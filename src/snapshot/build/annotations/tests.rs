@@ -48,7 +48,7 @@ fn policy(pairs: &[(&str, &str)]) -> Policy {
 #[test]
 fn the_table_is_sorted_and_has_no_duplicates() {
     assert!(ANNOTATIONS.windows(2).all(|w| w[0].0 < w[1].0));
-    assert_eq!(support("enable-cors"), Some(Support::Unsupported));
+    assert_eq!(support("satisfy"), Some(Support::Unsupported));
     assert_eq!(support("ssl-redirect"), Some(Support::Honoured));
     assert_eq!(support("no-such-thing"), None);
 }
@@ -579,7 +579,7 @@ fn proxy_timeouts_are_whole_seconds() {
 #[test]
 fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
     let (parsed, d) = parse_map(&[
-        ("enable-cors", "true"),
+        ("satisfy", "any"),
         ("secure-backends", "true"),
         ("no-such-annotation", "1"),
         ("proxy-buffering", "on"),
@@ -589,7 +589,7 @@ fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
     assert_eq!(d.len(), 3, "{d:?}");
     assert!(d.iter().all(|d| d.severity == Severity::Warning));
     let about = |name: &str| d.iter().find(|d| d.field.contains(name)).unwrap();
-    assert!(about("enable-cors").reason.contains("not supported"));
+    assert!(about("satisfy").reason.contains("not supported"));
     assert!(about("secure-backends").reason.contains("backend-protocol"));
     assert!(
         about("no-such-annotation")
