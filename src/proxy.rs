@@ -13,6 +13,7 @@ pub mod headers;
 mod idle;
 pub mod listener;
 mod path;
+pub mod proxy_protocol;
 pub mod sticky;
 pub mod tls;
 pub mod upstream;

@@ -182,7 +182,43 @@ impl Connection {
         self.proxy.config().underscores_in_headers
     }
 
-    async fn serve_plain(self, stream: TcpStream) {
+    /// With `use-proxy-protocol`, reads the connection's PROXY header first, and takes its
+    /// source as the client address (from any peer when `proxy-real-ip-cidr` is unset, as
+    /// the header is then required of every connection; else only from a trusted peer, the
+    /// others staying themselves). False: the connection is closed.
+    async fn proxy_protocol(&mut self, stream: &mut TcpStream) -> bool {
+        let snapshot = self.proxy.snapshot.load_full();
+        let settings = snapshot.server;
+        if !settings.proxy_protocol {
+            return true;
+        }
+        let read = super::proxy_protocol::read_header(stream);
+        match tokio::time::timeout(settings.proxy_protocol_timeout, read).await {
+            Ok(Ok(Some(source))) => {
+                let trusted = &snapshot.client.trusted;
+                if trusted.is_empty() || trusted.contains(self.peer.ip()) {
+                    self.peer = source;
+                } else {
+                    debug!(peer = %self.peer, %source, "PROXY header from a peer outside proxy-real-ip-cidr: the peer is the client");
+                }
+                true
+            }
+            Ok(Ok(None)) => true,
+            Ok(Err(error)) => {
+                debug!(peer = %self.peer, %error, "closed");
+                false
+            }
+            Err(_) => {
+                debug!(peer = %self.peer, "no PROXY protocol header within its timeout; closed");
+                false
+            }
+        }
+    }
+
+    async fn serve_plain(mut self, mut stream: TcpStream) {
+        if !self.proxy_protocol(&mut stream).await {
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let _open = self.proxy.metrics().connection_opened(ListenerKind::Http);
         let headers = ConnHeaders::new(self.peer, self.local, false, self.underscores());
@@ -191,7 +227,10 @@ impl Connection {
         self.serve(builder, stream, headers, Inline).await;
     }
 
-    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+    async fn serve_tls(mut self, mut stream: TcpStream, acceptor: TlsAcceptor) {
+        if !self.proxy_protocol(&mut stream).await {
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let _open = self.proxy.metrics().connection_opened(ListenerKind::Https);
         let handshake = tokio::time::timeout(

@@ -32,6 +32,11 @@ pub struct ServerSettings {
     /// removed too, as nginx's `more_clear_headers Server`); true sends `portico/<version>`
     /// in place of the endpoint's (nginx hides the upstream's and sends its own).
     pub server_tokens: bool,
+    /// `use-proxy-protocol` (default false): every connection to the HTTP and HTTPS listeners
+    /// starts with a PROXY protocol header (v1 or v2), whose source is the client address.
+    pub proxy_protocol: bool,
+    /// `proxy-protocol-header-timeout` (default 5 s): how long the header may take.
+    pub proxy_protocol_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -54,6 +59,8 @@ impl Default for ServerSettings {
             keep_alive_requests: 1000,
             upstream: UpstreamKeepalive::default(),
             server_tokens: false,
+            proxy_protocol: false,
+            proxy_protocol_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -188,6 +188,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("proxy-next-upstream", KeySupport::Honoured),
     ("proxy-next-upstream-timeout", KeySupport::Honoured),
     ("proxy-next-upstream-tries", KeySupport::Honoured),
+    ("proxy-protocol-header-timeout", KeySupport::Honoured),
     ("proxy-read-timeout", KeySupport::Honoured),
     ("proxy-real-ip-cidr", KeySupport::Honoured),
     ("proxy-send-timeout", KeySupport::Honoured),
@@ -199,7 +200,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("upstream-keepalive-time", KeySupport::Honoured),
     ("upstream-keepalive-timeout", KeySupport::Honoured),
     ("use-forwarded-headers", KeySupport::Honoured),
-    ("use-proxy-protocol", KeySupport::NotYet),
+    ("use-proxy-protocol", KeySupport::Honoured),
     ("whitelist-source-range", KeySupport::Honoured),
 ];
 
@@ -381,6 +382,14 @@ pub fn parse(
             "hsts-max-age" => match value.parse::<u64>() {
                 Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => hsts.max_age = n,
                 _ => warn(name, bad("is not whole seconds (as \"31536000\")")),
+            },
+            "use-proxy-protocol" => match values::parse_bool(value) {
+                Some(b) => g.server.proxy_protocol = b,
+                None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
+            },
+            "proxy-protocol-header-timeout" => match values::parse_time(value) {
+                Some(d) if !d.is_zero() => g.server.proxy_protocol_timeout = d,
+                _ => warn(name, bad("is not a time in nginx's syntax (as \"5s\")")),
             },
             "server-tokens" => match values::parse_bool(value) {
                 Some(b) => g.server.server_tokens = b,

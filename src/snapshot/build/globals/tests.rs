@@ -118,15 +118,15 @@ fn bad_values_keep_the_default_with_a_warning_naming_key_and_value() {
 
 #[test]
 fn unknown_and_unsupported_keys_are_warnings() {
-    let (g, d) = parse_pairs(&[("use-proxy-protocol", "true"), ("no-such-key", "1")]);
+    let (g, d) = parse_pairs(&[("limit-req-status-code", "429"), ("no-such-key", "1")]);
     assert_eq!(g, Globals::default());
     assert_eq!(d.len(), 2);
     // In key order.
-    assert!(d[0].reason.contains("not a ConfigMap key"), "{d:?}");
     assert!(
-        d[1].reason.contains("not supported by Portico yet"),
+        d[0].reason.contains("not supported by Portico yet"),
         "{d:?}"
     );
+    assert!(d[1].reason.contains("not a ConfigMap key"), "{d:?}");
 }
 
 #[test]
