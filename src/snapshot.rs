@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cors;
 pub mod diagnostics;
 pub mod host;
+pub mod limits;
 pub mod routes;
 pub mod server;
 pub mod services;

@@ -18,6 +18,8 @@ pub enum ProxyBody {
     Local(Full<Bytes>),
     /// Streamed from the upstream, counting bytes for the access log.
     Logged(super::access::LoggedBody),
+    /// Another body, holding a request's place under `limit-connections` until it ends.
+    Guarded(Box<(ProxyBody, crate::snapshot::limits::ConnGuard)>),
 }
 
 // === impl ProxyBody ===
@@ -46,6 +48,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
             ProxyBody::Logged(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Guarded(b) => Pin::new(&mut b.0).poll_frame(cx),
         }
     }
 
@@ -54,6 +57,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Local(b) => b.is_end_stream(),
             ProxyBody::Logged(b) => b.is_end_stream(),
+            ProxyBody::Guarded(b) => b.0.is_end_stream(),
         }
     }
 
@@ -62,6 +66,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Local(b) => b.size_hint(),
             ProxyBody::Logged(b) => b.size_hint(),
+            ProxyBody::Guarded(b) => b.0.size_hint(),
         }
     }
 }

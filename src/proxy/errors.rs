@@ -57,6 +57,10 @@ pub enum ProxyError {
     /// Basic authentication asks for credentials (401), with this challenge.
     #[error("authorization required")]
     Unauthorized(HeaderValue),
+    /// Over the route's `limit-rps`/`-rpm` or `limit-connections` (503 unless the ConfigMap
+    /// says otherwise).
+    #[error("over the route's limits")]
+    Limited(StatusCode),
     /// The stored password of the user cannot be checked (500, as nginx).
     #[error("the user's stored password cannot be checked")]
     AuthError,
@@ -84,6 +88,7 @@ impl ProxyError {
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::AuthError => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Limited(status) => *status,
         }
     }
 
@@ -134,6 +139,7 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::Denied(_) => "forbidden",
         ProxyError::Unauthorized(_) => "authorization required",
         ProxyError::AuthError => "internal server error",
+        ProxyError::Limited(_) => "too many requests",
         ProxyError::ExternalNameRefused => {
             "ExternalName refused: it resolves to a loopback, link-local or node address"
         }

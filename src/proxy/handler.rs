@@ -55,9 +55,18 @@ struct Outcome<'s> {
     /// The snapshot's Strict-Transport-Security goes on the response (HTTPS, a host with a
     /// certificate).
     hsts: bool,
-    /// The route's CORS fields and the Access-Control-Allow-Origin of this request (boxed:
-    /// rare).
-    cors: Option<Box<(&'s crate::snapshot::cors::Cors, HeaderValue)>>,
+    /// What some policies add to the response (boxed: rare, and kept out of a plain
+    /// request's future).
+    extras: Option<Box<Extras<'s>>>,
+}
+
+/// What a route's policy adds to its response.
+#[derive(Debug, Default)]
+struct Extras<'s> {
+    /// The route's CORS fields and the Access-Control-Allow-Origin of this request.
+    cors: Option<(&'s crate::snapshot::cors::Cors, HeaderValue)>,
+    /// The request's place under `limit-connections`, held until its response ends.
+    limit: Option<crate::snapshot::limits::ConnGuard>,
 }
 
 /// What another try of a request needs (`proxy-next-upstream`).
@@ -229,7 +238,7 @@ impl Proxy {
                 if let Some(cors) = policy.cors.as_deref()
                     && let Some(origin) = cors.allow_origin(parts.headers.get(http::header::ORIGIN))
                 {
-                    outcome.cors = Some(Box::new((cors, origin)));
+                    outcome.extras.get_or_insert_default().cors = Some((cors, origin));
                 }
                 let early = or_break!('forward, policy_before_redirects(policy, &body, &vars));
                 if let Some(response) = early {
@@ -237,7 +246,9 @@ impl Proxy {
                 }
                 // A preflight (OPTIONS from an allowed Origin) is answered here: 204, as
                 // ingress-nginx's `return 204` (before the HTTPS redirect and any access check).
-                if outcome.cors.is_some() && parts.method == http::Method::OPTIONS {
+                if outcome.extras.as_ref().is_some_and(|e| e.cors.is_some())
+                    && parts.method == http::Method::OPTIONS
+                {
                     break 'forward Ok(preflight());
                 }
                 if let Some(rw) = &policy.rewrite {
@@ -278,6 +289,27 @@ impl Proxy {
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 break 'forward Err(ProxyError::Refused(status));
+            }
+            // Limits: nginx's preaccess phase (connections, then the request rates).
+            if let Some(limits) = policy.and_then(|p| p.limits.as_deref())
+                && !limits.exempt.contains(client)
+            {
+                use crate::snapshot::limits::Refusal;
+                let status = match limits.zone.admit(client) {
+                    Ok(guard) => {
+                        if let Some(guard) = guard {
+                            outcome.extras.get_or_insert_default().limit = Some(guard);
+                        }
+                        None
+                    }
+                    Err(Refusal::Connections) => Some(limits.spec.conn_status),
+                    Err(Refusal::Rate) => Some(limits.spec.req_status),
+                };
+                if let Some(status) = status {
+                    let status =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    break 'forward Err(ProxyError::Limited(status));
+                }
             }
             // Source ranges: nginx's access phase (deny, then allow, then `deny all`).
             if let Some(access) = policy.and_then(|p| p.access.as_deref())
@@ -571,8 +603,8 @@ impl Proxy {
         } else {
             response.headers_mut().remove(SERVER);
         }
-        if let Some(cors) = outcome.cors.take() {
-            let (cors, origin) = *cors;
+        let extras = outcome.extras.take().map(|e| *e).unwrap_or_default();
+        if let Some((cors, origin)) = extras.cors {
             cors.apply(origin, response.headers_mut());
         }
         // Replaces the endpoint's, as ingress-nginx's header filter does.
@@ -582,6 +614,11 @@ impl Proxy {
         }
         if let Some((ops, expanded)) = outcome.response_ops.take() {
             apply_response_ops(ops, expanded.as_deref(), &mut response);
+        }
+        if let Some(guard) = extras.limit {
+            let (parts, body) = response.into_parts();
+            let body = ProxyBody::Guarded(Box::new((body, guard)));
+            response = Response::from_parts(parts, body);
         }
         let status = crate::metrics::StatusClass::of(response.status());
         match outcome.labels.take() {

@@ -141,6 +141,8 @@ pub struct Policy {
     pub basic_auth: Option<Arc<super::basic_auth::BasicAuth>>,
     /// `enable-cors` and the `cors-*` annotations.
     pub cors: Option<Arc<super::cors::Cors>>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections` (and their burst and exemptions).
+    pub limits: Option<Arc<super::limits::Limits>>,
     /// `app-root`: a request for `/` gets a 302 to this path.
     pub app_root: Option<Box<str>>,
     /// `permanent-redirect` / `temporal-redirect`: every request gets this redirect.
@@ -751,6 +753,7 @@ impl Default for Policy {
             access: None,
             basic_auth: None,
             cors: None,
+            limits: None,
             app_root: None,
             redirect: None,
             preserve_trailing_slash: false,

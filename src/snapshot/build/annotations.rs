@@ -170,13 +170,13 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         "http2-push-preload",
         Support::Obsolete("removed in ingress-nginx 1.9"),
     ),
-    ("limit-burst-multiplier", Support::Unsupported),
-    ("limit-connections", Support::Unsupported),
-    ("limit-rate", Support::Unsupported),
-    ("limit-rate-after", Support::Unsupported),
-    ("limit-rpm", Support::Unsupported),
-    ("limit-rps", Support::Unsupported),
-    ("limit-whitelist", Support::Unsupported),
+    ("limit-burst-multiplier", Support::Honoured),
+    ("limit-connections", Support::Honoured),
+    ("limit-rate", Support::FailsClosed),
+    ("limit-rate-after", Support::FailsClosed),
+    ("limit-rpm", Support::Honoured),
+    ("limit-rps", Support::Honoured),
+    ("limit-whitelist", Support::Honoured),
     (
         "load-balance",
         Support::Differs(
@@ -455,6 +455,7 @@ pub(super) fn parse(
         policy.access_log = false;
     }
     policy.cors = cors(&mut r);
+    policy.limits = limits(&mut r, globals);
     match access(&mut r, globals) {
         Ok(access) => policy.access = access,
         // ingress-nginx denies the location whose list is invalid.
@@ -486,6 +487,61 @@ pub(super) fn parse(
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// `limit-rps`, `limit-rpm`, `limit-burst-multiplier` (default 5), `limit-connections` and
+/// `limit-whitelist`: one zone for the Ingress, keyed by client address.
+fn limits(r: &mut Reader<'_>, globals: &Globals) -> Option<Arc<crate::snapshot::limits::Limits>> {
+    use crate::snapshot::limits::{LimitSpec, Limits, Zone};
+    let count = |r: &mut Reader<'_>, name: &str| -> u32 {
+        let Some(v) = r.get(name).map(str::to_string) else {
+            return 0;
+        };
+        match v.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let shown = crate::redact::short_value(&v);
+                r.warn(
+                    name,
+                    format!("{shown} is not a whole number; no such limit"),
+                );
+                0
+            }
+        }
+    };
+    let rps = count(r, "limit-rps");
+    let rpm = count(r, "limit-rpm");
+    let connections = count(r, "limit-connections");
+    if rps == 0 && rpm == 0 && connections == 0 {
+        return None;
+    }
+    let burst_multiplier = match r.get("limit-burst-multiplier") {
+        None => 5,
+        Some(_) => match count(r, "limit-burst-multiplier") {
+            0 => 5,
+            n => n,
+        },
+    };
+    let exempt = match r.get("limit-whitelist").map(str::to_string) {
+        None => crate::snapshot::access::IpSet::default(),
+        Some(v) => match parse_ranges(&v) {
+            Ok(set) => set,
+            Err(why) => {
+                r.warn("limit-whitelist", format!("{why}; nobody is exempt"));
+                crate::snapshot::access::IpSet::default()
+            }
+        },
+    };
+    let spec = LimitSpec {
+        rps,
+        rpm,
+        burst_multiplier,
+        connections,
+        req_status: globals.limit_req_status,
+        conn_status: globals.limit_conn_status,
+    };
+    let zone = Zone::for_ingress(&r.key.namespace, &r.key.name, &spec);
+    Some(Arc::new(Limits { spec, exempt, zone }))
 }
 
 /// `enable-cors` and the `cors-*` annotations, with ingress-nginx's defaults; an invalid

@@ -65,6 +65,11 @@ pub struct Globals {
     pub fields: Vec<Arc<FieldBlock>>,
     /// Whose address a request comes from (`use-forwarded-headers`, `proxy-real-ip-cidr`…).
     pub client: ClientAddress,
+    /// `limit-req-status-code` (default 503): the status of a request over its rate.
+    pub limit_req_status: u16,
+    /// `limit-conn-status-code` (default 503): the status of a request over
+    /// `limit-connections`.
+    pub limit_conn_status: u16,
     /// `hsts`, `hsts-max-age`, `hsts-include-subdomains`, `hsts-preload`: the
     /// Strict-Transport-Security value of HTTPS responses for hosts with a certificate
     /// (default `max-age=31536000; includeSubDomains`; `None` with `hsts: "false"`).
@@ -139,6 +144,8 @@ impl Default for Globals {
             fields: Vec::new(),
             client: ClientAddress::default(),
             hsts: Hsts::DEFAULT.value(),
+            limit_req_status: 503,
+            limit_conn_status: 503,
         }
     }
 }
@@ -164,26 +171,38 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("block-referers", KeySupport::Honoured),
     ("block-user-agents", KeySupport::Honoured),
     ("client-body-timeout", KeySupport::Honoured),
+    ("client-header-buffer-size", KeySupport::NotYet),
     ("client-header-timeout", KeySupport::Honoured),
     ("compute-full-forwarded-for", KeySupport::Honoured),
     ("custom-http-errors", KeySupport::Honoured),
     ("denylist-source-range", KeySupport::Honoured),
+    ("enable-brotli", KeySupport::NotYet),
+    ("enable-modsecurity", KeySupport::NotYet),
+    ("enable-ocsp", KeySupport::NotYet),
+    ("enable-opentelemetry", KeySupport::NotYet),
     ("enable-real-ip", KeySupport::Honoured),
     ("force-ssl-redirect", KeySupport::Honoured),
     ("forwarded-for-header", KeySupport::Honoured),
     ("global-auth-url", KeySupport::FailsClosed),
+    ("hide-headers", KeySupport::NotYet),
     ("hsts", KeySupport::Honoured),
     ("hsts-include-subdomains", KeySupport::Honoured),
     ("hsts-max-age", KeySupport::Honoured),
     ("hsts-preload", KeySupport::Honoured),
     ("http-redirect-code", KeySupport::Honoured),
+    ("http2-max-field-size", KeySupport::NotYet),
     ("keep-alive", KeySupport::Honoured),
     ("keep-alive-requests", KeySupport::Honoured),
-    ("limit-conn-status-code", KeySupport::NotYet),
-    ("limit-req-status-code", KeySupport::NotYet),
+    ("large-client-header-buffers", KeySupport::NotYet),
+    ("limit-conn-status-code", KeySupport::Honoured),
+    ("limit-req-status-code", KeySupport::Honoured),
     ("load-balance", KeySupport::Honoured),
+    ("log-format-upstream", KeySupport::NotYet),
+    ("max-worker-connections", KeySupport::NotYet),
     ("preserve-trailing-slash", KeySupport::Honoured),
     ("proxy-body-size", KeySupport::Honoured),
+    ("proxy-buffer-size", KeySupport::NotYet),
+    ("proxy-buffering", KeySupport::NotYet),
     ("proxy-connect-timeout", KeySupport::Honoured),
     ("proxy-next-upstream", KeySupport::Honoured),
     ("proxy-next-upstream-timeout", KeySupport::Honoured),
@@ -194,14 +213,20 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("proxy-send-timeout", KeySupport::Honoured),
     ("proxy-set-headers", KeySupport::Honoured),
     ("server-tokens", KeySupport::Honoured),
+    ("ssl-ciphers", KeySupport::NotYet),
+    ("ssl-protocols", KeySupport::NotYet),
     ("ssl-redirect", KeySupport::Honoured),
+    ("ssl-session-tickets", KeySupport::NotYet),
     ("upstream-keepalive-connections", KeySupport::Honoured),
     ("upstream-keepalive-requests", KeySupport::Honoured),
     ("upstream-keepalive-time", KeySupport::Honoured),
     ("upstream-keepalive-timeout", KeySupport::Honoured),
     ("use-forwarded-headers", KeySupport::Honoured),
+    ("use-gzip", KeySupport::NotYet),
     ("use-proxy-protocol", KeySupport::Honoured),
     ("whitelist-source-range", KeySupport::Honoured),
+    ("worker-processes", KeySupport::NotYet),
+    ("worker-shutdown-timeout", KeySupport::NotYet),
 ];
 
 /// The global settings: from the ConfigMap `config.configmap` names when there is one,
@@ -382,6 +407,16 @@ pub fn parse(
             "hsts-max-age" => match value.parse::<u64>() {
                 Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => hsts.max_age = n,
                 _ => warn(name, bad("is not whole seconds (as \"31536000\")")),
+            },
+            "limit-req-status-code" | "limit-conn-status-code" => match value.parse::<u16>() {
+                Ok(code @ 400..=599) => {
+                    if name == "limit-req-status-code" {
+                        g.limit_req_status = code;
+                    } else {
+                        g.limit_conn_status = code;
+                    }
+                }
+                _ => warn(name, bad("is not a status from 400 to 599")),
             },
             "use-proxy-protocol" => match values::parse_bool(value) {
                 Some(b) => g.server.proxy_protocol = b,
