@@ -36,6 +36,11 @@ ALLOW_HOST = "allow.local"
 # (userlist). libc's crypt() checks bcrypt on every request for nginx and HAProxy; Portico
 # caches a verified credential.
 AUTH_HOST = "auth.local"
+# The "rate-limit" scenario's host: a per-client-address request rate limit that the load
+# does not reach (Portico `limit-rps`, nginx `limit_req` with a nodelay burst, HAProxy a
+# stick table of request rates): the cost of counting.
+LIMIT_HOST = "limit.local"
+LIMIT_RPS = 1000000
 AUTH_USER, AUTH_PASSWORD = "bench", "benchpass"
 AUTH_HASH = "$2b$10$HRdGit8tCmXUNbpK5iRRnuC3.4oN3XddLt9k5YvQwnqxIMP.3Xn3u"
 AUTH_HEADER = "Authorization: Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
@@ -231,6 +236,20 @@ spec:
     - host: {AUTH_HOST}
       http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
 """)
+        (manifests / "limit.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: limit
+  namespace: bench
+  annotations:
+    portico.dev/ssl-redirect: "false"
+    nginx.ingress.kubernetes.io/limit-rps: "{LIMIT_RPS}"
+spec:
+  ingressClassName: portico
+  rules:
+    - host: {LIMIT_HOST}
+      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
+""")
         (manifests / "allow.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -363,6 +382,17 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
         """nginx's proxy configuration: the same rules as Portico's."""
         servers = "".join(f"server 127.0.0.1:{p}; " for p in self.backends)
         return f"""  upstream bench {{ {servers}keepalive 256; }}
+  limit_req_zone $binary_remote_addr zone=bench_rps:5m rate={LIMIT_RPS}r/s;
+  server {{
+    listen 127.0.0.1:{http};
+    server_name {LIMIT_HOST};
+    location / {{
+      limit_req zone=bench_rps burst={LIMIT_RPS * 5} nodelay;
+      proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}
   server {{
     listen 127.0.0.1:{http};
     listen 127.0.0.1:{https} ssl http2;
@@ -428,6 +458,10 @@ frontend fe
   acl bench hdr(host) -i {HOST}
   acl rewrite hdr(host) -i {REWRITE_HOST}
   acl auth hdr(host) -i {AUTH_HOST}
+  acl limited hdr(host) -i {LIMIT_HOST}
+  stick-table type ip size 100k expire 30s store http_req_rate(1s)
+  http-request track-sc0 src if limited
+  http-request deny deny_status 503 if limited {{ sc_http_req_rate(0) gt {LIMIT_RPS * 5} }}
   http-request auth realm bench if auth !{{ http_auth(bench_users) }}
   http-request del-header Authorization if auth
   acl app path_reg -i ^/app(/|$)
@@ -436,6 +470,7 @@ frontend fe
   http-response set-header X-Rewritten yes if {{ var(txn.rewritten) -m bool }}
   use_backend be if bench
   use_backend be if auth
+  use_backend be if limited
   use_backend be if {{ var(txn.rewritten) -m bool }}
 backend be
   balance roundrobin
@@ -553,6 +588,9 @@ def scenarios(seconds):
         "basic-auth": ("basic auth, one bcrypt (cost 10) user, right credentials on every request (HTTP/1.1 keep-alive)",
                        lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {AUTH_HOST}",
                                    "-H", AUTH_HEADER, f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
+        "rate-limit": (f"a per-address rate limit the load does not reach ({LIMIT_RPS:,} r/s, HTTP/1.1 keep-alive)",
+                       lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {LIMIT_HOST}",
+                                   f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
         "tls-new": ("a new TLS connection per request (wrk, Connection: close)", lambda p: (
             ["wrk", "-t1", "-c8", "-d" + d, "--latency", "-H", f"Host: {HOST}", "-H", "Connection: close",
              f"https://127.0.0.1:{p[1]}/"], parse_wrk)),
