@@ -185,6 +185,23 @@ async fn trusted() {
     assert_eq!(reply.status, StatusCode::OK);
     let reply = get_from(&env, "127.0.0.1", &https).await;
     assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    // The redirect goes to a trusted peer's X-Forwarded-Host, its port dropped (ingress-nginx's
+    // e2e "should not use ports or X-Forwarded-Host during the HTTP to HTTPS redirection");
+    // an untrusted peer's is ignored.
+    let forwarded = [("x-forwarded-host", "example.com:80")];
+    let reply = get_from(&env, "127.0.0.2", &forwarded).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    // (The HTTPS listener's port is in the Location: this one is not 443.)
+    let port = env.https().port();
+    assert_eq!(
+        reply.header("location"),
+        format!("https://example.com:{port}")
+    );
+    let reply = get_from(&env, "127.0.0.1", &forwarded).await;
+    assert_eq!(
+        reply.header("location"),
+        format!("https://a.example:{port}")
+    );
     // compute-full-forwarded-for: the client's list, then the peer.
     env.apply(
         "configmap.yaml",

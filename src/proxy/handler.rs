@@ -281,7 +281,14 @@ impl Proxy {
             if !https && route.ssl_redirect {
                 let keep_slash = policy.is_some_and(|p| p.preserve_trailing_slash);
                 let code = policy.map_or(308, |p| p.https_redirect_code);
-                let location = (host_str, &*path, parts.uri.query());
+                // ingress-nginx redirects to `$best_http_host`: a trusted peer's
+                // X-Forwarded-Host (with use-forwarded-headers), its port dropped.
+                let name = client_fwd
+                    .as_ref()
+                    .and_then(|c| c.2.host.as_ref())
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(host_str);
+                let location = (name, &*path, parts.uri.query());
                 let how = (self.config.https_port, keep_slash, code);
                 break 'forward Ok(redirect(location, how));
             }
