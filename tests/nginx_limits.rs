@@ -212,3 +212,57 @@ async fn limits() {
     );
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn limit_rate_throttles_responses_after_limit_rate_after() {
+    timeout(LIMIT, bandwidth()).await.expect("bounded");
+}
+
+async fn bandwidth() {
+    // 300 KiB per response.
+    let body = vec![b'x'; 300 * 1024];
+    let big = support::raw::Upstream::start(move |conn| {
+        let body = body.clone();
+        conn.serve(move |_| support::raw::ok(&body))
+    })
+    .await;
+    let files = vec![
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "big", 80) + &endpoints("shop", "big", &[big.addr], &[]),
+        ),
+        (
+            "slow.yaml",
+            ing("slow", "/slow", "big", &[("limit-rate", "100")]),
+        ),
+        (
+            "after.yaml",
+            ing(
+                "after",
+                "/after",
+                "big",
+                &[("limit-rate", "100"), ("limit-rate-after", "300")],
+            ),
+        ),
+        (
+            "bad.yaml",
+            ing("bad", "/bad", "big", &[("limit-rate", "fast")]),
+        ),
+        ("configmap.yaml", configmap("ssl-redirect: \"false\"")),
+    ];
+    let env = Env::start_with(&files, &["--configmap", "ingress/portico"]).await;
+    // 100 KiB/s: the first second's 100 KiB at once, the other 200 KiB over two seconds.
+    let started = std::time::Instant::now();
+    let reply = get(&env, "127.0.0.1", "/slow", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), 300 * 1024, "the whole body");
+    assert!(took >= Duration::from_millis(1900), "throttled: {took:?}");
+    // Within limit-rate-after: not throttled (the whole body, no lower bound asserted).
+    let reply = get(&env, "127.0.0.1", "/after", &[]).await;
+    assert_eq!(reply.body.len(), 300 * 1024);
+    // An invalid rate fails closed.
+    assert_eq!(get(&env, "127.0.0.1", "/bad", &[]).await.status, 503);
+    env.shutdown().await;
+}

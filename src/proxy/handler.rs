@@ -67,6 +67,8 @@ struct Extras<'s> {
     cors: Option<(&'s crate::snapshot::cors::Cors, HeaderValue)>,
     /// The request's place under `limit-connections`, held until its response ends.
     limit: Option<crate::snapshot::limits::ConnGuard>,
+    /// `limit-rate`, `limit-rate-after`: the response's bytes per second, after so many.
+    bandwidth: Option<(u64, u64)>,
 }
 
 /// What another try of a request needs (`proxy-next-upstream`).
@@ -234,6 +236,9 @@ impl Proxy {
                     query: parts.uri.query(),
                     captures: captures.as_ref(),
                 };
+                if policy.bandwidth.is_some() {
+                    outcome.extras.get_or_insert_default().bandwidth = policy.bandwidth;
+                }
                 // CORS: the fields go on every answer of the route to an allowed Origin.
                 if let Some(cors) = policy.cors.as_deref()
                     && let Some(origin) = cors.allow_origin(parts.headers.get(http::header::ORIGIN))
@@ -621,6 +626,12 @@ impl Proxy {
         }
         if let Some((ops, expanded)) = outcome.response_ops.take() {
             apply_response_ops(ops, expanded.as_deref(), &mut response);
+        }
+        if let Some((rate, after)) = extras.bandwidth {
+            let (parts, body) = response.into_parts();
+            let body =
+                ProxyBody::Throttled(Box::new(super::body::Throttled::new(body, rate, after)));
+            response = Response::from_parts(parts, body);
         }
         if let Some(guard) = extras.limit {
             let (parts, body) = response.into_parts();

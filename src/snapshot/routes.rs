@@ -143,6 +143,8 @@ pub struct Policy {
     pub cors: Option<Arc<super::cors::Cors>>,
     /// `limit-rps`, `limit-rpm`, `limit-connections` (and their burst and exemptions).
     pub limits: Option<Arc<super::limits::Limits>>,
+    /// `limit-rate` and `limit-rate-after`: response bytes per second, after so many bytes.
+    pub bandwidth: Option<(u64, u64)>,
     /// `app-root`: a request for `/` gets a 302 to this path.
     pub app_root: Option<Box<str>>,
     /// `permanent-redirect` / `temporal-redirect`: every request gets this redirect.
@@ -754,6 +756,7 @@ impl Default for Policy {
             basic_auth: None,
             cors: None,
             limits: None,
+            bandwidth: None,
             app_root: None,
             redirect: None,
             preserve_trailing_slash: false,

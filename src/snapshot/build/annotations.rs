@@ -172,8 +172,8 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ),
     ("limit-burst-multiplier", Support::Honoured),
     ("limit-connections", Support::Honoured),
-    ("limit-rate", Support::FailsClosed),
-    ("limit-rate-after", Support::FailsClosed),
+    ("limit-rate", Support::Honoured),
+    ("limit-rate-after", Support::Honoured),
     ("limit-rpm", Support::Honoured),
     ("limit-rps", Support::Honoured),
     ("limit-whitelist", Support::Honoured),
@@ -456,6 +456,10 @@ pub(super) fn parse(
     }
     policy.cors = cors(&mut r);
     policy.limits = limits(&mut r, globals);
+    match bandwidth(&mut r) {
+        Ok(b) => policy.bandwidth = b,
+        Err(()) => policy.deny = Some(503),
+    }
     match access(&mut r, globals) {
         Ok(access) => policy.access = access,
         // ingress-nginx denies the location whose list is invalid.
@@ -487,6 +491,31 @@ pub(super) fn parse(
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// `limit-rate` (KiB per second; 0: none) and `limit-rate-after` (KiB sent before it
+/// applies), as ingress-nginx renders `limit_rate Nk` / `limit_rate_after Nk`. An invalid
+/// value fails closed: the Ingress asked for a throttle Portico cannot read.
+fn bandwidth(r: &mut Reader<'_>) -> Result<Option<(u64, u64)>, ()> {
+    let kib = |r: &mut Reader<'_>, name: &str| -> Result<u64, ()> {
+        let Some(v) = r.get(name).map(str::to_string) else {
+            return Ok(0);
+        };
+        match v.parse::<u64>() {
+            Ok(n) if n <= u64::MAX / 1024 => Ok(n * 1024),
+            _ => {
+                let shown = crate::redact::short_value(&v);
+                r.error(name, format!("{shown} is not a whole number of KiB; every path of this Ingress answers 503"));
+                Err(())
+            }
+        }
+    };
+    let rate = kib(r, "limit-rate");
+    let after = kib(r, "limit-rate-after");
+    match (rate?, after?) {
+        (0, _) => Ok(None),
+        (rate, after) => Ok(Some((rate, after))),
+    }
 }
 
 /// `limit-rps`, `limit-rpm`, `limit-burst-multiplier` (default 5), `limit-connections` and
