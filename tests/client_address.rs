@@ -7,24 +7,18 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use support::Env;
-use support::client::{Reply, h1_over};
+use support::client::Reply;
 use support::manifests::{class, endpoints, ingress_full, prefix, service, tls_secret};
-use tokio::net::TcpSocket;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn configmap(data: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
-    )
+    support::manifests::controller_configmap(data)
 }
 
 async fn start(backend: &support::Backend, data: &str) -> Env {
@@ -52,19 +46,7 @@ async fn start(backend: &support::Backend, data: &str) -> Env {
 
 /// A plain-HTTP GET from the loopback address `from`, with extra fields.
 async fn get_from(env: &Env, from: &str, fields: &[(&str, &str)]) -> Reply {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket.connect(env.http()).await.unwrap();
-    let mut req = Request::get("/").header("host", "a.example");
-    for (k, v) in fields {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
-    timeout(Duration::from_secs(10), h1_over(stream, req))
-        .await
-        .expect("answered")
+    support::client::get_from(env.http(), from, "a.example", "/", fields).await
 }
 
 /// What the upstream saw: X-Forwarded-For, X-Real-IP, X-Original-Forwarded-For,

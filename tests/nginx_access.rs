@@ -13,38 +13,21 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use support::Env;
-use support::client::{Reply, h1_over};
-use support::manifests::{class, endpoints, ingress_full, prefix, service};
-use tokio::net::TcpSocket;
+use support::client::Reply;
+use support::manifests::{class, endpoints, service};
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn configmap(data: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
-    )
+    support::manifests::controller_configmap(data)
 }
 
 /// One Ingress on a.example with one path and these annotations (short names).
 fn ing(name: &str, path: &str, svc: &str, annotations: &[(&str, &str)]) -> String {
-    let annotations = annotations
-        .iter()
-        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ingress_full(
-        "shop",
-        name,
-        &[("a.example", vec![prefix(path, svc, 80)])],
-        &[],
-        &annotations,
-        None,
-    )
+    support::manifests::nginx_ingress(name, "a.example", path, svc, annotations)
 }
 
 /// The Ingresses of these tests: `/` has no annotation; the others each guard one path.
@@ -117,19 +100,7 @@ fn files(web: SocketAddr, guarded: SocketAddr, data: &str) -> Vec<(&'static str,
 
 /// A plain-HTTP GET of `path` on a.example from the loopback address `from`.
 async fn get_from(env: &Env, from: &str, path: &str, fields: &[(&str, &str)]) -> Reply {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket.connect(env.http()).await.unwrap();
-    let mut req = Request::get(path).header("host", "a.example");
-    for (k, v) in fields {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
-    timeout(Duration::from_secs(10), h1_over(stream, req))
-        .await
-        .expect("answered")
+    support::client::get_from(env.http(), from, "a.example", path, fields).await
 }
 
 async fn status(env: &Env, from: &str, path: &str) -> StatusCode {

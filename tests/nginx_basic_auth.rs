@@ -7,45 +7,22 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use support::Env;
-use support::client::{Reply, h1_over};
-use support::manifests::{class, endpoints, ingress_full, prefix, service};
-use tokio::net::TcpSocket;
+use support::client::Reply;
+use support::manifests::{class, endpoints, service};
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn ing(name: &str, path: &str, annotations: &[(&str, &str)]) -> String {
-    let annotations = annotations
-        .iter()
-        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ingress_full(
-        "shop",
-        name,
-        &[("a.example", vec![prefix(path, "web", 80)])],
-        &[],
-        &annotations,
-        None,
-    )
+    support::manifests::nginx_ingress(name, "a.example", path, "web", annotations)
 }
 
-/// An Opaque Secret with these string keys.
 fn secret(ns: &str, name: &str, data: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\ntype: Opaque\nstringData:\n"
-    );
-    for (k, v) in data {
-        y.push_str(&format!("  {k}: {v:?}\n"));
-    }
-    y
+    support::manifests::opaque_secret(ns, name, data)
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -55,19 +32,7 @@ fn basic(user: &str, password: &str) -> String {
 
 /// A plain-HTTP GET of `path` on a.example from `from`, with these fields.
 async fn get(env: &Env, from: &str, path: &str, fields: &[(&str, &str)]) -> Reply {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket.connect(env.http()).await.unwrap();
-    let mut req = Request::get(path).header("host", "a.example");
-    for (k, v) in fields {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
-    timeout(Duration::from_secs(20), h1_over(stream, req))
-        .await
-        .expect("answered")
+    support::client::get_from(env.http(), from, "a.example", path, fields).await
 }
 
 #[tokio::test]

@@ -28,9 +28,7 @@ fn post(host: &str, size: usize) -> Request<Full<Bytes>> {
 }
 
 fn configmap(data: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
-    )
+    support::manifests::controller_configmap(data)
 }
 
 fn files(backend: &Backend) -> Vec<(&'static str, String)> {

@@ -14,25 +14,13 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::Env;
 use support::client::{Reply, h1};
-use support::manifests::{class, endpoints, ingress_full, prefix, service};
+use support::manifests::{class, endpoints, service};
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn ing(name: &str, path: &str, annotations: &[(&str, &str)]) -> String {
-    let annotations = annotations
-        .iter()
-        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ingress_full(
-        "shop",
-        name,
-        &[("a.example", vec![prefix(path, "web", 80)])],
-        &[],
-        &annotations,
-        None,
-    )
+    support::manifests::nginx_ingress(name, "a.example", path, "web", annotations)
 }
 
 async fn send(env: &Env, method: Method, path: &str, fields: &[(&str, &str)]) -> Reply {

@@ -33,9 +33,7 @@ fn ing(name: &str, host: &str, svc: &str, annotations: &str) -> String {
 }
 
 fn configmap(data: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
-    )
+    support::manifests::controller_configmap(data)
 }
 
 async fn send(env: &Env, method: &str, host: &str, path: &str, fields: &[(&str, &str)]) -> Reply {

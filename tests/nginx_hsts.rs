@@ -17,9 +17,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 const STS: &str = "strict-transport-security";
 
 fn configmap(data: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
-    )
+    support::manifests::controller_configmap(data)
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,48 +15,22 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use support::Env;
 use support::client::{Reply, h1_over};
-use support::manifests::{class, endpoints, ingress_full, prefix, service};
+use support::manifests::{class, endpoints, service};
 use tokio::net::TcpSocket;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn ing(name: &str, path: &str, svc: &str, annotations: &[(&str, &str)]) -> String {
-    let annotations = annotations
-        .iter()
-        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ingress_full(
-        "shop",
-        name,
-        &[("a.example", vec![prefix(path, svc, 80)])],
-        &[],
-        &annotations,
-        None,
-    )
+    support::manifests::nginx_ingress(name, "a.example", path, svc, annotations)
 }
 
 fn configmap(data: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
-    )
+    support::manifests::controller_configmap(data)
 }
 
 async fn get(env: &Env, from: &str, path: &str, fields: &[(&str, &str)]) -> Reply {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket.connect(env.http()).await.unwrap();
-    let mut req = Request::get(path).header("host", "a.example");
-    for (k, v) in fields {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
-    timeout(Duration::from_secs(20), h1_over(stream, req))
-        .await
-        .expect("answered")
+    support::client::get_from(env.http(), from, "a.example", path, fields).await
 }
 
 /// The statuses of `n` requests in a row.

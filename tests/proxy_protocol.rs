@@ -19,9 +19,7 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn configmap(data: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
-    )
+    support::manifests::controller_configmap(data)
 }
 
 fn v2_tcp4(src: [u8; 4], sport: u16) -> Vec<u8> {

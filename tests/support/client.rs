@@ -247,3 +247,27 @@ impl ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A GET of `path` on `host` over a new HTTP/1.1 connection from the loopback address `from`
+/// (clients of distinct addresses, for access lists and limits), with extra fields.
+pub async fn get_from(
+    addr: SocketAddr,
+    from: &str,
+    host: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> Reply {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut req = Request::get(path).header("host", host);
+    for (k, v) in fields {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    timeout(LIMIT, h1_over(stream, req))
+        .await
+        .expect("answered")
+}

@@ -157,3 +157,46 @@ pub fn tls_secret_valid(
     );
     (yaml, cert.der().to_vec())
 }
+
+/// The controller ConfigMap the tests pass as `--configmap ingress/portico`, with `data`
+/// given as YAML flow-mapping entries (`key: "value", …`).
+pub fn controller_configmap(data: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\n  namespace: ingress\ndata: {{{data}}}\n"
+    )
+}
+
+/// An Ingress in `shop` with one Prefix path on `host` to `service` port 80, and these
+/// ingress-nginx annotations (names without the prefix).
+pub fn nginx_ingress(
+    name: &str,
+    host: &str,
+    path: &str,
+    service: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let annotations = annotations
+        .iter()
+        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ingress_full(
+        "shop",
+        name,
+        &[(host, vec![prefix(path, service, 80)])],
+        &[],
+        &annotations,
+        None,
+    )
+}
+
+/// An Opaque Secret with these string keys.
+pub fn opaque_secret(ns: &str, name: &str, data: &[(&str, &str)]) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\ntype: Opaque\nstringData:\n"
+    );
+    for (k, v) in data {
+        y.push_str(&format!("  {k}: {v:?}\n"));
+    }
+    y
+}
