@@ -109,6 +109,8 @@ pub struct Proxy {
     configured: std::sync::atomic::AtomicU64,
     /// Basic authentication's verified-credentials cache and slow-check bound.
     basic: basic::Checker,
+    /// External authentication's answers cache.
+    external: handler::external::Answers,
     config: ProxyConfig,
 }
 
@@ -139,6 +141,7 @@ impl Proxy {
             connections: ConnectionLimit::new(config.max_connections),
             configured: std::sync::atomic::AtomicU64::new(u64::MAX),
             basic: basic::Checker::new(),
+            external: handler::external::Answers::new(),
             config,
         })
     }

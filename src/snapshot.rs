@@ -10,6 +10,7 @@ mod build;
 pub mod certs;
 pub mod cors;
 pub mod diagnostics;
+pub mod external_auth;
 pub mod host;
 pub mod limits;
 pub mod routes;

@@ -61,9 +61,13 @@ pub enum ProxyError {
     /// says otherwise).
     #[error("over the route's limits")]
     Limited(StatusCode),
-    /// The stored password of the user cannot be checked (500, as nginx).
-    #[error("the user's stored password cannot be checked")]
+    /// The stored password of the user cannot be checked (500, as nginx); or the external
+    /// auth service failed (unreachable, late, or neither 2xx, 401 nor 403).
+    #[error("authentication failed")]
     AuthError,
+    /// The external auth service refused the request: its 401 or 403 goes to the client.
+    #[error("refused by the auth service")]
+    AuthDenied(StatusCode),
 }
 
 // === impl ProxyError ===
@@ -88,6 +92,7 @@ impl ProxyError {
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::AuthError => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::AuthDenied(status) => *status,
             ProxyError::Limited(status) => *status,
         }
     }
@@ -139,6 +144,8 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::Denied(_) => "forbidden",
         ProxyError::Unauthorized(_) => "authorization required",
         ProxyError::AuthError => "internal server error",
+        ProxyError::AuthDenied(s) if *s == StatusCode::FORBIDDEN => "forbidden",
+        ProxyError::AuthDenied(_) => "authorization required",
         ProxyError::Limited(_) => "too many requests",
         ProxyError::ExternalNameRefused => {
             "ExternalName refused: it resolves to a loopback, link-local or node address"

@@ -69,6 +69,8 @@ struct Extras<'s> {
     limit: Option<crate::snapshot::limits::ConnGuard>,
     /// `limit-rate`, `limit-rate-after`: the response's bytes per second, after so many.
     bandwidth: Option<(u64, u64)>,
+    /// The auth answer's Set-Cookie fields, and whether they go on every status.
+    auth_cookies: Option<(Vec<HeaderValue>, bool)>,
 }
 
 /// What another try of a request needs (`proxy-next-upstream`).
@@ -329,6 +331,10 @@ impl Proxy {
             {
                 break 'forward Err(ProxyError::Denied("the client address"));
             }
+            let generated = fields
+                .request_id
+                .is_none()
+                .then(headers::RequestId::generate);
             // Basic authentication (nginx's access phase, after the addresses). Boxed: the
             // check's state stays out of a plain request's future.
             let mut strip_authorization = false;
@@ -348,14 +354,48 @@ impl Proxy {
                     Auth::Error => break 'forward Err(ProxyError::AuthError),
                 }
             }
+            // External authentication (nginx's `auth_request`, after basic auth), asked with
+            // the request as the client sent it, before any rewrite. Boxed: rare.
+            let mut auth_copies = Vec::new();
+            if let Some(auth) = policy.and_then(|p| p.external_auth.as_deref()) {
+                let id = match (&generated, fields.request_id) {
+                    (Some(id), _) => id.to_value(),
+                    (None, Some(id)) => id.clone(),
+                    (None, None) => headers::RequestId::generate().to_value(),
+                };
+                let ask = external::Ask {
+                    auth,
+                    parts: &parts,
+                    conn,
+                    client_fwd: client_fwd.as_deref().map(|c| &c.2),
+                    client,
+                    https,
+                    vars: RequestVars {
+                        scheme: if conn.tls { "https" } else { "http" },
+                        http_host: host_str,
+                        path: &path,
+                        raw_path: parts.uri.path(),
+                        query: parts.uri.query(),
+                        captures: None,
+                    },
+                    request_id: &id,
+                    host: host.as_ref(),
+                    json: outcome.json,
+                };
+                match Box::pin(self.authenticate(&snapshot, ask)).await {
+                    external::Verdict::Allowed { copies, cookies } => {
+                        auth_copies = copies;
+                        if cookies.is_some() {
+                            outcome.extras.get_or_insert_default().auth_cookies = cookies;
+                        }
+                    }
+                    external::Verdict::Answered(response) => break 'forward Ok(response),
+                }
+            }
             let vhost = policy
                 .and_then(|p| p.upstream_host.as_deref())
                 .and_then(|h| HeaderValue::from_str(h).ok());
             let upgrade = parts.version == Version::HTTP_11 && fields.upgrade;
-            let generated = fields
-                .request_id
-                .is_none()
-                .then(headers::RequestId::generate);
             if self.config.access_log || outcome.intercept.is_some() {
                 outcome.request_id = match &generated {
                     Some(id) => Some(id.to_value()),
@@ -444,6 +484,15 @@ impl Proxy {
                 }
                 (connected, _) => (connected, backend),
             };
+            // `auth-response-headers`: the auth answer's fields replace the client's and the
+            // route's own.
+            if !auth_copies.is_empty() {
+                if set_owned.is_empty() {
+                    set_owned = set.to_vec();
+                }
+                set_owned.retain(|(name, _)| !auth_copies.iter().any(|(n, _)| n == name));
+                set_owned.append(&mut auth_copies);
+            }
             let fwd = Forwarding {
                 conn,
                 host: host.as_ref(),
@@ -616,6 +665,13 @@ impl Proxy {
             response.headers_mut().remove(SERVER);
         }
         let extras = outcome.extras.take().map(|e| *e).unwrap_or_default();
+        if let Some((cookies, always)) = extras.auth_cookies
+            && external::adds_to(response.status(), always)
+        {
+            for cookie in cookies {
+                response.headers_mut().append(http::header::SET_COOKIE, cookie);
+            }
+        }
         if let Some((cors, origin)) = extras.cors {
             cors.apply(origin, response.headers_mut());
         }
@@ -1315,6 +1371,8 @@ fn client_forwarding(
     let tail = headers::client_tail(last.to_canonical(), client, https, port);
     Some(Box::new((client, https, ClientForwarding { tail, host })))
 }
+
+pub(super) mod external;
 
 #[cfg(test)]
 mod tests {

@@ -139,6 +139,8 @@ pub struct Policy {
     pub access: Option<Arc<super::access::Access>>,
     /// `auth-type: basic`: the users a request must be one of (401 otherwise).
     pub basic_auth: Option<Arc<super::basic_auth::BasicAuth>>,
+    /// `auth-url` (or the ConfigMap's `global-auth-url`): the auth service asked first.
+    pub external_auth: Option<Arc<super::external_auth::ExternalAuth>>,
     /// `enable-cors` and the `cors-*` annotations.
     pub cors: Option<Arc<super::cors::Cors>>,
     /// `limit-rps`, `limit-rpm`, `limit-connections` (and their burst and exemptions).
@@ -369,23 +371,41 @@ impl HashKey {
         client: std::net::IpAddr,
         headers: &http::HeaderMap,
     ) -> u64 {
-        use std::hash::{Hash, Hasher};
+        use std::hash::Hasher;
         let mut h = std::hash::DefaultHasher::new();
+        self.feed(vars, client, headers, &mut h);
+        h.finish()
+    }
+
+    /// Feeds the key's values for one request to `h`, each as `Hash` writes it (length or
+    /// terminator included, so that two values cannot run together).
+    pub fn feed<H: std::hash::Hasher>(
+        &self,
+        vars: &RequestVars<'_>,
+        client: std::net::IpAddr,
+        headers: &http::HeaderMap,
+        h: &mut H,
+    ) {
+        use std::hash::Hash;
         // One buffer for the variables' values.
         let mut buf = String::new();
         for part in &*self.0 {
             match part {
-                HashPart::Literal(text) => text.hash(&mut h),
-                HashPart::RemoteAddr => client.hash(&mut h),
+                HashPart::Literal(text) => text.hash(h),
+                HashPart::RemoteAddr => client.hash(h),
                 HashPart::Var(var) => {
                     buf.clear();
                     var.push(vars, &mut buf);
-                    buf.hash(&mut h);
+                    buf.hash(h);
                 }
                 HashPart::Header(name) => {
-                    headers.get(&name.0).map(|v| v.as_bytes()).hash(&mut h);
+                    // Every field of the name, so a second one cannot go unseen.
+                    for v in headers.get_all(&name.0) {
+                        Some(v.as_bytes()).hash(h);
+                    }
+                    None::<&[u8]>.hash(h);
                 }
-                HashPart::Cookie(name) => cookie(headers, name).hash(&mut h),
+                HashPart::Cookie(name) => cookie(headers, name).hash(h),
                 HashPart::Arg(name) => {
                     let value = vars.query.and_then(|q| {
                         q.split('&').find_map(|kv| {
@@ -393,11 +413,10 @@ impl HashKey {
                             (k == &**name).then_some(v)
                         })
                     });
-                    value.hash(&mut h);
+                    value.hash(h);
                 }
             }
         }
-        h.finish()
     }
 }
 
@@ -754,6 +773,7 @@ impl Default for Policy {
             deny: None,
             access: None,
             basic_auth: None,
+            external_auth: None,
             cors: None,
             limits: None,
             bandwidth: None,
@@ -808,6 +828,9 @@ pub enum UrlPart {
 pub enum UrlVar {
     /// `$request_uri`: the path and query as the client sent them.
     RequestUri,
+    /// `$escaped_request_uri` (ingress-nginx's): `$request_uri` with every byte but letters,
+    /// digits and `-._~` percent-encoded.
+    EscapedRequestUri,
     /// `$uri`: the path (normalised).
     Uri,
     /// `$args`, `$query_string`: the query, without '?'.
@@ -846,8 +869,9 @@ pub struct RequestVars<'a> {
 
 impl UrlVar {
     /// The names a template may use.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "request_uri",
+        "escaped_request_uri",
         "uri",
         "args",
         "query_string",
@@ -866,6 +890,13 @@ impl UrlVar {
                 if let Some(q) = vars.query {
                     out.push('?');
                     out.push_str(q);
+                }
+            }
+            UrlVar::EscapedRequestUri => {
+                escape_component(vars.raw_path, out);
+                if let Some(q) = vars.query {
+                    out.push_str("%3F");
+                    escape_component(q, out);
                 }
             }
             UrlVar::Uri => out.push_str(vars.path),
@@ -892,6 +923,7 @@ impl UrlVar {
     pub fn named(name: &str) -> Option<UrlVar> {
         Some(match name {
             "request_uri" => UrlVar::RequestUri,
+            "escaped_request_uri" => UrlVar::EscapedRequestUri,
             "uri" | "document_uri" => UrlVar::Uri,
             "args" | "query_string" => UrlVar::Args,
             "is_args" => UrlVar::IsArgs,
@@ -900,6 +932,21 @@ impl UrlVar {
             "scheme" => UrlVar::Scheme,
             _ => return None,
         })
+    }
+}
+
+/// Appends `text` with every byte but letters, digits and `-._~` percent-encoded (nginx's
+/// `set_escape_uri`, a URI component).
+pub fn escape_component(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::globals::{Globals, RiskLevel};
 use crate::snapshot::access::{Access, IpSet, parse_ranges};
 use crate::snapshot::diagnostics::Diagnostic;
+use crate::snapshot::external_auth::{self, AuthSpec, AuthValues};
 use crate::snapshot::routes::{
     Affinity, AffinityMode, CanarySpec, FieldName, HashKey, HashPart, HeaderOps, NextUpstream,
     PathRegex, Policy, Redirect, Rewrite, RouteTimeouts, UrlTemplate,
@@ -57,22 +58,32 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ),
     ("allowlist-source-range", Support::Honoured),
     ("app-root", Support::Honoured),
-    ("auth-always-set-cookie", Support::Unsupported),
-    ("auth-cache-duration", Support::Unsupported),
-    ("auth-cache-key", Support::Unsupported),
-    ("auth-keepalive", Support::Unsupported),
-    ("auth-keepalive-requests", Support::Unsupported),
-    ("auth-keepalive-share-vars", Support::Unsupported),
-    ("auth-keepalive-timeout", Support::Unsupported),
-    ("auth-method", Support::Unsupported),
+    ("auth-always-set-cookie", Support::Honoured),
+    ("auth-cache-duration", Support::Honoured),
+    (
+        "auth-cache-key",
+        Support::Differs(
+            "$remote_addr, $http_NAME, $cookie_NAME, $arg_NAME and the URL variables ($remote_user and others are a warning, and answers are not cached); cached answers are kept in memory per Portico instance, at most 4096",
+        ),
+    ),
+    ("auth-keepalive", Support::Accepted("connections to the auth service are always kept alive and pooled")),
+    ("auth-keepalive-requests", Support::Accepted("the ConfigMap's upstream-keepalive-requests applies")),
+    ("auth-keepalive-share-vars", Support::Accepted("nothing of the auth request is shared with the request forwarded but the auth-response-headers")),
+    ("auth-keepalive-timeout", Support::Accepted("the ConfigMap's upstream-keepalive-timeout applies")),
+    ("auth-method", Support::Honoured),
     ("auth-proxy-set-headers", Support::Unsupported),
     ("auth-realm", Support::Honoured),
-    ("auth-request-redirect", Support::Unsupported),
-    ("auth-response-headers", Support::Unsupported),
+    ("auth-request-redirect", Support::Honoured),
+    (
+        "auth-response-headers",
+        Support::Differs(
+            "as ingress-nginx, except that framing, hop-by-hop fields and Host cannot be named (an error: the Ingress's paths answer 503)",
+        ),
+    ),
     ("auth-secret", Support::Honoured),
     ("auth-secret-type", Support::Honoured),
-    ("auth-signin", Support::Unsupported),
-    ("auth-signin-redirect-param", Support::Unsupported),
+    ("auth-signin", Support::Honoured),
+    ("auth-signin-redirect-param", Support::Honoured),
     ("auth-snippet", Support::Unsupported),
     ("auth-tls-error-page", Support::Unsupported),
     ("auth-tls-match-cn", Support::Unsupported),
@@ -89,7 +100,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "basic, with the hash schemes nginx accepts (traditional DES crypt aside); digest fails closed (503 and an error)",
         ),
     ),
-    ("auth-url", Support::FailsClosed),
+    (
+        "auth-url",
+        Support::Differs(
+            "http:// to a cluster Service (name.namespace.svc), to a host Portico serves (its route's backend, without that route's policies) or to any other host (never the node itself: loopback, link-local and the node's addresses are refused, as for ExternalName Services); https:// only to a host Portico serves until TLS to upstreams arrives (to a cluster Service: an error and 503; to another host: 500). Set-Cookie fields of the auth response are all passed on",
+        ),
+    ),
     ("backend-protocol", Support::Unsupported),
     (
         "canary",
@@ -144,7 +160,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("disable-proxy-intercept-errors", Support::Honoured),
     ("enable-access-log", Support::Honoured),
     ("enable-cors", Support::Honoured),
-    ("enable-global-auth", Support::Unsupported),
+    ("enable-global-auth", Support::Honoured),
     ("enable-modsecurity", Support::Unsupported),
     ("enable-opentelemetry", Support::Unsupported),
     ("enable-opentracing", Support::Unsupported),
@@ -350,6 +366,12 @@ pub(super) struct Parsed {
     pub aliases: Vec<Box<str>>,
     /// `from-to-www-redirect`: the www twin of each host redirects to it.
     pub from_to_www: bool,
+    /// `auth-url` and its companions, parsed (`Err`: invalid, the Ingress's routes answer
+    /// 503; the destination is resolved by the Ingress's compilation).
+    pub external_auth: Option<Result<Arc<AuthSpec>, ()>>,
+    /// `enable-global-auth` (default true): the ConfigMap's `global-auth-url` applies to
+    /// routes without an `auth-url` of their own.
+    pub global_auth: bool,
 }
 
 /// Portico's own annotation for the HTTPS redirect (kept; ingress-nginx's wins when both).
@@ -363,6 +385,7 @@ pub(super) fn parse(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Parsed {
     let mut parsed = Parsed {
+        global_auth: true,
         ssl_redirect: globals.ssl_redirect,
         force_ssl_redirect: globals.force_ssl_redirect,
         ..Parsed::default()
@@ -468,6 +491,10 @@ pub(super) fn parse(
     if !snippet_headers(&mut r, globals, &mut policy) {
         parsed.left_out = true;
     }
+    parsed.external_auth = external_auth(&mut r);
+    if r.boolean("enable-global-auth") == Some(false) {
+        parsed.global_auth = false;
+    }
     let guards = r.unsupported_and_guards();
     if !guards.is_empty() {
         policy.deny = Some(503);
@@ -491,6 +518,39 @@ pub(super) fn parse(
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// `auth-url` with `auth-method`, `auth-signin`, `auth-signin-redirect-param`,
+/// `auth-response-headers`, `auth-request-redirect`, `auth-always-set-cookie`,
+/// `auth-cache-key` and `auth-cache-duration`. Anything invalid is an error and denies the
+/// Ingress's routes (503), as ingress-nginx denies the location.
+fn external_auth(r: &mut Reader<'_>) -> Option<Result<Arc<AuthSpec>, ()>> {
+    let url = r.get("auth-url").filter(|u| !u.is_empty())?.to_string();
+    let text = |r: &Reader<'_>, name: &str| r.get(name).map(str::to_string);
+    let values = AuthValues {
+        url,
+        method: text(r, "auth-method"),
+        signin: text(r, "auth-signin"),
+        signin_param: text(r, "auth-signin-redirect-param"),
+        response_headers: text(r, "auth-response-headers"),
+        request_redirect: text(r, "auth-request-redirect"),
+        always_set_cookie: r.boolean("auth-always-set-cookie").unwrap_or(false),
+        cache_key: text(r, "auth-cache-key"),
+        cache_duration: text(r, "auth-cache-duration"),
+    };
+    let mut warnings = Vec::new();
+    let parsed = external_auth::parse(&values, parse_hash_key, &mut warnings);
+    for (key, reason) in warnings {
+        r.warn(&format!("auth-{key}"), reason);
+    }
+    Some(match parsed {
+        Ok(spec) => Ok(Arc::new(spec)),
+        Err(e) => {
+            let reason = format!("{}; every path of this Ingress answers 503", e.reason);
+            r.error(&format!("auth-{}", e.key), reason);
+            Err(())
+        }
+    })
 }
 
 /// `limit-rate` (KiB per second; 0: none) and `limit-rate-after` (KiB sent before it

@@ -12,6 +12,7 @@ use super::annotations::snippets;
 use super::annotations::values;
 use crate::snapshot::access::{FieldBlock, IpSet, parse_net, parse_ranges};
 use crate::snapshot::diagnostics::Diagnostic;
+use crate::snapshot::external_auth::{self, AuthSpec, AuthValues};
 use crate::snapshot::routes::{HeaderOps, NextUpstream, RouteTimeouts};
 use crate::snapshot::server::{ClientAddress, ServerSettings};
 use crate::source::{Kind, ObjectKey};
@@ -74,6 +75,10 @@ pub struct Globals {
     /// Strict-Transport-Security value of HTTPS responses for hosts with a certificate
     /// (default `max-age=31536000; includeSubDomains`; `None` with `hsts: "false"`).
     pub hsts: Option<http::HeaderValue>,
+    /// `global-auth-url` and the other `global-auth-*` keys: the external authentication of
+    /// every route without an `auth-url` of its own, unless its Ingress says
+    /// `enable-global-auth: "false"`. (An invalid one is a guard: every route answers 503.)
+    pub global_auth: Option<Arc<AuthSpec>>,
 }
 
 /// ingress-nginx's HSTS settings, before they become one field value.
@@ -146,6 +151,7 @@ impl Default for Globals {
             hsts: Hsts::DEFAULT.value(),
             limit_req_status: 503,
             limit_conn_status: 503,
+            global_auth: None,
         }
     }
 }
@@ -183,7 +189,16 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("enable-real-ip", KeySupport::Honoured),
     ("force-ssl-redirect", KeySupport::Honoured),
     ("forwarded-for-header", KeySupport::Honoured),
-    ("global-auth-url", KeySupport::FailsClosed),
+    ("global-auth-always-set-cookie", KeySupport::Honoured),
+    ("global-auth-cache-duration", KeySupport::Honoured),
+    ("global-auth-cache-key", KeySupport::Honoured),
+    ("global-auth-method", KeySupport::Honoured),
+    ("global-auth-request-redirect", KeySupport::Honoured),
+    ("global-auth-response-headers", KeySupport::Honoured),
+    ("global-auth-signin", KeySupport::Honoured),
+    ("global-auth-signin-redirect-param", KeySupport::Honoured),
+    ("global-auth-snippet", KeySupport::NotYet),
+    ("global-auth-url", KeySupport::Honoured),
     ("hide-headers", KeySupport::NotYet),
     ("hsts", KeySupport::Honoured),
     ("hsts-include-subdomains", KeySupport::Honoured),
@@ -276,6 +291,7 @@ pub fn parse(
     // Keys not implemented yet that fail closed, and errors (invalid access lists).
     let mut unimplemented: Vec<&str> = Vec::new();
     let mut errors: Vec<(&str, String)> = Vec::new();
+    let mut auth = AuthValues::default();
     let mut warn = |name: &str, reason: String| {
         diagnostics.push(Diagnostic::warning(key, format!("data.{name}"), reason));
     };
@@ -504,6 +520,18 @@ pub fn parse(
                     }
                 }
             }
+            "global-auth-url" => auth.url = value.to_string(),
+            "global-auth-method" => auth.method = Some(value.to_string()),
+            "global-auth-signin" => auth.signin = Some(value.to_string()),
+            "global-auth-signin-redirect-param" => auth.signin_param = Some(value.to_string()),
+            "global-auth-response-headers" => auth.response_headers = Some(value.to_string()),
+            "global-auth-request-redirect" => auth.request_redirect = Some(value.to_string()),
+            "global-auth-cache-key" => auth.cache_key = Some(value.to_string()),
+            "global-auth-cache-duration" => auth.cache_duration = Some(value.to_string()),
+            "global-auth-always-set-cookie" => match values::parse_bool(value) {
+                Some(b) => auth.always_set_cookie = b,
+                None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
+            },
             "add-headers" => header_refs[0] = Some(value),
             "proxy-set-headers" => header_refs[1] = Some(value),
             "annotations-risk-level" => match value {
@@ -517,6 +545,24 @@ pub fn parse(
         }
     }
     g.hsts = hsts.value();
+    if !auth.url.is_empty() {
+        let mut warnings = Vec::new();
+        let parse_key = crate::snapshot::build::annotations::parse_hash_key;
+        match external_auth::parse(&auth, parse_key, &mut warnings) {
+            Ok(spec) => g.global_auth = Some(Arc::new(spec)),
+            Err(e) => {
+                g.guards.push("global-auth-url".into());
+                let reason = format!(
+                    "{}: every route answers 503 rather than serve unguarded",
+                    e.reason
+                );
+                diagnostics.push(Diagnostic::error(key, format!("data.global-auth-{}", e.key), reason));
+            }
+        }
+        for (k, reason) in warnings {
+            diagnostics.push(Diagnostic::warning(key, format!("data.global-auth-{k}"), reason));
+        }
+    }
     // use-forwarded-headers turns the realip module on, as ingress-nginx's template does.
     g.client.real_ip |= g.client.forwarded_headers;
     if g.client.real_ip && g.client.trusted.is_empty() {

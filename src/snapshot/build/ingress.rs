@@ -12,6 +12,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use super::annotations;
 use super::globals::Globals;
 use crate::snapshot::diagnostics::Diagnostic;
+use crate::snapshot::external_auth::{self, AuthHost, AuthSpec, ExternalAuth};
 use crate::snapshot::host;
 use crate::snapshot::routes::{
     Backend, Candidate, HostPattern, IngressRef, PathType, Policy, PortRef, Redirect, Route,
@@ -64,6 +65,8 @@ pub(super) struct Compiled {
 /// One backend resolution: the Service port named, and what it gave.
 #[derive(Debug, PartialEq)]
 struct Lookup {
+    /// `None`: the Ingress's own namespace.
+    namespace: Option<Arc<str>>,
     service: Arc<str>,
     port: PortRef,
     upstream: Upstream,
@@ -107,6 +110,7 @@ impl Compiled {
             && (Arc::ptr_eq(&self.ingress, ingress) || *self.ingress == **ingress)
             && (cx.services.unchanged()
                 || self.lookups.iter().all(|l| {
+                    let ns = l.namespace.as_deref().unwrap_or(ns);
                     let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
                     upstream == l.upstream && error == l.error
                 }))
@@ -173,6 +177,26 @@ impl Compiled {
                 p.deny = Some(503);
                 policy = Some(Arc::new(p));
             }
+        }
+        // External authentication: the Ingress's `auth-url`, else the ConfigMap's
+        // `global-auth-url` unless `enable-global-auth: "false"`.
+        let auth = match parsed.external_auth {
+            Some(auth) => Some(auth.map(|spec| (spec, "auth-url"))),
+            None if parsed.global_auth => cx
+                .globals
+                .global_auth
+                .clone()
+                .map(|spec| Ok((spec, "global-auth-url"))),
+            None => None,
+        };
+        if let Some(auth) = auth {
+            let resolved = auth.and_then(|(spec, from)| self.external_auth(cx, &spec, from));
+            let mut p = policy.as_deref().cloned().unwrap_or_default();
+            match resolved {
+                Ok(auth) => p.external_auth = Some(Arc::new(auth)),
+                Err(()) => p.deny = Some(503),
+            }
+            policy = Some(Arc::new(p));
         }
         if let Some(fallback) = self.fallback(cx, annotations) {
             let mut p = policy.as_deref().cloned().unwrap_or_default();
@@ -414,6 +438,90 @@ impl Compiled {
         }
     }
 
+    /// Resolves an external-auth configuration: a host naming a cluster Service becomes that
+    /// Service's backend (any namespace, as a DNS name reaches it; the lookup is recorded so a
+    /// change of the Service recompiles the Ingress). `https://` to a Service needs TLS to
+    /// upstreams, which Portico lacks yet: an error, and the routes answer 503.
+    fn external_auth(
+        &mut self,
+        cx: &Context<'_>,
+        spec: &AuthSpec,
+        from: &'static str,
+    ) -> Result<ExternalAuth, ()> {
+        let field = if from == "auth-url" {
+            format!("metadata.annotations[{}auth-url]", annotations::NGINX)
+        } else {
+            "data.global-auth-url (the controller ConfigMap)".to_string()
+        };
+        let url = &spec.parsed;
+        let mut service = None;
+        if let AuthHost::Literal(host) = &url.host
+            && let Some((name, ns)) = external_auth::cluster_service(host)
+        {
+            if url.tls {
+                let reason = format!(
+                    "{:?}: https:// to a cluster Service needs TLS to upstreams, which Portico does not have yet; use http:// (every path of this Ingress answers 503)",
+                    spec.url
+                );
+                self.error(field, reason);
+                return Err(());
+            }
+            let port = PortRef::Number(url.port);
+            let (upstream, error) = lookup(cx, ns, name, &port);
+            if let Some(reason) = &error {
+                let reason = format!("the auth service {ns}/{name}: {reason}");
+                self.error(field.clone(), reason);
+            }
+            let name: Arc<str> = name.into();
+            self.lookups.push(Lookup {
+                namespace: Some(ns.into()),
+                service: Arc::clone(&name),
+                port: port.clone(),
+                upstream: upstream.clone(),
+                error,
+            });
+            service = Some(Backend {
+                service: name,
+                port,
+                upstream,
+            });
+        } else if url.tls {
+            let reason = format!(
+                "{:?}: https:// is asked through the route of a host Portico serves; any other host needs TLS to upstreams, which Portico does not have yet, and gets 500",
+                spec.url
+            );
+            self.diagnostics
+                .push(Diagnostic::warning(&self.key, field, reason));
+        } else if let AuthHost::Literal(host) = &url.host
+            && let Some(refusal) = crate::egress::literal_refusal(host)
+        {
+            let reason = format!(
+                "{:?} names {host:?}, {refusal}: Portico does not connect there; requests get 500",
+                spec.url
+            );
+            self.diagnostics
+                .push(Diagnostic::warning(&self.key, field, reason));
+        }
+        let timeouts = cx.globals.timeouts;
+        Ok(ExternalAuth {
+            url: spec.url.clone(),
+            tls: url.tls,
+            host: url.host.clone(),
+            port: url.port,
+            path: url.path.clone(),
+            service,
+            method: spec.method.clone(),
+            signin: spec.signin.clone(),
+            response_headers: spec.response_headers.clone(),
+            request_redirect: spec.request_redirect.clone(),
+            always_set_cookie: spec.always_set_cookie,
+            cache: spec.cache.clone(),
+            connect_timeout: timeouts.connect.unwrap_or(DEFAULT_AUTH_CONNECT),
+            read_timeout: timeouts.read.unwrap_or(DEFAULT_AUTH_READ),
+            scope: format!("{}/{} {from} {}", self.key.namespace, self.key.name, spec.url).into(),
+        })
+    }
+
     /// `default-backend`: a Service of the Ingress's namespace, its first port.
     fn fallback(
         &mut self,
@@ -486,6 +594,7 @@ impl Compiled {
             self.diagnostics.push(warning);
         }
         self.lookups.push(Lookup {
+            namespace: None,
             service: Arc::clone(&service),
             port: port.clone(),
             upstream: upstream.clone(),
@@ -503,6 +612,11 @@ impl Compiled {
             .push(Diagnostic::error(&self.key, field, reason));
     }
 }
+
+/// ingress-nginx's `proxy-connect-timeout` default, for the auth request.
+const DEFAULT_AUTH_CONNECT: std::time::Duration = std::time::Duration::from_secs(5);
+/// ingress-nginx's `proxy-read-timeout` default, for the auth request.
+const DEFAULT_AUTH_READ: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The Service port a backend names, or the field suffix and reason it is unusable.
 fn port_ref(

@@ -1,0 +1,454 @@
+//! External authentication at request time (`auth-url`, `global-auth-url`): the auth request
+//! nginx's `auth_request` sends, its answer turned into a verdict, and a small bounded cache
+//! of answers for `auth-cache-key`.
+//!
+//! The auth request is a GET (or `auth-method`) for the auth URL's path, with the client's
+//! fields but no body, `Host` of the auth URL, and the fields ingress-nginx's auth location
+//! sets: X-Original-URL, X-Original-Method, X-Sent-From, X-Real-IP, X-Forwarded-For,
+//! X-Request-ID, X-Auth-Request-Redirect (and with `auth-method`, X-Original-URI and
+//! X-Scheme); X-Forwarded-Proto is removed. It is asked before any rewrite: the auth service
+//! sees the path the client asked for. It goes over the upstream pool's keep-alive
+//! connections, within the auth's own connect and read timeouts.
+//!
+//! The answer: 2xx allows (the `auth-response-headers` are copied onto the request forwarded,
+//! replacing the client's, and removed when the answer lacks them); 401 reaches the client
+//! with the answer's WWW-Authenticate, or becomes a 302 to `auth-signin`; 403 reaches the
+//! client; anything else, and an auth service that cannot be reached or answers late, is a
+//! 500. The answer's Set-Cookie fields go on the client's response when it is a success or
+//! redirect (nginx's `add_header`), or always with `auth-always-set-cookie`.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::{CONTENT_LENGTH, SET_COOKIE, TRANSFER_ENCODING, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tracing::{debug, warn};
+
+use super::super::Proxy;
+use super::super::body::ProxyBody;
+use super::super::errors::ProxyError;
+use super::super::headers::ConnHeaders;
+use super::super::upstream::{ClientForwarding, Forwarding, RequestBody, SendError, Target};
+use super::Outcome;
+use crate::snapshot::Snapshot;
+use crate::snapshot::external_auth::{AuthHost, ExternalAuth, valid_host};
+use crate::snapshot::routes::RequestVars;
+
+/// Slots of the answers cache (`auth-cache-key`).
+pub const SLOTS: usize = 4096;
+
+/// The most of an auth answer's body read (and thrown away) to keep its connection; a longer
+/// body closes the connection instead.
+const MAX_DISCARD: usize = 64 * 1024;
+
+/// What the auth service said, as far as the request needs it.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    status: u16,
+    /// `auth-response-headers`, for the upstream request (`None`: removed).
+    copies: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// The answer's Set-Cookie fields.
+    cookies: Vec<HeaderValue>,
+    /// The answer's WWW-Authenticate fields (for a 401).
+    challenges: Vec<HeaderValue>,
+}
+
+/// The verdict on one request.
+pub enum Verdict {
+    /// Forward it, with these fields set on it and these cookies for its response.
+    Allowed {
+        /// Fields replacing the client's on the request forwarded.
+        copies: Vec<(HeaderName, Option<HeaderValue>)>,
+        /// Set-Cookie fields for the response, and whether on every status.
+        cookies: Option<(Vec<HeaderValue>, bool)>,
+    },
+    /// Answer the client with this.
+    Answered(Response<ProxyBody>),
+}
+
+/// One cache slot: the tag of a key, when it expires, the answer.
+type Slot = Option<([u8; 16], Instant, Arc<Answer>)>;
+
+/// The answers cache every connection shares.
+pub struct Answers {
+    key: ring::hmac::Key,
+    slots: Box<[Mutex<Slot>]>,
+    /// Auth requests sent (cache misses), for tests and metrics.
+    asked: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Answers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answers").finish_non_exhaustive()
+    }
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Answers::new()
+    }
+}
+
+impl Answers {
+    /// An empty cache with a fresh key.
+    pub fn new() -> Answers {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &t.to_le_bytes())
+        });
+        Answers {
+            key,
+            slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
+            asked: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many auth requests have been sent.
+    pub fn asked(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn slot(&self, tag: &[u8; 16]) -> &Mutex<Slot> {
+        &self.slots[usize::from(u16::from_le_bytes([tag[0], tag[1]])) % SLOTS]
+    }
+
+    fn get(&self, tag: &[u8; 16]) -> Option<Arc<Answer>> {
+        let slot = self.slot(tag).lock().ok()?;
+        match &*slot {
+            Some((t, expires, answer)) if t == tag && *expires > Instant::now() => {
+                Some(Arc::clone(answer))
+            }
+            _ => None,
+        }
+    }
+
+    fn put(&self, tag: [u8; 16], valid: Duration, answer: Arc<Answer>) {
+        if let Ok(mut slot) = self.slot(&tag).lock() {
+            *slot = Some((tag, Instant::now() + valid, answer));
+        }
+    }
+}
+
+/// A `std::hash::Hasher` over an HMAC: the cache key's parts fed as `Hash` writes them
+/// (lengths and separators included, so two keys cannot run together).
+struct Tagger(ring::hmac::Context);
+
+impl std::hash::Hasher for Tagger {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// What the auth request is made from.
+pub struct Ask<'a> {
+    /// The route's configuration.
+    pub auth: &'a ExternalAuth,
+    /// The client's request.
+    pub parts: &'a http::request::Parts,
+    /// Its connection.
+    pub conn: &'a ConnHeaders,
+    /// The forwarding values a trusted peer named.
+    pub client_fwd: Option<&'a ClientForwarding>,
+    /// The client's address.
+    pub client: IpAddr,
+    /// `$pass_access_scheme`: https when the client came over TLS (or a trusted peer says so).
+    pub https: bool,
+    /// The request's variables (`$scheme` is the connection's).
+    pub vars: RequestVars<'a>,
+    /// The request's X-Request-ID.
+    pub request_id: &'a HeaderValue,
+    /// The Host of the request (X-Forwarded-Host of the auth request).
+    pub host: Option<&'a HeaderValue>,
+    /// Whether the client wants JSON errors.
+    pub json: bool,
+}
+
+impl Proxy {
+    /// Asks the route's auth service about a request (or takes its cached answer).
+    pub(super) async fn authenticate(&self, snapshot: &Snapshot, a: Ask<'_>) -> Verdict {
+        let auth = a.auth;
+        let tag = auth.cache.as_ref().map(|cache| {
+            let mut tagger = Tagger(ring::hmac::Context::with_key(&self.external.key));
+            std::hash::Hash::hash(&*auth.scope, &mut tagger);
+            std::hash::Hash::hash(a.vars.http_host, &mut tagger);
+            cache
+                .key
+                .feed(&a.vars, a.client, &a.parts.headers, &mut tagger);
+            let mut tag = [0u8; 16];
+            tag.copy_from_slice(&tagger.0.sign().as_ref()[..16]);
+            tag
+        });
+        let cached = tag.as_ref().and_then(|t| self.external.get(t));
+        let answer = match cached {
+            Some(answer) => answer,
+            None => {
+                self.external
+                    .asked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.ask(snapshot, &a).await {
+                    Ok(answer) => {
+                        let answer = Arc::new(answer);
+                        if let (Some(tag), Some(cache)) = (tag, auth.cache.as_ref())
+                            && let Some(valid) = cache.validity(answer.status)
+                        {
+                            self.external.put(tag, valid, Arc::clone(&answer));
+                        }
+                        answer
+                    }
+                    Err(why) => {
+                        warn!(auth_url = %auth.url, %why, "external authentication failed; 500");
+                        return Verdict::Answered(ProxyError::AuthError.response(a.json));
+                    }
+                }
+            }
+        };
+        verdict(&a, &answer)
+    }
+
+    /// Sends the auth request and reads its answer.
+    async fn ask(&self, snapshot: &Snapshot, a: &Ask<'_>) -> Result<Answer, String> {
+        let auth = a.auth;
+        let host: String = match &auth.host {
+            AuthHost::Literal(h) => h.to_string(),
+            AuthHost::Template(t) => {
+                let h = t.expand(&a.vars).to_ascii_lowercase();
+                if !valid_host(&h) {
+                    return Err(format!("the host {h:?} is not a host name"));
+                }
+                h
+            }
+        };
+        let path = auth.path.expand(&a.vars);
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(format!("the path {path:?} is not a request target"));
+        }
+        let host_field = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let host_value = HeaderValue::from_str(&host_field).map_err(|e| e.to_string())?;
+        // Where it goes: a cluster Service, a host Portico serves, or the host by DNS.
+        let connect_timeout = Some(auth.connect_timeout);
+        let mut outcome = Outcome::default();
+        let choice = (a.client, connect_timeout, None);
+        let served = || {
+            let only_path = path.split('?').next().unwrap_or("/");
+            snapshot
+                .routes
+                .route(&host, only_path)
+                .filter(|r| r.host.is_some())
+        };
+        let (pooled, _pick) = if let Some(backend) = &auth.service {
+            self.connect_to_backend(snapshot, backend, choice, None, &mut outcome)
+                .await
+                .map_err(|e| format!("the auth Service {}: {e}", backend.service))?
+        } else if let Some(route) = served() {
+            self.connect_to_backend(snapshot, &route.backend, choice, None, &mut outcome)
+                .await
+                .map_err(|e| format!("the backend of {host}: {e}"))?
+        } else if auth.tls {
+            return Err(format!(
+                "https:// to {host}, a host Portico does not serve: TLS to upstreams is not supported yet"
+            ));
+        } else {
+            let target = Target::Name(host.as_str().into(), auth.port);
+            let pooled = self.checkout(&target, connect_timeout).await;
+            (pooled.map_err(|e| format!("{target}: {e}"))?, None)
+        };
+        // The auth request's head: the client's fields, no body.
+        let mut request = Request::new(());
+        *request.method_mut() = auth.method.clone().unwrap_or(Method::GET);
+        *request.headers_mut() = a.parts.headers.clone();
+        request.headers_mut().remove(CONTENT_LENGTH);
+        request.headers_mut().remove(TRANSFER_ENCODING);
+        let (sub, ()) = request.into_parts();
+        let set = auth_fields(a);
+        let fwd = Forwarding {
+            conn: a.conn,
+            host: a.host,
+            upstream_host: Some(&host_value),
+            path: None,
+            rewritten: Some(&path),
+            set: &set,
+            request_id: None,
+            upgrade: false,
+            client: a.client_fwd,
+            full_forwarded_for: snapshot.client.full_forwarded_for,
+        };
+        let exchange = pooled.prepare(&sub, RequestBody::Empty, &fwd);
+        let read = auth.read_timeout;
+        let sent = match tokio::time::timeout(read, exchange.send()).await {
+            Err(_) => return Err(format!("no answer within {read:?}")),
+            Ok(Ok(response)) => response,
+            Ok(Err(SendError::NotSent(resend, _))) => self
+                .resend(resend)
+                .await
+                .map_err(|e| format!("sending again: {e}"))?,
+            Ok(Err(e)) => return Err(format!("{e:?}")),
+        };
+        let (head, mut body) = sent.into_parts();
+        let status = head.status.as_u16();
+        debug!(auth_url = %auth.url, status, "auth answer");
+        // The body is read and dropped (bounded), so the connection goes back to the pool.
+        let discard = async {
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > MAX_DISCARD {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(read, discard).await;
+        let headers = &head.headers;
+        let copies = if (200..300).contains(&status) {
+            auth.response_headers
+                .iter()
+                .map(|name| (name.0.clone(), joined(headers, &name.0)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Answer {
+            status,
+            copies,
+            cookies: headers.get_all(SET_COOKIE).iter().cloned().collect(),
+            challenges: headers.get_all(WWW_AUTHENTICATE).iter().cloned().collect(),
+        })
+    }
+}
+
+/// A field's values joined with ", " (nginx's `$upstream_http_` of a repeated field).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut out = first.as_bytes().to_vec();
+    for v in values {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// The fields ingress-nginx's auth location sets on the auth request.
+fn auth_fields(a: &Ask<'_>) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    let text = |s: &str| HeaderValue::from_str(s).ok();
+    let mut request_uri = String::new();
+    crate::snapshot::routes::UrlVar::RequestUri.push(&a.vars, &mut request_uri);
+    let original_url = format!("{}://{}{}", a.vars.scheme, a.vars.http_host, request_uri);
+    let redirect = match &a.auth.request_redirect {
+        Some(t) => t.expand(&a.vars),
+        None => request_uri.clone(),
+    };
+    let mut set = vec![
+        (HeaderName::from_static("x-original-url"), text(&original_url)),
+        (
+            HeaderName::from_static("x-original-method"),
+            text(a.parts.method.as_str()),
+        ),
+        (
+            HeaderName::from_static("x-sent-from"),
+            Some(HeaderValue::from_static("nginx-ingress-controller")),
+        ),
+        (
+            HeaderName::from_static("x-request-id"),
+            Some(a.request_id.clone()),
+        ),
+        (
+            HeaderName::from_static("x-auth-request-redirect"),
+            text(&redirect),
+        ),
+        (HeaderName::from_static("x-forwarded-proto"), None),
+    ];
+    if a.auth.method.is_some() {
+        set.push((HeaderName::from_static("x-original-uri"), text(&request_uri)));
+        let scheme = if a.https { "https" } else { "http" };
+        set.push((
+            HeaderName::from_static("x-scheme"),
+            Some(HeaderValue::from_static(scheme)),
+        ));
+    }
+    set
+}
+
+/// The statuses nginx's `add_header` (without `always`) adds to.
+const ADD_HEADER_STATUSES: [u16; 10] = [200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
+
+/// Whether `add_header` would add a field to a response of this status.
+pub fn adds_to(status: StatusCode, always: bool) -> bool {
+    always || ADD_HEADER_STATUSES.contains(&status.as_u16())
+}
+
+/// What an answer means for the request.
+fn verdict(a: &Ask<'_>, answer: &Answer) -> Verdict {
+    let auth = a.auth;
+    let cookies = |response: &mut Response<ProxyBody>| {
+        if adds_to(response.status(), auth.always_set_cookie) {
+            for c in &answer.cookies {
+                response.headers_mut().append(SET_COOKIE, c.clone());
+            }
+        }
+    };
+    match answer.status {
+        200..=299 => Verdict::Allowed {
+            copies: answer.copies.clone(),
+            cookies: (!answer.cookies.is_empty())
+                .then(|| (answer.cookies.clone(), auth.always_set_cookie)),
+        },
+        401 => {
+            let mut response = match &auth.signin {
+                Some(signin) => {
+                    // `$pass_access_scheme`: the scheme the client used, as a trusted peer
+                    // tells it.
+                    let vars = RequestVars {
+                        scheme: if a.https { "https" } else { "http" },
+                        ..a.vars
+                    };
+                    let location = signin.expand(&vars);
+                    match HeaderValue::from_str(&location) {
+                        Ok(location) => {
+                            let mut r = Response::new(ProxyBody::empty());
+                            *r.status_mut() = StatusCode::FOUND;
+                            r.headers_mut().insert(http::header::LOCATION, location);
+                            r
+                        }
+                        Err(_) => ProxyError::AuthError.response(a.json),
+                    }
+                }
+                None => {
+                    let mut r = ProxyError::AuthDenied(StatusCode::UNAUTHORIZED).response(a.json);
+                    for c in &answer.challenges {
+                        r.headers_mut().append(WWW_AUTHENTICATE, c.clone());
+                    }
+                    r
+                }
+            };
+            cookies(&mut response);
+            Verdict::Answered(response)
+        }
+        403 => {
+            let mut response = ProxyError::AuthDenied(StatusCode::FORBIDDEN).response(a.json);
+            cookies(&mut response);
+            Verdict::Answered(response)
+        }
+        other => {
+            warn!(auth_url = %auth.url, status = other, "the auth service answered neither 2xx, 401 nor 403; 500");
+            let mut response = ProxyError::AuthError.response(a.json);
+            cookies(&mut response);
+            Verdict::Answered(response)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
