@@ -211,7 +211,7 @@ fn an_annotation_that_fails_closed_fails_the_check() {
     let dir = tempfile::tempdir().unwrap();
     migrating(
         dir.path(),
-        "nginx.ingress.kubernetes.io/auth-url: http://auth.example/",
+        "nginx.ingress.kubernetes.io/auth-tls-secret: default/ca",
     );
     let (code, out) = check_args(dir.path(), &["--format", "json"]);
     assert_eq!(code, 1, "{out}");

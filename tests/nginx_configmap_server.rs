@@ -380,7 +380,8 @@ async fn configmap_keys_that_guard_access_fail_closed() {
 
 async fn guards() {
     let backend = Backend::start("web").await;
-    let env = start(backend.addr, "global-auth-url: \"http://auth.example/\"").await;
+    // An invalid global-auth-url (no scheme) guards every route: 503, never served.
+    let env = start(backend.addr, "global-auth-url: \"auth.example/check\"").await;
     let reply = h1(env.http(), get("a.example", "/")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.served_by(), "", "never forwarded");

@@ -224,7 +224,12 @@ pub fn parse(
     };
     let param = match values.signin_param.as_deref().map(str::trim) {
         None | Some("") => "rd",
-        Some(p) if p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) => p,
+        Some(p)
+            if p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            p
+        }
         Some(p) => {
             return Err(invalid(
                 "signin-redirect-param",
@@ -234,15 +239,13 @@ pub fn parse(
     };
     let signin = match values.signin.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(s) => Some(
-            signin_url(s, param).map_err(|why| invalid("signin", format!("{s:?} {why}")))?,
-        ),
+        Some(s) => {
+            Some(signin_url(s, param).map_err(|why| invalid("signin", format!("{s:?} {why}")))?)
+        }
     };
     let response_headers = match values.response_headers.as_deref() {
         None => Box::default(),
-        Some(list) => {
-            response_headers(list).map_err(|why| invalid("response-headers", why))?
-        }
+        Some(list) => response_headers(list).map_err(|why| invalid("response-headers", why))?,
     };
     let request_redirect = match values.request_redirect.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -303,7 +306,10 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     if url.len() > MAX_URL {
         return Err(format!("is longer than {MAX_URL} bytes"));
     }
-    if url.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == 0x7f) {
+    if url
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == 0x7f)
+    {
         return Err("holds spaces or control characters".to_string());
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
@@ -347,7 +353,9 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     } else {
         let lower = host.to_ascii_lowercase();
         if !valid_host(&lower) {
-            return Err(format!("has the host {host:?}, not a host name or IP address"));
+            return Err(format!(
+                "has the host {host:?}, not a host name or IP address"
+            ));
         }
         AuthHost::Literal(lower.into())
     };

@@ -63,6 +63,8 @@ pub enum Verdict {
         copies: Vec<(HeaderName, Option<HeaderValue>)>,
         /// Set-Cookie fields for the response, and whether on every status.
         cookies: Option<(Vec<HeaderValue>, bool)>,
+        /// The request id made for a request without one (the endpoint gets it too).
+        generated: Option<super::super::headers::RequestId>,
     },
     /// Answer the client with this.
     Answered(Response<ProxyBody>),
@@ -75,8 +77,6 @@ type Slot = Option<([u8; 16], Instant, Arc<Answer>)>;
 pub struct Answers {
     key: ring::hmac::Key,
     slots: Box<[Mutex<Slot>]>,
-    /// Auth requests sent (cache misses), for tests and metrics.
-    asked: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Answers {
@@ -104,13 +104,7 @@ impl Answers {
         Answers {
             key,
             slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
-            asked: std::sync::atomic::AtomicU64::new(0),
         }
-    }
-
-    /// How many auth requests have been sent.
-    pub fn asked(&self) -> u64 {
-        self.asked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn slot(&self, tag: &[u8; 16]) -> &Mutex<Slot> {
@@ -163,8 +157,8 @@ pub struct Ask<'a> {
     pub https: bool,
     /// The request's variables (`$scheme` is the connection's).
     pub vars: RequestVars<'a>,
-    /// The request's X-Request-ID.
-    pub request_id: &'a HeaderValue,
+    /// The request's X-Request-ID (`None`: one is made, and given back in the verdict).
+    pub request_id: Option<HeaderValue>,
     /// The Host of the request (X-Forwarded-Host of the auth request).
     pub host: Option<&'a HeaderValue>,
     /// Whether the client wants JSON errors.
@@ -173,8 +167,14 @@ pub struct Ask<'a> {
 
 impl Proxy {
     /// Asks the route's auth service about a request (or takes its cached answer).
-    pub(super) async fn authenticate(&self, snapshot: &Snapshot, a: Ask<'_>) -> Verdict {
+    pub(super) async fn authenticate(&self, snapshot: &Snapshot, mut a: Ask<'_>) -> Verdict {
         let auth = a.auth;
+        let mut generated = None;
+        if a.request_id.is_none() {
+            let id = super::super::headers::RequestId::generate();
+            a.request_id = Some(id.to_value());
+            generated = Some(id);
+        }
         let tag = auth.cache.as_ref().map(|cache| {
             let mut tagger = Tagger(ring::hmac::Context::with_key(&self.external.key));
             std::hash::Hash::hash(&*auth.scope, &mut tagger);
@@ -189,28 +189,27 @@ impl Proxy {
         let cached = tag.as_ref().and_then(|t| self.external.get(t));
         let answer = match cached {
             Some(answer) => answer,
-            None => {
-                self.external
-                    .asked
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match self.ask(snapshot, &a).await {
-                    Ok(answer) => {
-                        let answer = Arc::new(answer);
-                        if let (Some(tag), Some(cache)) = (tag, auth.cache.as_ref())
-                            && let Some(valid) = cache.validity(answer.status)
-                        {
-                            self.external.put(tag, valid, Arc::clone(&answer));
-                        }
-                        answer
+            None => match self.ask(snapshot, &a).await {
+                Ok(answer) => {
+                    let answer = Arc::new(answer);
+                    if let (Some(tag), Some(cache)) = (tag, auth.cache.as_ref())
+                        && let Some(valid) = cache.validity(answer.status)
+                    {
+                        self.external.put(tag, valid, Arc::clone(&answer));
                     }
-                    Err(why) => {
-                        warn!(auth_url = %auth.url, %why, "external authentication failed; 500");
-                        return Verdict::Answered(ProxyError::AuthError.response(a.json));
-                    }
+                    answer
                 }
-            }
+                Err(why) => {
+                    warn!(auth_url = %auth.url, %why, "external authentication failed; 500");
+                    return Verdict::Answered(ProxyError::AuthError.response(a.json));
+                }
+            },
         };
-        verdict(&a, &answer)
+        let mut verdict = verdict(&a, &answer);
+        if let Verdict::Allowed { generated: g, .. } = &mut verdict {
+            *g = generated;
+        }
+        verdict
     }
 
     /// Sends the auth request and reads its answer.
@@ -351,7 +350,10 @@ fn auth_fields(a: &Ask<'_>) -> Vec<(HeaderName, Option<HeaderValue>)> {
         None => request_uri.clone(),
     };
     let mut set = vec![
-        (HeaderName::from_static("x-original-url"), text(&original_url)),
+        (
+            HeaderName::from_static("x-original-url"),
+            text(&original_url),
+        ),
         (
             HeaderName::from_static("x-original-method"),
             text(a.parts.method.as_str()),
@@ -362,7 +364,7 @@ fn auth_fields(a: &Ask<'_>) -> Vec<(HeaderName, Option<HeaderValue>)> {
         ),
         (
             HeaderName::from_static("x-request-id"),
-            Some(a.request_id.clone()),
+            a.request_id.clone(),
         ),
         (
             HeaderName::from_static("x-auth-request-redirect"),
@@ -371,7 +373,10 @@ fn auth_fields(a: &Ask<'_>) -> Vec<(HeaderName, Option<HeaderValue>)> {
         (HeaderName::from_static("x-forwarded-proto"), None),
     ];
     if a.auth.method.is_some() {
-        set.push((HeaderName::from_static("x-original-uri"), text(&request_uri)));
+        set.push((
+            HeaderName::from_static("x-original-uri"),
+            text(&request_uri),
+        ));
         let scheme = if a.https { "https" } else { "http" };
         set.push((
             HeaderName::from_static("x-scheme"),
@@ -404,6 +409,7 @@ fn verdict(a: &Ask<'_>, answer: &Answer) -> Verdict {
             copies: answer.copies.clone(),
             cookies: (!answer.cookies.is_empty())
                 .then(|| (answer.cookies.clone(), auth.always_set_cookie)),
+            generated: None,
         },
         401 => {
             let mut response = match &auth.signin {

@@ -66,10 +66,24 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "$remote_addr, $http_NAME, $cookie_NAME, $arg_NAME and the URL variables ($remote_user and others are a warning, and answers are not cached); cached answers are kept in memory per Portico instance, at most 4096",
         ),
     ),
-    ("auth-keepalive", Support::Accepted("connections to the auth service are always kept alive and pooled")),
-    ("auth-keepalive-requests", Support::Accepted("the ConfigMap's upstream-keepalive-requests applies")),
-    ("auth-keepalive-share-vars", Support::Accepted("nothing of the auth request is shared with the request forwarded but the auth-response-headers")),
-    ("auth-keepalive-timeout", Support::Accepted("the ConfigMap's upstream-keepalive-timeout applies")),
+    (
+        "auth-keepalive",
+        Support::Accepted("connections to the auth service are always kept alive and pooled"),
+    ),
+    (
+        "auth-keepalive-requests",
+        Support::Accepted("the ConfigMap's upstream-keepalive-requests applies"),
+    ),
+    (
+        "auth-keepalive-share-vars",
+        Support::Accepted(
+            "nothing of the auth request is shared with the request forwarded but the auth-response-headers",
+        ),
+    ),
+    (
+        "auth-keepalive-timeout",
+        Support::Accepted("the ConfigMap's upstream-keepalive-timeout applies"),
+    ),
     ("auth-method", Support::Honoured),
     ("auth-proxy-set-headers", Support::Unsupported),
     ("auth-realm", Support::Honoured),
@@ -492,6 +506,9 @@ pub(super) fn parse(
         parsed.left_out = true;
     }
     parsed.external_auth = external_auth(&mut r);
+    if let Some(Err(())) = parsed.external_auth {
+        policy.deny = Some(503);
+    }
     if r.boolean("enable-global-auth") == Some(false) {
         parsed.global_auth = false;
     }
@@ -546,7 +563,10 @@ fn external_auth(r: &mut Reader<'_>) -> Option<Result<Arc<AuthSpec>, ()>> {
     Some(match parsed {
         Ok(spec) => Ok(Arc::new(spec)),
         Err(e) => {
-            let reason = format!("{}; every path of this Ingress answers 503", e.reason);
+            let reason = format!(
+                "auth-{} {}: every path of this Ingress answers 503 rather than serve unguarded",
+                e.key, e.reason
+            );
             r.error(&format!("auth-{}", e.key), reason);
             Err(())
         }

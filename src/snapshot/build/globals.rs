@@ -163,9 +163,6 @@ pub enum KeySupport {
     Honoured,
     /// Known from ingress-nginx and not supported yet: a warning.
     NotYet,
-    /// Guards access, and Portico does not implement it yet: set, every route answers 503
-    /// (an error), rather than serve unguarded.
-    FailsClosed,
 }
 
 /// The ConfigMap keys Portico reads, sorted.
@@ -288,8 +285,7 @@ pub fn parse(
     let mut g = Globals::default();
     let mut hsts = Hsts::DEFAULT;
     let mut header_refs: [Option<&str>; 2] = [None, None];
-    // Keys not implemented yet that fail closed, and errors (invalid access lists).
-    let mut unimplemented: Vec<&str> = Vec::new();
+    // Errors (invalid access lists and other guards).
     let mut errors: Vec<(&str, String)> = Vec::new();
     let mut auth = AuthValues::default();
     let mut warn = |name: &str, reason: String| {
@@ -309,11 +305,6 @@ pub fn parse(
             }
             Some(KeySupport::NotYet) => {
                 warn(name, "not supported by Portico yet; ignored".to_string());
-                continue;
-            }
-            Some(KeySupport::FailsClosed) => {
-                g.guards.push(name.as_str().into());
-                unimplemented.push(name);
                 continue;
             }
             Some(KeySupport::Honoured) => {}
@@ -556,11 +547,19 @@ pub fn parse(
                     "{}: every route answers 503 rather than serve unguarded",
                     e.reason
                 );
-                diagnostics.push(Diagnostic::error(key, format!("data.global-auth-{}", e.key), reason));
+                diagnostics.push(Diagnostic::error(
+                    key,
+                    format!("data.global-auth-{}", e.key),
+                    reason,
+                ));
             }
         }
         for (k, reason) in warnings {
-            diagnostics.push(Diagnostic::warning(key, format!("data.global-auth-{k}"), reason));
+            diagnostics.push(Diagnostic::warning(
+                key,
+                format!("data.global-auth-{k}"),
+                reason,
+            ));
         }
     }
     // use-forwarded-headers turns the realip module on, as ingress-nginx's template does.
@@ -568,13 +567,6 @@ pub fn parse(
     if g.client.real_ip && g.client.trusted.is_empty() {
         let reason = "use-forwarded-headers or enable-real-ip without proxy-real-ip-cidr trusts no peer: the client address stays the peer's (ingress-nginx's default 0.0.0.0/0 would trust every peer; name the load balancers' addresses)";
         diagnostics.push(Diagnostic::warning(key, "data.proxy-real-ip-cidr", reason));
-    }
-    if !unimplemented.is_empty() {
-        let reason = format!(
-            "{} guard access, and Portico does not implement them yet: every route answers 503 rather than serve unguarded",
-            unimplemented.join(", ")
-        );
-        diagnostics.push(Diagnostic::error(key, "data", reason));
     }
     for (name, reason) in errors {
         diagnostics.push(Diagnostic::error(key, format!("data.{name}"), reason));

@@ -518,7 +518,11 @@ impl Compiled {
             cache: spec.cache.clone(),
             connect_timeout: timeouts.connect.unwrap_or(DEFAULT_AUTH_CONNECT),
             read_timeout: timeouts.read.unwrap_or(DEFAULT_AUTH_READ),
-            scope: format!("{}/{} {from} {}", self.key.namespace, self.key.name, spec.url).into(),
+            scope: format!(
+                "{}/{} {from} {}",
+                self.key.namespace, self.key.name, spec.url
+            )
+            .into(),
         })
     }
 

@@ -149,7 +149,9 @@ fn companions_that_are_invalid_deny() {
         assert!(r.is_err(), "{framing} was taken");
     }
     assert_eq!(
-        with(&|v| v.signin = Some("not a url".into())).unwrap_err().key,
+        with(&|v| v.signin = Some("not a url".into()))
+            .unwrap_err()
+            .key,
         "signin"
     );
     assert_eq!(
@@ -199,7 +201,10 @@ fn cache_durations_read_as_proxy_cache_valid() {
     let cache = AuthCache { valid: d, ..cache };
     assert_eq!(cache.validity(500), Some(Duration::from_secs(1)));
     assert!(cache_durations("").is_err());
-    assert!(cache_durations("200").is_err());
+    // A number alone is a time in seconds, as nginx reads it.
+    let d = cache_durations("200").unwrap();
+    assert_eq!(d[0].1, Duration::from_secs(200));
+    assert!(cache_durations("200 abc").is_err());
     assert!(cache_durations("700 5m").is_err());
 }
 

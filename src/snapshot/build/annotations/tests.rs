@@ -288,8 +288,8 @@ fn access_log_off() {
 
 #[test]
 fn access_guards_fail_closed_with_an_error() {
-    for guard in ["auth-url", "auth-tls-secret"] {
-        let (parsed, d) = parse_map(&[(guard, "x")]);
+    for (guard, value) in [("auth-url", "x"), ("auth-tls-secret", "x")] {
+        let (parsed, d) = parse_map(&[(guard, value)]);
         assert_eq!(parsed.policy.unwrap().deny, Some(503), "{guard}");
         let errors: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
         assert_eq!(errors.len(), 1, "{guard}: {d:?}");

@@ -198,15 +198,39 @@ fn connection_keys_bad_values_keep_the_default() {
 }
 
 #[test]
-fn access_guarding_keys_fail_closed() {
-    {
-        let k = "global-auth-url";
-        let (g, d) = parse_pairs(&[(k, "http://auth.example/")]);
-        assert_eq!(g.guards, vec![Box::<str>::from(k)]);
+fn global_auth_is_read_and_an_invalid_one_fails_closed() {
+    let (g, d) = parse_pairs(&[
+        (
+            "global-auth-url",
+            "http://auth.auth.svc.cluster.local/check",
+        ),
+        ("global-auth-method", "POST"),
+        ("global-auth-signin", "https://login.example.com/start"),
+        ("global-auth-response-headers", "X-User"),
+        ("global-auth-always-set-cookie", "true"),
+    ]);
+    assert!(d.is_empty(), "{d:?}");
+    assert!(g.guards.is_empty());
+    let spec = g.global_auth.as_deref().expect("global auth");
+    assert_eq!(spec.method, Some(http::Method::POST));
+    assert!(spec.always_set_cookie);
+    assert!(spec.signin.is_some());
+    for (k, v) in [
+        ("global-auth-url", "auth.example/no-scheme"),
+        ("global-auth-method", "BREW"),
+        ("global-auth-response-headers", "Transfer-Encoding"),
+    ] {
+        let mut pairs = vec![(k, v)];
+        if k != "global-auth-url" {
+            pairs.push(("global-auth-url", "http://auth.example/"));
+        }
+        let (g, d) = parse_pairs(&pairs);
+        assert!(g.global_auth.is_none(), "{k}");
+        assert_eq!(g.guards, vec![Box::<str>::from("global-auth-url")], "{k}");
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].severity, Severity::Error);
         assert!(
-            d[0].reason.contains(k) && d[0].reason.contains("503"),
+            d[0].field.contains(k) && d[0].reason.contains("503"),
             "{d:?}"
         );
     }
