@@ -8,6 +8,7 @@ pub mod access;
 pub mod basic_auth;
 mod build;
 pub mod certs;
+pub mod client_auth;
 pub mod cors;
 pub mod diagnostics;
 pub mod external_auth;
@@ -50,6 +51,8 @@ pub struct Snapshot {
     /// The Strict-Transport-Security value of HTTPS responses for hosts with a certificate
     /// (the ConfigMap's `hsts*` keys; on by default, as in ingress-nginx).
     pub hsts: Option<http::HeaderValue>,
+    /// The hosts that ask for client certificates (`auth-tls-secret`).
+    pub client_auth: Arc<client_auth::ClientAuthTable>,
     /// What the next build may reuse (not part of the value).
     cache: Arc<BuildCache>,
 }
@@ -63,6 +66,7 @@ impl PartialEq for Snapshot {
             && self.server == other.server
             && self.client == other.client
             && self.hsts == other.hsts
+            && self.client_auth == other.client_auth
     }
 }
 
@@ -79,6 +83,7 @@ impl Snapshot {
             server: server::ServerSettings::default(),
             client: Arc::default(),
             hsts: None,
+            client_auth: Arc::default(),
             cache: Arc::default(),
         }
     }

@@ -205,13 +205,14 @@ fn the_migration_report_names_each_annotation() {
     assert_eq!(v["routes"][0]["host"], "a.example");
 }
 
-/// An annotation that fails closed is an error: the check fails.
+/// An annotation that guards access and cannot be honoured as written fails closed, and is
+/// an error: the check fails.
 #[test]
 fn an_annotation_that_fails_closed_fails_the_check() {
     let dir = tempfile::tempdir().unwrap();
     migrating(
         dir.path(),
-        "nginx.ingress.kubernetes.io/auth-tls-secret: default/ca",
+        "nginx.ingress.kubernetes.io/auth-url: auth.example/no-scheme",
     );
     let (code, out) = check_args(dir.path(), &["--format", "json"]);
     assert_eq!(code, 1, "{out}");
@@ -219,6 +220,6 @@ fn an_annotation_that_fails_closed_fails_the_check() {
     assert_eq!(v["errors"], 1);
     assert_eq!(
         v["migration"][0]["annotations"][0]["status"],
-        "fails closed"
+        "honoured, differs"
     );
 }

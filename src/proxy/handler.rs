@@ -71,6 +71,8 @@ struct Extras<'s> {
     bandwidth: Option<(u64, u64)>,
     /// The auth answer's Set-Cookie fields, and whether they go on every status.
     auth_cookies: Option<(Vec<HeaderValue>, bool)>,
+    /// `ssl-client-verify` and the other fields of the client's certificate, for upstream.
+    cert_fields: SetFields,
 }
 
 /// What another try of a request needs (`proxy-next-upstream`).
@@ -195,6 +197,22 @@ impl Proxy {
             if conn.tls && snapshot.hsts.is_some() && snapshot.certs.configured(host_str) {
                 outcome.hsts = true;
             }
+            // Client certificates (`auth-tls-*`): judged per host as soon as the request head
+            // is read, before any location, as nginx does (plain HTTP after its redirect).
+            if conn.tls
+                && !snapshot.client_auth.is_empty()
+                && let Some(ca) = snapshot
+                    .client_auth
+                    .get(crate::snapshot::host::without_port(host_str))
+            {
+                match client_certificate(ca, conn) {
+                    Ok(fields) => outcome.extras.get_or_insert_default().cert_fields = fields,
+                    Err(CertRefusal::Error(e)) => break 'forward Err(e),
+                    Err(CertRefusal::Page(page)) => {
+                        break 'forward Ok(redirect_to(StatusCode::FOUND, page));
+                    }
+                }
+            }
             let path = or_break!('forward, normalized_path(&parts.uri));
             let route = snapshot.routes.route(host_str, &path);
             let route = or_break!('forward, route.ok_or(ProxyError::NoRoute));
@@ -298,6 +316,22 @@ impl Proxy {
                 let location = (name, &*path, parts.uri.query());
                 let how = (self.config.https_port, keep_slash, code);
                 break 'forward Ok(redirect(location, how));
+            }
+            // Plain HTTP to a host that asks for client certificates has none: a required
+            // one is a 400 (nginx would serve it unverified).
+            if !conn.tls
+                && !snapshot.client_auth.is_empty()
+                && let Some(ca) = snapshot
+                    .client_auth
+                    .get(crate::snapshot::host::without_port(host_str))
+            {
+                match client_certificate(ca, conn) {
+                    Ok(fields) => outcome.extras.get_or_insert_default().cert_fields = fields,
+                    Err(CertRefusal::Error(e)) => break 'forward Err(e),
+                    Err(CertRefusal::Page(page)) => {
+                        break 'forward Ok(redirect_to(StatusCode::FOUND, page));
+                    }
+                }
             }
             if let Some(status) = policy.and_then(|p| p.deny) {
                 let status =
@@ -497,6 +531,19 @@ impl Proxy {
                 }
                 (connected, _) => (connected, backend),
             };
+            // The client certificate's fields replace any the client sent.
+            if let Some(mut fields) = outcome
+                .extras
+                .as_mut()
+                .map(|e| std::mem::take(&mut e.cert_fields))
+                .filter(|f| !f.is_empty())
+            {
+                if set_owned.is_empty() {
+                    set_owned = set.to_vec();
+                }
+                set_owned.retain(|(name, _)| !fields.iter().any(|(n, _)| n == name));
+                set_owned.append(&mut fields);
+            }
             let fwd = Forwarding {
                 conn,
                 host: host.as_ref(),
@@ -1012,6 +1059,83 @@ impl Proxy {
             Err(Elapsed) => Err(ProxyError::Timeout),
         }
     }
+}
+
+/// Fields set on the request sent upstream (`None`: removed).
+type SetFields = Vec<(HeaderName, Option<HeaderValue>)>;
+
+/// Why a request's client certificate does not do.
+enum CertRefusal<'c> {
+    /// This error (400, 403).
+    Error(ProxyError),
+    /// A 302 to `auth-tls-error-page`.
+    Page(&'c str),
+}
+
+/// The client certificate of a request to a host with `auth-tls-secret`: the fields the
+/// endpoint gets (`ssl-client-verify`, `-subject-dn`, `-issuer-dn`, and `ssl-client-cert`
+/// when asked), or nginx's answer: 400 for a required certificate missing or one that fails
+/// (a 302 to `auth-tls-error-page` when set), 403 when `auth-tls-match-cn` does not match. A
+/// plain-HTTP request has no certificate.
+fn client_certificate<'c>(
+    ca: &'c crate::snapshot::client_auth::ClientAuth,
+    conn: &ConnHeaders,
+) -> Result<SetFields, CertRefusal<'c>> {
+    use crate::snapshot::client_auth::{CertNames, Verification, Verify, escaped_pem};
+    let chain = conn.client_cert.as_deref().filter(|_| conn.tls);
+    let verification = match ca.verify {
+        Verify::Off => Verification::None,
+        _ => ca.check(chain),
+    };
+    let refused = match (ca.verify, &verification) {
+        (Verify::On, Verification::None) => Some("No required SSL certificate was sent"),
+        (Verify::On | Verify::Optional, Verification::Failed(_)) => {
+            Some("The SSL certificate error")
+        }
+        _ => None,
+    };
+    if let Some(why) = refused {
+        debug!(peer = %conn.peer, ca = %ca.source, verify = %verification.value(), "client certificate refused");
+        return Err(match &ca.error_page {
+            Some(page) => CertRefusal::Page(page),
+            None => CertRefusal::Error(ProxyError::BadRequest(why)),
+        });
+    }
+    let leaf = match (&verification, chain.and_then(|c| c.first())) {
+        (Verification::None, _) | (_, None) => None,
+        (_, Some(leaf)) => Some(leaf),
+    };
+    let names = leaf.and_then(|l| CertNames::of(l));
+    if let Some(re) = &ca.match_cn
+        && !re.is_match(names.as_ref().map_or("", |n| n.subject.as_str()))
+    {
+        return Err(CertRefusal::Error(ProxyError::AuthDenied(
+            StatusCode::FORBIDDEN,
+        )));
+    }
+    let text = |s: &str| HeaderValue::from_str(s).ok().filter(|_| !s.is_empty());
+    let mut fields = vec![
+        (
+            HeaderName::from_static("ssl-client-verify"),
+            text(&verification.value()),
+        ),
+        (
+            HeaderName::from_static("ssl-client-subject-dn"),
+            names.as_ref().and_then(|n| text(&n.subject)),
+        ),
+        (
+            HeaderName::from_static("ssl-client-issuer-dn"),
+            names.as_ref().and_then(|n| text(&n.issuer)),
+        ),
+    ];
+    // nginx passes the certificate as it is, verified or not.
+    let cert = HeaderName::from_static("ssl-client-cert");
+    if ca.pass_certificate {
+        fields.push((cert, leaf.and_then(|l| text(&escaped_pem(l)))));
+    } else {
+        fields.push((cert, None));
+    }
+    Ok(fields)
 }
 
 /// A request that failed on its connection: 502; timeouts 504 (upstream) or 408 (client).

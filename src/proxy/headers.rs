@@ -4,6 +4,7 @@
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderMap;
@@ -48,6 +49,9 @@ pub struct ConnHeaders {
     pub port: u16,
     /// Request header names with `_` are forwarded (`--enable-underscores-in-headers`).
     pub underscores: bool,
+    /// The certificate chain the client sent in the TLS handshake (leaf first), when its
+    /// host asked for one (`auth-tls-secret`).
+    pub client_cert: Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
 }
 
 // === impl ConnHeaders ===
@@ -67,6 +71,7 @@ impl ConnHeaders {
             tls,
             port,
             underscores,
+            client_cert: None,
         }
     }
 }

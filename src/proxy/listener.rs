@@ -233,16 +233,28 @@ impl Connection {
         }
         let _ = stream.set_nodelay(true);
         let _open = self.proxy.metrics().connection_opened(ListenerKind::Https);
-        let handshake = tokio::time::timeout(
-            self.proxy.config().tls_handshake_timeout,
-            acceptor.accept(stream),
-        );
-        let stream = match handshake.await {
+        let snapshot = self.proxy.snapshot.load_full();
+        let within = self.proxy.config().tls_handshake_timeout;
+        let handshake = if snapshot.client_auth.is_empty() {
+            drop(snapshot);
+            tokio::time::timeout(within, acceptor.accept(stream)).await
+        } else {
+            // Some hosts ask for client certificates: the configuration is chosen by the
+            // ClientHello's server name. Boxed: rare.
+            let handle = self.proxy.snapshot.clone();
+            let choosing = choose_config(stream, acceptor, snapshot, handle);
+            tokio::time::timeout(within, Box::pin(choosing)).await
+        };
+        let stream = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return debug!(peer = %self.peer, %error, "TLS handshake failed"),
             Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
         };
-        let headers = ConnHeaders::new(self.peer, self.local, true, self.underscores());
+        let mut headers = ConnHeaders::new(self.peer, self.local, true, self.underscores());
+        if let Some(chain) = stream.get_ref().1.peer_certificates() {
+            let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
+            headers.client_cert = Some(chain.into());
+        }
         // ALPN has chosen the protocol: no sniffing of the first bytes.
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         let builder = self.builder.clone();
@@ -389,4 +401,34 @@ pub(super) fn tunnel(
             Err(error) => debug!(%error, "upgraded connection failed"),
         }
     });
+}
+
+/// The TLS handshake of a listener where some hosts ask for client certificates: the host's
+/// configuration (requesting a certificate, naming its CA) when the ClientHello names such a
+/// host, the listener's otherwise.
+async fn choose_config(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    handle: crate::snapshot::SnapshotHandle,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    use crate::snapshot::client_auth::Verify;
+    let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = lazy.await?;
+    let auth = start
+        .client_hello()
+        .server_name()
+        .and_then(|name| snapshot.client_auth.get(name))
+        .filter(|auth| auth.verify != Verify::Off);
+    let config = match auth {
+        Some(auth) => {
+            let made = auth.tls.get_or_init(|| {
+                super::tls::client_auth_config(handle, auth)
+                    .unwrap_or_else(|_| acceptor.config().clone())
+            });
+            Arc::clone(made)
+        }
+        None => acceptor.config().clone(),
+    };
+    start.into_stream(config).await
 }

@@ -86,6 +86,55 @@ impl BuildConfig {
     }
 }
 
+/// The hosts whose Ingresses set `auth-tls-secret`: nginx's `ssl_verify_client` is a server
+/// setting, so it applies to every path of the host, whichever Ingress set it; when two
+/// Ingresses of a host set it, the oldest wins and the other gets a warning.
+fn client_auth_table(
+    compiled: &[Arc<ingress::Compiled>],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> crate::snapshot::client_auth::ClientAuthTable {
+    let mut with: Vec<&ingress::Compiled> = compiled
+        .iter()
+        .filter(|c| c.client_auth.is_some())
+        .map(|c| &**c)
+        .collect();
+    if with.is_empty() {
+        return Default::default();
+    }
+    with.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
+    let mut table: HashMap<Box<str>, (Arc<crate::snapshot::client_auth::ClientAuth>, String)> =
+        HashMap::new();
+    for c in with {
+        let Some(auth) = &c.client_auth else { continue };
+        let (ns, name) = c.name();
+        for host in &c.hosts {
+            let key: Box<str> = match host {
+                HostPattern::Any => continue,
+                other => other.to_string().into(),
+            };
+            match table.get(&key) {
+                Some((kept, by)) if **kept != **auth => {
+                    let reason = format!(
+                        "the host {key} already takes client certificates as {by} says (the older Ingress wins: nginx sets them per host)"
+                    );
+                    let field = format!(
+                        "metadata.annotations[{}auth-tls-secret]",
+                        annotations::NGINX
+                    );
+                    diagnostics.push(Diagnostic::warning(&c.key, field, reason));
+                }
+                Some(_) => {}
+                None => {
+                    table.insert(key, (Arc::clone(auth), format!("{ns}/{name}")));
+                }
+            }
+        }
+    }
+    crate::snapshot::client_auth::ClientAuthTable(
+        table.into_iter().map(|(k, (a, _))| (k, a)).collect(),
+    )
+}
+
 /// The result of one build.
 #[derive(Clone, Debug)]
 pub struct Built {
@@ -156,6 +205,7 @@ pub fn build_after(
         .collect();
     defaults.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
     let default_backend = ingress::default_backend(defaults, &mut diagnostics);
+    let client_auth = client_auth_table(&compiled, &mut diagnostics);
     let changed_routes = rebuilt
         .iter()
         .map(|(h, e)| (h, e.as_ref().map(|e| &e.routes)));
@@ -182,6 +232,7 @@ pub fn build_after(
         server: globals.server,
         client: Arc::new(globals.client.clone()),
         hsts: globals.hsts.clone(),
+        client_auth: Arc::new(client_auth),
         cache: Arc::new(BuildCache {
             ingresses: compiled,
             hosts,

@@ -136,6 +136,24 @@ pub fn tls_config_with(
     Arc::new(config)
 }
 
+/// Like [`tls_config`], presenting this client certificate chain (leaf first) and key.
+pub fn tls_config_with_cert(
+    alpn: &[&str],
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
 /// Connects with TLS; `sni` None sends no SNI.
 pub async fn tls_connect(
     addr: SocketAddr,

@@ -11,6 +11,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::annotations;
 use super::globals::Globals;
+use crate::snapshot::client_auth::ClientAuth;
 use crate::snapshot::diagnostics::Diagnostic;
 use crate::snapshot::external_auth::{self, AuthHost, AuthSpec, ExternalAuth};
 use crate::snapshot::host;
@@ -21,6 +22,7 @@ use crate::snapshot::routes::{
 use crate::snapshot::services::{FindError, ServiceTable, ServiceType};
 use crate::source::ObjectKey;
 use crate::store::ObjectStore;
+use http::HeaderValue;
 
 /// What every Ingress of a build shares.
 pub(super) struct Context<'a> {
@@ -55,9 +57,11 @@ pub(super) struct Compiled {
     globals: Globals,
     /// Every Service lookup made, in order: what the result depended on.
     lookups: Vec<Lookup>,
-    /// The Secret `auth-secret` named, and what the store had under that name (`None`: no
-    /// such Secret): a change to it compiles the Ingress again.
-    auth_secret: Option<(crate::store::NsName, Option<Arc<Secret>>)>,
+    /// The Secrets `auth-secret` and `auth-tls-secret` named, and what the store had under
+    /// those names (`None`: no such Secret): a change to one compiles the Ingress again.
+    auth_secrets: Vec<(crate::store::NsName, Option<Arc<Secret>>)>,
+    /// `auth-tls-secret` and its companions: the client certificates its hosts ask for.
+    pub client_auth: Option<Arc<ClientAuth>>,
     /// Problems of this Ingress alone (precedence among Ingresses is judged later).
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -89,7 +93,8 @@ impl Compiled {
             allow_external_names: cx.allow_external_names,
             globals: cx.globals.clone(),
             lookups: Vec::new(),
-            auth_secret: None,
+            auth_secrets: Vec::new(),
+            client_auth: None,
             diagnostics: Vec::new(),
         };
         c.compile(cx);
@@ -114,7 +119,7 @@ impl Compiled {
                     let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
                     upstream == l.upstream && error == l.error
                 }))
-            && self.auth_secret.as_ref().is_none_or(|(key, had)| {
+            && self.auth_secrets.iter().all(|(key, had)| {
                 let now = cx.store.secrets.get(key);
                 match (had, now) {
                     (None, None) => true,
@@ -172,6 +177,14 @@ impl Compiled {
                 p.basic_auth = Some(auth);
                 policy = Some(Arc::new(p));
             }
+            Err(()) => {
+                let mut p = policy.as_deref().cloned().unwrap_or_default();
+                p.deny = Some(503);
+                policy = Some(Arc::new(p));
+            }
+        }
+        match self.client_auth(cx, annotations) {
+            Ok(auth) => self.client_auth = auth,
             Err(()) => {
                 let mut p = policy.as_deref().cloned().unwrap_or_default();
                 p.deny = Some(503);
@@ -398,7 +411,7 @@ impl Compiled {
         }
         let key = (ns.clone(), name.clone());
         let secret = cx.store.secrets.get(&key).cloned();
-        self.auth_secret = Some((key, secret.clone()));
+        self.auth_secrets.push((key, secret.clone()));
         let Some(secret) = secret else {
             let why = format!("the Secret {ns}/{name} does not exist");
             return deny(self, "auth-secret", why);
@@ -435,6 +448,155 @@ impl Compiled {
         match built {
             Ok(auth) => Ok(Some(Arc::new(auth))),
             Err(why) => deny(self, "auth-secret", why),
+        }
+    }
+
+    /// `auth-tls-secret` (`namespace/name` or `name`, the Ingress's own namespace, key
+    /// `ca.crt`) with `auth-tls-verify-client`, `-verify-depth`,
+    /// `-pass-certificate-to-upstream`, `-error-page` and `-match-cn`. `Err`: the Secret is
+    /// missing or unusable, or a value is invalid; the Ingress's paths answer 503.
+    fn client_auth(
+        &mut self,
+        cx: &Context<'_>,
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<Option<Arc<ClientAuth>>, ()> {
+        use crate::snapshot::client_auth::Verify;
+        let get = |name: &str| {
+            annotations
+                .and_then(|a| a.get(&format!("{}{name}", annotations::NGINX)))
+                .map(|v| v.trim().to_string())
+        };
+        let Some(reference) = get("auth-tls-secret").filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let deny = |this: &mut Self, name: &str, reason: String| {
+            let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
+            let reason = format!("{reason}: every path of this Ingress answers 503");
+            this.diagnostics
+                .push(Diagnostic::error(&this.key, field, reason));
+            Err(())
+        };
+        let warn = |this: &mut Self, name: &str, reason: String| {
+            let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
+            this.diagnostics
+                .push(Diagnostic::warning(&this.key, field, reason));
+        };
+        let own = self.key.namespace.clone();
+        let (ns, name) = match reference.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (own.clone(), reference.clone()),
+        };
+        if ns != own {
+            let why = format!(
+                "names a Secret of another namespace ({ns}); the CA Secret must be in the Ingress's own namespace ({own})"
+            );
+            return deny(self, "auth-tls-secret", why);
+        }
+        let key = (ns.clone(), name.clone());
+        let secret = cx.store.secrets.get(&key).cloned();
+        self.auth_secrets.push((key, secret.clone()));
+        let Some(secret) = secret else {
+            return deny(
+                self,
+                "auth-tls-secret",
+                format!("the Secret {ns}/{name} does not exist"),
+            );
+        };
+        let ca = secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get("ca.crt"))
+            .map(|v| v.as_bytes().to_vec())
+            .or_else(|| {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("ca.crt"))
+                    .map(|v| v.0.clone())
+            });
+        let Some(ca) = ca else {
+            return deny(
+                self,
+                "auth-tls-secret",
+                format!("the Secret {ns}/{name} has no key ca.crt"),
+            );
+        };
+        if secret
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key("ca.crl"))
+        {
+            warn(
+                self,
+                "auth-tls-secret",
+                format!(
+                    "the Secret {ns}/{name} has a ca.crl, which Portico does not read yet: revoked certificates are not refused"
+                ),
+            );
+        }
+        let verify = match get("auth-tls-verify-client").as_deref() {
+            None | Some("") => Verify::On,
+            Some(v) => Verify::parse(v).unwrap_or_else(|| {
+                warn(
+                    self,
+                    "auth-tls-verify-client",
+                    format!("{v:?} is not on, off, optional or optional_no_ca; using on"),
+                );
+                Verify::On
+            }),
+        };
+        let depth = match get("auth-tls-verify-depth").as_deref() {
+            None | Some("") => 1,
+            Some(v) => match v.parse::<u8>() {
+                Ok(d) if d > 0 => d,
+                _ => {
+                    warn(
+                        self,
+                        "auth-tls-verify-depth",
+                        format!("{v:?} is not a depth from 1 to 255; using 1"),
+                    );
+                    1
+                }
+            },
+        };
+        let pass = match get("auth-tls-pass-certificate-to-upstream").as_deref() {
+            None | Some("") => false,
+            Some(v) => annotations::values::parse_bool(v).unwrap_or_else(|| {
+                warn(
+                    self,
+                    "auth-tls-pass-certificate-to-upstream",
+                    format!("{v:?} is not a boolean; using false"),
+                );
+                false
+            }),
+        };
+        let error_page = match get("auth-tls-error-page").filter(|p| !p.is_empty()) {
+            None => None,
+            Some(page)
+                if HeaderValue::from_str(&page).is_ok() && !page.bytes().any(|b| b == b' ') =>
+            {
+                Some(page.into_boxed_str())
+            }
+            Some(page) => {
+                let shown = crate::redact::short_value(&page);
+                return deny(self, "auth-tls-error-page", format!("{shown} is not a URL"));
+            }
+        };
+        let match_cn = get("auth-tls-match-cn");
+        let source = format!("{ns}/{name}");
+        match ClientAuth::new(
+            &source,
+            &ca,
+            (verify, depth, pass),
+            error_page,
+            match_cn.as_deref(),
+        ) {
+            Ok(auth) => Ok(Some(Arc::new(auth))),
+            Err(why) => deny(
+                self,
+                "auth-tls-secret",
+                format!("the Secret {source}: {why}"),
+            ),
         }
     }
 

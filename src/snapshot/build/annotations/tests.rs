@@ -288,7 +288,7 @@ fn access_log_off() {
 
 #[test]
 fn access_guards_fail_closed_with_an_error() {
-    for (guard, value) in [("auth-url", "x"), ("auth-tls-secret", "x")] {
+    for (guard, value) in [("auth-url", "x")] {
         let (parsed, d) = parse_map(&[(guard, value)]);
         assert_eq!(parsed.policy.unwrap().deny, Some(503), "{guard}");
         let errors: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
