@@ -215,13 +215,21 @@ async fn judged() {
     let reply = get(&env, "on.example", "on.example", Some(&foreign), &[]).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&reply.body).contains("The SSL certificate error"));
-    // SNI of a host that asks for nothing, Host of one that requires a certificate: 400.
+    // SNI of another host, Host of one that verifies clients: 421, as nginx (never a way
+    // around the check), whatever certificate came.
     let reply = get(&env, "open.example", "on.example", None, &[]).await;
     assert_eq!(
         reply.status,
-        StatusCode::BAD_REQUEST,
-        "SNI/Host mismatch skipped the check"
+        StatusCode::MISDIRECTED_REQUEST,
+        "SNI/Host mismatch"
     );
+    assert_eq!(reply.served_by(), "");
+    let reply = get(&env, "optional.example", "on.example", Some(&good), &[]).await;
+    assert_eq!(reply.status, StatusCode::MISDIRECTED_REQUEST);
+    // The other way round is fine: a host that asks for nothing, on a connection made for
+    // one that did.
+    let reply = get(&env, "on.example", "open.example", Some(&good), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
     // Plain HTTP to a host that requires one: 400 (nginx would serve it unverified).
     let plain = client::h1(env.http(), client::get("on.example", "/")).await;
     assert_eq!(plain.status, StatusCode::BAD_REQUEST);

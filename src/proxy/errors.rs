@@ -65,6 +65,10 @@ pub enum ProxyError {
     /// auth service failed (unreachable, late, or neither 2xx, 401 nor 403).
     #[error("authentication failed")]
     AuthError,
+    /// The request names a host that asks for client certificates, other than the one its
+    /// TLS handshake named (421, as nginx: the client should connect again).
+    #[error("misdirected request")]
+    Misdirected,
     /// The external auth service refused the request: its 401 or 403 goes to the client.
     #[error("refused by the auth service")]
     AuthDenied(StatusCode),
@@ -93,6 +97,7 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::AuthError => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::AuthDenied(status) => *status,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Limited(status) => *status,
         }
     }
@@ -146,6 +151,7 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::AuthError => "internal server error",
         ProxyError::AuthDenied(s) if *s == StatusCode::FORBIDDEN => "forbidden",
         ProxyError::AuthDenied(_) => "authorization required",
+        ProxyError::Misdirected => "misdirected request",
         ProxyError::Limited(_) => "too many requests",
         ProxyError::ExternalNameRefused => {
             "ExternalName refused: it resolves to a loopback, link-local or node address"

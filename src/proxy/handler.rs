@@ -26,6 +26,7 @@ use super::upstream::{
 };
 use crate::l4::Pick;
 use crate::snapshot::Snapshot;
+use crate::snapshot::host::without_port;
 use crate::snapshot::routes::{
     Affinity, Backend, FieldValue, NextUpstream, Policy, PortRef, RequestVars, ResponseOp, Rewrite,
     Route, RouteLabels, RouteTimeouts, Upstream,
@@ -201,11 +202,9 @@ impl Proxy {
             // is read, before any location, as nginx does (plain HTTP after its redirect).
             if conn.tls
                 && !snapshot.client_auth.is_empty()
-                && let Some(ca) = snapshot
-                    .client_auth
-                    .get(crate::snapshot::host::without_port(host_str))
+                && let Some(ca) = snapshot.client_auth.get(without_port(host_str))
             {
-                match client_certificate(ca, conn) {
+                match client_certificate(ca, conn, without_port(host_str)) {
                     Ok(fields) => outcome.extras.get_or_insert_default().cert_fields = fields,
                     Err(CertRefusal::Error(e)) => break 'forward Err(e),
                     Err(CertRefusal::Page(page)) => {
@@ -321,11 +320,9 @@ impl Proxy {
             // one is a 400 (nginx would serve it unverified).
             if !conn.tls
                 && !snapshot.client_auth.is_empty()
-                && let Some(ca) = snapshot
-                    .client_auth
-                    .get(crate::snapshot::host::without_port(host_str))
+                && let Some(ca) = snapshot.client_auth.get(without_port(host_str))
             {
-                match client_certificate(ca, conn) {
+                match client_certificate(ca, conn, without_port(host_str)) {
                     Ok(fields) => outcome.extras.get_or_insert_default().cert_fields = fields,
                     Err(CertRefusal::Error(e)) => break 'forward Err(e),
                     Err(CertRefusal::Page(page)) => {
@@ -404,6 +401,11 @@ impl Proxy {
                         captures: None,
                     },
                     request_id: fields.request_id.cloned(),
+                    cert_fields: outcome
+                        .extras
+                        .as_ref()
+                        .map(|e| e.cert_fields.clone())
+                        .unwrap_or_default(),
                     host: host.as_ref(),
                     json: outcome.json,
                 };
@@ -1080,8 +1082,17 @@ enum CertRefusal<'c> {
 fn client_certificate<'c>(
     ca: &'c crate::snapshot::client_auth::ClientAuth,
     conn: &ConnHeaders,
+    host: &str,
 ) -> Result<SetFields, CertRefusal<'c>> {
     use crate::snapshot::client_auth::{CertNames, Verification, Verify, escaped_pem};
+    // nginx: a host that verifies clients, asked on a connection negotiated for another
+    // server name, is a 421 (a browser coalescing connections opens a new one).
+    if let Some(sni) = conn.sni.as_deref().filter(|_| conn.tls)
+        && ca.verify != Verify::Off
+        && !sni.eq_ignore_ascii_case(host.strip_suffix('.').unwrap_or(host))
+    {
+        return Err(CertRefusal::Error(ProxyError::Misdirected));
+    }
     let chain = conn.client_cert.as_deref().filter(|_| conn.tls);
     let verification = match ca.verify {
         Verify::Off => Verification::None,

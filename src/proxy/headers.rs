@@ -52,6 +52,9 @@ pub struct ConnHeaders {
     /// The certificate chain the client sent in the TLS handshake (leaf first), when its
     /// host asked for one (`auth-tls-secret`).
     pub client_cert: Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
+    /// The server name the TLS handshake was for (SNI), when a host of the listener asks
+    /// for client certificates.
+    pub sni: Option<Box<str>>,
 }
 
 // === impl ConnHeaders ===
@@ -72,6 +75,7 @@ impl ConnHeaders {
             port,
             underscores,
             client_cert: None,
+            sni: None,
         }
     }
 }

@@ -251,6 +251,9 @@ impl Connection {
             Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
         };
         let mut headers = ConnHeaders::new(self.peer, self.local, true, self.underscores());
+        if !self.proxy.snapshot.load().client_auth.is_empty() {
+            headers.sni = stream.get_ref().1.server_name().map(Box::from);
+        }
         if let Some(chain) = stream.get_ref().1.peer_certificates() {
             let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
             headers.client_cert = Some(chain.into());

@@ -159,6 +159,9 @@ pub struct Ask<'a> {
     pub vars: RequestVars<'a>,
     /// The request's X-Request-ID (`None`: one is made, and given back in the verdict).
     pub request_id: Option<HeaderValue>,
+    /// The client certificate's `ssl-client-*` fields (ingress-nginx sends them to the auth
+    /// service too).
+    pub cert_fields: Vec<(HeaderName, Option<HeaderValue>)>,
     /// The Host of the request (X-Forwarded-Host of the auth request).
     pub host: Option<&'a HeaderValue>,
     /// Whether the client wants JSON errors.
@@ -372,6 +375,7 @@ fn auth_fields(a: &Ask<'_>) -> Vec<(HeaderName, Option<HeaderValue>)> {
         ),
         (HeaderName::from_static("x-forwarded-proto"), None),
     ];
+    set.extend(a.cert_fields.iter().cloned());
     if a.auth.method.is_some() {
         set.push((
             HeaderName::from_static("x-original-uri"),

@@ -288,8 +288,13 @@ fn access_log_off() {
 
 #[test]
 fn access_guards_fail_closed_with_an_error() {
-    for (guard, value) in [("auth-url", "x")] {
-        let (parsed, d) = parse_map(&[(guard, value)]);
+    let url = ("auth-url", "http://auth.example/");
+    for (guard, value) in [
+        ("auth-url", "x"),
+        ("auth-method", "BREW"),
+        ("auth-response-headers", "Host"),
+    ] {
+        let (parsed, d) = parse_map(&[url, (guard, value)]);
         assert_eq!(parsed.policy.unwrap().deny, Some(503), "{guard}");
         let errors: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
         assert_eq!(errors.len(), 1, "{guard}: {d:?}");
