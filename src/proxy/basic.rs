@@ -40,11 +40,18 @@ pub enum Outcome {
 /// One cache slot: a verified tag and when it expires.
 type Slot = Option<([u8; 16], Instant)>;
 
+/// A slow check under way, shared by every request that brought the same credentials.
+type Flight = std::sync::Arc<tokio::sync::OnceCell<Verdict>>;
+
 /// The checker every connection shares.
 pub struct Checker {
     key: ring::hmac::Key,
     slots: Box<[Mutex<Slot>]>,
     slow: Semaphore,
+    /// Slow checks under way, by tag: requests that bring the same credentials while one is
+    /// checked wait for its verdict instead of paying bcrypt again (32 connections logging in
+    /// at once cost one check, not 32).
+    flights: Mutex<std::collections::HashMap<[u8; 16], Flight>>,
     /// Passwords checked against a stored hash (cache misses that reached a user).
     checked: std::sync::atomic::AtomicU64,
 }
@@ -73,6 +80,7 @@ impl Checker {
             key,
             slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
             slow: Semaphore::new(cores),
+            flights: Mutex::default(),
             checked: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -104,18 +112,32 @@ impl Checker {
         let Some(credential) = auth.user(user) else {
             return Outcome::Unauthorized;
         };
-        self.checked
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let verdict = if credential.is_slow() {
-            let Ok(_permit) = self.slow.acquire().await else {
-                return Outcome::Error;
+            let flight = match self.flights.lock() {
+                Ok(mut flights) => std::sync::Arc::clone(flights.entry(tag).or_default()),
+                Err(_) => return Outcome::Error,
             };
-            let credential = credential.clone();
-            let password = password.to_vec();
-            tokio::task::spawn_blocking(move || credential.verify(&password))
-                .await
-                .unwrap_or(Verdict::Error)
+            let _landing = Landing {
+                flights: &self.flights,
+                tag,
+                flight: &flight,
+            };
+            let checking = flight.get_or_init(|| async {
+                self.checked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Ok(_permit) = self.slow.acquire().await else {
+                    return Verdict::Error;
+                };
+                let credential = credential.clone();
+                let password = password.to_vec();
+                tokio::task::spawn_blocking(move || credential.verify(&password))
+                    .await
+                    .unwrap_or(Verdict::Error)
+            });
+            *checking.await
         } else {
+            self.checked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             credential.verify(password)
         };
         match verdict {
@@ -142,6 +164,26 @@ impl Checker {
         let mut tag = [0u8; 16];
         tag.copy_from_slice(&ctx.sign().as_ref()[..16]);
         tag
+    }
+}
+
+/// Removes a finished (or abandoned) check from the flights when the last request that waited
+/// on it is done with it, so the map holds only checks under way.
+struct Landing<'c> {
+    flights: &'c Mutex<std::collections::HashMap<[u8; 16], Flight>>,
+    tag: [u8; 16],
+    flight: &'c Flight,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut flights) = self.flights.lock()
+            && let Some(current) = flights.get(&self.tag)
+            && std::sync::Arc::ptr_eq(current, self.flight)
+            && (self.flight.initialized() || std::sync::Arc::strong_count(self.flight) <= 2)
+        {
+            flights.remove(&self.tag);
+        }
     }
 }
 

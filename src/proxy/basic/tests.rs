@@ -91,3 +91,58 @@ async fn hostile_authorization_fields_get_clear_answers() {
         Outcome::Unauthorized
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_with_the_same_credentials_pay_one_check() {
+    let hash = bcrypt::hash("secret", 10).unwrap();
+    let users = auth(&format!("alice:{hash}\nbob:{hash}\n"));
+    let checker = Arc::new(Checker::new());
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (checker, users) = (Arc::clone(&checker), Arc::clone(&users));
+        tasks.push(tokio::spawn(async move {
+            checker.check(&users, &basic("alice", "secret")).await
+        }));
+    }
+    // Wrong passwords are checked each on its own (never shared with a right one).
+    for _ in 0..2 {
+        assert_eq!(
+            checker.check(&users, &basic("alice", "wrong")).await,
+            Outcome::Unauthorized
+        );
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Outcome::Allowed);
+    }
+    assert_eq!(
+        checker.checked(),
+        3,
+        "one check for 32 logins, two for the wrong ones"
+    );
+    assert!(
+        checker.flights.lock().unwrap().is_empty(),
+        "finished checks leave"
+    );
+    // Another user with the same password is another credential.
+    assert_eq!(
+        checker.check(&users, &basic("bob", "secret")).await,
+        Outcome::Allowed
+    );
+    assert_eq!(checker.checked(), 4);
+}
+
+#[tokio::test]
+async fn an_abandoned_check_leaves_nothing_behind() {
+    let hash = bcrypt::hash("secret", 12).unwrap();
+    let users = auth(&format!("alice:{hash}\n"));
+    let checker = Checker::new();
+    let fields = basic("alice", "secret");
+    let check = checker.check(&users, &fields);
+    // Dropped before the check ends (the client went away).
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(1), check).await;
+    assert!(checker.flights.lock().unwrap().is_empty());
+    assert_eq!(
+        checker.check(&users, &basic("alice", "secret")).await,
+        Outcome::Allowed
+    );
+}
