@@ -264,6 +264,25 @@ async fn answers() {
     assert!(seen.headers.get("content-length").is_none_or(|v| v == "0"));
     assert_eq!(seen.headers["x-original-method"], "POST");
 
+    // Over HTTP/2 (h2c): the same auth request, Host from :authority, the cookies of split
+    // Cookie fields all carried.
+    let before = auth.count();
+    let h2 = Request::get("http://a.example/h2?x=1")
+        .header("authorization", "Bearer ok")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = support::client::h2c(env.http(), h2).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.json()["headers"]["x-user"], "alice");
+    assert_eq!(auth.count(), before + 1);
+    let seen = auth.seen().pop().unwrap();
+    assert_eq!(seen.headers["host"], "authsvc.auth.svc.cluster.local");
+    assert_eq!(seen.headers["x-original-url"], "http://a.example/h2?x=1");
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"], "one Cookie field, as RFC 9113 asks");
+
     // 403 reaches the client; any other status is a 500; neither reaches the app.
     let reply = get(&env, "/", &[("authorization", "Bearer forbid")]).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);

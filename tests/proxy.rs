@@ -180,6 +180,33 @@ async fn request_ids_are_kept_and_methods_and_bodies_pass() {
     );
 }
 
+/// HTTP/2 clients split Cookie into one field per cookie (browsers do, for HPACK); an
+/// HTTP/1.1 endpoint must get them as one field joined with "; " (RFC 9113 §8.2.3), or it
+/// may read only the first.
+#[tokio::test]
+async fn http2_cookie_fields_reach_http1_endpoints_as_one() {
+    let (env, _a, _b) = shop(false).await;
+    let mut req = get_h2("a.com", "/cookies");
+    for c in ["session=abc", "theme=dark", "lang=en"] {
+        req.headers_mut()
+            .append(http::header::COOKIE, c.parse().unwrap());
+    }
+    let reply = client::h2c(env.http(), req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json()["headers"]["cookie"],
+        "session=abc; theme=dark; lang=en"
+    );
+    // An HTTP/1.1 request's fields go as they came.
+    let req = Request::get("/cookies")
+        .header("host", "a.com")
+        .header("cookie", "a=1; b=2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = client::h1(env.http(), req).await;
+    assert_eq!(reply.json()["headers"]["cookie"], "a=1; b=2");
+}
+
 #[tokio::test]
 async fn tls_hosts_redirect_plain_http_unless_annotated() {
     let backend = Backend::start("r").await;

@@ -269,6 +269,8 @@ impl Proxy {
         // The auth request's head: the client's fields, no body.
         let mut request = Request::new(());
         *request.method_mut() = auth.method.clone().unwrap_or(Method::GET);
+        // The client's version: an HTTP/2 request's Cookie fields are joined as upstream.
+        *request.version_mut() = a.parts.version;
         *request.headers_mut() = a.parts.headers.clone();
         request.headers_mut().remove(CONTENT_LENGTH);
         request.headers_mut().remove(TRANSFER_ENCODING);

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
-    self, CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    self, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -96,6 +96,8 @@ enum Field {
     RequestId,
     /// Connection: hop-by-hop, and it may name other fields that are.
     Connection,
+    /// Cookie: an HTTP/2 request's fields are joined into one (RFC 9113 §8.2.3).
+    Cookie,
     /// Hop-by-hop, framing (Transfer-Encoding), or replaced by Portico's own value (Host,
     /// X-Forwarded-Host/-Proto/-Port, X-Real-IP).
     Dropped,
@@ -110,6 +112,8 @@ fn classify(name: &HeaderName) -> Field {
         Field::Upgrade
     } else if name == CONNECTION {
         Field::Connection
+    } else if name == COOKIE {
+        Field::Cookie
     } else if name == TE || name == TRAILER || name == TRANSFER_ENCODING {
         Field::Dropped
     } else if name.as_str().starts_with("x-") {
@@ -136,6 +140,8 @@ fn classify(name: &HeaderName) -> Field {
 
 /// What `write_fields` saw.
 struct Written {
+    /// The joined Cookie field of an HTTP/2 request is written.
+    cookie: bool,
     has_length: bool,
     forwarded_for: bool,
     /// Connection lists options other than close, keep-alive and upgrade: field names.
@@ -153,6 +159,7 @@ fn write_fields(
     listed: &[HeaderName],
 ) -> Written {
     let mut seen = Written {
+        cookie: false,
         has_length: false,
         forwarded_for: false,
         connection_options: false,
@@ -182,6 +189,23 @@ fn write_fields(
                 false
             }
             Field::Dropped => false,
+            // HTTP/2 clients send one field per cookie; an HTTP/1.1 endpoint gets one field,
+            // the values joined with "; ", where the first of them was.
+            Field::Cookie if parts.version == Version::HTTP_2 => {
+                if !seen.cookie && (listed.is_empty() || !listed.contains(name)) {
+                    seen.cookie = true;
+                    out.extend_from_slice(b"cookie: ");
+                    for (i, v) in parts.headers.get_all(COOKIE).iter().enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b"; ");
+                        }
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+                false
+            }
+            Field::Cookie => listed.is_empty() || !listed.contains(name),
         };
         if write {
             write_field(out, name.as_str().as_bytes(), value.as_bytes());
