@@ -98,13 +98,29 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Seen>>) -> Response<Full
         .unwrap_or("");
     let builder = Response::builder();
     match token {
-        "Bearer ok" | "Bearer other" => builder
+        "Bearer ok" => builder
             .status(200)
-            .header("x-user", if token == "Bearer ok" { "alice" } else { "bob" })
+            .header("x-user", "alice")
             .header("x-group", "admins")
             .header("x-group", "ops")
             .header("set-cookie", "session=granted; Path=/")
             .body(Full::new(Bytes::from_static(b"ok"))),
+        "Bearer quiet" | "Bearer other" => builder
+            .status(200)
+            .header(
+                "x-user",
+                if token == "Bearer quiet" {
+                    "carol"
+                } else {
+                    "bob"
+                },
+            )
+            .body(Full::new(Bytes::from_static(b"ok"))),
+        "Bearer private" => builder
+            .status(200)
+            .header("x-user", "dave")
+            .header("cache-control", "private")
+            .body(Full::new(Bytes::new())),
         "Bearer forbid" => builder.status(403).body(Full::new(Bytes::new())),
         "Bearer teapot" => builder.status(418).body(Full::new(Bytes::new())),
         "Bearer slow" => {
@@ -569,33 +585,40 @@ async fn cached() {
     )
     .await;
     for _ in 0..3 {
-        let reply = get(&env, "/", &[("authorization", "Bearer ok")]).await;
-        assert_eq!(reply.json()["headers"]["x-user"], "alice");
+        let reply = get(&env, "/", &[("authorization", "Bearer quiet")]).await;
+        assert_eq!(reply.json()["headers"]["x-user"], "carol");
     }
     assert_eq!(auth.count(), 1, "asked once, then from the cache");
     // Another key is asked, and gets its own answer.
     let reply = get(&env, "/", &[("authorization", "Bearer other")]).await;
     assert_eq!(reply.json()["headers"]["x-user"], "bob");
     assert_eq!(auth.count(), 2);
+    // As nginx's proxy cache: an answer that sets a cookie, or says Cache-Control: private,
+    // is never kept (a session cookie is never replayed from the cache).
+    for token in ["Bearer ok", "Bearer ok", "Bearer private", "Bearer private"] {
+        let reply = get(&env, "/", &[("authorization", token)]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    assert_eq!(auth.count(), 6);
     // 401 is not in the durations: asked every time.
     for _ in 0..2 {
         let reply = get(&env, "/", &[]).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(auth.count(), 4);
+    assert_eq!(auth.count(), 8);
     // A second Authorization field makes another key: the cached answer is not reused, the
     // auth service is asked (it sees both fields).
     let reply = get(
         &env,
         "/",
         &[
-            ("authorization", "Bearer ok"),
+            ("authorization", "Bearer quiet"),
             ("authorization", "Bearer forbid"),
         ],
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    assert_eq!(auth.count(), 5, "answered from another key's cache entry");
+    assert_eq!(auth.count(), 9, "answered from another key's cache entry");
     env.shutdown().await;
 }
 

@@ -53,6 +53,9 @@ pub struct Answer {
     cookies: Vec<HeaderValue>,
     /// The answer's WWW-Authenticate fields (for a 401).
     challenges: Vec<HeaderValue>,
+    /// Whether nginx's proxy cache would keep it (`None`: never; `Some(Some(d))`: for the
+    /// lifetime its own fields give; `Some(None)`: for `auth-cache-duration`'s).
+    cacheable: Option<Option<Duration>>,
 }
 
 /// The verdict on one request.
@@ -196,7 +199,12 @@ impl Proxy {
                 Ok(answer) => {
                     let answer = Arc::new(answer);
                     if let (Some(tag), Some(cache)) = (tag, auth.cache.as_ref())
-                        && let Some(valid) = cache.validity(answer.status)
+                        && let Some(valid) = answer.cacheable.and_then(|own| match own {
+                            // The answer's own lifetime wins over auth-cache-duration.
+                            Some(own) => Some(own),
+                            None => cache.validity(answer.status),
+                        })
+                        && !valid.is_zero()
                     {
                         self.external.put(tag, valid, Arc::clone(&answer));
                     }
@@ -324,12 +332,61 @@ impl Proxy {
             Vec::new()
         };
         Ok(Answer {
+            cacheable: cacheable(headers),
             status,
             copies,
             cookies: headers.get_all(SET_COOKIE).iter().cloned().collect(),
             challenges: headers.get_all(WWW_AUTHENTICATE).iter().cloned().collect(),
         })
     }
+}
+
+/// Whether nginx's `proxy_cache` keeps an answer, and for how long by its own fields: never
+/// one with Set-Cookie, `Vary: *`, or `Cache-Control` private, no-cache or no-store;
+/// `X-Accel-Expires`, then `Cache-Control: max-age` (or `s-maxage`), give its lifetime over
+/// `proxy_cache_valid`'s (`auth-cache-duration`); 0 is not kept.
+fn cacheable(headers: &HeaderMap) -> Option<Option<Duration>> {
+    if headers.contains_key(SET_COOKIE) {
+        return None;
+    }
+    let text = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",")
+            .to_ascii_lowercase()
+    };
+    if text("vary").split(',').any(|v| v.trim() == "*") {
+        return None;
+    }
+    if let Some(accel) = headers.get("x-accel-expires").and_then(|v| v.to_str().ok()) {
+        if let Ok(seconds) = accel.trim().parse::<u64>() {
+            return Some(Some(Duration::from_secs(seconds)));
+        }
+        if accel.trim().starts_with('@') {
+            // An absolute time: not worth a clock here; not kept.
+            return None;
+        }
+    }
+    let control = text("cache-control");
+    let mut max_age = None;
+    for directive in control.split(',').map(str::trim) {
+        match directive {
+            "private" | "no-cache" | "no-store" => return None,
+            _ => {
+                let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+                if matches!(name.trim(), "max-age" | "s-maxage") {
+                    match value.trim().trim_matches('"').parse::<u64>() {
+                        Ok(seconds) => max_age = Some(Duration::from_secs(seconds)),
+                        Err(_) => return None,
+                    }
+                }
+            }
+        }
+    }
+    Some(max_age)
 }
 
 /// A field's values joined with ", " (nginx's `$upstream_http_` of a repeated field).

@@ -41,6 +41,7 @@ fn the_cache_keeps_answers_for_their_time_only() {
         copies: Vec::new(),
         cookies: Vec::new(),
         challenges: Vec::new(),
+        cacheable: Some(None),
     });
     let t = tag(&a, &["user"]);
     assert!(a.get(&t).is_none());
@@ -63,4 +64,34 @@ fn repeated_fields_are_joined_as_nginx_does() {
     h.append(&name, HeaderValue::from_static("b"));
     assert_eq!(joined(&h, &name).unwrap(), "a, b");
     assert!(joined(&h, &HeaderName::from_static("x-none")).is_none());
+}
+
+#[test]
+fn answers_are_cached_as_nginx_proxy_cache_keeps_them() {
+    let h = |pairs: &[(&'static str, &'static str)]| {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        cacheable(&m)
+    };
+    assert_eq!(h(&[]), Some(None));
+    assert_eq!(h(&[("set-cookie", "s=1")]), None);
+    assert_eq!(h(&[("cache-control", "no-store")]), None);
+    assert_eq!(h(&[("cache-control", "Private, max-age=60")]), None);
+    assert_eq!(h(&[("cache-control", "no-cache")]), None);
+    assert_eq!(h(&[("vary", "Accept, *")]), None);
+    assert_eq!(
+        h(&[("cache-control", "public, max-age=30")]),
+        Some(Some(Duration::from_secs(30)))
+    );
+    assert_eq!(
+        h(&[("cache-control", "max-age=0")]),
+        Some(Some(Duration::ZERO))
+    );
+    assert_eq!(h(&[("cache-control", "max-age=soon")]), None);
+    assert_eq!(
+        h(&[("x-accel-expires", "5"), ("cache-control", "max-age=30")]),
+        Some(Some(Duration::from_secs(5)))
+    );
 }
