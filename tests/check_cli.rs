@@ -163,7 +163,7 @@ fn the_migration_report_names_each_annotation() {
     migrating(
         dir.path(),
         "nginx.ingress.kubernetes.io/proxy-body-size: 8m, nginx.ingress.kubernetes.io/use-regex: \"true\", \
-         nginx.ingress.kubernetes.io/satisfy: \"any\", nginx.ingress.kubernetes.io/secure-backends: \"true\"",
+         nginx.ingress.kubernetes.io/satisfy: \"any\", nginx.ingress.kubernetes.io/session-cookie-hash: sha1",
     );
     let (code, out) = check(dir.path());
     assert_eq!(code, 0, "warnings only: {out}");
@@ -176,7 +176,7 @@ fn the_migration_report_names_each_annotation() {
     );
     assert!(out.contains("satisfy = \"any\": not yet"), "{out}");
     assert!(
-        out.contains("secure-backends = \"true\": obsolete: replaced by backend-protocol"),
+        out.contains("session-cookie-hash = \"sha1\": obsolete: removed in ingress-nginx 0.24"),
         "{out}"
     );
     // JSON for CI: the same, machine-readable.

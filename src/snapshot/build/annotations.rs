@@ -122,7 +122,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
             "http:// to a cluster Service (name.namespace.svc), to a host Portico serves (its route's backend, without that route's policies) or to any other host (never the node itself: loopback, link-local and the node's addresses are refused, as for ExternalName Services); https:// only to a host Portico serves until TLS to upstreams arrives (to a cluster Service: an error and 503; to another host: 500). Set-Cookie fields of the auth response are all passed on",
         ),
     ),
-    ("backend-protocol", Support::Unsupported),
+    (
+        "backend-protocol",
+        Support::Differs(
+            "HTTP (the default) only for now: HTTPS, GRPC, GRPCS and AUTO_HTTP fail closed (503 and an error) rather than send the request to the endpoint in clear text or over the wrong protocol, until TLS and HTTP/2 to endpoints land; FCGI is refused for good (503 and an error); any other value is a warning and HTTP, as ingress-nginx; case-insensitive",
+        ),
+    ),
     (
         "canary",
         Support::Differs(
@@ -289,7 +294,9 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("satisfy", Support::Unsupported),
     (
         "secure-backends",
-        Support::Obsolete("replaced by backend-protocol: HTTPS"),
+        Support::Differs(
+            "\"true\" means backend-protocol: HTTPS (ingress-nginx's legacy name): it fails closed like HTTPS until TLS to endpoints lands",
+        ),
     ),
     (
         "server-alias",
@@ -450,6 +457,9 @@ pub(super) fn parse(
         .flatten()
         .map(|n| n.min(MAX_BODY_BUFFER));
     load_balance(&mut r);
+    if backend_protocol(&mut r).is_err() {
+        policy.deny = Some(503);
+    }
     policy.hash_by = hash_by(&mut r);
     policy.service_upstream = r.boolean("service-upstream").unwrap_or(false);
     policy.affinity = affinity(&mut r, policy.use_regex).map(Arc::new);
@@ -537,6 +547,48 @@ pub(super) fn parse(
         parsed.policy = Some(Arc::new(policy));
     }
     parsed
+}
+
+/// `backend-protocol` (and the legacy `secure-backends: "true"`, HTTPS): HTTP is what Portico
+/// speaks to endpoints today. A protocol that needs TLS or HTTP/2 to the endpoint is refused
+/// (`Err`: the Ingress's paths answer 503, with an error) rather than sent in clear text or as
+/// HTTP/1.1; FCGI is refused for good; any other value is a warning and HTTP (ingress-nginx's
+/// fallback).
+fn backend_protocol(r: &mut Reader<'_>) -> Result<(), ()> {
+    let legacy = r.boolean("secure-backends") == Some(true);
+    let value = match r.get("backend-protocol").filter(|v| !v.is_empty()) {
+        Some(v) => v.to_ascii_uppercase(),
+        None if legacy => "HTTPS".to_string(),
+        None => return Ok(()),
+    };
+    let name = if r.get("backend-protocol").is_some() {
+        "backend-protocol"
+    } else {
+        "secure-backends"
+    };
+    match value.as_str() {
+        "HTTP" => Ok(()),
+        "HTTPS" | "GRPC" | "GRPCS" | "AUTO_HTTP" => {
+            let reason = format!(
+                "{value} to the endpoints is not supported yet (Portico speaks HTTP/1.1 in clear text to them): every path of this Ingress answers 503 rather than send its requests in clear text or over the wrong protocol"
+            );
+            r.error(name, reason);
+            Err(())
+        }
+        "FCGI" => {
+            let reason = "FCGI is not supported by Portico (a deliberate difference from ingress-nginx): every path of this Ingress answers 503".to_string();
+            r.error(name, reason);
+            Err(())
+        }
+        _ => {
+            let shown = crate::redact::short_value(&value);
+            let reason = format!(
+                "{shown} is not HTTP, HTTPS, GRPC, GRPCS, AUTO_HTTP or FCGI; HTTP is used, as ingress-nginx does"
+            );
+            r.warn(name, reason);
+            Ok(())
+        }
+    }
 }
 
 /// `auth-url` with `auth-method`, `auth-signin`, `auth-signin-redirect-param`,

@@ -585,7 +585,7 @@ fn proxy_timeouts_are_whole_seconds() {
 fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
     let (parsed, d) = parse_map(&[
         ("satisfy", "any"),
-        ("secure-backends", "true"),
+        ("session-cookie-hash", "sha1"),
         ("no-such-annotation", "1"),
         ("proxy-buffering", "on"),
         ("other.example/foo", "bar"),
@@ -595,7 +595,7 @@ fn unsupported_obsolete_and_unknown_annotations_are_warnings() {
     assert!(d.iter().all(|d| d.severity == Severity::Warning));
     let about = |name: &str| d.iter().find(|d| d.field.contains(name)).unwrap();
     assert!(about("satisfy").reason.contains("not supported"));
-    assert!(about("secure-backends").reason.contains("backend-protocol"));
+    assert!(about("session-cookie-hash").reason.contains("0.24"));
     assert!(
         about("no-such-annotation")
             .reason
@@ -1027,4 +1027,32 @@ proptest! {
             prop_assert!(d <= std::time::Duration::from_secs(365 * 86_400));
         }
     }
+}
+
+#[test]
+fn backend_protocols_that_need_tls_or_http2_fail_closed() {
+    for (value, denied) in [
+        ("HTTP", false),
+        ("http", false),
+        ("HTTPS", true),
+        ("https", true),
+        ("GRPC", true),
+        ("grpcs", true),
+        ("AUTO_HTTP", true),
+        ("FCGI", true),
+        ("AJP", false),
+    ] {
+        let (parsed, d) = parse_map(&[("backend-protocol", value)]);
+        let deny = parsed.policy.as_ref().and_then(|p| p.deny);
+        assert_eq!(deny.is_some(), denied, "{value}: {d:?}");
+        let errors = d.iter().filter(|d| d.severity == Severity::Error).count();
+        assert_eq!(errors, usize::from(denied), "{value}: {d:?}");
+        if value == "AJP" {
+            assert_eq!(d.len(), 1, "a warning for an unknown value: {d:?}");
+        }
+    }
+    let (parsed, d) = parse_map(&[("secure-backends", "true")]);
+    assert_eq!(parsed.policy.unwrap().deny, Some(503), "{d:?}");
+    let (parsed, _) = parse_map(&[("secure-backends", "false")]);
+    assert!(parsed.policy.is_none_or(|p| p.deny.is_none()));
 }
