@@ -729,3 +729,86 @@ async fn order() {
     assert_eq!(auth.count(), 3);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn another_namespaces_guarded_route_is_not_an_auth_service() {
+    timeout(LIMIT, cross_namespace()).await.expect("bounded");
+}
+
+/// A tenant's `auth-url` naming a host that another namespace's Ingress serves behind basic
+/// auth must not reach that backend around its guard (and leak its fields through
+/// `auth-response-headers`): the served-host shortcut is for routes of the auth's own
+/// namespace, or ones that guard nothing.
+async fn cross_namespace() {
+    let web = support::Backend::start("web").await;
+    let secret = support::Backend::start("b-secret").await;
+    let open = support::Backend::start("b-open").await;
+    let auth = AuthService::start().await;
+    let a = support::manifests::nginx_ingress(
+        "a",
+        "a.example",
+        "/",
+        "web",
+        &[
+            ("auth-url", "http://b.example/admin"),
+            ("auth-response-headers", "X-Echo-Service"),
+        ],
+    );
+    let a_open = support::manifests::nginx_ingress(
+        "a-open",
+        "a.example",
+        "/open",
+        "web",
+        &[
+            ("auth-url", "http://b.example/public"),
+            ("auth-response-headers", "X-Echo-Service"),
+        ],
+    );
+    let guarded = support::manifests::ingress_full(
+        "tenant-b",
+        "b",
+        &[(
+            "b.example",
+            vec![support::manifests::prefix("/admin", "secret", 80)],
+        )],
+        &[],
+        "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users",
+        None,
+    );
+    let public = support::manifests::ingress(
+        "tenant-b",
+        "b-public",
+        &[(
+            "b.example",
+            vec![support::manifests::prefix("/public", "open", 80)],
+        )],
+    );
+    let mut all = files(auth.addr, web.addr, &[("a", a), ("a-open", a_open)]);
+    all.push(("b.yaml".to_string(), guarded));
+    all.push(("b-public.yaml".to_string(), public));
+    all.push((
+        "b-svc.yaml".to_string(),
+        service("tenant-b", "secret", 80)
+            + &endpoints("tenant-b", "secret", &[secret.addr], &[])
+            + "---\n"
+            + &service("tenant-b", "open", 80)
+            + &endpoints("tenant-b", "open", &[open.addr], &[]),
+    ));
+    all.push((
+        "users.yaml".to_string(),
+        support::manifests::opaque_secret("tenant-b", "users", &[("auth", "u:{PLAIN}p")]),
+    ));
+    let env = start(all, None).await;
+    // The guarded route of another namespace: never asked, 500.
+    let reply = get(&env, "/", &[]).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+    assert!(
+        !String::from_utf8_lossy(&reply.body).contains("b-secret"),
+        "{reply:?}"
+    );
+    // A route of another namespace that guards nothing is what anyone may ask: allowed.
+    let reply = get(&env, "/open", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.json()["headers"]["x-echo-service"], "b-open");
+    env.shutdown().await;
+}

@@ -77,6 +77,12 @@ pub struct ExternalAuth {
     /// Its answer must come within this (the ConfigMap's proxy-read-timeout, 60 s).
     #[serde(skip)]
     pub read_timeout: Duration,
+    /// The namespace of the Ingress whose annotation this is (`None`: the ConfigMap's global
+    /// auth, the operator's). A host Portico serves is asked through its route only when the
+    /// route is of this namespace or guards nothing (another tenant's guarded backend is never
+    /// reached around its guard).
+    #[serde(skip)]
+    pub namespace: Option<std::sync::Arc<str>>,
     /// Where the configuration came from (the Ingress, or the ConfigMap's global auth) and
     /// its URL: what scopes the cache, so two routes never share an entry.
     #[serde(skip)]

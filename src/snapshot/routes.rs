@@ -758,6 +758,16 @@ impl PathRegex {
 }
 
 impl Policy {
+    /// Whether the policy guards who may reach the route: a deny, access lists, basic or
+    /// external authentication, or limits.
+    pub fn guards_access(&self) -> bool {
+        self.deny.is_some()
+            || self.access.is_some()
+            || self.basic_auth.is_some()
+            || self.external_auth.is_some()
+            || self.limits.is_some()
+    }
+
     /// Whether a template of the policy uses the path regex's captures.
     pub fn uses_captures(&self) -> bool {
         self.rewrite

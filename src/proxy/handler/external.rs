@@ -262,6 +262,20 @@ impl Proxy {
                 .await
                 .map_err(|e| format!("the auth Service {}: {e}", backend.service))?
         } else if let Some(route) = served() {
+            // Another tenant's route is asked only when it guards nothing (what anyone on the
+            // internet may ask it); never around its access lists, auth or limits.
+            let ours = auth
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| *route.ingress.namespace == *ns);
+            let open = !route.policy.as_deref().is_some_and(|p| p.guards_access())
+                && snapshot.client_auth.get(&host).is_none();
+            if !ours && !open {
+                return Err(format!(
+                    "{host}{path} is served by {}/{}, another namespace's guarded route: not asked around its guard",
+                    route.ingress.namespace, route.ingress.name
+                ));
+            }
             self.connect_to_backend(snapshot, &route.backend, choice, None, &mut outcome)
                 .await
                 .map_err(|e| format!("the backend of {host}: {e}"))?

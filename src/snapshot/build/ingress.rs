@@ -680,6 +680,7 @@ impl Compiled {
             cache: spec.cache.clone(),
             connect_timeout: timeouts.connect.unwrap_or(DEFAULT_AUTH_CONNECT),
             read_timeout: timeouts.read.unwrap_or(DEFAULT_AUTH_READ),
+            namespace: (from == "auth-url").then(|| Arc::from(self.key.namespace.as_str())),
             scope: format!(
                 "{}/{} {from} {}",
                 self.key.namespace, self.key.name, spec.url
