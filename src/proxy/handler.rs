@@ -202,15 +202,9 @@ impl Proxy {
             // is read, before any location, as nginx does (plain HTTP after its redirect).
             if conn.tls
                 && !snapshot.client_auth.is_empty()
-                && let Some(ca) = snapshot.client_auth.get(without_port(host_str))
+                && let Some(refused) = client_certificate(&snapshot, conn, host_str, &mut outcome)
             {
-                match client_certificate(ca, conn, without_port(host_str)) {
-                    Ok(fields) => outcome.extras.get_or_insert_default().cert_fields = fields,
-                    Err(CertRefusal::Error(e)) => break 'forward Err(e),
-                    Err(CertRefusal::Page(page)) => {
-                        break 'forward Ok(redirect_to(StatusCode::FOUND, page));
-                    }
-                }
+                break 'forward refused;
             }
             let path = or_break!('forward, normalized_path(&parts.uri));
             let route = snapshot.routes.route(host_str, &path);
@@ -320,15 +314,9 @@ impl Proxy {
             // one is a 400 (nginx would serve it unverified).
             if !conn.tls
                 && !snapshot.client_auth.is_empty()
-                && let Some(ca) = snapshot.client_auth.get(without_port(host_str))
+                && let Some(refused) = client_certificate(&snapshot, conn, host_str, &mut outcome)
             {
-                match client_certificate(ca, conn, without_port(host_str)) {
-                    Ok(fields) => outcome.extras.get_or_insert_default().cert_fields = fields,
-                    Err(CertRefusal::Error(e)) => break 'forward Err(e),
-                    Err(CertRefusal::Page(page)) => {
-                        break 'forward Ok(redirect_to(StatusCode::FOUND, page));
-                    }
-                }
+                break 'forward refused;
             }
             if let Some(status) = policy.and_then(|p| p.deny) {
                 let status =
@@ -1066,6 +1054,27 @@ impl Proxy {
 /// Fields set on the request sent upstream (`None`: removed).
 type SetFields = Vec<(HeaderName, Option<HeaderValue>)>;
 
+/// Judges the client certificate of a request to a host with `auth-tls-secret` (none for
+/// other hosts): `None` lets it go on, with the certificate's fields kept in `outcome` for
+/// the request sent upstream; otherwise the answer it gets.
+fn client_certificate<'s>(
+    snapshot: &'s Snapshot,
+    conn: &ConnHeaders,
+    host: &str,
+    outcome: &mut Outcome<'s>,
+) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    let host = without_port(host);
+    let ca = snapshot.client_auth.get(host)?;
+    match certificate_fields(ca, conn, host) {
+        Ok(fields) => {
+            outcome.extras.get_or_insert_default().cert_fields = fields;
+            None
+        }
+        Err(CertRefusal::Error(e)) => Some(Err(e)),
+        Err(CertRefusal::Page(page)) => Some(Ok(redirect_to(StatusCode::FOUND, page))),
+    }
+}
+
 /// Why a request's client certificate does not do.
 enum CertRefusal<'c> {
     /// This error (400, 403).
@@ -1079,7 +1088,7 @@ enum CertRefusal<'c> {
 /// when asked), or nginx's answer: 400 for a required certificate missing or one that fails
 /// (a 302 to `auth-tls-error-page` when set), 403 when `auth-tls-match-cn` does not match. A
 /// plain-HTTP request has no certificate.
-fn client_certificate<'c>(
+fn certificate_fields<'c>(
     ca: &'c crate::snapshot::client_auth::ClientAuth,
     conn: &ConnHeaders,
     host: &str,

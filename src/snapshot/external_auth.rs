@@ -25,51 +25,20 @@ const MAX_URL: usize = 2048;
 /// At most this many `auth-response-headers`.
 const MAX_RESPONSE_HEADERS: usize = 64;
 
-/// Fields an auth response may not set on the upstream request: the message framing,
-/// hop-by-hop fields and Host, which Portico writes itself (an auth service setting
-/// Content-Length on the forwarded request would desynchronise the upstream connection).
-pub const FORBIDDEN_COPIES: [&str; 9] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
-    "host",
-];
+/// Fields an auth response may not set on the upstream request: those no snippet may set
+/// either (an auth service setting Content-Length on the forwarded request would
+/// desynchronise the upstream connection).
+pub use super::build::annotations::snippets::FORBIDDEN as FORBIDDEN_COPIES;
 
-/// A route's external authentication, resolved.
+/// A route's external authentication, resolved: the parsed configuration, and what the
+/// Ingress (or the ConfigMap) it belongs to adds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ExternalAuth {
-    /// The URL as written (logs, `/debug/snapshot`).
-    pub url: Box<str>,
-    /// `https://`: the auth service speaks TLS.
-    pub tls: bool,
-    /// The host (a name, an IP literal, or a template of nginx variables).
-    pub host: AuthHost,
-    /// The port (the URL's, else 80 or 443).
-    pub port: u16,
-    /// The path and query asked (nginx variables expanded per request).
-    pub path: UrlTemplate,
+    /// The configuration as parsed (shared by every Ingress when it is the global one).
+    #[serde(flatten)]
+    pub spec: std::sync::Arc<AuthSpec>,
     /// The cluster Service the host names, resolved as an Ingress backend.
     pub service: Option<Backend>,
-    /// `auth-method`: the auth request's method (GET otherwise) and X-Original-URI/X-Scheme.
-    #[serde(serialize_with = "method_name")]
-    pub method: Option<Method>,
-    /// `auth-signin` with the redirect parameter appended: where a 401 is redirected (302).
-    pub signin: Option<UrlTemplate>,
-    /// `auth-response-headers`: copied from a 2xx auth response onto the upstream request,
-    /// replacing the client's (removed when the auth response lacks them).
-    pub response_headers: Box<[FieldName]>,
-    /// `auth-request-redirect`: X-Auth-Request-Redirect (`$request_uri` otherwise).
-    pub request_redirect: Option<UrlTemplate>,
-    /// `auth-always-set-cookie`: the auth response's Set-Cookie on every answer, not only
-    /// on success statuses.
-    pub always_set_cookie: bool,
-    /// `auth-cache-key` / `auth-cache-duration`.
-    pub cache: Option<AuthCache>,
     /// Connecting to the auth service must finish within this (the ConfigMap's
     /// proxy-connect-timeout, 5 s by default).
     #[serde(skip)]
@@ -158,7 +127,7 @@ pub struct AuthValues {
 }
 
 /// The parts of an auth URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ParsedUrl {
     /// `https`.
     pub tls: bool,
@@ -171,13 +140,15 @@ pub struct ParsedUrl {
 }
 
 /// An external-auth configuration parsed, its destination not resolved yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuthSpec {
     /// The URL as written.
     pub url: Box<str>,
     /// Its parts.
+    #[serde(flatten)]
     pub parsed: ParsedUrl,
-    /// `auth-method`.
+    /// `auth-method`: the auth request's method (GET otherwise) and X-Original-URI/X-Scheme.
+    #[serde(serialize_with = "method_name")]
     pub method: Option<Method>,
     /// The sign-in redirect, parameter appended.
     pub signin: Option<UrlTemplate>,

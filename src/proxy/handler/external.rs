@@ -181,7 +181,7 @@ impl Proxy {
             a.request_id = Some(id.to_value());
             generated = Some(id);
         }
-        let tag = auth.cache.as_ref().map(|cache| {
+        let tag = auth.spec.cache.as_ref().map(|cache| {
             let mut tagger = Tagger(ring::hmac::Context::with_key(&self.external.key));
             std::hash::Hash::hash(&*auth.scope, &mut tagger);
             std::hash::Hash::hash(a.vars.http_host, &mut tagger);
@@ -198,7 +198,7 @@ impl Proxy {
             None => match self.ask(snapshot, &a).await {
                 Ok(answer) => {
                     let answer = Arc::new(answer);
-                    if let (Some(tag), Some(cache)) = (tag, auth.cache.as_ref())
+                    if let (Some(tag), Some(cache)) = (tag, auth.spec.cache.as_ref())
                         && let Some(valid) = answer.cacheable.and_then(|own| match own {
                             // The answer's own lifetime wins over auth-cache-duration.
                             Some(own) => Some(own),
@@ -211,7 +211,7 @@ impl Proxy {
                     answer
                 }
                 Err(why) => {
-                    warn!(auth_url = %auth.url, %why, "external authentication failed; 500");
+                    warn!(auth_url = %auth.spec.url, %why, "external authentication failed; 500");
                     return Verdict::Answered(ProxyError::AuthError.response(a.json));
                 }
             },
@@ -226,7 +226,7 @@ impl Proxy {
     /// Sends the auth request and reads its answer.
     async fn ask(&self, snapshot: &Snapshot, a: &Ask<'_>) -> Result<Answer, String> {
         let auth = a.auth;
-        let host: String = match &auth.host {
+        let host: String = match &auth.spec.parsed.host {
             AuthHost::Literal(h) => h.to_string(),
             AuthHost::Template(t) => {
                 let h = t.expand(&a.vars).to_ascii_lowercase();
@@ -236,7 +236,7 @@ impl Proxy {
                 h
             }
         };
-        let path = auth.path.expand(&a.vars);
+        let path = auth.spec.parsed.path.expand(&a.vars);
         if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(format!("the path {path:?} is not a request target"));
         }
@@ -279,18 +279,18 @@ impl Proxy {
             self.connect_to_backend(snapshot, &route.backend, choice, None, &mut outcome)
                 .await
                 .map_err(|e| format!("the backend of {host}: {e}"))?
-        } else if auth.tls {
+        } else if auth.spec.parsed.tls {
             return Err(format!(
                 "https:// to {host}, a host Portico does not serve: TLS to upstreams is not supported yet"
             ));
         } else {
-            let target = Target::Name(host.as_str().into(), auth.port);
+            let target = Target::Name(host.as_str().into(), auth.spec.parsed.port);
             let pooled = self.checkout(&target, connect_timeout).await;
             (pooled.map_err(|e| format!("{target}: {e}"))?, None)
         };
         // The auth request's head: the client's fields, no body.
         let mut request = Request::new(());
-        *request.method_mut() = auth.method.clone().unwrap_or(Method::GET);
+        *request.method_mut() = auth.spec.method.clone().unwrap_or(Method::GET);
         // The client's version: an HTTP/2 request's Cookie fields are joined as upstream.
         *request.version_mut() = a.parts.version;
         *request.headers_mut() = a.parts.headers.clone();
@@ -323,7 +323,7 @@ impl Proxy {
         };
         let (head, mut body) = sent.into_parts();
         let status = head.status.as_u16();
-        debug!(auth_url = %auth.url, status, "auth answer");
+        debug!(auth_url = %auth.spec.url, status, "auth answer");
         // The body is read and dropped (bounded), so the connection goes back to the pool.
         let discard = async {
             let mut seen = 0usize;
@@ -338,7 +338,8 @@ impl Proxy {
         let _ = tokio::time::timeout(read, discard).await;
         let headers = &head.headers;
         let copies = if (200..300).contains(&status) {
-            auth.response_headers
+            auth.spec
+                .response_headers
                 .iter()
                 .map(|name| (name.0.clone(), joined(headers, &name.0)))
                 .collect()
@@ -421,7 +422,7 @@ fn auth_fields(a: &Ask<'_>) -> Vec<(HeaderName, Option<HeaderValue>)> {
     let mut request_uri = String::new();
     crate::snapshot::routes::UrlVar::RequestUri.push(&a.vars, &mut request_uri);
     let original_url = format!("{}://{}{}", a.vars.scheme, a.vars.http_host, request_uri);
-    let redirect = match &a.auth.request_redirect {
+    let redirect = match &a.auth.spec.request_redirect {
         Some(t) => t.expand(&a.vars),
         None => request_uri.clone(),
     };
@@ -449,7 +450,7 @@ fn auth_fields(a: &Ask<'_>) -> Vec<(HeaderName, Option<HeaderValue>)> {
         (HeaderName::from_static("x-forwarded-proto"), None),
     ];
     set.extend(a.cert_fields.iter().cloned());
-    if a.auth.method.is_some() {
+    if a.auth.spec.method.is_some() {
         set.push((
             HeaderName::from_static("x-original-uri"),
             text(&request_uri),
@@ -475,7 +476,7 @@ pub fn adds_to(status: StatusCode, always: bool) -> bool {
 fn verdict(a: &Ask<'_>, answer: &Answer) -> Verdict {
     let auth = a.auth;
     let cookies = |response: &mut Response<ProxyBody>| {
-        if adds_to(response.status(), auth.always_set_cookie) {
+        if adds_to(response.status(), auth.spec.always_set_cookie) {
             for c in &answer.cookies {
                 response.headers_mut().append(SET_COOKIE, c.clone());
             }
@@ -485,11 +486,11 @@ fn verdict(a: &Ask<'_>, answer: &Answer) -> Verdict {
         200..=299 => Verdict::Allowed {
             copies: answer.copies.clone(),
             cookies: (!answer.cookies.is_empty())
-                .then(|| (answer.cookies.clone(), auth.always_set_cookie)),
+                .then(|| (answer.cookies.clone(), auth.spec.always_set_cookie)),
             generated: None,
         },
         401 => {
-            let mut response = match &auth.signin {
+            let mut response = match &auth.spec.signin {
                 Some(signin) => {
                     // `$pass_access_scheme`: the scheme the client used, as a trusted peer
                     // tells it.
@@ -525,7 +526,7 @@ fn verdict(a: &Ask<'_>, answer: &Answer) -> Verdict {
             Verdict::Answered(response)
         }
         other => {
-            warn!(auth_url = %auth.url, status = other, "the auth service answered neither 2xx, 401 nor 403; 500");
+            warn!(auth_url = %auth.spec.url, status = other, "the auth service answered neither 2xx, 401 nor 403; 500");
             let mut response = ProxyError::AuthError.response(a.json);
             cookies(&mut response);
             Verdict::Answered(response)

@@ -358,6 +358,43 @@ impl Compiled {
             .push((HostPattern::Exact(Arc::from(twin.as_str())), c));
     }
 
+    /// The Secret an annotation names (`name` or `namespace/name`), of the Ingress's own
+    /// namespace only (`rule` says so when another is named), recorded as a dependency of the
+    /// compilation (a change to it compiles the Ingress again, its appearance too).
+    fn own_secret(
+        &mut self,
+        cx: &Context<'_>,
+        reference: &str,
+        rule: &str,
+    ) -> Result<(Arc<Secret>, String, String), String> {
+        let own = self.key.namespace.clone();
+        let (ns, name) = match reference.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (own.clone(), reference.to_string()),
+        };
+        if ns != own {
+            return Err(format!(
+                "names a Secret of another namespace ({ns}); {rule}"
+            ));
+        }
+        let key = (ns.clone(), name.clone());
+        let secret = cx.store.secrets.get(&key).cloned();
+        self.auth_secrets.push((key, secret.clone()));
+        match secret {
+            Some(secret) => Ok((secret, ns, name)),
+            None => Err(format!("the Secret {ns}/{name} does not exist")),
+        }
+    }
+
+    /// An error on an annotation that denies every path of the Ingress (503).
+    fn deny<T>(&mut self, name: &str, reason: String) -> Result<T, ()> {
+        let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
+        let reason = format!("{reason}: every path of this Ingress answers 503");
+        self.diagnostics
+            .push(Diagnostic::error(&self.key, field, reason));
+        Err(())
+    }
+
     /// `auth-type: basic` with `auth-secret` (`name` or `namespace/name`, the Ingress's own
     /// namespace only), `auth-secret-type` and `auth-realm`: the users of the Secret.
     /// `Ok(None)` without `auth-type`; `Err` when the location is denied (503, as
@@ -368,21 +405,11 @@ impl Compiled {
         annotations: Option<&std::collections::BTreeMap<String, String>>,
     ) -> Result<Option<Arc<crate::snapshot::basic_auth::BasicAuth>>, ()> {
         use crate::snapshot::basic_auth::{BasicAuth, SecretType};
-        let get = |name: &str| {
-            annotations
-                .and_then(|a| a.get(&format!("{}{name}", annotations::NGINX)))
-                .map(|v| v.trim().to_string())
-        };
+        let get = |name: &str| annotation(annotations, name);
         let Some(kind) = get("auth-type") else {
             return Ok(None);
         };
-        let deny = |this: &mut Self, name: &str, reason: String| {
-            let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
-            let reason = format!("{reason}: every path of this Ingress answers 503");
-            this.diagnostics
-                .push(Diagnostic::error(&this.key, field, reason));
-            Err(())
-        };
+        let deny = |this: &mut Self, name: &str, reason: String| this.deny(name, reason);
         match kind.as_str() {
             "basic" => {}
             "digest" => {
@@ -398,23 +425,13 @@ impl Compiled {
             let why = "auth-type: basic needs auth-secret".to_string();
             return deny(self, "auth-secret", why);
         };
-        let own = self.key.namespace.clone();
-        let (ns, name) = match reference.split_once('/') {
-            Some((ns, name)) => (ns.to_string(), name.to_string()),
-            None => (own.clone(), reference.clone()),
-        };
-        if ns != own {
-            let why = format!(
-                "names a Secret of another namespace ({ns}); an Ingress's auth Secret must be in its own namespace ({own}), as ingress-nginx requires by default"
-            );
-            return deny(self, "auth-secret", why);
-        }
-        let key = (ns.clone(), name.clone());
-        let secret = cx.store.secrets.get(&key).cloned();
-        self.auth_secrets.push((key, secret.clone()));
-        let Some(secret) = secret else {
-            let why = format!("the Secret {ns}/{name} does not exist");
-            return deny(self, "auth-secret", why);
+        let rule = format!(
+            "an Ingress's auth Secret must be in its own namespace ({}), as ingress-nginx requires by default",
+            self.key.namespace
+        );
+        let (secret, ns, name) = match self.own_secret(cx, &reference, &rule) {
+            Ok(found) => found,
+            Err(why) => return deny(self, "auth-secret", why),
         };
         let kind = match get("auth-secret-type").as_deref() {
             None | Some("" | "auth-file") => SecretType::File,
@@ -461,46 +478,23 @@ impl Compiled {
         annotations: Option<&std::collections::BTreeMap<String, String>>,
     ) -> Result<Option<Arc<ClientAuth>>, ()> {
         use crate::snapshot::client_auth::Verify;
-        let get = |name: &str| {
-            annotations
-                .and_then(|a| a.get(&format!("{}{name}", annotations::NGINX)))
-                .map(|v| v.trim().to_string())
-        };
+        let get = |name: &str| annotation(annotations, name);
         let Some(reference) = get("auth-tls-secret").filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
-        let deny = |this: &mut Self, name: &str, reason: String| {
-            let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
-            let reason = format!("{reason}: every path of this Ingress answers 503");
-            this.diagnostics
-                .push(Diagnostic::error(&this.key, field, reason));
-            Err(())
-        };
+        let deny = |this: &mut Self, name: &str, reason: String| this.deny(name, reason);
         let warn = |this: &mut Self, name: &str, reason: String| {
             let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
             this.diagnostics
                 .push(Diagnostic::warning(&this.key, field, reason));
         };
-        let own = self.key.namespace.clone();
-        let (ns, name) = match reference.split_once('/') {
-            Some((ns, name)) => (ns.to_string(), name.to_string()),
-            None => (own.clone(), reference.clone()),
-        };
-        if ns != own {
-            let why = format!(
-                "names a Secret of another namespace ({ns}); the CA Secret must be in the Ingress's own namespace ({own})"
-            );
-            return deny(self, "auth-tls-secret", why);
-        }
-        let key = (ns.clone(), name.clone());
-        let secret = cx.store.secrets.get(&key).cloned();
-        self.auth_secrets.push((key, secret.clone()));
-        let Some(secret) = secret else {
-            return deny(
-                self,
-                "auth-tls-secret",
-                format!("the Secret {ns}/{name} does not exist"),
-            );
+        let rule = format!(
+            "the CA Secret must be in the Ingress's own namespace ({})",
+            self.key.namespace
+        );
+        let (secret, ns, name) = match self.own_secret(cx, &reference, &rule) {
+            Ok(found) => found,
+            Err(why) => return deny(self, "auth-tls-secret", why),
         };
         let ca = secret
             .string_data
@@ -607,7 +601,7 @@ impl Compiled {
     fn external_auth(
         &mut self,
         cx: &Context<'_>,
-        spec: &AuthSpec,
+        spec: &Arc<AuthSpec>,
         from: &'static str,
     ) -> Result<ExternalAuth, ()> {
         let field = if from == "auth-url" {
@@ -666,18 +660,8 @@ impl Compiled {
         }
         let timeouts = cx.globals.timeouts;
         Ok(ExternalAuth {
-            url: spec.url.clone(),
-            tls: url.tls,
-            host: url.host.clone(),
-            port: url.port,
-            path: url.path.clone(),
+            spec: Arc::clone(spec),
             service,
-            method: spec.method.clone(),
-            signin: spec.signin.clone(),
-            response_headers: spec.response_headers.clone(),
-            request_redirect: spec.request_redirect.clone(),
-            always_set_cookie: spec.always_set_cookie,
-            cache: spec.cache.clone(),
             connect_timeout: timeouts.connect.unwrap_or(DEFAULT_AUTH_CONNECT),
             read_timeout: timeouts.read.unwrap_or(DEFAULT_AUTH_READ),
             namespace: (from == "auth-url").then(|| Arc::from(self.key.namespace.as_str())),
@@ -778,6 +762,16 @@ impl Compiled {
         self.diagnostics
             .push(Diagnostic::error(&self.key, field, reason));
     }
+}
+
+/// The trimmed value of an ingress-nginx annotation (`name` without the prefix).
+fn annotation(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    name: &str,
+) -> Option<String> {
+    annotations
+        .and_then(|a| a.get(&format!("{}{name}", annotations::NGINX)))
+        .map(|v| v.trim().to_string())
 }
 
 /// ingress-nginx's `proxy-connect-timeout` default, for the auth request.

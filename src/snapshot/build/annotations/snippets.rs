@@ -20,9 +20,10 @@ pub const DIRECTIVES: [&str; 4] = [
     "proxy_set_header",
 ];
 
-/// Fields no snippet may set or clear: the message framing and hop-by-hop fields, which
-/// Portico writes itself.
-const FORBIDDEN: [&str; 9] = [
+/// Fields no snippet may set or clear, and no auth answer may copy onto a request
+/// (`auth-response-headers`): the message framing, hop-by-hop fields and Host, which Portico
+/// writes itself.
+pub const FORBIDDEN: [&str; 9] = [
     "content-length",
     "transfer-encoding",
     "connection",
