@@ -18,6 +18,7 @@ pub mod routes;
 pub mod server;
 pub mod services;
 pub mod table;
+pub mod upstream_tls;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
-//! `backend-protocol` (issue: backends, §1) until TLS and HTTP/2 to endpoints land: HTTP is
-//! served; a protocol that needs TLS or HTTP/2 to the endpoint fails closed (503, the endpoint
-//! never sees the request in clear text); FCGI is refused for good; an unknown value is HTTP
-//! with a warning, as ingress-nginx.
+//! `backend-protocol` (issue: backends, §1) until HTTP/2 to endpoints lands: HTTP is served;
+//! HTTPS is spoken over TLS (a clear-text endpoint is a 502, never a request in clear text;
+//! `nginx_backend_tls` has the rest); a protocol that needs HTTP/2 to the endpoint fails closed
+//! (503); FCGI is refused for good; an unknown value is HTTP with a warning, as ingress-nginx.
 
 mod support;
 
@@ -16,7 +16,7 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
-async fn protocols_portico_cannot_speak_yet_fail_closed() {
+async fn protocols_portico_cannot_speak_fail_closed() {
     timeout(LIMIT, protocols()).await.expect("bounded");
 }
 
@@ -25,12 +25,7 @@ async fn protocols() {
     let cases = [
         ("plain", "/plain", Some("http"), StatusCode::OK),
         ("unknown", "/unknown", Some("AJP"), StatusCode::OK),
-        (
-            "tls",
-            "/tls",
-            Some("HTTPS"),
-            StatusCode::SERVICE_UNAVAILABLE,
-        ),
+        ("tls", "/tls", Some("HTTPS"), StatusCode::BAD_GATEWAY),
         (
             "grpc",
             "/grpc",
@@ -43,7 +38,13 @@ async fn protocols() {
             Some("FCGI"),
             StatusCode::SERVICE_UNAVAILABLE,
         ),
-        ("legacy", "/legacy", None, StatusCode::SERVICE_UNAVAILABLE),
+        (
+            "grpcs",
+            "/grpcs",
+            Some("GRPCS"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        ("legacy", "/legacy", None, StatusCode::BAD_GATEWAY),
     ];
     let mut ingresses = String::new();
     for (name, path, value, _) in cases {

@@ -299,6 +299,8 @@ async fn run_names_a_taken_address() {
         let args = EchoArgs {
             listen: vec![addr],
             name: "echo".to_string(),
+            tls_cert: None,
+            tls_key: None,
         };
         let error = run(args).await.expect_err("address in use");
         assert!(error.to_string().contains(&addr.to_string()), "{error}");

@@ -28,14 +28,17 @@ use http::{HeaderMap, Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 pub use self::codec::{ClientForwarding, Forwarding};
 use self::codec::{Decoded, Decoder, RequestFraming, ResponseFraming};
+pub use self::stream::Io;
+use crate::snapshot::upstream_tls::UpstreamTls;
 
 mod codec;
+mod stream;
 
 /// Where a connection goes: a Service endpoint, or an ExternalName's DNS name and port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +58,25 @@ impl fmt::Display for Target {
     }
 }
 
+/// What a pooled connection is for: its target, and the TLS settings it was made under
+/// (`None`: clear text). A connection serves only requests of the same key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Where it goes.
+    pub target: Target,
+    /// How it speaks TLS.
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tls {
+            None => self.target.fmt(f),
+            Some(_) => write!(f, "https://{}", self.target),
+        }
+    }
+}
+
 /// Why no connection could be had.
 #[derive(Debug)]
 pub enum ConnectError {
@@ -64,6 +86,9 @@ pub enum ConnectError {
     Io(io::Error),
     /// An ExternalName resolved only to addresses of the node itself (see [`crate::egress`]).
     Refused(crate::egress::Refused),
+    /// The TLS handshake failed (the endpoint's certificate did not verify, it does not
+    /// speak TLS…).
+    Tls(io::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -72,6 +97,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
             ConnectError::Refused(r) => write!(f, "not connected: {r}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
         }
     }
 }
@@ -104,7 +130,10 @@ const MAX_READ_SIZE: usize = 64 * 1024;
 
 /// One connection to an upstream with its buffers.
 struct Conn {
-    io: TcpStream,
+    io: Io,
+    /// What it was made for (kept here, in the box: every request's future moves a
+    /// `Pooled`).
+    key: Key,
     /// Bytes read and not yet consumed.
     read: BytesMut,
     /// The request head being written (kept for its capacity).
@@ -128,9 +157,10 @@ struct Timeouts {
 // === impl Conn ===
 
 impl Conn {
-    fn new(io: TcpStream, timeouts: Timeouts, born: u64) -> Self {
+    fn new(io: Io, key: Key, timeouts: Timeouts, born: u64) -> Self {
         Conn {
             io,
+            key,
             read: BytesMut::with_capacity(READ_SIZE),
             write: Vec::with_capacity(1024),
             timeouts,
@@ -140,11 +170,9 @@ impl Conn {
     }
 
     /// Whether an idle connection has been closed by the upstream, or has sent something
-    /// unasked (either way it cannot carry a request). Costs no system call unless the
-    /// socket was reported readable since its last read.
-    fn is_stale(&self) -> bool {
-        let mut probe = [0u8; 1];
-        !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// unasked (see [`Io::is_stale`]).
+    fn is_stale(&mut self) -> bool {
+        self.io.is_stale()
     }
 }
 
@@ -202,7 +230,7 @@ impl std::hash::Hasher for TargetHasher {
     }
 }
 
-type Targets<V> = HashMap<Target, V, std::hash::BuildHasherDefault<TargetHasher>>;
+type Targets<V> = HashMap<Key, V, std::hash::BuildHasherDefault<TargetHasher>>;
 
 /// Idle keep-alive connections by target; shared by every connection of the proxy.
 pub struct UpstreamPool {
@@ -214,6 +242,8 @@ pub struct UpstreamPool {
     config: PoolConfig,
     /// What the ConfigMap may change while the pool lives.
     limits: Limits,
+    /// The TLS client configurations in use.
+    tls: stream::ClientConfigs,
 }
 
 /// The pool's limits that follow the snapshot (`upstream-keepalive-*`, `client-body-timeout`),
@@ -261,7 +291,6 @@ impl fmt::Debug for UpstreamPool {
 pub struct Pooled {
     /// Boxed: a pooled connection moves with its request through several futures.
     conn: Box<Conn>,
-    target: Target,
     /// Whether the connection was idle in the pool (it may have been closed by the upstream
     /// meanwhile: a request that finds it closed before any response is sent again on a new
     /// one).
@@ -272,7 +301,7 @@ pub struct Pooled {
 impl fmt::Debug for Pooled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pooled")
-            .field("target", &self.target)
+            .field("target", &self.conn.key)
             .field("reused", &self.reused)
             .finish()
     }
@@ -299,6 +328,7 @@ impl UpstreamPool {
                 idle: AtomicU64::new(ticks(config.idle_timeout, period)),
                 client_body_ms: AtomicU64::new(millis(config.client_body_timeout)),
             },
+            tls: stream::ClientConfigs::default(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&pool);
@@ -348,64 +378,85 @@ impl UpstreamPool {
         let now = self.tick.load(Ordering::Relaxed);
         let limit = self.limits.idle.load(Ordering::Relaxed);
         self.lock().retain(|_, list| {
-            list.retain(|i| !expired(i, now, limit) && !i.conn.is_stale());
+            list.retain_mut(|i| !expired(i, now, limit) && !i.conn.is_stale());
             !list.is_empty()
         });
     }
 
-    /// A connection to `target`: the most recently used idle one that is still open, or a
-    /// new one.
+    /// A clear-text connection to `target`: the most recently used idle one that is still
+    /// open, or a new one.
     pub async fn checkout(self: &Arc<Self>, target: &Target) -> Result<Pooled, ConnectError> {
-        self.checkout_within(target, None).await
+        let key = Key {
+            target: target.clone(),
+            tls: None,
+        };
+        self.checkout_within(&key, None).await
     }
 
-    /// [`checkout`](Self::checkout), connecting within `connect_timeout` (a route's own)
-    /// rather than the pool's when it is given.
+    /// A connection for `key` (TLS when its settings say so), connecting within
+    /// `connect_timeout` (a route's own) rather than the pool's when it is given; the TLS
+    /// handshake is part of connecting, as nginx bounds it by `proxy_connect_timeout`.
     pub async fn checkout_within(
         self: &Arc<Self>,
-        target: &Target,
+        key: &Key,
         connect_timeout: Option<Duration>,
     ) -> Result<Pooled, ConnectError> {
-        if let Some(conn) = self.take_idle(target) {
-            return Ok(self.pooled(conn, target.clone(), true));
+        if let Some(conn) = self.take_idle(key) {
+            return Ok(self.pooled(conn, true));
         }
-        // Boxed: connecting (a resolver, a connect timer) would make every request's future
-        // larger, and a new connection costs far more than the allocation.
-        Box::pin(self.connect_within(target, connect_timeout)).await
+        // Boxed: connecting (a resolver, a connect timer, a handshake) would make every
+        // request's future larger, and a new connection costs far more than the allocation.
+        Box::pin(self.connect_within(key.clone(), connect_timeout)).await
     }
 
-    /// A new connection to `target`, bypassing the idle ones.
-    pub async fn connect(self: &Arc<Self>, target: &Target) -> Result<Pooled, ConnectError> {
-        self.connect_within(target, None).await
+    /// A new connection for `key`, bypassing the idle ones.
+    pub async fn connect(self: &Arc<Self>, key: Key) -> Result<Pooled, ConnectError> {
+        self.connect_within(key, None).await
     }
 
     /// [`connect`](Self::connect) within `connect_timeout` when it is given.
     async fn connect_within(
         self: &Arc<Self>,
-        target: &Target,
+        key: Key,
         connect_timeout: Option<Duration>,
     ) -> Result<Pooled, ConnectError> {
         let connecting = async {
-            match target {
-                Target::Addr(addr) => TcpStream::connect(addr).await.map_err(ConnectError::Io),
+            let stream = match &key.target {
+                Target::Addr(addr) => TcpStream::connect(addr).await.map_err(ConnectError::Io)?,
                 // Only to addresses that are not the node itself.
                 Target::Name(host, port) => match crate::egress::connect(host, *port).await {
-                    Ok(stream) => Ok(stream),
-                    Err(crate::egress::EgressError::Refused(r)) => Err(ConnectError::Refused(r)),
-                    Err(crate::egress::EgressError::Io(e)) => Err(ConnectError::Io(e)),
+                    Ok(stream) => stream,
+                    Err(crate::egress::EgressError::Refused(r)) => {
+                        return Err(ConnectError::Refused(r));
+                    }
+                    Err(crate::egress::EgressError::Io(e)) => return Err(ConnectError::Io(e)),
                 },
+            };
+            let _ = stream.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+            let Some(tls) = &key.tls else {
+                return Ok(Io::Plain(stream));
+            };
+            let config = self
+                .tls
+                .get(tls)
+                .map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
+            let peer = stream.peer_addr().map_err(ConnectError::Io)?;
+            let name = tls.server_name(peer.ip());
+            let connector = tokio_rustls::TlsConnector::from(config);
+            match connector.connect(name, stream).await {
+                Ok(stream) => Ok(Io::Tls(Box::new(stream))),
+                Err(e) => Err(ConnectError::Tls(e)),
             }
         };
         let limit = connect_timeout.unwrap_or(self.config.connect_timeout);
-        let stream = tokio::time::timeout(limit, connecting)
+        let io = tokio::time::timeout(limit, connecting)
             .await
             .map_err(|_| ConnectError::Timeout)??;
-        let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let born = self.tick.load(Ordering::Relaxed);
-        let conn = Conn::new(stream, self.timeouts(), born);
-        Ok(self.pooled(Box::new(conn), target.clone(), false))
+        let conn = Conn::new(io, key, self.timeouts(), born);
+        Ok(self.pooled(Box::new(conn), false))
     }
 
     /// The timeouts a connection applies unless a route sets its own.
@@ -417,12 +468,12 @@ impl UpstreamPool {
         }
     }
 
-    fn take_idle(&self, target: &Target) -> Option<Box<Conn>> {
+    fn take_idle(&self, key: &Key) -> Option<Box<Conn>> {
         let mut idle = self.lock();
-        let list = idle.get_mut(target)?;
+        let list = idle.get_mut(key)?;
         let now = self.tick.load(Ordering::Relaxed);
         let limit = self.limits.idle.load(Ordering::Relaxed);
-        while let Some(i) = list.pop() {
+        while let Some(mut i) = list.pop() {
             if !expired(&i, now, limit) && !i.conn.is_stale() {
                 return Some(i.conn);
             }
@@ -430,16 +481,15 @@ impl UpstreamPool {
         None
     }
 
-    fn pooled(self: &Arc<Self>, conn: Box<Conn>, target: Target, reused: bool) -> Pooled {
+    fn pooled(self: &Arc<Self>, conn: Box<Conn>, reused: bool) -> Pooled {
         Pooled {
             conn,
-            target,
             reused,
             pool: Arc::downgrade(self),
         }
     }
 
-    fn give_back(&self, mut conn: Box<Conn>, target: Target) {
+    fn give_back(&self, mut conn: Box<Conn>) {
         let l = &self.limits;
         let now = self.tick.load(Ordering::Relaxed);
         // `upstream-keepalive-requests` and `-time`: closed rather than kept.
@@ -456,7 +506,7 @@ impl UpstreamPool {
         // A route's own timeouts end with its exchange.
         conn.timeouts = self.timeouts();
         let mut idle = self.lock();
-        let list = idle.entry(target).or_default();
+        let list = idle.entry(conn.key.clone()).or_default();
         if list.len() < max_idle {
             list.push(Idle { conn, since: now });
         }
@@ -502,7 +552,7 @@ pub enum SendError {
 /// sent again on another connection to it.
 #[derive(Debug)]
 pub struct Resend {
-    target: Target,
+    key: Key,
     head: Vec<u8>,
     head_request: bool,
 }
@@ -510,9 +560,9 @@ pub struct Resend {
 // === impl Resend ===
 
 impl Resend {
-    /// Where the request was going.
-    pub fn target(&self) -> &Target {
-        &self.target
+    /// Where the request was going, and how.
+    pub fn key(&self) -> &Key {
+        &self.key
     }
 
     /// The same request, ready to go on `pooled` (a connection to the same target).
@@ -656,7 +706,7 @@ pub struct Exchange {
 #[derive(Debug)]
 pub struct Upgraded {
     /// The connection.
-    pub io: TcpStream,
+    pub io: Io,
     /// What the upstream sent after the 101 head, before the tunnel started.
     pub read: Bytes,
 }
@@ -676,7 +726,13 @@ impl Pooled {
         let framing = body.framing();
         let resendable = matches!(body, RequestBody::Empty);
         self.conn.write.clear();
-        codec::encode_head(&mut self.conn.write, parts, framing, fwd, &self.target);
+        codec::encode_head(
+            &mut self.conn.write,
+            parts,
+            framing,
+            fwd,
+            &self.conn.key.target,
+        );
         let body = match body {
             RequestBody::Empty => None,
             RequestBody::Buffered(data) => {
@@ -787,7 +843,11 @@ impl Exchange {
         let head = match body {
             None => {
                 let conn = &mut *pooled.conn;
-                let sent = match conn.io.write_all(&conn.write).await {
+                let mut written = conn.io.write_all(&conn.write).await;
+                if written.is_ok() && conn.io.buffers_writes() {
+                    written = conn.io.flush().await;
+                }
+                let sent = match written {
                     Ok(()) => read_head(&mut conn.io, &mut conn.read, head_request).await,
                     Err(e) => Err(e),
                 };
@@ -800,9 +860,9 @@ impl Exchange {
                         if resendable && pooled.reused && conn.read.is_empty() && is_closed(&e) =>
                     {
                         let head = std::mem::take(&mut conn.write);
-                        let target = pooled.target.clone();
+                        let key = conn.key.clone();
                         let resend = Resend {
-                            target,
+                            key,
                             head,
                             head_request,
                         };
@@ -883,38 +943,84 @@ async fn send_with_body(
         ..
     } = conn;
     let timeouts = *timeouts;
-    let (mut reader, mut writer) = io.split();
-    let sending = async {
-        within(timeouts.send, writer.write_all(write)).await?;
-        write_body(&mut writer, *body, framing, timeouts).await
+    let exchange = Halves {
+        write,
+        read,
+        body,
+        framing,
+        head_request,
+        timeouts,
     };
-    let receiving = read_head(&mut reader, read, head_request);
-    tokio::pin!(sending, receiving);
-    const NO_HEAD: &str = "no response head within the read timeout";
-    tokio::select! {
-        biased;
-        done = &mut sending => match done {
-            Ok(()) => match tokio::time::timeout(timeouts.read, &mut receiving).await {
-                Ok(head) => Ok((head, true)),
-                Err(_) => Err(SendError::TimedOut(NO_HEAD)),
-            },
-            Err(BodyWriteError::Client(e)) => Err(SendError::Client(e.to_string())),
-            Err(BodyWriteError::ClientTimedOut) => Err(SendError::ClientTimedOut),
-            Err(BodyWriteError::TooLarge) => Err(SendError::TooLarge),
-            Err(BodyWriteError::SendTimedOut) => Err(SendError::TimedOut(
-                "the upstream took no body bytes within the send timeout",
-            )),
-            // The upstream stopped reading; it may still have answered (a 413 before
-            // closing), so the head is awaited all the same.
-            Err(BodyWriteError::Upstream(error)) => {
-                debug!(%error, "upstream stopped reading the request body");
-                match tokio::time::timeout(timeouts.read, &mut receiving).await {
-                    Ok(head) => Ok((head, false)),
+    match io {
+        Io::Plain(tcp) => {
+            let (reader, writer) = tcp.split();
+            exchange.run(reader, writer).await
+        }
+        Io::Tls(tls) => {
+            let (reader, writer) = tokio::io::split(&mut **tls);
+            exchange.run(reader, writer).await
+        }
+    }
+}
+
+/// A request with a streamed body, to be written on a connection's write half while its
+/// read half watches for the response head.
+struct Halves<'c> {
+    write: &'c [u8],
+    read: &'c mut BytesMut,
+    body: Box<Streaming>,
+    framing: RequestFraming,
+    head_request: bool,
+    timeouts: Timeouts,
+}
+
+impl Halves<'_> {
+    async fn run(
+        self,
+        mut reader: impl AsyncRead + Unpin,
+        mut writer: impl AsyncWrite + Unpin,
+    ) -> Result<(io::Result<codec::Head>, bool), SendError> {
+        let Halves {
+            write,
+            read,
+            body,
+            framing,
+            head_request,
+            timeouts,
+        } = self;
+        let sending = async {
+            within(timeouts.send, writer.write_all(write)).await?;
+            write_body(&mut writer, *body, framing, timeouts).await?;
+            within(timeouts.send, writer.flush()).await
+        };
+        let receiving = read_head(&mut reader, read, head_request);
+        tokio::pin!(sending, receiving);
+        const NO_HEAD: &str = "no response head within the read timeout";
+        tokio::select! {
+            biased;
+            done = &mut sending => match done {
+                Ok(()) => match tokio::time::timeout(timeouts.read, &mut receiving).await {
+                    Ok(head) => Ok((head, true)),
                     Err(_) => Err(SendError::TimedOut(NO_HEAD)),
+                },
+                Err(BodyWriteError::Client(e)) => Err(SendError::Client(e.to_string())),
+                Err(BodyWriteError::ClientTimedOut) => Err(SendError::ClientTimedOut),
+                Err(BodyWriteError::TooLarge) => Err(SendError::TooLarge),
+                Err(BodyWriteError::SendTimedOut) => Err(SendError::TimedOut(
+                    "the upstream took no body bytes within the send timeout",
+                )),
+                // The upstream stopped reading; it may still have answered (a 413 before
+                // closing), so the head is awaited all the same.
+                Err(BodyWriteError::Upstream(error)) => {
+                    debug!(%error, "upstream stopped reading the request body");
+                    match tokio::time::timeout(timeouts.read, &mut receiving).await {
+                        Ok(head) => Ok((head, false)),
+                        Err(_) => Err(SendError::TimedOut(NO_HEAD)),
+                    }
                 }
-            }
-        },
-        head = &mut receiving => Ok((head, false)),
+            },
+            head = &mut receiving => Ok((head, false)),
+        }
     }
 }
 
@@ -952,7 +1058,7 @@ async fn within(
 /// Copies the client's body (what was read before connecting, then the rest as it comes)
 /// to the upstream, framed as `framing`.
 async fn write_body(
-    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    writer: &mut (impl AsyncWrite + Unpin),
     body: Streaming,
     framing: RequestFraming,
     timeouts: Timeouts,
@@ -1011,7 +1117,7 @@ async fn write_body(
 
 /// Writes one piece of body, as a chunk when `chunked`.
 async fn write_data(
-    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    writer: &mut (impl AsyncWrite + Unpin),
     data: &mut Bytes,
     chunked: bool,
     limit: Duration,
@@ -1083,7 +1189,7 @@ impl UpstreamBody {
             && pooled.conn.read.is_empty()
             && let Some(pool) = pooled.pool.upgrade()
         {
-            pool.give_back(pooled.conn, pooled.target);
+            pool.give_back(pooled.conn);
         }
     }
 }

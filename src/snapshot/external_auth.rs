@@ -58,6 +58,15 @@ pub struct ExternalAuth {
     pub scope: Box<str>,
 }
 
+/// The TLS an `https://` auth URL to `host` is spoken with: ingress-nginx's auth location's
+/// (`proxy_ssl_server_name on`, so the host goes as SNI; nginx's defaults otherwise: the
+/// certificate is not verified, TLS 1.2 and 1.3).
+pub fn auth_tls(host: &str) -> crate::snapshot::upstream_tls::UpstreamTls {
+    use crate::snapshot::upstream_tls::{UpstreamTls, Versions};
+    UpstreamTls::new(None, None, host, true, Versions::BOTH)
+        .expect("settings without a Secret are always valid")
+}
+
 fn method_name<S: serde::Serializer>(m: &Option<Method>, s: S) -> Result<S::Ok, S::Error> {
     match m {
         Some(m) => s.serialize_some(m.as_str()),

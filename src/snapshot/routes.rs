@@ -95,6 +95,10 @@ pub struct Backend {
     pub port: PortRef,
     /// What it resolved to.
     pub upstream: Upstream,
+    /// TLS to its endpoints (`backend-protocol: HTTPS`, `AUTO_HTTP`, `appProtocol: https`);
+    /// `None`: clear text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::upstream_tls::BackendTls>,
 }
 
 /// One routing decision: what a request that matched gets.
@@ -1347,7 +1351,8 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
 }
 
 /// Canary Ingresses join the primary rule of the same path and (effective) type, the oldest
-/// canary first; one per rule, as in ingress-nginx. A canary without a primary serves
+/// canary first; one per rule, as in ingress-nginx; the canary's endpoints are spoken to as
+/// the primary's (`backend-protocol` and `proxy-ssl-*` are the primary's). A canary without a primary serves
 /// nothing (a warning): its requests get what the host's other rules give, or 404.
 fn attach_canaries(
     kept: &mut [Candidate],
@@ -1365,10 +1370,14 @@ fn attach_canaries(
             .find(|k| k.path() == c.path() && k.path_type() == c.path_type());
         let reason = match primary {
             Some(p) if p.route.canary.is_none() => {
+                // The primary's protocol and TLS settings: in ingress-nginx the canary is
+                // another upstream of the primary's location, which sets them.
+                let mut backend = c.route.backend.clone();
+                backend.tls = p.route.backend.tls.clone();
                 p.route.canary = Some(Arc::new(Canary {
                     spec,
                     ingress: c.route.ingress.clone(),
-                    backend: c.route.backend.clone(),
+                    backend,
                     labels: c.route.labels.clone(),
                 }));
                 continue;

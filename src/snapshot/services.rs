@@ -184,6 +184,9 @@ pub struct ServicePort {
     pub port: u16,
     /// Its protocol.
     pub protocol: Protocol,
+    /// `appProtocol` (`https`, `kubernetes.io/h2c`…), as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<Box<str>>,
     /// Where it forwards on each endpoint.
     pub target_port: TargetPort,
     /// `spec.type`.

@@ -8,6 +8,7 @@ pub mod fake_api;
 pub mod kube;
 pub mod l4;
 pub mod manifests;
+pub mod pki;
 pub mod raw;
 
 use std::net::SocketAddr;

@@ -30,7 +30,7 @@ use super::super::Proxy;
 use super::super::body::ProxyBody;
 use super::super::errors::ProxyError;
 use super::super::headers::ConnHeaders;
-use super::super::upstream::{ClientForwarding, Forwarding, RequestBody, SendError, Target};
+use super::super::upstream::{ClientForwarding, Forwarding, Key, RequestBody, SendError, Target};
 use super::Outcome;
 use crate::snapshot::Snapshot;
 use crate::snapshot::external_auth::{AuthHost, ExternalAuth, valid_host};
@@ -258,7 +258,8 @@ impl Proxy {
                 .filter(|r| r.host.is_some())
         };
         let (pooled, _pick) = if let Some(backend) = &auth.service {
-            self.connect_to_backend(snapshot, backend, choice, None, &mut outcome)
+            let to = (backend, auth.spec.parsed.tls);
+            self.connect_to_backend(snapshot, to, choice, None, &mut outcome)
                 .await
                 .map_err(|e| format!("the auth Service {}: {e}", backend.service))?
         } else if let Some(route) = served() {
@@ -276,17 +277,18 @@ impl Proxy {
                     route.ingress.namespace, route.ingress.name
                 ));
             }
-            self.connect_to_backend(snapshot, &route.backend, choice, None, &mut outcome)
+            let backend = (&route.backend, auth.spec.parsed.tls);
+            self.connect_to_backend(snapshot, backend, choice, None, &mut outcome)
                 .await
                 .map_err(|e| format!("the backend of {host}: {e}"))?
-        } else if auth.spec.parsed.tls {
-            return Err(format!(
-                "https:// to {host}, a host Portico does not serve: TLS to upstreams is not supported yet"
-            ));
         } else {
-            let target = Target::Name(host.as_str().into(), auth.spec.parsed.port);
-            let pooled = self.checkout(&target, connect_timeout).await;
-            (pooled.map_err(|e| format!("{target}: {e}"))?, None)
+            let tls = auth.spec.parsed.tls;
+            let key = Key {
+                target: Target::Name(host.as_str().into(), auth.spec.parsed.port),
+                tls: tls.then(|| Arc::new(crate::snapshot::external_auth::auth_tls(&host))),
+            };
+            let pooled = self.checkout(key.clone(), connect_timeout).await;
+            (pooled.map_err(|e| format!("{key}: {e}"))?, None)
         };
         // The auth request's head: the client's fields, no body.
         let mut request = Request::new(());

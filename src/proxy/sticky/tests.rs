@@ -53,6 +53,7 @@ fn backend(service: &str) -> Backend {
         service: service.into(),
         port: PortRef::Number(80),
         upstream: Upstream::Unavailable,
+        tls: None,
     }
 }
 

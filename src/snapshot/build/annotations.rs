@@ -125,7 +125,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "backend-protocol",
         Support::Differs(
-            "HTTP (the default) only for now: HTTPS, GRPC, GRPCS and AUTO_HTTP fail closed (503 and an error) rather than send the request to the endpoint in clear text or over the wrong protocol, until TLS and HTTP/2 to endpoints land; FCGI is refused for good (503 and an error); any other value is a warning and HTTP, as ingress-nginx; case-insensitive",
+            "HTTP, HTTPS and AUTO_HTTP (HTTP/1.1 over TLS to the endpoint, in the client's scheme for AUTO_HTTP), case-insensitive; GRPC and GRPCS fail closed (503 and an error) until HTTP/2 to endpoints lands; FCGI is refused for good (503 and an error); any other value is a warning and HTTP, as ingress-nginx. Without it, a Service port's appProtocol https or kubernetes.io/wss means HTTPS (Portico's addition); a canary is spoken to as its primary",
         ),
     ),
     (
@@ -278,13 +278,33 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         ),
     ),
     ("proxy-send-timeout", Support::Honoured),
-    ("proxy-ssl-ciphers", Support::Unsupported),
-    ("proxy-ssl-name", Support::Unsupported),
-    ("proxy-ssl-protocols", Support::Unsupported),
-    ("proxy-ssl-secret", Support::Unsupported),
-    ("proxy-ssl-server-name", Support::Unsupported),
-    ("proxy-ssl-verify", Support::Unsupported),
-    ("proxy-ssl-verify-depth", Support::Unsupported),
+    (
+        "proxy-ssl-ciphers",
+        Support::Accepted(
+            "rustls offers its own cipher suites (modern AEAD suites only) whatever this says; a value other than DEFAULT is a warning",
+        ),
+    ),
+    (
+        "proxy-ssl-name",
+        Support::Differs(
+            "the name verified and sent as SNI; without it Portico verifies <service>.<namespace>.svc (ingress-nginx's default is nginx's upstream name, upstream_balancer, which no certificate carries)",
+        ),
+    ),
+    (
+        "proxy-ssl-protocols",
+        Support::Differs(
+            "TLSv1.2 and TLSv1.3 only (rustls): SSLv2, SSLv3, TLSv1 and TLSv1.1 are left out with a warning, TLS 1.2 when nothing is left; the default with a ca.crt is ingress-nginx's (TLSv1 TLSv1.1 TLSv1.2, so TLS 1.2), without one nginx's (TLS 1.2 and 1.3)",
+        ),
+    ),
+    ("proxy-ssl-secret", Support::Honoured),
+    ("proxy-ssl-server-name", Support::Honoured),
+    (
+        "proxy-ssl-verify",
+        Support::Differs(
+            "\"on\" without a proxy-ssl-secret holding a ca.crt fails closed (503 and an error) where ingress-nginx silently does not verify; a certificate that does not verify is a 502 with a log line saying why",
+        ),
+    ),
+    ("proxy-ssl-verify-depth", Support::Honoured),
     (
         "rewrite-target",
         Support::Differs(
@@ -295,7 +315,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "secure-backends",
         Support::Differs(
-            "\"true\" means backend-protocol: HTTPS (ingress-nginx's legacy name): it fails closed like HTTPS until TLS to endpoints lands",
+            "\"true\" means backend-protocol: HTTPS (ingress-nginx's legacy name, removed there long ago; still honoured)",
         ),
     ),
     (
@@ -395,6 +415,22 @@ pub(super) struct Parsed {
     /// `enable-global-auth` (default true): the ConfigMap's `global-auth-url` applies to
     /// routes without an `auth-url` of their own.
     pub global_auth: bool,
+    /// `backend-protocol` (or `secure-backends`), when it names one Portico speaks.
+    pub protocol: BackendProtocol,
+}
+
+/// What `backend-protocol` asks of the connections to the endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// Not set: a Service port's `appProtocol` may choose.
+    #[default]
+    Unset,
+    /// HTTP/1.1 in clear text (explicit: wins over `appProtocol`).
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// The client's scheme: TLS for requests that came over TLS.
+    AutoHttp,
 }
 
 /// Portico's own annotation for the HTTPS redirect (kept; ingress-nginx's wins when both).
@@ -457,8 +493,9 @@ pub(super) fn parse(
         .flatten()
         .map(|n| n.min(MAX_BODY_BUFFER));
     load_balance(&mut r);
-    if backend_protocol(&mut r).is_err() {
-        policy.deny = Some(503);
+    match backend_protocol(&mut r) {
+        Ok(protocol) => parsed.protocol = protocol,
+        Err(()) => policy.deny = Some(503),
     }
     policy.hash_by = hash_by(&mut r);
     policy.service_upstream = r.boolean("service-upstream").unwrap_or(false);
@@ -549,17 +586,17 @@ pub(super) fn parse(
     parsed
 }
 
-/// `backend-protocol` (and the legacy `secure-backends: "true"`, HTTPS): HTTP is what Portico
-/// speaks to endpoints today. A protocol that needs TLS or HTTP/2 to the endpoint is refused
-/// (`Err`: the Ingress's paths answer 503, with an error) rather than sent in clear text or as
+/// `backend-protocol` (and the legacy `secure-backends: "true"`, HTTPS), case-insensitive:
+/// HTTP, HTTPS and AUTO_HTTP are spoken. A protocol that needs HTTP/2 to the endpoint (GRPC,
+/// GRPCS) is refused (`Err`: the Ingress's paths answer 503, with an error) rather than sent as
 /// HTTP/1.1; FCGI is refused for good; any other value is a warning and HTTP (ingress-nginx's
 /// fallback).
-fn backend_protocol(r: &mut Reader<'_>) -> Result<(), ()> {
+fn backend_protocol(r: &mut Reader<'_>) -> Result<BackendProtocol, ()> {
     let legacy = r.boolean("secure-backends") == Some(true);
     let value = match r.get("backend-protocol").filter(|v| !v.is_empty()) {
         Some(v) => v.to_ascii_uppercase(),
         None if legacy => "HTTPS".to_string(),
-        None => return Ok(()),
+        None => return Ok(BackendProtocol::Unset),
     };
     let name = if r.get("backend-protocol").is_some() {
         "backend-protocol"
@@ -567,10 +604,12 @@ fn backend_protocol(r: &mut Reader<'_>) -> Result<(), ()> {
         "secure-backends"
     };
     match value.as_str() {
-        "HTTP" => Ok(()),
-        "HTTPS" | "GRPC" | "GRPCS" | "AUTO_HTTP" => {
+        "HTTP" => Ok(BackendProtocol::Http),
+        "HTTPS" => Ok(BackendProtocol::Https),
+        "AUTO_HTTP" => Ok(BackendProtocol::AutoHttp),
+        "GRPC" | "GRPCS" => {
             let reason = format!(
-                "{value} to the endpoints is not supported yet (Portico speaks HTTP/1.1 in clear text to them): every path of this Ingress answers 503 rather than send its requests in clear text or over the wrong protocol"
+                "{value} to the endpoints is not supported yet (it needs HTTP/2 to them; Portico speaks HTTP/1.1): every path of this Ingress answers 503 rather than send its requests over the wrong protocol"
             );
             r.error(name, reason);
             Err(())
@@ -586,7 +625,7 @@ fn backend_protocol(r: &mut Reader<'_>) -> Result<(), ()> {
                 "{shown} is not HTTP, HTTPS, GRPC, GRPCS, AUTO_HTTP or FCGI; HTTP is used, as ingress-nginx does"
             );
             r.warn(name, reason);
-            Ok(())
+            Ok(BackendProtocol::Http)
         }
     }
 }

@@ -20,8 +20,10 @@ use crate::snapshot::routes::{
     RouteLabels, Upstream, UrlPart, UrlTemplate, UrlVar,
 };
 use crate::snapshot::services::{FindError, ServiceTable, ServiceType};
+use crate::snapshot::upstream_tls::{BackendTls, UpstreamTls};
 use crate::source::ObjectKey;
 use crate::store::ObjectStore;
+use annotations::BackendProtocol;
 use http::HeaderValue;
 
 /// What every Ingress of a build shares.
@@ -75,6 +77,8 @@ struct Lookup {
     port: PortRef,
     upstream: Upstream,
     error: Option<String>,
+    /// The Service port's `appProtocol` (it may choose the protocol to the endpoints).
+    app_protocol: Option<Box<str>>,
 }
 
 // === impl Compiled ===
@@ -117,7 +121,9 @@ impl Compiled {
                 || self.lookups.iter().all(|l| {
                     let ns = l.namespace.as_deref().unwrap_or(ns);
                     let (upstream, error) = lookup(cx, ns, &l.service, &l.port);
-                    upstream == l.upstream && error == l.error
+                    upstream == l.upstream
+                        && error == l.error
+                        && app_protocol(cx, &upstream) == l.app_protocol
                 }))
             && self.auth_secrets.iter().all(|(key, had)| {
                 let now = cx.store.secrets.get(key);
@@ -170,6 +176,22 @@ impl Compiled {
         self.redirect = parsed.ssl_redirect;
         self.force_redirect = parsed.force_ssl_redirect;
         let mut policy = parsed.policy;
+        let protocol = parsed.protocol;
+        // A canary is spoken to as its primary (the primary's settings are copied when it
+        // attaches), and ingress-nginx ignores its proxy-ssl annotations.
+        let tls = if parsed.canary.is_some() {
+            None
+        } else {
+            match self.upstream_tls(cx, annotations) {
+                Ok(tls) => Some(tls),
+                Err(()) => {
+                    let mut p = policy.as_deref().cloned().unwrap_or_default();
+                    p.deny = Some(503);
+                    policy = Some(Arc::new(p));
+                    None
+                }
+            }
+        };
         match self.basic_auth(cx, annotations) {
             Ok(None) => {}
             Ok(Some(auth)) => {
@@ -227,7 +249,10 @@ impl Compiled {
             .as_ref()
             .filter(|_| parsed_canary.is_none())
         {
-            let backend = self.resolve_backend(cx, b, "spec.defaultBackend");
+            let mut backend = self.resolve_backend(cx, b, "spec.defaultBackend");
+            if let Some(tls) = &tls {
+                backend.tls = self.backend_tls(cx, protocol, tls, &backend, "spec.defaultBackend");
+            }
             self.default_backend = Some(Route {
                 host: None,
                 path: None,
@@ -263,7 +288,11 @@ impl Compiled {
                 ) else {
                     continue;
                 };
-                let backend = self.resolve_backend(cx, &p.backend, &format!("{field}.backend"));
+                let backend_field = format!("{field}.backend");
+                let mut backend = self.resolve_backend(cx, &p.backend, &backend_field);
+                if let Some(tls) = &tls {
+                    backend.tls = self.backend_tls(cx, protocol, tls, &backend, &backend_field);
+                }
                 let path_policy = route_policy(policy.as_ref(), &path);
                 let route = Route {
                     host: host.clone(),
@@ -594,10 +623,229 @@ impl Compiled {
         }
     }
 
+    /// `proxy-ssl-secret` (the Ingress's own namespace: `ca.crt`, and `tls.crt`/`tls.key` as
+    /// the certificate shown to endpoints) with `proxy-ssl-verify`, `-verify-depth`, `-name`,
+    /// `-server-name`, `-protocols` and `-ciphers`, read as ingress-nginx reads them: without
+    /// the Secret the others are ignored (a warning), and verification, depth and protocols
+    /// need its `ca.crt`. The settings are for the name `""` ([`UpstreamTls::renamed`] gives
+    /// each backend its own). `Err`: a missing or unusable Secret, or verification asked
+    /// without a CA to verify with; the Ingress's paths answer 503 (as ingress-nginx denies
+    /// the location).
+    fn upstream_tls(
+        &mut self,
+        cx: &Context<'_>,
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(UpstreamTls, Option<Box<str>>), ()> {
+        use crate::snapshot::upstream_tls::{SecretTls, Versions};
+        let get = |name: &str| annotation(annotations, name).filter(|v| !v.is_empty());
+        let warn = |this: &mut Self, name: &str, reason: String| {
+            let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
+            this.diagnostics
+                .push(Diagnostic::warning(&this.key, field, reason));
+        };
+        const OTHERS: [&str; 6] = [
+            "proxy-ssl-verify",
+            "proxy-ssl-verify-depth",
+            "proxy-ssl-name",
+            "proxy-ssl-server-name",
+            "proxy-ssl-protocols",
+            "proxy-ssl-ciphers",
+        ];
+        let Some(reference) = get("proxy-ssl-secret") else {
+            if get("proxy-ssl-verify").as_deref() == Some("on") {
+                return self.deny(
+                    "proxy-ssl-verify",
+                    "verification needs proxy-ssl-secret with a ca.crt to verify with (ingress-nginx would silently not verify)".to_string(),
+                );
+            }
+            for name in OTHERS {
+                if get(name).is_some() {
+                    let reason =
+                        "ignored without proxy-ssl-secret, as in ingress-nginx".to_string();
+                    warn(self, name, reason);
+                }
+            }
+            return Ok((UpstreamTls::plain(""), None));
+        };
+        let rule = format!(
+            "the proxy-ssl Secret must be in the Ingress's own namespace ({}), as ingress-nginx requires",
+            self.key.namespace
+        );
+        let (secret, ns, name) = match self.own_secret(cx, &reference, &rule) {
+            Ok(found) => found,
+            Err(why) => return self.deny("proxy-ssl-secret", why),
+        };
+        let (ca, cert, key) = (
+            secret_value(&secret, "ca.crt"),
+            secret_value(&secret, "tls.crt"),
+            secret_value(&secret, "tls.key"),
+        );
+        let verify = match get("proxy-ssl-verify").as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(v) => {
+                let shown = crate::redact::short_value(v);
+                warn(
+                    self,
+                    "proxy-ssl-verify",
+                    format!("{shown} is not on or off; using off, as ingress-nginx"),
+                );
+                false
+            }
+        };
+        let depth = match get("proxy-ssl-verify-depth").as_deref() {
+            None => 1,
+            Some(v) => match v.parse::<u32>() {
+                Ok(d) if d > 0 => u8::try_from(d).unwrap_or(u8::MAX),
+                _ => {
+                    let shown = crate::redact::short_value(v);
+                    let reason = format!("{shown} is not a depth above 0; using 1");
+                    warn(self, "proxy-ssl-verify-depth", reason);
+                    1
+                }
+            },
+        };
+        // ingress-nginx's default with a CA ("TLSv1 TLSv1.1 TLSv1.2"); nginx's own
+        // (TLSv1.2 TLSv1.3) without one, as the protocols are set only with a CA.
+        const DEFAULT_WITH_CA: Versions = Versions {
+            tls12: true,
+            tls13: false,
+        };
+        let versions = match (&ca, get("proxy-ssl-protocols")) {
+            (None, Some(_)) => {
+                let reason = "applies only with a ca.crt in proxy-ssl-secret, as in ingress-nginx; TLS 1.2 and 1.3 are offered".to_string();
+                warn(self, "proxy-ssl-protocols", reason);
+                Versions::BOTH
+            }
+            (None, None) => Versions::BOTH,
+            (Some(_), None) => DEFAULT_WITH_CA,
+            (Some(_), Some(v)) => match Versions::parse(&v) {
+                None => {
+                    let shown = crate::redact::short_value(&v);
+                    let reason = format!(
+                        "{shown} is not a list of SSLv2, SSLv3, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3; using ingress-nginx's default (TLS 1.2 of it)"
+                    );
+                    warn(self, "proxy-ssl-protocols", reason);
+                    DEFAULT_WITH_CA
+                }
+                Some((versions, dropped)) => {
+                    if !dropped.is_empty() {
+                        let reason = format!(
+                            "{} are not offered (Portico speaks TLS 1.2 and 1.3 only){}",
+                            dropped.join(", "),
+                            if versions.any() {
+                                ""
+                            } else {
+                                "; TLS 1.2 is offered instead"
+                            }
+                        );
+                        warn(self, "proxy-ssl-protocols", reason);
+                    }
+                    if versions.any() {
+                        versions
+                    } else {
+                        DEFAULT_WITH_CA
+                    }
+                }
+            },
+        };
+        let sni = match get("proxy-ssl-server-name").as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(v) => {
+                let shown = crate::redact::short_value(v);
+                let reason = format!("{shown} is not on or off; using off, as ingress-nginx");
+                warn(self, "proxy-ssl-server-name", reason);
+                false
+            }
+        };
+        let tls_name = match get("proxy-ssl-name") {
+            None => None,
+            Some(n) if rustls_pki_types::ServerName::try_from(n.as_str()).is_ok() => {
+                Some(n.to_ascii_lowercase().into_boxed_str())
+            }
+            Some(n) => {
+                let shown = crate::redact::short_value(&n);
+                let reason =
+                    format!("{shown} is not a DNS name or an address; the Service's name is used");
+                warn(self, "proxy-ssl-name", reason);
+                None
+            }
+        };
+        if let Some(c) = get("proxy-ssl-ciphers").filter(|c| c != "DEFAULT") {
+            let shown = crate::redact::short_value(&c);
+            let reason = format!(
+                "{shown}: Portico offers rustls's cipher suites (modern AEAD suites only) whatever this says"
+            );
+            warn(self, "proxy-ssl-ciphers", reason);
+        }
+        let source = format!("{ns}/{name}");
+        let secret = SecretTls {
+            source: &source,
+            ca: ca.as_deref(),
+            cert: cert.as_deref(),
+            key: key.as_deref(),
+        };
+        let verify = verify.then_some(depth);
+        match UpstreamTls::new(Some(secret), verify, "", sni, versions) {
+            Ok(tls) => Ok((tls, tls_name)),
+            Err(why) => self.deny("proxy-ssl-secret", format!("the Secret {source}: {why}")),
+        }
+    }
+
+    /// TLS to a backend's endpoints: as `backend-protocol` says, else as its Service port's
+    /// `appProtocol` (`https`, `kubernetes.io/wss`); `None`: clear text.
+    fn backend_tls(
+        &mut self,
+        cx: &Context<'_>,
+        protocol: BackendProtocol,
+        settings: &(UpstreamTls, Option<Box<str>>),
+        backend: &Backend,
+        field: &str,
+    ) -> Option<BackendTls> {
+        let auto = match protocol {
+            BackendProtocol::Http => return None,
+            BackendProtocol::Https => false,
+            BackendProtocol::AutoHttp => true,
+            BackendProtocol::Unset => {
+                let app = match &backend.upstream {
+                    Upstream::Service(id) => cx.services.get(*id)?.app_protocol.as_deref(),
+                    _ => None,
+                };
+                match app? {
+                    "https" | "kubernetes.io/wss" => false,
+                    "kubernetes.io/h2c" => {
+                        let reason = format!(
+                            "the Service {}'s port has appProtocol kubernetes.io/h2c; Portico speaks HTTP/1.1 to endpoints until HTTP/2 upstreams land",
+                            backend.service
+                        );
+                        self.diagnostics.push(Diagnostic::warning(
+                            &self.key,
+                            format!("{field}.service"),
+                            reason,
+                        ));
+                        return None;
+                    }
+                    _ => return None,
+                }
+            }
+        };
+        let (base, name) = settings;
+        let name = match name {
+            Some(name) => name.to_string(),
+            None => format!("{}.{}.svc", backend.service, self.key.namespace),
+        };
+        Some(BackendTls {
+            settings: Arc::new(base.renamed(&name)),
+            auto,
+        })
+    }
+
     /// Resolves an external-auth configuration: a host naming a cluster Service becomes that
     /// Service's backend (any namespace, as a DNS name reaches it; the lookup is recorded so a
-    /// change of the Service recompiles the Ingress). `https://` to a Service needs TLS to
-    /// upstreams, which Portico lacks yet: an error, and the routes answer 503.
+    /// change of the Service recompiles the Ingress). `https://` is spoken as ingress-nginx's
+    /// auth location speaks it: TLS with the URL's host as SNI (`proxy_ssl_server_name on`),
+    /// the certificate not verified (nginx's default).
     fn external_auth(
         &mut self,
         cx: &Context<'_>,
@@ -614,14 +862,6 @@ impl Compiled {
         if let AuthHost::Literal(host) = &url.host
             && let Some((name, ns)) = external_auth::cluster_service(host)
         {
-            if url.tls {
-                let reason = format!(
-                    "{:?}: https:// to a cluster Service needs TLS to upstreams, which Portico does not have yet; use http:// (every path of this Ingress answers 503)",
-                    spec.url
-                );
-                self.error(field, reason);
-                return Err(());
-            }
             let port = PortRef::Number(url.port);
             let (upstream, error) = lookup(cx, ns, name, &port);
             if let Some(reason) = &error {
@@ -633,6 +873,7 @@ impl Compiled {
                 namespace: Some(ns.into()),
                 service: Arc::clone(&name),
                 port: port.clone(),
+                app_protocol: app_protocol(cx, &upstream),
                 upstream: upstream.clone(),
                 error,
             });
@@ -640,14 +881,11 @@ impl Compiled {
                 service: name,
                 port,
                 upstream,
+                tls: url.tls.then(|| BackendTls {
+                    settings: Arc::new(external_auth::auth_tls(host)),
+                    auto: false,
+                }),
             });
-        } else if url.tls {
-            let reason = format!(
-                "{:?}: https:// is asked through the route of a host Portico serves; any other host needs TLS to upstreams, which Portico does not have yet, and gets 500",
-                spec.url
-            );
-            self.diagnostics
-                .push(Diagnostic::warning(&self.key, field, reason));
         } else if let AuthHost::Literal(host) = &url.host
             && let Some(refusal) = crate::egress::literal_refusal(host)
         {
@@ -715,6 +953,7 @@ impl Compiled {
             service: Arc::from(service),
             port,
             upstream: Upstream::Unavailable,
+            tls: None,
         };
         let Some(svc) = &backend.service else {
             let reason = "resource backends are not supported; requests get 503";
@@ -748,6 +987,7 @@ impl Compiled {
             namespace: None,
             service: Arc::clone(&service),
             port: port.clone(),
+            app_protocol: app_protocol(cx, &upstream),
             upstream: upstream.clone(),
             error,
         });
@@ -755,12 +995,22 @@ impl Compiled {
             service,
             port,
             upstream,
+            tls: None,
         }
     }
 
     fn error(&mut self, field: String, reason: String) {
         self.diagnostics
             .push(Diagnostic::error(&self.key, field, reason));
+    }
+}
+
+/// A Secret's value under `key` (`stringData` wins over `data`, as the API server merges them).
+fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    let text = secret.string_data.as_ref().and_then(|d| d.get(key));
+    match text {
+        Some(v) => Some(v.as_bytes().to_vec()),
+        None => secret.data.as_ref()?.get(key).map(|v| v.0.clone()),
     }
 }
 
@@ -828,6 +1078,14 @@ fn lookup(cx: &Context<'_>, ns: &str, name: &str, port: &PortRef) -> (Upstream, 
         Ok(_) => "ExternalName Service without externalName; requests get 503".to_string(),
     };
     (upstream, Some(reason))
+}
+
+/// The `appProtocol` of the Service port an upstream is.
+fn app_protocol(cx: &Context<'_>, upstream: &Upstream) -> Option<Box<str>> {
+    match upstream {
+        Upstream::Service(id) => cx.services.get(*id)?.app_protocol.clone(),
+        _ => None,
+    }
 }
 
 /// The default backend: that of the first Ingress (in precedence order) declaring one; the

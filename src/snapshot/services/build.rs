@@ -350,6 +350,11 @@ fn service_ports(
             name: p.name.as_deref().filter(|n| !n.is_empty()).map(Box::from),
             port,
             protocol,
+            app_protocol: p
+                .app_protocol
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .map(Box::from),
             target_port,
             service_type,
             cluster_ip: cluster_ip.clone(),

@@ -84,6 +84,7 @@ fn same_shape(a: &ServicePort, b: &ServicePort) -> bool {
         && a.name == b.name
         && a.port == b.port
         && a.protocol == b.protocol
+        && a.app_protocol == b.app_protocol
         && a.target_port == b.target_port
         && a.service_type == b.service_type
         && a.cluster_ip == b.cluster_ip

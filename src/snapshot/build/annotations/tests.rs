@@ -1030,21 +1030,24 @@ proptest! {
 }
 
 #[test]
-fn backend_protocols_that_need_tls_or_http2_fail_closed() {
-    for (value, denied) in [
-        ("HTTP", false),
-        ("http", false),
-        ("HTTPS", true),
-        ("https", true),
-        ("GRPC", true),
-        ("grpcs", true),
-        ("AUTO_HTTP", true),
-        ("FCGI", true),
-        ("AJP", false),
+fn backend_protocols_that_need_http2_fail_closed() {
+    use super::BackendProtocol as P;
+    for (value, denied, protocol) in [
+        ("HTTP", false, P::Http),
+        ("http", false, P::Http),
+        ("HTTPS", false, P::Https),
+        ("https", false, P::Https),
+        ("GRPC", true, P::Unset),
+        ("grpcs", true, P::Unset),
+        ("AUTO_HTTP", false, P::AutoHttp),
+        ("auto_http", false, P::AutoHttp),
+        ("FCGI", true, P::Unset),
+        ("AJP", false, P::Http),
     ] {
         let (parsed, d) = parse_map(&[("backend-protocol", value)]);
         let deny = parsed.policy.as_ref().and_then(|p| p.deny);
         assert_eq!(deny.is_some(), denied, "{value}: {d:?}");
+        assert_eq!(parsed.protocol, protocol, "{value}");
         let errors = d.iter().filter(|d| d.severity == Severity::Error).count();
         assert_eq!(errors, usize::from(denied), "{value}: {d:?}");
         if value == "AJP" {
@@ -1052,7 +1055,11 @@ fn backend_protocols_that_need_tls_or_http2_fail_closed() {
         }
     }
     let (parsed, d) = parse_map(&[("secure-backends", "true")]);
-    assert_eq!(parsed.policy.unwrap().deny, Some(503), "{d:?}");
+    assert_eq!(parsed.protocol, P::Https, "{d:?}");
+    assert!(d.is_empty(), "{d:?}");
     let (parsed, _) = parse_map(&[("secure-backends", "false")]);
-    assert!(parsed.policy.is_none_or(|p| p.deny.is_none()));
+    assert_eq!(parsed.protocol, P::Unset);
+    // An explicit backend-protocol wins over the legacy name.
+    let (parsed, _) = parse_map(&[("secure-backends", "true"), ("backend-protocol", "HTTP")]);
+    assert_eq!(parsed.protocol, P::Http);
 }

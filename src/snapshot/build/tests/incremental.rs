@@ -24,6 +24,14 @@ fn secret(name: &str, crt: &str, key: &str) -> Object {
     }))
 }
 
+fn ca_secret(name: &str, crt: &str) -> Object {
+    obj(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": "default"},
+        "stringData": {"ca.crt": crt}
+    }))
+}
+
 fn at(o: Object, t: &str) -> Object {
     with_meta(o, json!({"creationTimestamp": t}))
 }
@@ -40,6 +48,11 @@ fn slots() -> Vec<Vec<Object>> {
         vec![
             svc("a"),
             svc_with("a", json!({"ports": [{"port": 81, "targetPort": 8080}]})),
+            // appProtocol chooses TLS to the endpoints of routes that say nothing.
+            svc_with(
+                "a",
+                json!({"ports": [{"port": 80, "targetPort": 8080, "appProtocol": "https"}]}),
+            ),
         ],
         vec![svc("b")],
         vec![svc_with(
@@ -58,6 +71,23 @@ fn slots() -> Vec<Vec<Object>> {
             slice("a-1", "a", &[("10.0.0.2", false)], json!([{"port": 8080}])),
         ],
         vec![secret("s1", crt, key), secret("s1", "garbage", "garbage")],
+        // proxy-ssl-secret of Ingress "five": a CA, garbage.
+        vec![ca_secret("ca", crt), ca_secret("ca", "garbage")],
+        vec![
+            with_meta(
+                ing(
+                    "five",
+                    json!({"rules": [rule("h.com", &[("/tls", "Prefix", "a", 80)])]}),
+                ),
+                json!({"annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+                                       "nginx.ingress.kubernetes.io/proxy-ssl-secret": "ca",
+                                       "nginx.ingress.kubernetes.io/proxy-ssl-verify": "on"}}),
+            ),
+            ing(
+                "five",
+                json!({"rules": [rule("h.com", &[("/tls", "Prefix", "a", 80)])]}),
+            ),
+        ],
         vec![
             ing(
                 "one",
@@ -170,6 +200,7 @@ fn probes() -> Vec<(&'static str, &'static str)> {
         ("h.com", "/x/y"),
         ("h.com", "/X/y"),
         ("h.com", "/xyz"),
+        ("h.com", "/tls"),
         ("h.com", "/{y}/z"),
         ("a.h.com", "/"),
         ("g.com", "/g"),
