@@ -238,7 +238,7 @@ pub struct BuildArgs {
 #[derive(Clone, Debug, Args)]
 pub struct ServiceArgs {
     /// The scheduler of Services without a `portico.dev/load-balancer` annotation: rr, wrr,
-    /// lc, sh, random or p2c.
+    /// lc, wlc, sh, random or p2c.
     #[arg(long = "load-balancer", value_name = "SCHEDULER", default_value = "rr")]
     pub default_scheduler: crate::snapshot::services::Scheduler,
     /// Where Services without a clusterIP get one (embedded mode only).

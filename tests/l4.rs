@@ -236,3 +236,76 @@ async fn an_endpoint_turning_not_ready_gets_no_new_connections() {
         );
     }
 }
+
+/// `wlc` through a NodePort: held connections settle at the weights' ratio (IPVS's weighted
+/// least-connection), an endpoint of weight 0 takes none, and `ipvsadm` rendering names it.
+#[tokio::test]
+async fn wlc_spreads_open_connections_by_weight() {
+    let (a, b, c) = (
+        tcp_echo("a").await,
+        tcp_echo("b").await,
+        tcp_echo("c").await,
+    );
+    let node = free_node();
+    let node_port = node.port();
+    let weights = format!("{a}=2, {b}=1, {c}=0");
+    let annotations =
+        format!("{{portico.dev/load-balancer: wlc, portico.dev/weights: {weights:?}}}");
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            support::l4::service_with("tcp-app", "TCP", &annotations),
+        ),
+        (
+            "tcp.yaml",
+            slices("tcp-app", "TCP", &[(a, true), (b, true), (c, true)]),
+        ),
+    ];
+    let node_address = node.ip().to_string();
+    let range = format!("{node_port}-{node_port}");
+    let flags = [
+        "--proxy-nodeports",
+        "--node-address",
+        &node_address,
+        "--service-node-port-range",
+        &range,
+    ];
+    let env = Env::start_with(&files, &flags).await;
+    let mut held = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..6 {
+        let (name, mut conn) = tcp_connect(node).await;
+        assert_eq!(
+            echo_line(&mut conn, &format!("hi {i}")).await,
+            format!("hi {i}")
+        );
+        names.push(name);
+        held.push(conn);
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["a", "a", "a", "a", "b", "b"],
+        "2:1, nothing to weight 0"
+    );
+    // ipvsadm shows the scheduler, the weights and the open connections.
+    let snapshot = env.wait_for("the Service", |_| true).await;
+    let table = portico::l4::render::ipvsadm(&snapshot, &[node.ip()]);
+    let line = format!("TCP  {node} wlc");
+    assert!(table.contains(&line), "{table}");
+    let row = |addr: SocketAddr, weight: u32, active: u32| {
+        format!(
+            "  -> {:<29}{:<8}{:<7}{:<11}0",
+            addr.to_string(),
+            "Masq",
+            weight,
+            active
+        )
+    };
+    for (addr, weight, active) in [(a, 2, 4), (b, 1, 2), (c, 0, 0)] {
+        assert!(table.contains(&row(addr, weight, active)), "{table}");
+    }
+    drop(held);
+    env.shutdown().await;
+}

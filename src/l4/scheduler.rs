@@ -1,5 +1,5 @@
-//! Picking an endpoint of a Service port: rr, wrr, lc, sh, random, p2c, with ClientIP session
-//! affinity. No global lock: cursors and load counters are atomics, affinity tables are sharded.
+//! Picking an endpoint of a Service port: rr, wrr, lc, wlc, sh, random, p2c, with ClientIP
+//! session affinity. No global lock: cursors and load counters are atomics, affinity tables are sharded.
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -57,8 +57,20 @@ pub fn pick(
         }
     }
     let mut i = choose(port, ready, client)?;
-    if Some(ready[i].addr) == exclude && ready.len() > 1 {
-        i = (i + 1) % ready.len();
+    if Some(ready[i].addr) == exclude {
+        // The next endpoint that may take new connections (weighted schedulers never send
+        // to weight 0), if any.
+        let weighted = matches!(
+            port.scheduler,
+            Scheduler::WeightedRoundRobin | Scheduler::WeightedLeastConnection
+        );
+        let n = ready.len();
+        if let Some(j) = (1..n)
+            .map(|k| (i + k) % n)
+            .find(|&j| !weighted || ready[j].weight > 0)
+        {
+            i = j;
+        }
     }
     let endpoint = &ready[i];
     if affinity.is_some() {
@@ -119,6 +131,10 @@ fn choose(port: &ServicePort, ready: &[Endpoint], client: IpAddr) -> Option<usiz
                 .map(|k| (start + k) % n)
                 .min_by_key(|&i| ready[i].load.active())
         }
+        Scheduler::WeightedLeastConnection => {
+            let start = port.cursor.next();
+            least_weighted(ready, start)
+        }
         Scheduler::SourceHash => (0..n).max_by_key(|&i| rendezvous(client, ready[i].addr)),
         Scheduler::Random => Some(random_below(n)),
         Scheduler::PowerOfTwo => {
@@ -131,6 +147,31 @@ fn choose(port: &ServicePort, ready: &[Endpoint], client: IpAddr) -> Option<usiz
             })
         }
     }
+}
+
+/// `wlc`, IPVS's weighted least-connection: the endpoint with the least overhead per weight,
+/// overhead = active × 256 + inactive (`ip_vs_dest_conn_overhead`). Portico keeps no
+/// connection after it closes (no TIME_WAIT entries as the kernel's table has), so inactive
+/// is 0 and the overhead is the open connections (L4) or requests (L7). Weight 0 takes
+/// nothing new; all 0 quiesces the port (`None`). Equal ratios rotate from `start`, as `lc`
+/// (IPVS takes the first in its list).
+fn least_weighted(ready: &[Endpoint], start: usize) -> Option<usize> {
+    let n = ready.len();
+    let mut best: Option<(usize, u128, u128)> = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let weight = u128::from(ready[i].weight);
+        if weight == 0 {
+            continue;
+        }
+        let overhead = (ready[i].load.active() as u128) << 8;
+        // overhead / weight < best overhead / best weight, without division.
+        match best {
+            Some((_, o, w)) if overhead * w >= o * weight => {}
+            _ => best = Some((i, overhead, weight)),
+        }
+    }
+    best.map(|(i, _, _)| i)
 }
 
 /// Rendezvous (highest random weight) hashing: each client prefers the endpoint with the

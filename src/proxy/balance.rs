@@ -1,6 +1,6 @@
 //! Choosing the endpoint of a Service port for a request: the proxy asks through this
 //! interface, and the L4 service dataplane ([`crate::l4::Schedulers`]) answers with the port's
-//! scheduler (rr, wrr, lc, sh, random, p2c) and session affinity.
+//! scheduler (rr, wrr, lc, wlc, sh, random, p2c) and session affinity.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -117,16 +117,21 @@ pub enum Scheduler {
     /// `p2c`: the less loaded of two random endpoints.
     #[serde(rename = "p2c")]
     PowerOfTwo,
+    /// `wlc`: weighted least connection, IPVS's formula: the least (active × 256 + inactive)
+    /// / weight; weight 0 takes nothing new.
+    #[serde(rename = "wlc")]
+    WeightedLeastConnection,
 }
 
 // === impl Scheduler ===
 
 impl Scheduler {
     /// Every scheduler.
-    pub const ALL: [Scheduler; 6] = [
+    pub const ALL: [Scheduler; 7] = [
         Scheduler::RoundRobin,
         Scheduler::WeightedRoundRobin,
         Scheduler::LeastConnections,
+        Scheduler::WeightedLeastConnection,
         Scheduler::SourceHash,
         Scheduler::Random,
         Scheduler::PowerOfTwo,
@@ -141,6 +146,7 @@ impl Scheduler {
             Scheduler::SourceHash => "sh",
             Scheduler::Random => "random",
             Scheduler::PowerOfTwo => "p2c",
+            Scheduler::WeightedLeastConnection => "wlc",
         }
     }
 }
@@ -151,7 +157,7 @@ impl std::str::FromStr for Scheduler {
         Scheduler::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown scheduler {s:?} (rr, wrr, lc, sh, random or p2c)"))
+            .ok_or_else(|| format!("unknown scheduler {s:?} (rr, wrr, lc, wlc, sh, random or p2c)"))
     }
 }
 
@@ -164,7 +170,7 @@ pub struct Endpoint {
     pub ready: bool,
     /// The node it runs on, when known.
     pub node_name: Option<Box<str>>,
-    /// Weight for `wrr` (default 1).
+    /// Weight for `wrr` and `wlc` (default 1; 0 takes no new connections).
     pub weight: u32,
     /// Open connections or requests (runtime state, carried across snapshots).
     #[serde(skip)]

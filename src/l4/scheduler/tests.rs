@@ -119,6 +119,42 @@ fn lc_prefers_the_idle_endpoint() {
 }
 
 #[test]
+fn wlc_follows_ipvs_weighted_least_connection() {
+    let weights = json!({"portico.dev/load-balancer": "wlc", "portico.dev/weights": "10.0.0.1=3, 10.0.0.2=1, 10.0.0.3=0"});
+    let s = snapshot(3, weights, json!({}), None);
+    let p = port(&s);
+    // Held picks: open connections settle at the weights' ratio; weight 0 gets none.
+    let counts = tally(p, 400, true);
+    assert_eq!(counts, BTreeMap::from([(1, 300), (2, 100)]));
+    // Idle endpoints: equal ratios rotate among the weighted ones (the weight-0 one's turn
+    // falls to the next).
+    let counts = tally(p, 99, false);
+    assert_eq!(counts, BTreeMap::from([(1, 66), (2, 33)]));
+    // A busy heavy endpoint loses to a light idle one: 3 open at weight 3 (256) vs 0 at 1.
+    let busy: Vec<_> = (0..3).map(|_| p.endpoints[0].load.0.start()).collect();
+    let picked = pick(p, client(1), None, Instant::now()).unwrap();
+    assert_eq!(picked.endpoint.addr, p.endpoints[1].addr);
+    // One open at weight 1 (256 per weight) against four at weight 3 (341): the light one
+    // again.
+    let _fourth = p.endpoints[0].load.0.start();
+    for _ in 0..5 {
+        let next = pick(p, client(1), None, Instant::now()).unwrap();
+        assert_eq!(next.endpoint.addr, p.endpoints[1].addr);
+    }
+    drop((busy, picked));
+    // A failed endpoint's retry never lands on a weight-0 one.
+    for i in 0..20 {
+        let failed = p.endpoints[1].addr;
+        let next = pick(p, client(i), Some(failed), Instant::now()).unwrap();
+        assert_eq!(next.endpoint.addr, p.endpoints[0].addr);
+    }
+    // Every weight 0: the port is quiesced, as in IPVS.
+    let zero = json!({"portico.dev/load-balancer": "wlc", "portico.dev/weights": "10.0.0.1=0, 10.0.0.2=0"});
+    let s = snapshot(2, zero, json!({}), None);
+    assert!(pick(port(&s), client(0), None, Instant::now()).is_none());
+}
+
+#[test]
 fn sh_is_stable_per_client_and_moves_few_clients() {
     let s = snapshot(
         4,
@@ -193,7 +229,7 @@ fn random_and_p2c_spread() {
 
 #[test]
 fn exclude_avoids_the_failed_endpoint() {
-    for scheduler in ["rr", "wrr", "lc", "sh", "random", "p2c"] {
+    for scheduler in ["rr", "wrr", "lc", "wlc", "sh", "random", "p2c"] {
         let s = snapshot(
             2,
             json!({"portico.dev/load-balancer": scheduler}),
