@@ -24,6 +24,16 @@ pub use udp::UdpFlows;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Schedulers;
 
+/// The time a pick of `port` is made at: only ClientIP affinity reads it, so every other port
+/// skips the clock read.
+fn clock(port: &ServicePort) -> Instant {
+    static UNUSED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    match port.session_affinity {
+        crate::snapshot::services::SessionAffinity::None => *UNUSED.get_or_init(Instant::now),
+        _ => Instant::now(),
+    }
+}
+
 impl EndpointPicker for Schedulers {
     fn pick<'a>(
         &self,
@@ -31,13 +41,17 @@ impl EndpointPicker for Schedulers {
         client: IpAddr,
         exclude: Option<SocketAddr>,
     ) -> Option<Pick<'a>> {
-        // Only ClientIP affinity reads the time: skip the clock read for every other port.
-        static UNUSED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let now = match port.session_affinity {
-            crate::snapshot::services::SessionAffinity::None => *UNUSED.get_or_init(Instant::now),
-            _ => Instant::now(),
-        };
-        scheduler::pick(port, client, exclude, now)
+        scheduler::pick(port, client, exclude, clock(port))
+    }
+
+    fn pick_by<'a>(
+        &self,
+        port: &'a ServicePort,
+        by: crate::snapshot::services::Scheduler,
+        client: IpAddr,
+        exclude: Option<SocketAddr>,
+    ) -> Option<Pick<'a>> {
+        scheduler::pick_with(port, by, client, exclude, clock(port))
     }
 }
 

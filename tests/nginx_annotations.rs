@@ -530,3 +530,82 @@ async fn aliases() {
     assert!(warned, "{:#}", dump["diagnostics"]);
     env.shutdown().await;
 }
+
+/// An HTTP/1.1 endpoint that answers every request 150 ms late, as `x-echo-service: slow`.
+async fn slow_endpoint() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    let reply =
+                        b"HTTP/1.1 200 OK\r\nx-echo-service: slow\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `load-balance: ewma` (ingress-nginx's peak-EWMA, the better of two random endpoints):
+/// once the slow endpoint has answered once, the fast one takes the requests; without it, the
+/// Service's round robin shares them.
+#[tokio::test]
+async fn ewma_sends_to_the_faster_endpoint() {
+    timeout(LIMIT, async {
+        let fast = Backend::start("fast").await;
+        let slow = slow_endpoint().await;
+        let ingresses = [
+            support::manifests::nginx_ingress(
+                "ewma",
+                "a.example",
+                "/ewma",
+                "web",
+                &[("load-balance", "ewma")],
+            ),
+            support::manifests::nginx_ingress("rr", "a.example", "/rr", "web", &[]),
+        ]
+        .join("---\n");
+        let files = [
+            ("class.yaml", class()),
+            (
+                "svc.yaml",
+                service("shop", "web", 80) + &endpoints("shop", "web", &[fast.addr, slow], &[]),
+            ),
+            ("ing.yaml", ingresses),
+        ];
+        let env = Env::start(&files).await;
+        let mut served = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..20 {
+            let reply = h1(env.http(), get("a.example", "/ewma")).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            *served.entry(reply.served_by()).or_default() += 1;
+        }
+        // Before the first sample both score 0; after it the slow one scores ~150 ms.
+        assert!(served.get("slow").copied().unwrap_or(0) <= 1, "{served:?}");
+        let mut rr = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..4 {
+            let reply = h1(env.http(), get("a.example", "/rr")).await;
+            *rr.entry(reply.served_by()).or_default() += 1;
+        }
+        assert_eq!(rr.get("slow"), Some(&2), "round robin elsewhere: {rr:?}");
+        env.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}

@@ -1,5 +1,5 @@
-//! Picking an endpoint of a Service port: rr, wrr, lc, wlc, sh, random, p2c, with ClientIP
-//! session affinity. No global lock: cursors and load counters are atomics, affinity tables are sharded.
+//! Picking an endpoint of a Service port: rr, wrr, lc, wlc, sh, random, p2c, ewma, with
+//! ClientIP session affinity. No global lock: cursors and load counters are atomics, affinity tables are sharded.
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -36,6 +36,17 @@ pub fn pick(
     exclude: Option<SocketAddr>,
     now: Instant,
 ) -> Option<Pick<'_>> {
+    pick_with(port, port.scheduler, client, exclude, now)
+}
+
+/// [`pick`] by `scheduler` rather than the port's own (an Ingress's `load-balance`).
+pub fn pick_with(
+    port: &ServicePort,
+    scheduler: Scheduler,
+    client: IpAddr,
+    exclude: Option<SocketAddr>,
+    now: Instant,
+) -> Option<Pick<'_>> {
     let ready = port.ready_endpoints();
     if ready.is_empty() {
         return None;
@@ -56,12 +67,12 @@ pub fn pick(
             });
         }
     }
-    let mut i = choose(port, ready, client)?;
+    let mut i = choose(port, scheduler, ready, client)?;
     if Some(ready[i].addr) == exclude {
         // The next endpoint that may take new connections (weighted schedulers never send
         // to weight 0), if any.
         let weighted = matches!(
-            port.scheduler,
+            scheduler,
             Scheduler::WeightedRoundRobin | Scheduler::WeightedLeastConnection
         );
         let n = ready.len();
@@ -76,10 +87,13 @@ pub fn pick(
     if affinity.is_some() {
         port.affinity.remember(client, endpoint.addr, now);
     }
-    Some(Pick {
-        endpoint,
-        guard: endpoint.load.0.start(),
-    })
+    // `ewma` learns from the time each pick stays open (the response head for the proxy).
+    let guard = if scheduler == Scheduler::Ewma {
+        endpoint.load.0.start_timed()
+    } else {
+        endpoint.load.0.start()
+    };
+    Some(Pick { endpoint, guard })
 }
 
 /// Picks the ready endpoint of `port` that a request key hashes to (`upstream-hash-by`:
@@ -115,9 +129,14 @@ pub fn pick_hashed_except<'p>(
 }
 
 /// The index of the scheduler's choice among the ready endpoints.
-fn choose(port: &ServicePort, ready: &[Endpoint], client: IpAddr) -> Option<usize> {
+fn choose(
+    port: &ServicePort,
+    scheduler: Scheduler,
+    ready: &[Endpoint],
+    client: IpAddr,
+) -> Option<usize> {
     let n = ready.len();
-    match port.scheduler {
+    match scheduler {
         Scheduler::RoundRobin => Some(port.cursor.next() % n),
         Scheduler::WeightedRoundRobin => {
             // Weight 0 everywhere quiesces the port, as in IPVS.
@@ -137,6 +156,17 @@ fn choose(port: &ServicePort, ready: &[Endpoint], client: IpAddr) -> Option<usiz
         }
         Scheduler::SourceHash => (0..n).max_by_key(|&i| rendezvous(client, ready[i].addr)),
         Scheduler::Random => Some(random_below(n)),
+        Scheduler::Ewma => {
+            // ingress-nginx's ewma.lua: two distinct random peers, the lower decayed EWMA.
+            if n == 1 {
+                return Some(0);
+            }
+            let a = random_below(n);
+            let b = (a + 1 + random_below(n - 1)) % n;
+            let now = crate::snapshot::services::state::now_micros();
+            let score = |i: usize| ready[i].load.ewma_score(now);
+            Some(if score(b) < score(a) { b } else { a })
+        }
         Scheduler::PowerOfTwo => {
             let a = random_below(n);
             let b = (a + 1 + random_below(n.saturating_sub(1).max(1))) % n;

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::l4::Pick;
-use crate::snapshot::services::ServicePort;
+use crate::snapshot::services::{Scheduler, ServicePort};
 
 /// Picks one ready endpoint of a Service port.
 pub trait EndpointPicker: Send + Sync + std::fmt::Debug + 'static {
@@ -14,6 +14,16 @@ pub trait EndpointPicker: Send + Sync + std::fmt::Debug + 'static {
     fn pick<'a>(
         &self,
         port: &'a ServicePort,
+        client: IpAddr,
+        exclude: Option<SocketAddr>,
+    ) -> Option<Pick<'a>>;
+
+    /// [`pick`](Self::pick) by `scheduler` rather than the port's own (a route's
+    /// `load-balance`).
+    fn pick_by<'a>(
+        &self,
+        port: &'a ServicePort,
+        scheduler: Scheduler,
         client: IpAddr,
         exclude: Option<SocketAddr>,
     ) -> Option<Pick<'a>>;

@@ -99,6 +99,10 @@ pub struct Backend {
     /// `None`: clear text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<super::upstream_tls::BackendTls>,
+    /// The scheduler the route's `load-balance` chose over the Service's (`None`: the
+    /// Service's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<super::services::Scheduler>,
 }
 
 /// One routing decision: what a request that matched gets.

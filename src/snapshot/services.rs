@@ -121,13 +121,16 @@ pub enum Scheduler {
     /// / weight; weight 0 takes nothing new.
     #[serde(rename = "wlc")]
     WeightedLeastConnection,
+    /// `ewma`: ingress-nginx's peak-EWMA of response times, the better of two random endpoints.
+    #[serde(rename = "ewma")]
+    Ewma,
 }
 
 // === impl Scheduler ===
 
 impl Scheduler {
     /// Every scheduler.
-    pub const ALL: [Scheduler; 7] = [
+    pub const ALL: [Scheduler; 8] = [
         Scheduler::RoundRobin,
         Scheduler::WeightedRoundRobin,
         Scheduler::LeastConnections,
@@ -135,6 +138,7 @@ impl Scheduler {
         Scheduler::SourceHash,
         Scheduler::Random,
         Scheduler::PowerOfTwo,
+        Scheduler::Ewma,
     ];
 
     /// The short name (as `ipvsadm` prints it, where it has one).
@@ -147,6 +151,7 @@ impl Scheduler {
             Scheduler::Random => "random",
             Scheduler::PowerOfTwo => "p2c",
             Scheduler::WeightedLeastConnection => "wlc",
+            Scheduler::Ewma => "ewma",
         }
     }
 }
@@ -157,7 +162,9 @@ impl std::str::FromStr for Scheduler {
         Scheduler::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown scheduler {s:?} (rr, wrr, lc, wlc, sh, random or p2c)"))
+            .ok_or_else(|| {
+                format!("unknown scheduler {s:?} (rr, wrr, lc, wlc, sh, random, p2c or ewma)")
+            })
     }
 }
 

@@ -155,6 +155,57 @@ fn wlc_follows_ipvs_weighted_least_connection() {
 }
 
 #[test]
+fn ewma_prefers_the_faster_endpoint_and_learns() {
+    use crate::snapshot::services::state::now_micros;
+    let s = snapshot(
+        2,
+        json!({"portico.dev/load-balancer": "ewma"}),
+        json!({}),
+        None,
+    );
+    let p = port(&s);
+    let now = now_micros();
+    p.endpoints[0].load.set_ewma(100_000.0, now);
+    p.endpoints[1].load.set_ewma(1_000.0, now);
+    // Two endpoints: both are the two candidates; the lower EWMA always wins.
+    let counts = tally(p, 50, false);
+    assert_eq!(counts, BTreeMap::from([(2, 50)]));
+    // A score decays toward 0 with the time since its last sample (10 s: × 1/e).
+    let later = p.endpoints[0].load.ewma_score(now + 10_000_000);
+    assert!(
+        (later - 100_000.0 / std::f64::consts::E).abs() < 1.0,
+        "{later}"
+    );
+    // A pick's time until it is dropped is a sample: a slow pick raises the EWMA.
+    let before = p.endpoints[1].load.ewma().0;
+    let pick = pick(p, client(1), None, Instant::now()).unwrap();
+    assert_eq!(pick.endpoint.addr, p.endpoints[1].addr);
+    std::thread::sleep(Duration::from_millis(30));
+    drop(pick);
+    let (after, touched) = p.endpoints[1].load.ewma();
+    assert!(after > before, "{before} → {after}");
+    assert!(touched >= now);
+    // A new endpoint starts at the average of the port's others.
+    let grown = snapshot(
+        3,
+        json!({"portico.dev/load-balancer": "ewma"}),
+        json!({}),
+        Some(&s),
+    );
+    let third = &port(&grown).endpoints[2];
+    let average = (p.endpoints[0].load.ewma().0 + p.endpoints[1].load.ewma().0) / 2.0;
+    assert!((third.load.ewma().0 - average).abs() < 1e-6);
+    // Other schedulers take no samples.
+    let rr = snapshot(1, json!({}), json!({}), None);
+    drop(pick_fn(port(&rr)));
+    assert_eq!(port(&rr).endpoints[0].load.ewma(), (0.0, 0));
+}
+
+fn pick_fn(p: &ServicePort) -> Pick<'_> {
+    pick(p, client(0), None, Instant::now()).unwrap()
+}
+
+#[test]
 fn sh_is_stable_per_client_and_moves_few_clients() {
     let s = snapshot(
         4,

@@ -54,6 +54,7 @@ fn backend(service: &str) -> Backend {
         port: PortRef::Number(80),
         upstream: Upstream::Unavailable,
         tls: None,
+        balance: None,
     }
 }
 

@@ -217,7 +217,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "load-balance",
         Support::Differs(
-            "round_robin is honoured; ewma is a warning and round robin until the backends issue brings it",
+            "round_robin and ewma (peak-EWMA of the time to the response head, the better of two random endpoints, as ingress-nginx's ewma.lua; nginx counts until the last byte) for the Ingress's routes, over the Service's portico.dev/load-balancer; a canary keeps its Service's",
         ),
     ),
     ("mirror-host", Support::Unsupported),
@@ -417,6 +417,8 @@ pub(super) struct Parsed {
     pub global_auth: bool,
     /// `backend-protocol` (or `secure-backends`), when it names one Portico speaks.
     pub protocol: BackendProtocol,
+    /// `load-balance` (or the ConfigMap's): the scheduler of the Ingress's routes.
+    pub balance: Option<crate::snapshot::services::Scheduler>,
 }
 
 /// What `backend-protocol` asks of the connections to the endpoints.
@@ -492,7 +494,7 @@ pub(super) fn parse(
         .size("client-body-buffer-size")
         .flatten()
         .map(|n| n.min(MAX_BODY_BUFFER));
-    load_balance(&mut r);
+    parsed.balance = load_balance(&mut r).or(globals.balance);
     match backend_protocol(&mut r) {
         Ok(protocol) => parsed.protocol = protocol,
         Err(()) => policy.deny = Some(503),
@@ -1111,22 +1113,19 @@ fn aliases(r: &mut Reader<'_>) -> Vec<Box<str>> {
 /// The most `client-body-buffer-size` may ask to hold in memory per request.
 const MAX_BODY_BUFFER: u64 = 1 << 20;
 
-/// `load-balance`: `round_robin` is what Portico does (unless the Service asks for another
-/// scheduler with `portico.dev/load-balancer`); `ewma` is not there yet (a warning).
-fn load_balance(r: &mut Reader<'_>) {
-    let Some(value) = r.get("load-balance") else {
-        return;
-    };
-    match value {
-        "round_robin" => {}
-        "ewma" => r.warn(
-            "load-balance",
-            "ewma is not supported yet; round robin (or the Service's portico.dev/load-balancer) applies".to_string(),
-        ),
-        other => r.warn(
-            "load-balance",
-            format!("{other:?} is not round_robin or ewma; round robin applies"),
-        ),
+/// `load-balance`: `round_robin` or `ewma` for the Ingress's routes, over the Service's
+/// `portico.dev/load-balancer`; anything else is a warning and changes nothing.
+fn load_balance(r: &mut Reader<'_>) -> Option<crate::snapshot::services::Scheduler> {
+    use crate::snapshot::services::Scheduler;
+    match r.get("load-balance")? {
+        "round_robin" => Some(Scheduler::RoundRobin),
+        "ewma" => Some(Scheduler::Ewma),
+        other => {
+            let shown = crate::redact::short_value(other);
+            let reason = format!("{shown} is not round_robin or ewma; ignored");
+            r.warn("load-balance", reason);
+            None
+        }
     }
 }
 

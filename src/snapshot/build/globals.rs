@@ -26,6 +26,9 @@ pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
 pub struct Globals {
     /// `proxy-body-size` (default `1m`; `0`: no limit).
     pub body_limit: Option<u64>,
+    /// `load-balance: ewma`: every route's scheduler unless its Ingress says otherwise
+    /// (`None`: round_robin, the default, leaves each Service's own).
+    pub balance: Option<crate::snapshot::services::Scheduler>,
     /// `ssl-redirect` (default true): hosts with TLS redirect plain HTTP.
     pub ssl_redirect: bool,
     /// `force-ssl-redirect` (default false): every host redirects plain HTTP.
@@ -131,6 +134,7 @@ impl Default for Globals {
     fn default() -> Self {
         Globals {
             body_limit: Some(DEFAULT_BODY_LIMIT),
+            balance: None,
             ssl_redirect: true,
             force_ssl_redirect: false,
             http_redirect_code: 308,
@@ -383,7 +387,10 @@ pub fn parse(
                 Some(n) if n <= 365 * 24 * 3600 => {
                     g.server.keep_alive = Duration::from_secs(u64::from(n));
                 }
-                _ => warn(name, bad("is not whole seconds (as \"75\"; 0 turns keep-alive off)")),
+                _ => warn(
+                    name,
+                    bad("is not whole seconds (as \"75\"; 0 turns keep-alive off)"),
+                ),
             },
             "keep-alive-requests"
             | "upstream-keepalive-connections"
@@ -402,15 +409,16 @@ pub fn parse(
                     bad("is not a time in nginx's syntax (as \"1h\", \"30m\", \"90s\")"),
                 ),
             },
-            "hsts" | "hsts-include-subdomains" | "hsts-preload" => match values::parse_bool(value)
-            {
-                Some(b) => match name.as_str() {
-                    "hsts" => hsts.on = b,
-                    "hsts-include-subdomains" => hsts.include_subdomains = b,
-                    _ => hsts.preload = b,
-                },
-                None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
-            },
+            "hsts" | "hsts-include-subdomains" | "hsts-preload" => {
+                match values::parse_bool(value) {
+                    Some(b) => match name.as_str() {
+                        "hsts" => hsts.on = b,
+                        "hsts-include-subdomains" => hsts.include_subdomains = b,
+                        _ => hsts.preload = b,
+                    },
+                    None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
+                }
+            }
             "hsts-max-age" => match value.parse::<u64>() {
                 Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => hsts.max_age = n,
                 _ => warn(name, bad("is not whole seconds (as \"31536000\")")),
@@ -438,11 +446,9 @@ pub fn parse(
                 None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
             },
             "load-balance" => match value {
-                "round_robin" => {}
-                "ewma" => warn(
-                    name,
-                    "ewma is not supported yet; round robin (or a Service's portico.dev/load-balancer) applies".to_string(),
-                ),
+                // The Services' own schedulers (round robin unless they say otherwise).
+                "round_robin" => g.balance = None,
+                "ewma" => g.balance = Some(crate::snapshot::services::Scheduler::Ewma),
                 _ => warn(name, bad("is not round_robin or ewma")),
             },
             "use-forwarded-headers" | "enable-real-ip" | "compute-full-forwarded-for" => {
@@ -493,7 +499,10 @@ pub fn parse(
                 Ok(set) => g.block = set,
                 Err(why) => {
                     g.guards.push(name.as_str().into());
-                    errors.push((name, format!("{why}: every route answers 503 rather than serve unguarded")));
+                    errors.push((
+                        name,
+                        format!("{why}: every route answers 503 rather than serve unguarded"),
+                    ));
                 }
             },
             "block-user-agents" | "block-referers" => {
@@ -507,7 +516,10 @@ pub fn parse(
                     Ok(block) => g.fields.push(Arc::new(block)),
                     Err(why) => {
                         g.guards.push(name.as_str().into());
-                        errors.push((name, format!("{why}: every route answers 503 rather than serve unguarded")));
+                        errors.push((
+                            name,
+                            format!("{why}: every route answers 503 rather than serve unguarded"),
+                        ));
                     }
                 }
             }

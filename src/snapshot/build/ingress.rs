@@ -177,6 +177,9 @@ impl Compiled {
         self.force_redirect = parsed.force_ssl_redirect;
         let mut policy = parsed.policy;
         let protocol = parsed.protocol;
+        // A canary keeps its Service's scheduler (its own annotations but canary's are
+        // ignored, as in ingress-nginx).
+        let balance = parsed.balance.filter(|_| parsed.canary.is_none());
         // A canary is spoken to as its primary (the primary's settings are copied when it
         // attaches), and ingress-nginx ignores its proxy-ssl annotations.
         let tls = if parsed.canary.is_some() {
@@ -250,6 +253,7 @@ impl Compiled {
             .filter(|_| parsed_canary.is_none())
         {
             let mut backend = self.resolve_backend(cx, b, "spec.defaultBackend");
+            backend.balance = balance;
             if let Some(tls) = &tls {
                 backend.tls = self.backend_tls(cx, protocol, tls, &backend, "spec.defaultBackend");
             }
@@ -290,6 +294,7 @@ impl Compiled {
                 };
                 let backend_field = format!("{field}.backend");
                 let mut backend = self.resolve_backend(cx, &p.backend, &backend_field);
+                backend.balance = balance;
                 if let Some(tls) = &tls {
                     backend.tls = self.backend_tls(cx, protocol, tls, &backend, &backend_field);
                 }
@@ -885,6 +890,7 @@ impl Compiled {
                     settings: Arc::new(external_auth::auth_tls(host)),
                     auto: false,
                 }),
+                balance: None,
             });
         } else if let AuthHost::Literal(host) = &url.host
             && let Some(refusal) = crate::egress::literal_refusal(host)
@@ -954,6 +960,7 @@ impl Compiled {
             port,
             upstream: Upstream::Unavailable,
             tls: None,
+            balance: None,
         };
         let Some(svc) = &backend.service else {
             let reason = "resource backends are not supported; requests get 503";
@@ -996,6 +1003,7 @@ impl Compiled {
             port,
             upstream,
             tls: None,
+            balance: None,
         }
     }
 

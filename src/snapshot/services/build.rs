@@ -179,6 +179,15 @@ fn finish(
 ) -> ServicePort {
     endpoints.sort_by_key(|e| (!e.ready, e.addr));
     endpoints.dedup_by(|b, a| a.addr == b.addr); // the ready copy comes first and stays
+    // `ewma`: a new endpoint starts at the average of the port's others (ingress-nginx's
+    // sync), so it is neither flooded nor starved.
+    let average = old.filter(|o| !o.endpoints.is_empty()).map(|o| {
+        let (sum, touched) = o.endpoints.iter().fold((0.0, 0), |(sum, touched), e| {
+            let (ewma, at) = e.load.ewma();
+            (sum + ewma, touched.max(at))
+        });
+        (sum / o.endpoints.len() as f64, touched)
+    });
     for e in &mut endpoints {
         let weight = (!weights.is_empty())
             .then(|| {
@@ -190,6 +199,8 @@ fn finish(
         e.weight = weight.copied().unwrap_or(1);
         if let Some(prev) = old.and_then(|o| o.endpoints.iter().find(|p| p.addr == e.addr)) {
             e.load = prev.load.clone();
+        } else if let Some((ewma, touched)) = average {
+            e.load.set_ewma(ewma, touched);
         }
     }
     port.ready = endpoints.iter().filter(|e| e.ready).count();

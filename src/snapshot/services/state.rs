@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,11 +39,38 @@ impl<T> std::ops::Deref for Shared<T> {
     }
 }
 
-/// Connections or requests currently open to one endpoint (for `lc` and `p2c`).
+/// Connections or requests currently open to one endpoint (for `lc`, `wlc` and `p2c`), and
+/// its response time's peak-EWMA (for `ewma`).
 #[derive(Debug, Default)]
 pub struct EndpointLoad {
     active: AtomicUsize,
     total: AtomicUsize,
+    /// The EWMA of response times, in microseconds (`f64` bits).
+    ewma: AtomicU64,
+    /// When it was last updated, in microseconds since [`epoch`].
+    touched: AtomicU64,
+}
+
+/// ingress-nginx's `DECAY_TIME`: an EWMA sample's weight halves every 10 s × ln 2.
+const DECAY_MICROS: f64 = 10_000_000.0;
+
+/// The process's clock origin for EWMA timestamps.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Microseconds since [`epoch`].
+pub fn now_micros() -> u64 {
+    u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// ingress-nginx's `decay_ewma`: the old value decays toward `sample` with the time since it
+/// was touched.
+fn decay(ewma: f64, touched: u64, sample: f64, now: u64) -> f64 {
+    let elapsed = now.saturating_sub(touched) as f64;
+    let weight = (-elapsed / DECAY_MICROS).exp();
+    ewma * weight + sample * (1.0 - weight)
 }
 
 // === impl EndpointLoad ===
@@ -63,17 +90,58 @@ impl EndpointLoad {
     pub fn start(self: &Arc<Self>) -> LoadGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
-        LoadGuard(self.clone())
+        LoadGuard(self.clone(), None)
+    }
+
+    /// As [`start`](Self::start), and the time until the guard is dropped is a response-time
+    /// sample for `ewma`.
+    pub fn start_timed(self: &Arc<Self>) -> LoadGuard {
+        let mut guard = self.start();
+        guard.1 = Some(now_micros());
+        guard
+    }
+
+    /// The `ewma` score at `now` (lower is better): the EWMA decayed toward 0 with the time
+    /// since its last sample, as ingress-nginx scores a peer.
+    pub fn ewma_score(&self, now: u64) -> f64 {
+        let ewma = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+        decay(ewma, self.touched.load(Ordering::Relaxed), 0.0, now)
+    }
+
+    /// The EWMA in microseconds, and when it was last updated.
+    pub fn ewma(&self) -> (f64, u64) {
+        (
+            f64::from_bits(self.ewma.load(Ordering::Relaxed)),
+            self.touched.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sets the EWMA (a new endpoint starts at its port's average, as in ingress-nginx).
+    pub fn set_ewma(&self, ewma: f64, touched: u64) {
+        self.ewma.store(ewma.to_bits(), Ordering::Relaxed);
+        self.touched.store(touched, Ordering::Relaxed);
+    }
+
+    /// Takes a response-time sample (microseconds) at `now`. Concurrent samples may lose one
+    /// another's update, as ingress-nginx's per-worker tables do: it is an estimate.
+    pub fn observe(&self, sample: f64, now: u64) {
+        let (ewma, touched) = self.ewma();
+        self.set_ewma(decay(ewma, touched, sample, now), now);
     }
 }
 
-/// An open connection or request to an endpoint; closes it on drop.
+/// An open connection or request to an endpoint; closes it on drop (and, when timed, takes
+/// the time it was open as a response-time sample).
 #[derive(Debug)]
-pub struct LoadGuard(Arc<EndpointLoad>);
+pub struct LoadGuard(Arc<EndpointLoad>, Option<u64>);
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(started) = self.1 {
+            let now = now_micros();
+            self.0.observe(now.saturating_sub(started) as f64, now);
+        }
     }
 }
 

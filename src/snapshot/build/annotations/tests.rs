@@ -539,11 +539,16 @@ fn body_buffer_and_load_balance() {
         Some(1 << 20),
         "capped"
     );
-    let (_, d) = parse_map(&[("load-balance", "round_robin")]);
+    use crate::snapshot::services::Scheduler;
+    let (parsed, d) = parse_map(&[("load-balance", "round_robin")]);
     assert!(d.is_empty(), "{d:?}");
-    let (_, d) = parse_map(&[("load-balance", "ewma")]);
-    assert_eq!(d.len(), 1);
-    assert!(d[0].reason.contains("ewma"), "{d:?}");
+    assert_eq!(parsed.balance, Some(Scheduler::RoundRobin));
+    let (parsed, d) = parse_map(&[("load-balance", "ewma")]);
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(parsed.balance, Some(Scheduler::Ewma));
+    let (parsed, d) = parse_map(&[("load-balance", "least_conn")]);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(parsed.balance, None);
     let (_, d) = parse_map(&[("proxy-request-buffering", "off")]);
     assert!(d.is_empty(), "accepted: {d:?}");
 }

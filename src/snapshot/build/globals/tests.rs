@@ -191,10 +191,10 @@ fn connection_keys_bad_values_keep_the_default() {
         assert_eq!(d[0].field, format!("data.{k}"));
         assert!(d[0].reason.contains(&format!("{v:?}")), "{}", d[0].reason);
     }
-    // ewma: known, not yet (round robin applies), a warning.
+    // ewma: every route's scheduler unless its Ingress says otherwise.
     let (g, d) = parse_pairs(&[("load-balance", "ewma")]);
-    assert_eq!(g, Globals::default());
-    assert!(d[0].reason.contains("ewma is not supported yet"), "{d:?}");
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(g.balance, Some(crate::snapshot::services::Scheduler::Ewma));
 }
 
 #[test]
