@@ -266,6 +266,7 @@ async fn scheme_follows() {
     let (server_pem, server_key) = cert(&backend_ca, "web", &["web.shop.svc"]);
     let web = tls_backend("web-tls", &server_pem, &server_key).await;
     let canary = tls_backend("canary-tls", &server_pem, &server_key).await;
+    let clear = support::Backend::start("h2c").await;
     let app_protocol = |name: &str, app: &str| {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ports: [{{port: 80, appProtocol: {app:?}}}]\n---\n"
@@ -278,7 +279,10 @@ async fn scheme_follows() {
         + &app_protocol("tls-port", "https")
         + &app_protocol("wss-port", "kubernetes.io/wss")
         + &service("shop", "canary", 80)
-        + &endpoints("shop", "canary", &[canary.addr], &[]);
+        + &endpoints("shop", "canary", &[canary.addr], &[])
+        + "---\n"
+        + "apiVersion: v1\nkind: Service\nmetadata: {name: h2c-port, namespace: shop}\nspec:\n  ports: [{port: 80, appProtocol: kubernetes.io/h2c}]\n---\n"
+        + &endpoints("shop", "h2c-port", &[clear.addr], &[]);
     let mut ingresses = ingress("auto", "/auto", &[("backend-protocol", "AUTO_HTTP")]);
     // A canary is spoken to as its primary: TLS, though it says nothing of the protocol.
     ingresses.push_str(&ingress(
@@ -298,6 +302,7 @@ async fn scheme_follows() {
         ("by-port", "tls-port", &[][..]),
         ("by-wss", "wss-port", &[][..]),
         ("explicit", "tls-port", &[("backend-protocol", "HTTP")][..]),
+        ("by-h2c", "h2c-port", &[][..]),
     ] {
         ingresses.push_str(&nginx_ingress(
             name,
@@ -351,6 +356,10 @@ async fn scheme_follows() {
         fetch(&env, "/explicit").await.status,
         StatusCode::BAD_GATEWAY
     );
+    // appProtocol kubernetes.io/h2c: HTTP/2 in clear text to the endpoint.
+    let reply = fetch(&env, "/by-h2c").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.json()["protocol"], "HTTP/2", "{reply:?}");
     let reply = fetch(&env, "/primary").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.served_by(), "canary-tls");

@@ -102,6 +102,46 @@ impl ProxyError {
         }
     }
 
+    /// The answer a gRPC client expects (its request's content-type is `application/grpc…`):
+    /// HTTP 200, trailers-only (the status in the only HEADERS frame), `grpc-status` mapped
+    /// from the HTTP status as gRPC's "HTTP to gRPC status code mapping" (502, 503, 504 and
+    /// 429 are UNAVAILABLE, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED,
+    /// 400 INTERNAL), except a timeout, which is DEADLINE_EXCEEDED.
+    pub fn grpc_response(&self) -> Response<ProxyBody> {
+        let status = self.status();
+        let code: u16 = match (self, status.as_u16()) {
+            (ProxyError::Timeout, _) => 4,
+            (_, 400) => 13,
+            (_, 401) => 16,
+            (_, 403) => 7,
+            (_, 404) => 12,
+            (_, 413) => 8,
+            (_, 429 | 502 | 503 | 504) => 14,
+            _ => 2,
+        };
+        let message = match self {
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => "upstream error",
+            ProxyError::BadRequest(r) => r,
+            other => static_reason(other),
+        };
+        let mut response = Response::new(ProxyBody::full(Bytes::new()));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(code));
+        // grpc-message is percent-encoded; these texts are plain ASCII without '%'.
+        if let Ok(text) = HeaderValue::from_str(&message.replace(' ', "%20")) {
+            headers.insert("grpc-message", text);
+        }
+        response
+    }
+
+    /// Whether a request is gRPC's (its answers are [`grpc_response`](Self::grpc_response)).
+    pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+        headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    }
+
     /// A short response: JSON when the client accepts JSON, plain text otherwise.
     pub fn response(&self, wants_json: bool) -> Response<ProxyBody> {
         let status = self.status();

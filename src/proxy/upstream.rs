@@ -38,6 +38,7 @@ pub use self::stream::Io;
 use crate::snapshot::upstream_tls::UpstreamTls;
 
 mod codec;
+mod h2;
 mod stream;
 
 /// Where a connection goes: a Service endpoint, or an ExternalName's DNS name and port.
@@ -66,13 +67,17 @@ pub struct Key {
     pub target: Target,
     /// How it speaks TLS.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// HTTP/2 (one multiplexed connection) rather than HTTP/1.1.
+    pub http2: bool,
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.tls {
-            None => self.target.fmt(f),
-            Some(_) => write!(f, "https://{}", self.target),
+        match (&self.tls, self.http2) {
+            (None, false) => self.target.fmt(f),
+            (Some(_), false) => write!(f, "https://{}", self.target),
+            (None, true) => write!(f, "h2c://{}", self.target),
+            (Some(_), true) => write!(f, "h2://{}", self.target),
         }
     }
 }
@@ -144,6 +149,9 @@ struct Conn {
     served: u32,
     /// The pool's tick when it was opened (`upstream-keepalive-time`).
     born: u64,
+    /// The request being sent asked for trailers (`te: trailers`, gRPC's): kept for an
+    /// HTTP/2 endpoint.
+    te_trailers: bool,
 }
 
 /// The timeouts a connection applies itself (the response head's is `proxy::deadline`).
@@ -157,6 +165,21 @@ struct Timeouts {
 // === impl Conn ===
 
 impl Conn {
+    /// A handle on an HTTP/2 connection, for one request (its buffers stay small: only the
+    /// request head is written into them).
+    fn new_h2(io: Io, key: Key, timeouts: Timeouts) -> Self {
+        Conn {
+            io,
+            key,
+            read: BytesMut::new(),
+            write: Vec::with_capacity(512),
+            timeouts,
+            served: 0,
+            born: 0,
+            te_trailers: false,
+        }
+    }
+
     fn new(io: Io, key: Key, timeouts: Timeouts, born: u64) -> Self {
         Conn {
             io,
@@ -166,6 +189,7 @@ impl Conn {
             timeouts,
             served: 0,
             born,
+            te_trailers: false,
         }
     }
 
@@ -244,6 +268,14 @@ pub struct UpstreamPool {
     limits: Limits,
     /// The TLS client configurations in use.
     tls: stream::ClientConfigs,
+    /// HTTP/2 connections by key: one multiplexed connection each, and the idle clock's tick
+    /// when it was last used.
+    h2: Mutex<
+        Targets<(
+            hyper::client::conn::http2::SendRequest<h2::RequestBody>,
+            u64,
+        )>,
+    >,
 }
 
 /// The pool's limits that follow the snapshot (`upstream-keepalive-*`, `client-body-timeout`),
@@ -329,6 +361,7 @@ impl UpstreamPool {
                 client_body_ms: AtomicU64::new(millis(config.client_body_timeout)),
             },
             tls: stream::ClientConfigs::default(),
+            h2: Mutex::new(Targets::default()),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&pool);
@@ -381,6 +414,10 @@ impl UpstreamPool {
             list.retain_mut(|i| !expired(i, now, limit) && !i.conn.is_stale());
             !list.is_empty()
         });
+        // An HTTP/2 connection unused for the idle timeout is let go (it closes once its
+        // last stream ends), as is one that closed.
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|_, (sender, used)| !sender.is_closed() && now.saturating_sub(*used) <= limit);
     }
 
     /// A clear-text connection to `target`: the most recently used idle one that is still
@@ -389,6 +426,7 @@ impl UpstreamPool {
         let key = Key {
             target: target.clone(),
             tls: None,
+            http2: false,
         };
         self.checkout_within(&key, None).await
     }
@@ -401,7 +439,15 @@ impl UpstreamPool {
         key: &Key,
         connect_timeout: Option<Duration>,
     ) -> Result<Pooled, ConnectError> {
-        if let Some(conn) = self.take_idle(key) {
+        if key.http2 {
+            let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((sender, used)) = h2.get_mut(key).filter(|(s, _)| !s.is_closed()) {
+                *used = self.tick.load(Ordering::Relaxed);
+                let io = Io::H2(Box::new(sender.clone()));
+                let conn = Conn::new_h2(io, key.clone(), self.timeouts());
+                return Ok(self.pooled(Box::new(conn), true));
+            }
+        } else if let Some(conn) = self.take_idle(key) {
             return Ok(self.pooled(conn, true));
         }
         // Boxed: connecting (a resolver, a connect timer, a handshake) would make every
@@ -435,26 +481,40 @@ impl UpstreamPool {
             let _ = stream.set_nodelay(true);
             let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-            let Some(tls) = &key.tls else {
-                return Ok(Io::Plain(stream));
+            let io = match &key.tls {
+                None => Io::Plain(stream),
+                Some(tls) => {
+                    let config = self
+                        .tls
+                        .get(tls, key.http2)
+                        .map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
+                    let peer = stream.peer_addr().map_err(ConnectError::Io)?;
+                    let name = tls.server_name(peer.ip());
+                    let connector = tokio_rustls::TlsConnector::from(config);
+                    match connector.connect(name, stream).await {
+                        Ok(stream) => Io::Tls(Box::new(stream)),
+                        Err(e) => return Err(ConnectError::Tls(e)),
+                    }
+                }
             };
-            let config = self
-                .tls
-                .get(tls)
-                .map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
-            let peer = stream.peer_addr().map_err(ConnectError::Io)?;
-            let name = tls.server_name(peer.ip());
-            let connector = tokio_rustls::TlsConnector::from(config);
-            match connector.connect(name, stream).await {
-                Ok(stream) => Ok(Io::Tls(Box::new(stream))),
-                Err(e) => Err(ConnectError::Tls(e)),
+            if !key.http2 {
+                return Ok(io);
             }
+            // The HTTP/2 preface and settings, within the connect timeout too.
+            let sender = h2::handshake(io).await.map_err(ConnectError::Io)?;
+            Ok(Io::H2(Box::new(sender)))
         };
         let limit = connect_timeout.unwrap_or(self.config.connect_timeout);
         let io = tokio::time::timeout(limit, connecting)
             .await
             .map_err(|_| ConnectError::Timeout)??;
         let born = self.tick.load(Ordering::Relaxed);
+        if let Io::H2(sender) = &io {
+            let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            h2.insert(key.clone(), ((**sender).clone(), born));
+            let conn = Conn::new_h2(io, key, self.timeouts());
+            return Ok(self.pooled(Box::new(conn), false));
+        }
         let conn = Conn::new(io, key, self.timeouts(), born);
         Ok(self.pooled(Box::new(conn), false))
     }
@@ -741,6 +801,12 @@ impl Pooled {
             }
             RequestBody::Streaming(streaming) => Some((streaming, framing)),
         };
+        self.conn.te_trailers = matches!(self.conn.io, Io::H2(_))
+            && parts
+                .headers
+                .get_all(http::header::TE)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         Exchange {
             pooled: self,
             body,
@@ -799,6 +865,7 @@ impl Pooled {
                 }),
                 upgraded: None,
                 stall: None,
+                h2: None,
             };
             if body.decoder.is_done() {
                 body.release();
@@ -840,6 +907,10 @@ impl Exchange {
             head_request,
             resendable,
         } = self;
+        if matches!(pooled.conn.io, Io::H2(_)) {
+            // Boxed: rare, and its future would weigh on every request's.
+            return Box::pin(send_h2(pooled, body.map(|(b, _)| b))).await;
+        }
         let head = match body {
             None => {
                 let conn = &mut *pooled.conn;
@@ -887,6 +958,37 @@ impl Exchange {
         };
         pooled.response(head).map_err(SendError::Failed)
     }
+}
+
+/// Sends a request on an HTTP/2 connection and reads its response head; the body streams from
+/// the connection's task.
+async fn send_h2(
+    pooled: Pooled,
+    body: Option<Box<Streaming>>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    let Conn {
+        io,
+        key,
+        write,
+        timeouts,
+        te_trailers,
+        ..
+    } = *pooled.conn;
+    let Io::H2(sender) = io else {
+        return Err(SendError::Failed(io::Error::other(
+            "not an HTTP/2 connection",
+        )));
+    };
+    let tls = key.tls.is_some();
+    let request = h2::request(&write, body, tls, te_trailers, timeouts.client_body)
+        .map_err(SendError::Failed)?;
+    let response = h2::send(*sender, request).await?;
+    let (parts, incoming) = response.into_parts();
+    let body = UpstreamBody {
+        h2: Some(Box::new((incoming, timeouts.read))),
+        ..UpstreamBody::empty()
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Whether a failure means the upstream closed (or reset) the connection.
@@ -960,6 +1062,9 @@ async fn send_with_body(
             let (reader, writer) = tokio::io::split(&mut **tls);
             exchange.run(reader, writer).await
         }
+        Io::H2(_) => Err(SendError::Failed(io::Error::other(
+            "an HTTP/2 connection carries requests, not bytes",
+        ))),
     }
 }
 
@@ -1151,6 +1256,8 @@ pub struct UpstreamBody {
     /// Set the first time the body waits for the upstream, and reset at each read: past it
     /// (the read timeout) the body fails and the client connection is closed.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// An HTTP/2 endpoint's body, and the read timeout between two of its frames.
+    h2: Option<Box<(Incoming, Duration)>>,
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -1173,6 +1280,7 @@ impl UpstreamBody {
             conn: None,
             upgraded: None,
             stall: None,
+            h2: None,
         }
     }
 
@@ -1208,6 +1316,39 @@ impl Body for UpstreamBody {
         }
         if let Some(trailers) = this.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
+        }
+        if let Some(h2) = this.h2.as_mut() {
+            let (incoming, limit) = &mut **h2;
+            let limit = *limit;
+            return match Pin::new(incoming).poll_frame(cx) {
+                Poll::Pending => {
+                    let stall = this
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if stall.as_mut().poll(cx).is_ready() {
+                        this.h2 = None;
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the upstream sent nothing of the body within the read timeout",
+                        ))));
+                    }
+                    Poll::Pending
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(stall) = &mut this.stall {
+                        stall.as_mut().reset(tokio::time::Instant::now() + limit);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.h2 = None;
+                    Poll::Ready(Some(Err(io::Error::other(e))))
+                }
+                Poll::Ready(None) => {
+                    this.h2 = None;
+                    Poll::Ready(None)
+                }
+            };
         }
         loop {
             let Some(returning) = this.conn.as_mut() else {
@@ -1281,10 +1422,16 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(h2) = &self.h2 {
+            return h2.0.is_end_stream();
+        }
         self.ready.is_none() && self.trailers.is_none() && self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(h2) = &self.h2 {
+            return h2.0.size_hint();
+        }
         let ready = self.ready.as_ref().map_or(0, |d| d.len() as u64);
         match self.decoder.remaining() {
             Some(n) => SizeHint::with_exact(n + ready),

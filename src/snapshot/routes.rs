@@ -103,6 +103,9 @@ pub struct Backend {
     /// Service's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<super::services::Scheduler>,
+    /// HTTP/2 to the endpoints (`GRPC`, `GRPCS`, `appProtocol: kubernetes.io/h2c`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
 }
 
 /// One routing decision: what a request that matched gets.
@@ -1378,6 +1381,7 @@ fn attach_canaries(
                 // another upstream of the primary's location, which sets them.
                 let mut backend = c.route.backend.clone();
                 backend.tls = p.route.backend.tls.clone();
+                backend.http2 = p.route.backend.http2;
                 p.route.canary = Some(Arc::new(Canary {
                     spec,
                     ingress: c.route.ingress.clone(),

@@ -286,6 +286,7 @@ impl Proxy {
             let key = Key {
                 target: Target::Name(host.as_str().into(), auth.spec.parsed.port),
                 tls: tls.then(|| Arc::new(crate::snapshot::external_auth::auth_tls(&host))),
+                http2: false,
             };
             let pooled = self.checkout(key.clone(), connect_timeout).await;
             (pooled.map_err(|e| format!("{key}: {e}"))?, None)

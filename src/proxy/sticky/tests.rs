@@ -55,6 +55,7 @@ fn backend(service: &str) -> Backend {
         upstream: Upstream::Unavailable,
         tls: None,
         balance: None,
+        http2: false,
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Io {
     Plain(TcpStream),
     /// TLS (boxed: the session state is large, and rarer).
     Tls(Box<TlsStream<TcpStream>>),
+    /// A handle on a multiplexed HTTP/2 connection (its stream is driven by a task of its
+    /// own): no bytes are read or written through it here.
+    H2(Box<hyper::client::conn::http2::SendRequest<super::h2::RequestBody>>),
 }
 
 impl Io {
@@ -43,6 +46,7 @@ impl Io {
                     .poll_read(&mut cx, &mut buf)
                     .is_pending()
             }
+            Io::H2(sender) => sender.is_closed(),
         }
     }
 
@@ -61,6 +65,7 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Io::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+            Io::H2(_) => Poll::Ready(Err(not_a_stream())),
         }
     }
 }
@@ -74,6 +79,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Io::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
+            Io::H2(_) => Poll::Ready(Err(not_a_stream())),
         }
     }
 
@@ -85,6 +91,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
             Io::Tls(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, bufs),
+            Io::H2(_) => Poll::Ready(Err(not_a_stream())),
         }
     }
 
@@ -92,6 +99,7 @@ impl AsyncWrite for Io {
         match self {
             Io::Plain(tcp) => tcp.is_write_vectored(),
             Io::Tls(tls) => tls.is_write_vectored(),
+            Io::H2(_) => false,
         }
     }
 
@@ -99,6 +107,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             Io::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+            Io::H2(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -106,12 +115,25 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Io::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+            Io::H2(_) => Poll::Ready(Ok(())),
         }
     }
 }
 
+/// What reading or writing an HTTP/2 handle as a byte stream is.
+fn not_a_stream() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "an HTTP/2 connection carries requests, not bytes",
+    )
+}
+
 /// The ALPN protocols offered to HTTPS endpoints.
 const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
+
+/// The ALPN protocols offered to GRPCS endpoints (gRPC servers drop TLS connections that do
+/// not negotiate h2).
+const ALPN_H2: &[&[u8]] = &[b"h2"];
 
 /// Client configurations kept past a snapshot swap, by settings: at most this many (all are
 /// dropped when more are asked for, and made again as connections need them).
@@ -120,21 +142,31 @@ const MAX_CONFIGS: usize = 1024;
 /// The rustls client configuration of each TLS settings in use.
 #[derive(Default)]
 pub struct ClientConfigs {
-    made: Mutex<HashMap<Arc<UpstreamTls>, Arc<rustls::ClientConfig>>>,
+    made: Mutex<HashMap<ConfigKey, Arc<rustls::ClientConfig>>>,
 }
 
+/// The settings, and whether h2 is offered (ALPN).
+type ConfigKey = (Arc<UpstreamTls>, bool);
+
 impl ClientConfigs {
-    /// The configuration for `tls` (made on first use, then kept with its session cache).
-    pub fn get(&self, tls: &Arc<UpstreamTls>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    /// The configuration for `tls` (made on first use, then kept with its session cache),
+    /// offering h2 (`http2`) or http/1.1.
+    pub fn get(
+        &self,
+        tls: &Arc<UpstreamTls>,
+        http2: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(config) = made.get(tls) {
+        let key = (Arc::clone(tls), http2);
+        if let Some(config) = made.get(&key) {
             return Ok(Arc::clone(config));
         }
         if made.len() >= MAX_CONFIGS {
             made.clear();
         }
-        let config = Arc::new(tls.client_config(ALPN_HTTP1)?);
-        made.insert(Arc::clone(tls), Arc::clone(&config));
+        let alpn = if http2 { ALPN_H2 } else { ALPN_HTTP1 };
+        let config = Arc::new(tls.client_config(alpn)?);
+        made.insert(key, Arc::clone(&config));
         Ok(config)
     }
 }

@@ -125,7 +125,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "backend-protocol",
         Support::Differs(
-            "HTTP, HTTPS and AUTO_HTTP (HTTP/1.1 over TLS to the endpoint, in the client's scheme for AUTO_HTTP), case-insensitive; GRPC and GRPCS fail closed (503 and an error) until HTTP/2 to endpoints lands; FCGI is refused for good (503 and an error); any other value is a warning and HTTP, as ingress-nginx. Without it, a Service port's appProtocol https or kubernetes.io/wss means HTTPS (Portico's addition); a canary is spoken to as its primary",
+            "HTTP, HTTPS and AUTO_HTTP (HTTP/1.1 over TLS to the endpoint, in the client's scheme for AUTO_HTTP), GRPC (HTTP/2 in clear text) and GRPCS (HTTP/2 over TLS, ALPN h2), case-insensitive; FCGI is refused for good (503 and an error); any other value is a warning and HTTP, as ingress-nginx. Without it, a Service port's appProtocol https or kubernetes.io/wss means HTTPS and kubernetes.io/h2c HTTP/2 in clear text (Portico's addition); a canary is spoken to as its primary",
         ),
     ),
     (
@@ -433,6 +433,10 @@ pub enum BackendProtocol {
     Https,
     /// The client's scheme: TLS for requests that came over TLS.
     AutoHttp,
+    /// HTTP/2 in clear text (h2c prior knowledge): gRPC.
+    Grpc,
+    /// HTTP/2 over TLS (ALPN h2): gRPC.
+    Grpcs,
 }
 
 /// Portico's own annotation for the HTTPS redirect (kept; ingress-nginx's wins when both).
@@ -589,10 +593,9 @@ pub(super) fn parse(
 }
 
 /// `backend-protocol` (and the legacy `secure-backends: "true"`, HTTPS), case-insensitive:
-/// HTTP, HTTPS and AUTO_HTTP are spoken. A protocol that needs HTTP/2 to the endpoint (GRPC,
-/// GRPCS) is refused (`Err`: the Ingress's paths answer 503, with an error) rather than sent as
-/// HTTP/1.1; FCGI is refused for good; any other value is a warning and HTTP (ingress-nginx's
-/// fallback).
+/// HTTP, HTTPS and AUTO_HTTP (HTTP/1.1), GRPC and GRPCS (HTTP/2) are spoken. FCGI is refused
+/// for good (`Err`: the Ingress's paths answer 503, with an error); any other value is a
+/// warning and HTTP (ingress-nginx's fallback).
 fn backend_protocol(r: &mut Reader<'_>) -> Result<BackendProtocol, ()> {
     let legacy = r.boolean("secure-backends") == Some(true);
     let value = match r.get("backend-protocol").filter(|v| !v.is_empty()) {
@@ -609,13 +612,8 @@ fn backend_protocol(r: &mut Reader<'_>) -> Result<BackendProtocol, ()> {
         "HTTP" => Ok(BackendProtocol::Http),
         "HTTPS" => Ok(BackendProtocol::Https),
         "AUTO_HTTP" => Ok(BackendProtocol::AutoHttp),
-        "GRPC" | "GRPCS" => {
-            let reason = format!(
-                "{value} to the endpoints is not supported yet (it needs HTTP/2 to them; Portico speaks HTTP/1.1): every path of this Ingress answers 503 rather than send its requests over the wrong protocol"
-            );
-            r.error(name, reason);
-            Err(())
-        }
+        "GRPC" => Ok(BackendProtocol::Grpc),
+        "GRPCS" => Ok(BackendProtocol::Grpcs),
         "FCGI" => {
             let reason = "FCGI is not supported by Portico (a deliberate difference from ingress-nginx): every path of this Ingress answers 503".to_string();
             r.error(name, reason);

@@ -255,7 +255,8 @@ impl Compiled {
             let mut backend = self.resolve_backend(cx, b, "spec.defaultBackend");
             backend.balance = balance;
             if let Some(tls) = &tls {
-                backend.tls = self.backend_tls(cx, protocol, tls, &backend, "spec.defaultBackend");
+                (backend.tls, backend.http2) =
+                    self.backend_tls(cx, protocol, tls, &backend, "spec.defaultBackend");
             }
             self.default_backend = Some(Route {
                 host: None,
@@ -296,7 +297,8 @@ impl Compiled {
                 let mut backend = self.resolve_backend(cx, &p.backend, &backend_field);
                 backend.balance = balance;
                 if let Some(tls) = &tls {
-                    backend.tls = self.backend_tls(cx, protocol, tls, &backend, &backend_field);
+                    (backend.tls, backend.http2) =
+                        self.backend_tls(cx, protocol, tls, &backend, &backend_field);
                 }
                 let path_policy = route_policy(policy.as_ref(), &path);
                 let route = Route {
@@ -798,40 +800,34 @@ impl Compiled {
         }
     }
 
-    /// TLS to a backend's endpoints: as `backend-protocol` says, else as its Service port's
-    /// `appProtocol` (`https`, `kubernetes.io/wss`); `None`: clear text.
+    /// TLS and HTTP/2 to a backend's endpoints: as `backend-protocol` says, else as its
+    /// Service port's `appProtocol` (`https`, `kubernetes.io/wss`: TLS; `kubernetes.io/h2c`:
+    /// HTTP/2 in clear text); `None`: clear text.
     fn backend_tls(
         &mut self,
         cx: &Context<'_>,
         protocol: BackendProtocol,
         settings: &(UpstreamTls, Option<Box<str>>),
         backend: &Backend,
-        field: &str,
-    ) -> Option<BackendTls> {
-        let auto = match protocol {
-            BackendProtocol::Http => return None,
-            BackendProtocol::Https => false,
-            BackendProtocol::AutoHttp => true,
+        _field: &str,
+    ) -> (Option<BackendTls>, bool) {
+        let (auto, http2) = match protocol {
+            BackendProtocol::Http => return (None, false),
+            BackendProtocol::Grpc => return (None, true),
+            BackendProtocol::Https => (false, false),
+            BackendProtocol::AutoHttp => (true, false),
+            BackendProtocol::Grpcs => (false, true),
             BackendProtocol::Unset => {
                 let app = match &backend.upstream {
-                    Upstream::Service(id) => cx.services.get(*id)?.app_protocol.as_deref(),
+                    Upstream::Service(id) => {
+                        cx.services.get(*id).and_then(|p| p.app_protocol.as_deref())
+                    }
                     _ => None,
                 };
-                match app? {
-                    "https" | "kubernetes.io/wss" => false,
-                    "kubernetes.io/h2c" => {
-                        let reason = format!(
-                            "the Service {}'s port has appProtocol kubernetes.io/h2c; Portico speaks HTTP/1.1 to endpoints until HTTP/2 upstreams land",
-                            backend.service
-                        );
-                        self.diagnostics.push(Diagnostic::warning(
-                            &self.key,
-                            format!("{field}.service"),
-                            reason,
-                        ));
-                        return None;
-                    }
-                    _ => return None,
+                match app {
+                    Some("https" | "kubernetes.io/wss") => (false, false),
+                    Some("kubernetes.io/h2c") => return (None, true),
+                    _ => return (None, false),
                 }
             }
         };
@@ -840,10 +836,11 @@ impl Compiled {
             Some(name) => name.to_string(),
             None => format!("{}.{}.svc", backend.service, self.key.namespace),
         };
-        Some(BackendTls {
+        let tls = BackendTls {
             settings: Arc::new(base.renamed(&name)),
             auto,
-        })
+        };
+        (Some(tls), http2)
     }
 
     /// Resolves an external-auth configuration: a host naming a cluster Service becomes that
@@ -891,6 +888,7 @@ impl Compiled {
                     auto: false,
                 }),
                 balance: None,
+                http2: false,
             });
         } else if let AuthHost::Literal(host) = &url.host
             && let Some(refusal) = crate::egress::literal_refusal(host)
@@ -961,6 +959,7 @@ impl Compiled {
             upstream: Upstream::Unavailable,
             tls: None,
             balance: None,
+            http2: false,
         };
         let Some(svc) = &backend.service else {
             let reason = "resource backends are not supported; requests get 503";
@@ -1004,6 +1003,7 @@ impl Compiled {
             upstream,
             tls: None,
             balance: None,
+            http2: false,
         }
     }
 

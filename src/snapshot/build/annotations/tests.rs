@@ -1035,15 +1035,15 @@ proptest! {
 }
 
 #[test]
-fn backend_protocols_that_need_http2_fail_closed() {
+fn backend_protocols_are_read_case_insensitively() {
     use super::BackendProtocol as P;
     for (value, denied, protocol) in [
         ("HTTP", false, P::Http),
         ("http", false, P::Http),
         ("HTTPS", false, P::Https),
         ("https", false, P::Https),
-        ("GRPC", true, P::Unset),
-        ("grpcs", true, P::Unset),
+        ("GRPC", false, P::Grpc),
+        ("grpcs", false, P::Grpcs),
         ("AUTO_HTTP", false, P::AutoHttp),
         ("auto_http", false, P::AutoHttp),
         ("FCGI", true, P::Unset),

@@ -1,0 +1,239 @@
+//! HTTP/2 to endpoints (`backend-protocol: GRPC`/`GRPCS`, `appProtocol: kubernetes.io/h2c`):
+//! hyper's HTTP/2 client over the pool's stream (clear text, or TLS with ALPN h2). One
+//! multiplexed connection per pool key carries every request to that endpoint under those
+//! settings; hyper respects the peer's MAX_CONCURRENT_STREAMS (a request waits for a stream)
+//! and PINGs an idle connection so a dead peer is seen.
+//!
+//! The request sent is the one the HTTP/1.1 path would send, field for field: its head is
+//! encoded by `codec::encode_head` (Host, forwarding fields, rewrites, a route's header
+//! operations), then read back into an HTTP/2 request, hop-by-hop fields left out (`te:
+//! trailers` kept for gRPC). Bodies stream both ways, trailers included.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::stream::Io;
+use super::{SendError, Streaming};
+
+/// An idle HTTP/2 connection is PINGed this often…
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// …and closed when the PONG does not come within this.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Header fields read back from an encoded head, at most.
+const MAX_FIELDS: usize = 256;
+
+/// A new HTTP/2 connection over `io`; its driver runs in a task of its own until the
+/// connection ends.
+pub async fn handshake(io: Io) -> io::Result<SendRequest<RequestBody>> {
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "HTTP/2 upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// The request whose HTTP/1.1 head (and buffered body) `encoded` holds, as an HTTP/2 request
+/// with `body` streaming after the buffered part. `tls`: the endpoint is spoken to over TLS
+/// (the `:scheme`); `te_trailers`: the client asked for trailers (gRPC's `te: trailers`).
+pub fn request(
+    encoded: &[u8],
+    body: Option<Box<Streaming>>,
+    tls: bool,
+    te_trailers: bool,
+    client_body_timeout: Duration,
+) -> io::Result<Request<RequestBody>> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut head = httparse::Request::new(&mut fields);
+    let length = match head.parse(encoded) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(invalid("the request head cannot go over HTTP/2")),
+    };
+    let method = http::Method::from_bytes(head.method.unwrap_or("GET").as_bytes())
+        .map_err(|_| invalid("method"))?;
+    let path = head.path.unwrap_or("/");
+    let mut authority = None;
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.version_mut() = Version::HTTP_2;
+    for field in head.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid("field"))?;
+        if name == http::header::HOST {
+            authority = Some(field.value);
+            continue;
+        }
+        if is_connection_specific(&name) {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| invalid("field value"))?;
+        request.headers_mut().append(name, value);
+    }
+    if te_trailers {
+        let trailers = HeaderValue::from_static("trailers");
+        request.headers_mut().insert(http::header::TE, trailers);
+    }
+    let authority =
+        std::str::from_utf8(authority.unwrap_or(b"localhost")).map_err(|_| invalid("host"))?;
+    *request.uri_mut() = Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query(if path == "*" { "/" } else { path })
+        .build()
+        .map_err(|_| invalid("the request target or Host cannot go over HTTP/2"))?;
+    let mut ready = VecDeque::new();
+    if encoded.len() > length {
+        ready.push_back(Bytes::copy_from_slice(&encoded[length..]));
+    }
+    let (rest, max, mut length) = match body {
+        Some(streaming) => {
+            let Streaming {
+                read,
+                rest,
+                length,
+                max,
+            } = *streaming;
+            ready.extend(read);
+            (Some(rest), max, length)
+        }
+        None => (None, None, None),
+    };
+    if rest.is_none() {
+        length = Some(ready.iter().map(|b| b.len() as u64).sum());
+    }
+    let body = RequestBody {
+        ready,
+        rest,
+        sent: 0,
+        max,
+        length,
+        timeout: client_body_timeout,
+        stall: None,
+    };
+    let (parts, ()) = request.into_parts();
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Fields HTTP/2 forbids (RFC 9113 §8.2.2): the connection's own.
+fn is_connection_specific(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te"
+    )
+}
+
+/// Sends `request` on `sender` (waiting for a stream when the connection is at its peer's
+/// MAX_CONCURRENT_STREAMS).
+pub async fn send(
+    mut sender: SendRequest<RequestBody>,
+    request: Request<RequestBody>,
+) -> Result<Response<Incoming>, SendError> {
+    let failed = |e: hyper::Error| SendError::Failed(io::Error::other(e));
+    sender.ready().await.map_err(failed)?;
+    sender.send_request(request).await.map_err(failed)
+}
+
+/// A request body going to an HTTP/2 endpoint: what was read before connecting, then the rest
+/// as the client sends it (trailers included), within the body limit and the client body
+/// timeout between two frames.
+pub struct RequestBody {
+    ready: VecDeque<Bytes>,
+    rest: Option<Incoming>,
+    sent: u64,
+    max: Option<u64>,
+    length: Option<u64>,
+    timeout: Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.ready.pop_front() {
+            this.sent += data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let Some(rest) = this.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Pending => {
+                let limit = this.timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    this.rest = None;
+                    let e = "the client sent nothing of its body within the client body timeout";
+                    return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, e))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(None) => {
+                this.rest = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.rest = None;
+                Poll::Ready(Some(Err(io::Error::other(e))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(stall) = &mut this.stall {
+                    stall
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.timeout);
+                }
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                    if this.max.is_some_and(|m| this.sent > m) {
+                        this.rest = None;
+                        let e = "the request body is larger than the route's proxy-body-size";
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            e,
+                        ))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.sent)),
+            None => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! HTTP/2 to endpoints (issue: backends, §3, first part) over real sockets:
+//! `backend-protocol: GRPC` (h2c prior knowledge) and `GRPCS` (TLS, ALPN h2) to an endpoint
+//! that speaks gRPC's framing over hyper's HTTP/2 server: unary and server-streaming calls with
+//! their trailers (`grpc-status`, custom and `-bin` metadata) unchanged, `te: trailers` kept,
+//! errors as gRPC clients expect them (HTTP 200, trailers-only, `grpc-status: 14`), every
+//! request multiplexed on one upstream connection, and an HTTP/1.1 client served by an HTTP/2
+//! endpoint.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::Env;
+use support::manifests::{class, endpoints, nginx_ingress, service};
+use support::pki::{ca, cert};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// One gRPC message (uncompressed): its 5-byte prefix and bytes.
+fn message(bytes: &[u8]) -> Bytes {
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+    Bytes::from(out)
+}
+
+/// The gRPC-speaking endpoint: `/echo.Echo/Unary` answers the request's messages, with what
+/// it saw of the request in its headers and trailers `grpc-status: 0`, `x-trace`,
+/// `x-blob-bin`; `/echo.Echo/Stream` streams three messages then the trailers;
+/// `/echo.Echo/Missing` is a trailers-only NOT_FOUND.
+async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    let seen = [
+        ("x-seen-version", format!("{:?}", req.version())),
+        (
+            "x-seen-te",
+            req.headers()
+                .get("te")
+                .map_or("none".into(), |v| v.to_str().unwrap().to_string()),
+        ),
+        (
+            "x-seen-authority",
+            req.uri()
+                .authority()
+                .map_or("none".into(), |a| a.to_string()),
+        ),
+        (
+            "x-seen-forwarded-for",
+            req.headers()
+                .get("x-forwarded-for")
+                .map_or("none".into(), |v| v.to_str().unwrap().to_string()),
+        ),
+    ];
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    trailers.insert("x-trace", "abc".parse().unwrap());
+    trailers.insert("x-blob-bin", "AAEC".parse().unwrap());
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = match path.as_str() {
+        "/echo.Echo/Unary" => vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))],
+        "/echo.Echo/Stream" => {
+            let mut frames: Vec<_> = ["one", "two", "three"]
+                .iter()
+                .map(|m| Ok(Frame::data(message(m.as_bytes()))))
+                .collect();
+            frames.push(Ok(Frame::trailers(trailers)));
+            frames
+        }
+        "/plain" => vec![Ok(Frame::data(Bytes::from_static(b"plain over h2")))],
+        _ => {
+            let mut response = Response::new(Full::new(Bytes::new()).boxed());
+            let h = response.headers_mut();
+            h.insert("content-type", "application/grpc".parse().unwrap());
+            h.insert("grpc-status", "5".parse().unwrap());
+            h.insert("grpc-message", "no%20such%20method".parse().unwrap());
+            return Ok(response);
+        }
+    };
+    let mut response = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    for (name, value) in seen {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    Ok(response)
+}
+
+/// The endpoint on 127.0.0.1: HTTP/2 prior knowledge, or TLS with ALPN h2 when `tls` is
+/// given (certificate and key PEM); counts the connections it accepted.
+async fn endpoint(tls: Option<(String, String)>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let acceptor = tls.map(|(cert, key)| {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let service = service_fn(handle);
+                match acceptor {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+                        let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// What a gRPC client got: status, headers, body, trailers.
+struct Call {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+/// A gRPC call over a new h2c connection to Portico's HTTP listener.
+async fn call(portico: SocketAddr, path: &str, payload: &[u8]) -> Call {
+    let stream = TcpStream::connect(portico).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = Request::post(format!("http://g.example{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(message(payload)))
+        .unwrap();
+    let response = timeout(LIMIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let collected = timeout(LIMIT, body.collect()).await.unwrap().unwrap();
+    let trailers = collected.trailers().cloned();
+    Call {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    }
+}
+
+fn files(services: String, annotations: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+    vec![
+        ("class.yaml", class()),
+        ("svc.yaml", services),
+        (
+            "ing.yaml",
+            nginx_ingress("grpc", "g.example", "/", "grpc", annotations),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn grpc_goes_over_http2_to_the_endpoint() {
+    timeout(LIMIT, grpc_h2c()).await.expect("bounded");
+}
+
+async fn grpc_h2c() {
+    let (upstream, accepted) = endpoint(None).await;
+    let services = service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[upstream], &[]);
+    let env = Env::start(&files(services, &[("backend-protocol", "GRPC")])).await;
+    // Unary: the message back, the trailers unchanged, te: trailers and the forwarding fields
+    // on the request.
+    let unary = call(env.http(), "/echo.Echo/Unary", b"hello").await;
+    assert_eq!(unary.status, StatusCode::OK);
+    assert_eq!(unary.body, message(b"hello"));
+    let trailers = unary.trailers.expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-trace"], "abc");
+    assert_eq!(trailers["x-blob-bin"], "AAEC");
+    assert_eq!(unary.headers["x-seen-version"], "HTTP/2.0");
+    assert_eq!(unary.headers["x-seen-te"], "trailers");
+    assert_eq!(unary.headers["x-seen-authority"], "g.example");
+    assert_eq!(unary.headers["x-seen-forwarded-for"], "127.0.0.1");
+    // Server streaming: every message, then the trailers.
+    let streamed = call(env.http(), "/echo.Echo/Stream", b"").await;
+    let mut want = Vec::new();
+    for m in ["one", "two", "three"] {
+        want.extend_from_slice(&message(m.as_bytes()));
+    }
+    assert_eq!(streamed.body, Bytes::from(want));
+    assert_eq!(streamed.trailers.expect("trailers")["grpc-status"], "0");
+    // A trailers-only error of the endpoint passes as it is.
+    let missing = call(env.http(), "/echo.Echo/Missing", b"").await;
+    assert_eq!(missing.status, StatusCode::OK);
+    assert_eq!(missing.headers["grpc-status"], "5");
+    assert_eq!(missing.headers["grpc-message"], "no%20such%20method");
+    // Concurrent calls share one upstream connection (HTTP/2 multiplexing).
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let portico = env.http();
+            tokio::spawn(async move {
+                let payload = format!("call {i}");
+                let got = call(portico, "/echo.Echo/Unary", payload.as_bytes()).await;
+                assert_eq!(got.body, message(payload.as_bytes()));
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        1,
+        "one multiplexed connection"
+    );
+    // An HTTP/1.1 client is served by the HTTP/2 endpoint too.
+    let reply = support::client::h1(env.http(), support::client::get("g.example", "/plain")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(&reply.body[..], b"plain over h2");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpcs_goes_over_tls_with_alpn_h2() {
+    timeout(LIMIT, grpcs()).await.expect("bounded");
+}
+
+async fn grpcs() {
+    let authority = ca("grpc CA");
+    let pair = cert(&authority, "grpc", &["grpc.shop.svc"]);
+    let (upstream, _) = endpoint(Some(pair)).await;
+    let services = service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[upstream], &[]);
+    let env = Env::start(&files(services, &[("backend-protocol", "grpcs")])).await;
+    let unary = call(env.http(), "/echo.Echo/Unary", b"secure").await;
+    assert_eq!(unary.status, StatusCode::OK);
+    assert_eq!(unary.body, message(b"secure"));
+    assert_eq!(unary.trailers.expect("trailers")["grpc-status"], "0");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_clients_get_grpc_errors() {
+    timeout(LIMIT, grpc_errors()).await.expect("bounded");
+}
+
+async fn grpc_errors() {
+    // No ready endpoint, and an endpoint that refuses connections: HTTP 200, trailers-only,
+    // grpc-status 14 (UNAVAILABLE).
+    let refused = support::dead_addr();
+    for (name, services) in [
+        (
+            "no endpoint",
+            service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[], &[refused]),
+        ),
+        (
+            "refused",
+            service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[refused], &[]),
+        ),
+    ] {
+        let env = Env::start(&files(services, &[("backend-protocol", "GRPC")])).await;
+        let got = call(env.http(), "/echo.Echo/Unary", b"x").await;
+        assert_eq!(got.status, StatusCode::OK, "{name}");
+        assert_eq!(got.headers["grpc-status"], "14", "{name}");
+        assert_eq!(got.headers["content-type"], "application/grpc", "{name}");
+        assert!(got.body.is_empty(), "{name}");
+        env.shutdown().await;
+    }
+}
