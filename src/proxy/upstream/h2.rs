@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -130,6 +132,7 @@ pub fn request(
         length,
         timeout: client_body_timeout,
         stall: None,
+        fault: Arc::default(),
     };
     let (parts, ()) = request.into_parts();
     Ok(Request::from_parts(parts, body))
@@ -151,8 +154,44 @@ pub async fn send(
 ) -> Result<Response<Incoming>, SendError> {
     let failed = |e: hyper::Error| SendError::Failed(io::Error::other(e));
     sender.ready().await.map_err(failed)?;
-    sender.send_request(request).await.map_err(failed)
+    // The client's body may break the route's limit or its timeout while it streams: the
+    // client's fault, as on the HTTP/1.1 path (413, 408), not the endpoint's. hyper reports
+    // only the stream's reset, so the body says why in a cell of its own.
+    let fault = Arc::clone(&request.body().fault);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| match fault.load(Ordering::Relaxed) {
+            TOO_LARGE => SendError::TooLarge,
+            TIMED_OUT => SendError::ClientTimedOut,
+            _ => failed(e),
+        })
 }
+
+/// [`RequestBody::fault`]: the body broke the route's `proxy-body-size`…
+const TOO_LARGE: u8 = 1;
+/// …or the client body timeout.
+const TIMED_OUT: u8 = 2;
+
+/// How a client's streamed body failed (the body's error).
+#[derive(Debug)]
+enum ClientFault {
+    TooLarge,
+    TimedOut,
+}
+
+impl std::fmt::Display for ClientFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientFault::TooLarge => "the request body is larger than the route's proxy-body-size",
+            ClientFault::TimedOut => {
+                "the client sent nothing of its body within the client body timeout"
+            }
+        })
+    }
+}
+
+impl std::error::Error for ClientFault {}
 
 /// A request body going to an HTTP/2 endpoint: what was read before connecting, then the rest
 /// as the client sends it (trailers included), within the body limit and the client body
@@ -165,6 +204,8 @@ pub struct RequestBody {
     length: Option<u64>,
     timeout: Duration,
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Why the body failed, when the client is to blame (read by [`send`]).
+    fault: Arc<AtomicU8>,
 }
 
 impl Body for RequestBody {
@@ -191,7 +232,8 @@ impl Body for RequestBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 if stall.as_mut().poll(cx).is_ready() {
                     this.rest = None;
-                    let e = "the client sent nothing of its body within the client body timeout";
+                    this.fault.store(TIMED_OUT, Ordering::Relaxed);
+                    let e = ClientFault::TimedOut;
                     return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, e))));
                 }
                 Poll::Pending
@@ -214,7 +256,8 @@ impl Body for RequestBody {
                     this.sent += data.len() as u64;
                     if this.max.is_some_and(|m| this.sent > m) {
                         this.rest = None;
-                        let e = "the request body is larger than the route's proxy-body-size";
+                        this.fault.store(TOO_LARGE, Ordering::Relaxed);
+                        let e = ClientFault::TooLarge;
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             e,
