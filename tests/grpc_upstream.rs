@@ -305,3 +305,124 @@ async fn grpc_errors() {
         env.shutdown().await;
     }
 }
+
+/// A listener that reads whatever comes and answers `answer` once (then closes), or never
+/// answers when `answer` is empty.
+async fn misbehaving(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                if answer.is_empty() {
+                    // Never a byte back (not even SETTINGS), until the peer goes.
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    return;
+                }
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn endpoints_that_do_not_speak_http2_get_clear_statuses() {
+    timeout(LIMIT, wrong_protocol()).await.expect("bounded");
+}
+
+async fn wrong_protocol() {
+    let http1 =
+        misbehaving(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+    let silent = misbehaving(b"").await;
+    let services = service("shop", "grpc", 80)
+        + &endpoints("shop", "grpc", &[http1], &[])
+        + "---\n"
+        + &service("shop", "silent", 80)
+        + &endpoints("shop", "silent", &[silent], &[]);
+    let ingresses = nginx_ingress(
+        "grpc",
+        "g.example",
+        "/",
+        "grpc",
+        &[("backend-protocol", "GRPC")],
+    ) + "---\n"
+        + &nginx_ingress(
+            "silent",
+            "s.example",
+            "/",
+            "silent",
+            &[("backend-protocol", "GRPC"), ("proxy-read-timeout", "1")],
+        )
+        + "---\n"
+        + &nginx_ingress(
+            "deadline",
+            "d.example",
+            "/",
+            "silent",
+            &[("backend-protocol", "GRPC")],
+        );
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", services),
+        ("ing.yaml", ingresses),
+    ];
+    let env = Env::start(&files).await;
+    // An HTTP/1.1 endpoint on an h2c route: 502 every time, none hangs (a broken connection
+    // is not kept for the next request).
+    for _ in 0..3 {
+        let reply = support::client::h1(env.http(), support::client::get("g.example", "/x")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
+        let got = call(env.http(), "/echo.Echo/Unary", b"x").await;
+        assert_eq!(got.headers["grpc-status"], "14");
+    }
+    // An endpoint that never answers (not even its SETTINGS): the route's read timeout, 504,
+    // and DEADLINE_EXCEEDED for a gRPC client.
+    let started = std::time::Instant::now();
+    let reply = support::client::h1(env.http(), support::client::get("s.example", "/x")).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let stream = TcpStream::connect(env.http()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = Request::post("http://s.example/echo.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .body(Full::new(message(b"x")))
+        .unwrap();
+    let response = timeout(LIMIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "4");
+    // The call's own deadline (grpc-timeout), shorter than the route's read timeout (60 s
+    // here): DEADLINE_EXCEEDED when it passes.
+    let started = std::time::Instant::now();
+    let request = Request::post("http://d.example/echo.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "300m")
+        .body(Full::new(message(b"x")))
+        .unwrap();
+    let response = timeout(LIMIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "4");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    env.shutdown().await;
+}

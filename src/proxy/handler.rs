@@ -603,7 +603,10 @@ impl Proxy {
                     None
                 };
                 let mut exchange = pooled.prepare(&parts, body, &fwd);
-                let read_timeout = timeouts.and_then(|t| t.read);
+                let mut read_timeout = timeouts.and_then(|t| t.read);
+                if backend.http2 {
+                    read_timeout = grpc_deadline(&parts.headers, read_timeout);
+                }
                 if let Some(t) = timeouts {
                     exchange.set_timeouts(t.read, t.send);
                 }
@@ -902,7 +905,10 @@ impl Proxy {
                 None => (std::mem::replace(&mut r.body, RequestBody::Empty), false),
             };
             let mut exchange = pooled.prepare(r.parts, body, r.fwd);
-            let read_timeout = r.timeouts.and_then(|t| t.read);
+            let mut read_timeout = r.timeouts.and_then(|t| t.read);
+            if r.backend.http2 {
+                read_timeout = grpc_deadline(&r.parts.headers, read_timeout);
+            }
             if let Some(t) = r.timeouts {
                 exchange.set_timeouts(t.read, t.send);
             }
@@ -1083,6 +1089,19 @@ impl Proxy {
             Err(Elapsed) => Err(ProxyError::Timeout),
         }
     }
+}
+
+/// The wait for an HTTP/2 endpoint's response head: a gRPC call's own deadline
+/// (`grpc-timeout`) when it is shorter than the route's read timeout, so that Portico answers
+/// DEADLINE_EXCEEDED when the client's deadline passes, as the endpoint would.
+fn grpc_deadline(headers: &http::HeaderMap, read: Option<Duration>) -> Option<Duration> {
+    let Some(deadline) = headers
+        .get("grpc-timeout")
+        .and_then(|v| super::headers::grpc_timeout(v.as_bytes()))
+    else {
+        return read;
+    };
+    Some(read.map_or(deadline, |r| r.min(deadline)))
 }
 
 /// The TLS settings a request to `backend` connects with (`client_tls`: it came over TLS).

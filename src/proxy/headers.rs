@@ -10,6 +10,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
+/// gRPC's `grpc-timeout` (gRPC over HTTP/2, "Timeout"): at most 8 ASCII digits and a unit,
+/// `H` hours, `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds, `n` nanoseconds;
+/// anything else is `None` (no deadline, as a gRPC server reads it).
+pub fn grpc_timeout(value: &[u8]) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
@@ -291,6 +312,35 @@ pub fn client_tail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_as_grpc_writes_them() {
+        use std::time::Duration;
+        for (value, want) in [
+            ("1S", Some(Duration::from_secs(1))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("99999999n", Some(Duration::from_nanos(99_999_999))),
+            ("5u", Some(Duration::from_micros(5))),
+            ("123456789S", None),
+            ("S", None),
+            ("1s", None),
+            ("-1S", None),
+            ("1 S", None),
+            ("", None),
+            ("+5m", None),
+        ] {
+            assert_eq!(grpc_timeout(value.as_bytes()), want, "{value:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hostile_grpc_timeouts_never_panic(value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16)) {
+            let _ = grpc_timeout(&value);
+        }
+    }
 
     #[test]
     fn request_fields_are_read_in_one_pass() {
