@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller;
 pub mod echo;
 pub mod egress;
+pub mod health;
 pub mod l4;
 pub mod metrics;
 pub mod proxy;

@@ -21,7 +21,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tracing::warn;
 
-use labels::{CertLabels, ListenerLabels, SeverityLabels};
+pub use labels::EndpointLabels;
+use labels::{CertLabels, CheckLabels, ListenerLabels, SeverityLabels};
 pub use labels::{ListenerKind, MethodClass, RequestLabels, StatusClass};
 
 use crate::controller::BuildStatus;
@@ -70,6 +71,12 @@ pub struct Metrics {
     /// needs no family lookup.
     open: [Gauge; 3],
     udp: UdpFlowMetrics,
+    /// Health checks passed and failed.
+    checks: [Counter; 2],
+    /// 1 per endpoint passing its checks, 0 failing (checked endpoints only).
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    /// 1 per Service port whose every endpoint fails its checks (all take traffic).
+    health_panic: Family<EndpointLabels, Gauge>,
 }
 
 /// The UDP flow table's metrics, shared with every UDP listener (counters are cheap clones of
@@ -144,6 +151,26 @@ impl Metrics {
             "New UDP flows refused: the limit was reached and their listener had no flow to evict",
             udp.refused.clone(),
         );
+        let checks_family = Family::<CheckLabels, Counter>::default();
+        let checks = ["passed", "failed"]
+            .map(|result| checks_family.get_or_create(&CheckLabels { result }).clone());
+        registry.register(
+            "health_checks",
+            "Active health checks of endpoints, by result",
+            checks_family,
+        );
+        let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "endpoint_healthy",
+            "1 for an endpoint passing its Service's health checks, 0 for one failing them",
+            endpoint_healthy.clone(),
+        );
+        let health_panic = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "health_panic",
+            "1 for a Service port whose every endpoint fails its health checks: all of them take traffic (fail open)",
+            health_panic.clone(),
+        );
         static IDS: AtomicU64 = AtomicU64::new(0);
         Metrics {
             id: IDS.fetch_add(1, Ordering::Relaxed),
@@ -156,6 +183,34 @@ impl Metrics {
             connections_refused,
             open,
             udp,
+            checks,
+            endpoint_healthy,
+            health_panic,
+        }
+    }
+
+    /// Records one health check.
+    pub fn health_check(&self, passed: bool) {
+        self.checks[usize::from(!passed)].inc();
+    }
+
+    /// Sets an endpoint's health (`None`: no longer checked, its series removed).
+    pub fn endpoint_health(&self, labels: &EndpointLabels, healthy: Option<bool>) {
+        match healthy {
+            Some(h) => drop(
+                self.endpoint_healthy
+                    .get_or_create(labels)
+                    .set(i64::from(h)),
+            ),
+            None => drop(self.endpoint_healthy.remove(labels)),
+        }
+    }
+
+    /// Sets whether a Service port is in panic mode (`None`: no longer checked).
+    pub fn health_panic(&self, labels: &EndpointLabels, panic: Option<bool>) {
+        match panic {
+            Some(p) => drop(self.health_panic.get_or_create(labels).set(i64::from(p))),
+            None => drop(self.health_panic.remove(labels)),
         }
     }
 

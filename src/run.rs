@@ -122,6 +122,11 @@ pub async fn start(args: &RunArgs) -> Result<Portico, RunError> {
         .config(embedded, p.connect_timeout(), metrics.udp_flows());
     l4.connections = Some(connection_limit);
     tokio::spawn(crate::l4::run(snapshot.clone(), l4, stopped.clone()));
+    tokio::spawn(crate::health::run(
+        snapshot.clone(),
+        metrics.clone(),
+        stopped.clone(),
+    ));
     let node_addresses = args.l4.node_addresses.clone();
     let state = AdminState {
         snapshot,

@@ -232,11 +232,24 @@ fn describe_port(out: &mut String, port: Option<&ServicePort>, indent: &str) {
         "{indent}endpoints: {ready} ready, {} not ready",
         p.endpoints.len() - ready
     );
+    if let Some(check) = &p.health {
+        let _ = writeln!(
+            out,
+            "{indent}health checks: GET {} every {:?} (timeout {:?}; unhealthy after {}, healthy after {})",
+            check.path,
+            check.interval,
+            check.timeout,
+            check.unhealthy_threshold,
+            check.healthy_threshold
+        );
+    }
     for e in &p.endpoints {
-        let state = if e.ready {
-            "ready"
-        } else {
-            "not ready (gets no new connections)"
+        let state = match (e.ready, p.health.is_some() && !e.load.healthy()) {
+            (true, false) => "ready",
+            (true, true) => {
+                "ready, failing its health checks (no new traffic while another passes)"
+            }
+            (false, _) => "not ready (gets no new connections)",
         };
         let node = e
             .node_name

@@ -57,8 +57,14 @@ pub fn pick_with(
         }
         SessionAffinity::None => None,
     };
+    let checked = port.health.is_some();
     if let Some(timeout) = affinity {
-        let usable = |a: SocketAddr| Some(a) != exclude && ready.iter().any(|e| e.addr == a);
+        let usable = |a: SocketAddr| {
+            Some(a) != exclude
+                && ready
+                    .iter()
+                    .any(|e| e.addr == a && (!checked || e.load.healthy()))
+        };
         let pinned = port.affinity.lookup(client, now, timeout, usable);
         if let Some(e) = pinned.and_then(|a| ready.iter().find(|e| e.addr == a)) {
             return Some(Pick {
@@ -68,18 +74,25 @@ pub fn pick_with(
         }
     }
     let mut i = choose(port, scheduler, ready, client)?;
-    if Some(ready[i].addr) == exclude {
+    let unhealthy = |j: usize| checked && !ready[j].load.healthy();
+    if Some(ready[i].addr) == exclude || unhealthy(i) {
         // The next endpoint that may take new connections (weighted schedulers never send
-        // to weight 0), if any.
+        // to weight 0; health checks' failures take none while a healthy one is left), if
+        // any. With every endpoint failing its checks, they all take traffic (fail open,
+        // Envoy's panic mode).
         let weighted = matches!(
             scheduler,
             Scheduler::WeightedRoundRobin | Scheduler::WeightedLeastConnection
         );
         let n = ready.len();
-        if let Some(j) = (1..n)
-            .map(|k| (i + k) % n)
-            .find(|&j| !weighted || ready[j].weight > 0)
-        {
+        let fits = |j: usize, healthy_only: bool| {
+            Some(ready[j].addr) != exclude
+                && (!weighted || ready[j].weight > 0)
+                && (!healthy_only || !unhealthy(j))
+        };
+        let next =
+            |healthy_only: bool| (0..n).map(|k| (i + k) % n).find(|&j| fits(j, healthy_only));
+        if let Some(j) = next(true).or_else(|| next(false)) {
             i = j;
         }
     }
@@ -120,11 +133,16 @@ pub fn pick_hashed_except<'p>(
         e.addr.hash(&mut h);
         h.finish()
     };
-    let endpoint = port
-        .ready_endpoints()
-        .iter()
-        .filter(|e| !except.contains(&e.addr))
-        .max_by_key(|e| score(e))?;
+    let candidates = || {
+        port.ready_endpoints()
+            .iter()
+            .filter(|e| !except.contains(&e.addr))
+    };
+    // Endpoints failing their health checks only when no other is left (panic mode).
+    let endpoint = candidates()
+        .filter(|e| port.health.is_none() || e.load.healthy())
+        .max_by_key(|e| score(e))
+        .or_else(|| candidates().max_by_key(|e| score(e)))?;
     Some(Pick::new(endpoint))
 }
 

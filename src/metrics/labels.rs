@@ -198,3 +198,20 @@ pub(super) struct CertLabels {
     /// The host pattern it is served for; `*` for the default certificate.
     pub(super) host: String,
 }
+
+/// The labels of `portico_endpoint_healthy` and `portico_health_panic`: a Service port
+/// (`namespace/name:port`) and, for the first, one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `namespace/name:port` of the Service port.
+    pub service: String,
+    /// The endpoint's address; empty for a whole port.
+    pub endpoint: String,
+}
+
+/// The labels of `portico_health_checks_total`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct CheckLabels {
+    /// `passed` or `failed`.
+    pub(super) result: &'static str,
+}

@@ -4,6 +4,7 @@
 mod alloc;
 mod build;
 mod endpoints;
+pub mod health;
 mod reuse;
 pub mod state;
 
@@ -179,9 +180,13 @@ pub struct Endpoint {
     pub node_name: Option<Box<str>>,
     /// Weight for `wrr` and `wlc` (default 1; 0 takes no new connections).
     pub weight: u32,
-    /// Open connections or requests (runtime state, carried across snapshots).
-    #[serde(skip)]
+    /// Open connections or requests, and health (runtime state, carried across snapshots).
+    #[serde(rename = "healthy", serialize_with = "healthy")]
     pub load: Shared<EndpointLoad>,
+}
+
+fn healthy<S: serde::Serializer>(load: &Shared<EndpointLoad>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(load.healthy())
 }
 
 /// One port of one Service.
@@ -200,6 +205,9 @@ pub struct ServicePort {
     /// `appProtocol` (`https`, `kubernetes.io/h2c`…), as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<Box<str>>,
+    /// Active health checks of its endpoints (`portico.dev/health-check-*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Arc<health::HealthCheck>>,
     /// Where it forwards on each endpoint.
     pub target_port: TargetPort,
     /// `spec.type`.

@@ -374,3 +374,33 @@ fn client_ip_affinity_sticks_across_swaps_and_expires() {
         assert_ne!(now.ip(), third);
     }
 }
+
+#[test]
+fn endpoints_failing_health_checks_get_nothing_while_another_passes() {
+    for scheduler in ["rr", "wrr", "lc", "wlc", "sh", "random", "p2c", "ewma"] {
+        let annotations = json!({"portico.dev/load-balancer": scheduler, "portico.dev/health-check-path": "/healthz"});
+        let s = snapshot(3, annotations, json!({}), None);
+        let p = port(&s);
+        p.endpoints[1].load.set_healthy(false);
+        let counts = tally(p, 300, false);
+        assert_eq!(counts.get(&2), None, "{scheduler}: {counts:?}");
+        for key in 0..50u64 {
+            let hashed = pick_hashed(p, key, None).unwrap();
+            assert_ne!(hashed.endpoint.addr, p.endpoints[1].addr, "{scheduler}");
+        }
+        // Every endpoint failing: they all take traffic (panic mode).
+        for e in &p.endpoints {
+            e.load.set_healthy(false);
+        }
+        assert!(
+            pick(p, client(7), None, Instant::now()).is_some(),
+            "{scheduler}"
+        );
+        assert!(pick_hashed(p, 7, None).is_some(), "{scheduler}");
+    }
+    // Without health checks the verdict is not read.
+    let s = snapshot(2, json!({}), json!({}), None);
+    let p = port(&s);
+    p.endpoints[0].load.set_healthy(false);
+    assert_eq!(tally(p, 100, false).get(&1), Some(&50));
+}

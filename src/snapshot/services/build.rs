@@ -348,6 +348,7 @@ fn service_ports(
     }
     let cluster_ip = cluster_ip(key, svc, diagnostics);
     let session_affinity = session_affinity(svc);
+    let health = super::health::parse(key, svc.metadata.annotations.as_ref(), false, diagnostics);
     let ports = spec.ports.as_deref().unwrap_or_default();
     let mut out = Vec::with_capacity(ports.len());
     for (i, p) in ports.iter().enumerate() {
@@ -366,6 +367,10 @@ fn service_ports(
                 .as_deref()
                 .filter(|a| !a.is_empty())
                 .map(Box::from),
+            health: health.as_ref().map(|h| {
+                let tls = p.app_protocol.as_deref() == Some("https");
+                Arc::new(super::health::HealthCheck { tls, ..h.clone() })
+            }),
             target_port,
             service_type,
             cluster_ip: cluster_ip.clone(),

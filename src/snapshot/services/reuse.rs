@@ -85,6 +85,7 @@ fn same_shape(a: &ServicePort, b: &ServicePort) -> bool {
         && a.port == b.port
         && a.protocol == b.protocol
         && a.app_protocol == b.app_protocol
+        && a.health == b.health
         && a.target_port == b.target_port
         && a.service_type == b.service_type
         && a.cluster_ip == b.cluster_ip

@@ -49,6 +49,8 @@ pub struct EndpointLoad {
     ewma: AtomicU64,
     /// When it was last updated, in microseconds since [`epoch`].
     touched: AtomicU64,
+    /// Failed its Service's active health checks (endpoints start healthy).
+    unhealthy: std::sync::atomic::AtomicBool,
 }
 
 /// ingress-nginx's `DECAY_TIME`: an EWMA sample's weight halves every 10 s × ln 2.
@@ -84,6 +86,16 @@ impl EndpointLoad {
     /// All ever started.
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Whether its health checks (if any) pass.
+    pub fn healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Sets the health checks' verdict.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.unhealthy.store(!healthy, Ordering::Relaxed);
     }
 
     /// Counts one more until the guard is dropped.

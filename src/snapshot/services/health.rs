@@ -1,0 +1,214 @@
+//! Active health checks of a Service's endpoints, as the Service's own annotations ask
+//! (`portico.dev/health-check-*`): health belongs to the backend, not to the routes that use
+//! it. Off unless `portico.dev/health-check-path` is set (ingress-nginx has none).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::snapshot::diagnostics::Diagnostic;
+use crate::source::ObjectKey;
+
+/// The annotations' prefix.
+const PREFIX: &str = "portico.dev/health-check-";
+
+/// How one Service port's endpoints are checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct HealthCheck {
+    /// The path of the GET (with its query, if any).
+    pub path: Box<str>,
+    /// Between two checks of one endpoint (default 5 s; jittered ±10 %).
+    #[serde(serialize_with = "millis")]
+    pub interval: Duration,
+    /// A check that takes longer fails (default 1 s).
+    #[serde(serialize_with = "millis")]
+    pub timeout: Duration,
+    /// Consecutive failures that make a healthy endpoint unhealthy (default 3).
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that make an unhealthy endpoint healthy (default 2).
+    pub healthy_threshold: u32,
+    /// The port checked (default: the endpoint's own).
+    pub port: Option<u16>,
+    /// Over TLS (the Service port's `appProtocol: https`), the certificate not verified.
+    pub tls: bool,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The shortest interval and timeout taken (a check every millisecond would be a load test).
+const MIN_DURATION: Duration = Duration::from_millis(50);
+/// The longest.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Reads the health-check annotations of a Service (`app_tls`: its port speaks TLS). `None`
+/// without `health-check-path`; a bad value is a warning and its default.
+pub fn parse(
+    key: &ObjectKey,
+    annotations: Option<&BTreeMap<String, String>>,
+    app_tls: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<HealthCheck> {
+    let annotations = annotations?;
+    let get = |name: &str| {
+        annotations
+            .get(&format!("{PREFIX}{name}"))
+            .map(|v| v.trim())
+    };
+    let field = |name: &str| format!("metadata.annotations[{PREFIX}{name}]");
+    let path = get("path")?;
+    if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        let shown = crate::redact::short_value(path);
+        let reason = format!(
+            "{shown} is not a request path (it starts with /, no spaces or control characters); no health checks"
+        );
+        diagnostics.push(Diagnostic::warning(key, field("path"), reason));
+        return None;
+    }
+    let mut warn = |name: &str, value: &str, why: &str| {
+        let shown = crate::redact::short_value(value);
+        let reason = format!("{shown} {why}; using the default");
+        diagnostics.push(Diagnostic::warning(key, field(name), reason));
+    };
+    let mut duration = |name: &str, default: Duration| match get(name) {
+        None => default,
+        Some(v) => match parse_duration(v) {
+            Some(d) => d.clamp(MIN_DURATION, MAX_DURATION),
+            None => {
+                warn(name, v, "is not a duration such as 200ms, 5s or 1m");
+                default
+            }
+        },
+    };
+    let interval = duration("interval", Duration::from_secs(5));
+    let timeout = duration("timeout", Duration::from_secs(1));
+    let mut count = |name: &str, default: u32| match get(name) {
+        None => default,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                warn(name, v, "is not a count from 1 to 100");
+                default
+            }
+        },
+    };
+    let unhealthy_threshold = count("unhealthy-threshold", 3);
+    let healthy_threshold = count("healthy-threshold", 2);
+    let port = match get("port") {
+        None => None,
+        Some(v) => match v.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                warn(
+                    "port",
+                    v,
+                    "is not a port number (port names are not supported yet)",
+                );
+                None
+            }
+        },
+    };
+    Some(HealthCheck {
+        path: path.into(),
+        interval,
+        timeout,
+        unhealthy_threshold,
+        healthy_threshold,
+        port,
+        tls: app_tls,
+    })
+}
+
+/// `200ms`, `5s`, `1m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let n: u64 = value[..digits].parse().ok()?;
+    Some(match &value[digits..] {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ObjectKey {
+        ObjectKey::new(crate::source::Kind::Service, "shop", "web")
+    }
+
+    fn read(pairs: &[(&str, &str)]) -> (Option<HealthCheck>, Vec<Diagnostic>) {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        (parse(&key(), Some(&map), false, &mut d), d)
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        assert!(read(&[]).0.is_none(), "off without a path");
+        let (check, d) = read(&[("path", "/healthz")]);
+        let check = check.unwrap();
+        assert!(d.is_empty());
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!(check.timeout, Duration::from_secs(1));
+        assert_eq!((check.unhealthy_threshold, check.healthy_threshold), (3, 2));
+        assert_eq!(check.port, None);
+        let (check, d) = read(&[
+            ("path", "/ready?deep=1"),
+            ("interval", "200ms"),
+            ("timeout", "1m"),
+            ("unhealthy-threshold", "1"),
+            ("healthy-threshold", "5"),
+            ("port", "9090"),
+        ]);
+        let check = check.unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(check.interval, Duration::from_millis(200));
+        assert_eq!(check.timeout, Duration::from_secs(60));
+        assert_eq!((check.unhealthy_threshold, check.healthy_threshold), (1, 5));
+        assert_eq!(check.port, Some(9090));
+    }
+
+    #[test]
+    fn bad_values_are_warnings_and_defaults() {
+        let (check, d) = read(&[
+            ("path", "/h"),
+            ("interval", "5 s"),
+            ("timeout", "-1s"),
+            ("unhealthy-threshold", "0"),
+            ("healthy-threshold", "x"),
+            ("port", "http"),
+        ]);
+        let check = check.unwrap();
+        assert_eq!(d.len(), 5, "{d:?}");
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!(check.port, None);
+        // Too often is held to the minimum.
+        let (check, _) = read(&[("path", "/h"), ("interval", "1ms")]);
+        assert_eq!(check.unwrap().interval, MIN_DURATION);
+        for path in ["healthz", "/a b", "/a\r\nx: y", ""] {
+            let (check, d) = read(&[("path", path)]);
+            assert!(check.is_none(), "{path:?}");
+            assert_eq!(d.len(), 1, "{path:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hostile_values_never_panic(value in "\\PC{0,30}", name in proptest::sample::select(vec!["path", "interval", "timeout", "unhealthy-threshold", "healthy-threshold", "port"])) {
+            let _ = read(&[("path", "/h"), (name, &value)]);
+            let _ = parse_duration(&value);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Active health checks (issue: backends, §4) over real sockets: `portico.dev/health-check-*`
+//! on a Service; an endpoint failing its checks gets no requests while another passes, comes
+//! back after its healthy threshold, and when every endpoint fails they all take traffic
+//! (panic mode), which the metrics and `explain` say.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use support::Env;
+use support::client::{self, get};
+use support::manifests::{class, endpoints, nginx_ingress};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, timeout};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// An endpoint answering every request (checks included) 200, or 503 while `sick`, as
+/// `x-echo-service: <name>`.
+async fn endpoint(name: &'static str, sick: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let sick = sick.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    let status = if sick.load(Ordering::Relaxed) {
+                        "503 Service Unavailable"
+                    } else {
+                        "200 OK"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\nx-echo-service: {name}\r\ncontent-length: 0\r\n\r\n"
+                    );
+                    if stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Who served 12 requests, sorted and deduplicated.
+async fn served(env: &Env) -> Vec<String> {
+    let mut who = Vec::new();
+    for _ in 0..12 {
+        let reply = client::h1(env.http(), get("a.example", "/")).await;
+        who.push(reply.served_by());
+    }
+    who.sort();
+    who.dedup();
+    who
+}
+
+/// Waits (bounded) until the endpoints serving requests are `want`.
+async fn until_served_by(env: &Env, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = served(env).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "served by {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metrics(env: &Env) -> String {
+    let reply = client::h1(env.admin(), get("localhost", "/metrics")).await;
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+#[tokio::test]
+async fn failing_endpoints_get_no_traffic_until_all_fail() {
+    timeout(LIMIT, checks()).await.expect("bounded");
+}
+
+async fn checks() {
+    let (a_sick, b_sick) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let a = endpoint("a", a_sick.clone()).await;
+    let b = endpoint("b", b_sick.clone()).await;
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    portico.dev/health-check-path: /healthz\n    portico.dev/health-check-interval: 100ms\n    portico.dev/health-check-timeout: 500ms\n    portico.dev/health-check-unhealthy-threshold: \"2\"\n    portico.dev/health-check-healthy-threshold: \"2\"\nspec:\n  ports: [{port: 80}]\n---\n".to_string();
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service + &endpoints("shop", "web", &[a, b], &[]),
+        ),
+        (
+            "ing.yaml",
+            nginx_ingress("web", "a.example", "/", "web", &[]),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    // b fails its checks: only a serves.
+    until_served_by(&env, &["a"]).await;
+    let text = metrics(&env).await;
+    let b_gauge = format!("portico_endpoint_healthy{{service=\"shop/web:80\",endpoint=\"{b}\"}} 0");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = text;
+    while !text.contains(&b_gauge) {
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        text = metrics(&env).await;
+    }
+    assert!(
+        text.contains("portico_health_checks_total{result=\"failed\"}"),
+        "{text}"
+    );
+    let explain = client::h1(
+        env.admin(),
+        get("localhost", "/debug/explain?url=http://a.example/"),
+    )
+    .await;
+    let explained = String::from_utf8_lossy(&explain.body).into_owned();
+    assert!(
+        explained.contains("health checks: GET /healthz"),
+        "{explained}"
+    );
+    let b_line = explained
+        .lines()
+        .find(|l| l.contains(&b.to_string()))
+        .unwrap_or_default();
+    assert!(b_line.contains("failing its health checks"), "{explained}");
+    // Both fail: both take traffic (panic mode), and the metric says so.
+    a_sick.store(true, Ordering::Relaxed);
+    until_served_by(&env, &["a", "b"]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(&env).await;
+        if text.contains("portico_health_panic{service=\"shop/web:80\",endpoint=\"\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // b passes again (its healthy threshold): only b serves.
+    b_sick.store(false, Ordering::Relaxed);
+    until_served_by(&env, &["b"]).await;
+    env.shutdown().await;
+}
