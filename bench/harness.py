@@ -40,6 +40,10 @@ AUTH_HOST = "auth.local"
 # does not reach (Portico `limit-rps`, nginx `limit_req` with a nodelay burst, HAProxy a
 # stick table of request rates): the cost of counting.
 LIMIT_HOST = "limit.local"
+# The "https-upstream" scenario's host: the same backends spoken to over TLS (HTTP/1.1, pooled,
+# sessions resumed), nothing verified: Portico's backend-protocol HTTPS, nginx's proxy_pass
+# https:// with proxy_ssl_session_reuse on, HAProxy's `ssl verify none` servers.
+TLSUP_HOST = "tlsup.local"
 LIMIT_RPS = 1000000
 AUTH_USER, AUTH_PASSWORD = "bench", "benchpass"
 AUTH_HASH = "$2b$10$HRdGit8tCmXUNbpK5iRRnuC3.4oN3XddLt9k5YvQwnqxIMP.3Xn3u"
@@ -171,9 +175,14 @@ http {{
 
     def start_backends(self):
         self.backends = [free_port(), free_port()]
+        self.tls_backends = [free_port(), free_port()]
         (self.work / "64k.bin").write_bytes(os.urandom(64 * 1024))
         os.chmod(self.work / "64k.bin", 0o644)
+        os.chmod(self.key, 0o644)
         listens = "".join(f"    listen 127.0.0.1:{p};\n" for p in self.backends)
+        listens += "".join(f"    listen 127.0.0.1:{p} ssl;\n" for p in self.tls_backends)
+        listens += f"    ssl_certificate {self.crt}; ssl_certificate_key {self.key};\n"
+        listens += "    ssl_session_cache shared:BACKEND:10m; ssl_session_tickets on;\n"
         block = f"""  server {{
 {listens}    location = / {{ return 200 "hello from the backend\\n"; }}
     location = /64k {{ alias {self.work}/64k.bin; }}
@@ -235,6 +244,33 @@ spec:
   rules:
     - host: {AUTH_HOST}
       http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench, port: {{number: 80}}}}}}}}]}}
+""")
+        tls_slices = "".join(f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: bench-tls-{i}, namespace: bench, labels: {{kubernetes.io/service-name: bench-tls}}}}
+addressType: IPv4
+ports: [{{port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+""" for i, port in enumerate(self.tls_backends))
+        (manifests / "tlsup.yaml").write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: bench-tls, namespace: bench}}
+spec: {{ports: [{{port: 443}}]}}
+{tls_slices}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: tlsup
+  namespace: bench
+  annotations:
+    portico.dev/ssl-redirect: "false"
+    nginx.ingress.kubernetes.io/backend-protocol: HTTPS
+spec:
+  ingressClassName: portico
+  rules:
+    - host: {TLSUP_HOST}
+      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench-tls, port: {{number: 443}}}}}}}}]}}
 """)
         (manifests / "limit.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -381,7 +417,19 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
     def nginx_block(self, http, https):
         """nginx's proxy configuration: the same rules as Portico's."""
         servers = "".join(f"server 127.0.0.1:{p}; " for p in self.backends)
+        tls_servers = "".join(f"server 127.0.0.1:{p}; " for p in self.tls_backends)
         return f"""  upstream bench {{ {servers}keepalive 256; }}
+  upstream bench_tls {{ {tls_servers}keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{http};
+    server_name {TLSUP_HOST};
+    location / {{
+      proxy_pass https://bench_tls; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_session_reuse on;
+      proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}
   limit_req_zone $binary_remote_addr zone=bench_rps:5m rate={LIMIT_RPS}r/s;
   server {{
     listen 127.0.0.1:{http};
@@ -438,6 +486,8 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
     def start_haproxy(self):
         http, https = free_port(), free_port()
         servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(self.backends))
+        tls_servers = "".join(f"  server t{i} 127.0.0.1:{p} ssl verify none\n"
+                              for i, p in enumerate(self.tls_backends))
         conf = self.work / "haproxy.cfg"
         conf.write_text(f"""global
   nbthread 1
@@ -459,6 +509,7 @@ frontend fe
   acl rewrite hdr(host) -i {REWRITE_HOST}
   acl auth hdr(host) -i {AUTH_HOST}
   acl limited hdr(host) -i {LIMIT_HOST}
+  acl tlsup hdr(host) -i {TLSUP_HOST}
   stick-table type ip size 100k expire 30s store http_req_rate(1s)
   http-request track-sc0 src if limited
   http-request deny deny_status 503 if limited {{ sc_http_req_rate(0) gt {LIMIT_RPS * 5} }}
@@ -468,13 +519,16 @@ frontend fe
   http-request set-var(txn.rewritten) bool(true) if rewrite app
   http-request replace-path (?i)^/app(/|$)(.*) /\\2 if rewrite app
   http-response set-header X-Rewritten yes if {{ var(txn.rewritten) -m bool }}
+  use_backend be_tls if tlsup
   use_backend be if bench
   use_backend be if auth
   use_backend be if limited
   use_backend be if {{ var(txn.rewritten) -m bool }}
 backend be
   balance roundrobin
-{servers}userlist bench_users
+{servers}backend be_tls
+  balance roundrobin
+{tls_servers}userlist bench_users
   user {AUTH_USER} password {AUTH_HASH}
 """)
         self.spawn("haproxy", ["haproxy", "-db", "-f", str(conf)], http)
@@ -588,6 +642,9 @@ def scenarios(seconds):
         "basic-auth": ("basic auth, one bcrypt (cost 10) user, right credentials on every request (HTTP/1.1 keep-alive)",
                        lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {AUTH_HOST}",
                                    "-H", AUTH_HEADER, f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
+        "https-upstream": ("HTTPS to the endpoints (HTTP/1.1 keep-alive client, pooled TLS upstream connections)",
+                           lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {TLSUP_HOST}",
+                                       f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
         "rate-limit": (f"a per-address rate limit the load does not reach ({LIMIT_RPS:,} r/s, HTTP/1.1 keep-alive)",
                        lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {LIMIT_HOST}",
                                    f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
