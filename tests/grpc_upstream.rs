@@ -81,6 +81,18 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             frames
         }
         "/plain" => vec![Ok(Frame::data(Bytes::from_static(b"plain over h2")))],
+        "/huge-head" => {
+            // A response head far past what Portico takes from an endpoint (64 KiB).
+            let mut response = Response::new(Full::new(Bytes::new()).boxed());
+            let big = "x".repeat(8 * 1024);
+            for i in 0..20 {
+                response.headers_mut().insert(
+                    format!("x-big-{i}").parse::<http::HeaderName>().unwrap(),
+                    big.parse().unwrap(),
+                );
+            }
+            return Ok(response);
+        }
         _ => {
             let mut response = Response::new(Full::new(Bytes::new()).boxed());
             let h = response.headers_mut();
@@ -252,6 +264,10 @@ async fn grpc_h2c() {
         1,
         "one multiplexed connection"
     );
+    // A response head past 64 KiB is refused (502), and the connection serves on.
+    let reply =
+        support::client::h1(env.http(), support::client::get("g.example", "/huge-head")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{:?}", reply.status);
     // An HTTP/1.1 client is served by the HTTP/2 endpoint too.
     let reply = support::client::h1(env.http(), support::client::get("g.example", "/plain")).await;
     assert_eq!(reply.status, StatusCode::OK);

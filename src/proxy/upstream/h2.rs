@@ -34,6 +34,9 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// …and closed when the PONG does not come within this.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The most an HTTP/2 endpoint's header list may hold (SETTINGS_MAX_HEADER_LIST_SIZE).
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
 /// Header fields read back from an encoded head, at most.
 const MAX_FIELDS: usize = 256;
 
@@ -45,6 +48,9 @@ pub async fn handshake(io: Io) -> io::Result<SendRequest<RequestBody>> {
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+        // An endpoint's response head is held to what the HTTP/1.1 path allows (64 KiB),
+        // not hyper's 16 MiB default.
+        .max_header_list_size(MAX_HEADER_LIST)
         .handshake(TokioIo::new(io))
         .await
         .map_err(io::Error::other)?;
