@@ -66,12 +66,17 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         ),
     ];
     let body = req.into_body().collect().await.unwrap().to_bytes();
+    if path == "/echo.Echo/Slow" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", "0".parse().unwrap());
     trailers.insert("x-trace", "abc".parse().unwrap());
     trailers.insert("x-blob-bin", "AAEC".parse().unwrap());
     let frames: Vec<Result<Frame<Bytes>, Infallible>> = match path.as_str() {
-        "/echo.Echo/Unary" => vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))],
+        "/echo.Echo/Unary" | "/echo.Echo/Slow" => {
+            vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))]
+        }
         "/echo.Echo/Stream" => {
             let mut frames: Vec<_> = ["one", "two", "three"]
                 .iter()
@@ -440,5 +445,43 @@ async fn wrong_protocol() {
         "{:?}",
         started.elapsed()
     );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_busy_connection_gets_a_sibling() {
+    timeout(LIMIT, busy()).await.expect("bounded");
+}
+
+/// 150 calls in flight at once: past 100 streams on one upstream connection, Portico opens a
+/// second rather than queue them all on the first.
+async fn busy() {
+    let (upstream, accepted) = endpoint(None).await;
+    let services = service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[upstream], &[]);
+    let env = Env::start(&files(services, &[("backend-protocol", "GRPC")])).await;
+    let calls: Vec<_> = (0..150)
+        .map(|i| {
+            let portico = env.http();
+            tokio::spawn(async move {
+                let payload = format!("slow {i}");
+                let got = call(portico, "/echo.Echo/Slow", payload.as_bytes()).await;
+                assert_eq!(got.body, message(payload.as_bytes()));
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        2,
+        "100 streams, then a second connection"
+    );
+    // Once they ended, one connection carries the next calls again.
+    for i in 0..5 {
+        let got = call(env.http(), "/echo.Echo/Unary", format!("{i}").as_bytes()).await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 2);
     env.shutdown().await;
 }

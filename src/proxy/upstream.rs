@@ -152,6 +152,8 @@ struct Conn {
     /// The request being sent asked for trailers (`te: trailers`, gRPC's): kept for an
     /// HTTP/2 endpoint.
     te_trailers: bool,
+    /// On an HTTP/2 connection: this request, counted in flight on it.
+    in_flight: Option<InFlight>,
 }
 
 /// The timeouts a connection applies itself (the response head's is `proxy::deadline`).
@@ -177,6 +179,7 @@ impl Conn {
             served: 0,
             born: 0,
             te_trailers: false,
+            in_flight: None,
         }
     }
 
@@ -190,6 +193,7 @@ impl Conn {
             served: 0,
             born,
             te_trailers: false,
+            in_flight: None,
         }
     }
 
@@ -268,14 +272,46 @@ pub struct UpstreamPool {
     limits: Limits,
     /// The TLS client configurations in use.
     tls: stream::ClientConfigs,
-    /// HTTP/2 connections by key: one multiplexed connection each, and the idle clock's tick
-    /// when it was last used.
-    h2: Mutex<
-        Targets<(
-            hyper::client::conn::http2::SendRequest<h2::RequestBody>,
-            u64,
-        )>,
-    >,
+    /// HTTP/2 connections by key: multiplexed connections, each with its requests in flight
+    /// and the idle clock's tick when it was last used.
+    h2: Mutex<Targets<Vec<H2Conn>>>,
+    /// Per key, held while a new HTTP/2 connection is made: requests that find no room wait
+    /// for it rather than each opening one.
+    h2_connecting: Mutex<Targets<Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// One multiplexed HTTP/2 connection of the pool.
+struct H2Conn {
+    sender: hyper::client::conn::http2::SendRequest<h2::RequestBody>,
+    /// Requests in flight on it (checked out, until their response body ends).
+    in_flight: Arc<AtomicU32>,
+    /// The idle clock's tick when it was last used.
+    used: u64,
+}
+
+/// Requests in flight on one HTTP/2 connection before another is opened: the RFC 9113
+/// recommended minimum for SETTINGS_MAX_CONCURRENT_STREAMS, which servers advertise or exceed
+/// (a peer that allows fewer gets the rest queued by hyper until a stream frees).
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// HTTP/2 connections kept per key, at most (past them, requests share the least busy).
+const MAX_H2_CONNECTIONS: usize = 16;
+
+/// One request in flight on an HTTP/2 connection, counted until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<AtomicU32>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicU32>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The pool's limits that follow the snapshot (`upstream-keepalive-*`, `client-body-timeout`),
@@ -362,6 +398,7 @@ impl UpstreamPool {
             },
             tls: stream::ClientConfigs::default(),
             h2: Mutex::new(Targets::default()),
+            h2_connecting: Mutex::new(Targets::default()),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&pool);
@@ -414,10 +451,19 @@ impl UpstreamPool {
             list.retain_mut(|i| !expired(i, now, limit) && !i.conn.is_stale());
             !list.is_empty()
         });
-        // An HTTP/2 connection unused for the idle timeout is let go (it closes once its
-        // last stream ends), as is one that closed.
+        // An HTTP/2 connection with no stream and unused for the idle timeout is let go, as
+        // is one that closed.
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        h2.retain(|_, (sender, used)| !sender.is_closed() && now.saturating_sub(*used) <= limit);
+        h2.retain(|_, list| {
+            list.retain(|c| {
+                let busy = c.in_flight.load(Ordering::Relaxed) > 0;
+                !c.sender.is_closed() && (busy || now.saturating_sub(c.used) <= limit)
+            });
+            !list.is_empty()
+        });
+        drop(h2);
+        let mut gates = self.h2_connecting.lock().unwrap_or_else(|p| p.into_inner());
+        gates.retain(|_, gate| Arc::strong_count(gate) > 1);
     }
 
     /// A clear-text connection to `target`: the most recently used idle one that is still
@@ -440,19 +486,63 @@ impl UpstreamPool {
         connect_timeout: Option<Duration>,
     ) -> Result<Pooled, ConnectError> {
         if key.http2 {
-            let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((sender, used)) = h2.get_mut(key).filter(|(s, _)| !s.is_closed()) {
-                *used = self.tick.load(Ordering::Relaxed);
-                let io = Io::H2(Box::new(sender.clone()));
-                let conn = Conn::new_h2(io, key.clone(), self.timeouts());
-                return Ok(self.pooled(Box::new(conn), true));
-            }
-        } else if let Some(conn) = self.take_idle(key) {
+            // Boxed: HTTP/2 requests are the rarer kind, and their wait for a connection being
+            // made would weigh on every request's future.
+            return Box::pin(self.checkout_h2(key, connect_timeout)).await;
+        }
+        if let Some(conn) = self.take_idle(key) {
             return Ok(self.pooled(conn, true));
         }
         // Boxed: connecting (a resolver, a connect timer, a handshake) would make every
         // request's future larger, and a new connection costs far more than the allocation.
         Box::pin(self.connect_within(key.clone(), connect_timeout)).await
+    }
+
+    /// A request's handle on an HTTP/2 connection for `key`: one with room, else a new one,
+    /// made by one request while the others that find no room wait for it.
+    async fn checkout_h2(
+        self: &Arc<Self>,
+        key: &Key,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Pooled, ConnectError> {
+        if let Some(pooled) = self.h2_room(key) {
+            return Ok(pooled);
+        }
+        let gate = {
+            let mut gates = self.h2_connecting.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(gates.entry(key.clone()).or_default())
+        };
+        let _making = gate.lock().await;
+        if let Some(pooled) = self.h2_room(key) {
+            return Ok(pooled);
+        }
+        self.connect_within(key.clone(), connect_timeout).await
+    }
+
+    /// A handle on a pooled HTTP/2 connection for `key` with room for another stream: the
+    /// first with room; with every one full, `None` (make another) unless there are enough,
+    /// then the least busy.
+    fn h2_room(self: &Arc<Self>, key: &Key) -> Option<Pooled> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        let list = h2.get_mut(key)?;
+        list.retain(|c| !c.sender.is_closed());
+        let load = |c: &H2Conn| c.in_flight.load(Ordering::Relaxed);
+        let room = list
+            .iter()
+            .position(|c| load(c) < MAX_STREAMS_PER_CONNECTION);
+        let i = match room {
+            Some(i) => i,
+            None if list.len() >= MAX_H2_CONNECTIONS => {
+                (0..list.len()).min_by_key(|&i| load(&list[i]))?
+            }
+            None => return None,
+        };
+        let c = &mut list[i];
+        c.used = self.tick.load(Ordering::Relaxed);
+        let io = Io::H2(Box::new(c.sender.clone()));
+        let mut conn = Conn::new_h2(io, key.clone(), self.timeouts());
+        conn.in_flight = Some(InFlight::new(&c.in_flight));
+        Some(self.pooled(Box::new(conn), true))
     }
 
     /// A new connection for `key`, bypassing the idle ones.
@@ -510,9 +600,20 @@ impl UpstreamPool {
             .map_err(|_| ConnectError::Timeout)??;
         let born = self.tick.load(Ordering::Relaxed);
         if let Io::H2(sender) = &io {
+            let in_flight = Arc::new(AtomicU32::new(0));
+            let guard = InFlight::new(&in_flight);
             let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            h2.insert(key.clone(), ((**sender).clone(), born));
-            let conn = Conn::new_h2(io, key, self.timeouts());
+            let list = h2.entry(key.clone()).or_default();
+            if list.len() < MAX_H2_CONNECTIONS {
+                list.push(H2Conn {
+                    sender: (**sender).clone(),
+                    in_flight,
+                    used: born,
+                });
+            }
+            drop(h2);
+            let mut conn = Conn::new_h2(io, key, self.timeouts());
+            conn.in_flight = Some(guard);
             return Ok(self.pooled(Box::new(conn), false));
         }
         let conn = Conn::new(io, key, self.timeouts(), born);
@@ -972,6 +1073,7 @@ async fn send_h2(
         write,
         timeouts,
         te_trailers,
+        in_flight,
         ..
     } = *pooled.conn;
     let Io::H2(sender) = io else {
@@ -985,7 +1087,7 @@ async fn send_h2(
     let response = h2::send(*sender, request).await?;
     let (parts, incoming) = response.into_parts();
     let body = UpstreamBody {
-        h2: Some(Box::new((incoming, timeouts.read))),
+        h2: Some(Box::new((incoming, timeouts.read, in_flight))),
         ..UpstreamBody::empty()
     };
     Ok(Response::from_parts(parts, body))
@@ -1257,7 +1359,7 @@ pub struct UpstreamBody {
     /// (the read timeout) the body fails and the client connection is closed.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// An HTTP/2 endpoint's body, and the read timeout between two of its frames.
-    h2: Option<Box<(Incoming, Duration)>>,
+    h2: Option<Box<(Incoming, Duration, Option<InFlight>)>>,
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -1318,7 +1420,7 @@ impl Body for UpstreamBody {
             return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
         }
         if let Some(h2) = this.h2.as_mut() {
-            let (incoming, limit) = &mut **h2;
+            let (incoming, limit, _) = &mut **h2;
             let limit = *limit;
             return match Pin::new(incoming).poll_frame(cx) {
                 Poll::Pending => {
