@@ -213,6 +213,9 @@ async fn probe(
 ) -> std::io::Result<u16> {
     let stream = TcpStream::connect(target).await?;
     let _ = stream.set_nodelay(true);
+    if check.http2 {
+        return probe_h2(stream, target, check).await;
+    }
     let request = format!(
         "GET {} HTTP/1.1\r\nhost: {target}\r\nuser-agent: portico-health-check\r\nconnection: close\r\n\r\n",
         check.path
@@ -225,6 +228,27 @@ async fn probe(
             exchange(stream, request.as_bytes()).await
         }
     }
+}
+
+/// One check over HTTP/2 in clear text (prior knowledge).
+async fn probe_h2(
+    stream: TcpStream,
+    target: SocketAddr,
+    check: &HealthCheck,
+) -> std::io::Result<u16> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    let driver = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{target}{}", check.path))
+        .header(http::header::USER_AGENT, "portico-health-check")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let answered = sender.send_request(request).await;
+    driver.abort();
+    Ok(answered.map_err(std::io::Error::other)?.status().as_u16())
 }
 
 /// Writes `request`, reads the response head, returns its status.

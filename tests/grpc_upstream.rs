@@ -485,3 +485,36 @@ async fn busy() {
     assert_eq!(accepted.load(Ordering::Relaxed), 2);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn health_checks_speak_http2_to_h2c_ports() {
+    timeout(LIMIT, h2c_health()).await.expect("bounded");
+}
+
+/// A Service port with `appProtocol: kubernetes.io/h2c` and health checks: the checks speak
+/// HTTP/2 (the gRPC endpoint passes them), and an endpoint that speaks only HTTP/1.1 fails
+/// them and stops getting calls.
+async fn h2c_health() {
+    let (good, _) = endpoint(None).await;
+    let bad =
+        misbehaving(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+    let services = "apiVersion: v1\nkind: Service\nmetadata:\n  name: grpc\n  namespace: shop\n  annotations:\n    portico.dev/health-check-path: /grpc.health.v1.Health/Check\n    portico.dev/health-check-interval: 100ms\n    portico.dev/health-check-unhealthy-threshold: \"1\"\nspec:\n  ports: [{port: 80, appProtocol: kubernetes.io/h2c}]\n---\n".to_string()
+        + &endpoints("shop", "grpc", &[good, bad], &[]);
+    let env = Env::start(&files(services, &[])).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the HTTP/1.1-only endpoint still gets calls"
+        );
+        let got = call(env.http(), "/echo.Echo/Unary", b"x").await;
+        let ok = got
+            .trailers
+            .as_ref()
+            .is_some_and(|t| t["grpc-status"] == "0");
+        in_a_row = if ok { in_a_row + 1 } else { 0 };
+    }
+    env.shutdown().await;
+}

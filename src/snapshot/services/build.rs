@@ -368,8 +368,12 @@ fn service_ports(
                 .filter(|a| !a.is_empty())
                 .map(Box::from),
             health: health.as_ref().map(|h| {
-                let tls = p.app_protocol.as_deref() == Some("https");
-                Arc::new(super::health::HealthCheck { tls, ..h.clone() })
+                let app = p.app_protocol.as_deref();
+                Arc::new(super::health::HealthCheck {
+                    tls: app == Some("https"),
+                    http2: app == Some("kubernetes.io/h2c"),
+                    ..h.clone()
+                })
             }),
             target_port,
             service_type,

@@ -32,6 +32,9 @@ pub struct HealthCheck {
     pub port: Option<u16>,
     /// Over TLS (the Service port's `appProtocol: https`), the certificate not verified.
     pub tls: bool,
+    /// Over HTTP/2 in clear text (the Service port's `appProtocol: kubernetes.io/h2c`: gRPC
+    /// servers refuse HTTP/1.1).
+    pub http2: bool,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -118,6 +121,7 @@ pub fn parse(
         healthy_threshold,
         port,
         tls: app_tls,
+        http2: false,
     })
 }
 
