@@ -77,12 +77,17 @@ pub fn pick<'a>(
     failed: Option<SocketAddr>,
 ) -> Option<(Pick<'a>, Option<[u8; 16]>)> {
     let honour = request_key.filter(|_| failed.is_none() || !affinity.change_on_failure);
+    // An endpoint failing its Service's health checks is not stuck to while another passes
+    // (balanced mode gets this from the hashed pick).
+    let ready = port.ready_endpoints();
+    let checked = port.health.is_some() && ready.iter().any(|e| e.load.healthy());
+    let usable = |e: &&crate::snapshot::services::Endpoint| !checked || e.load.healthy();
     if let Some(key) = honour {
         let found = match affinity.mode {
             AffinityMode::Balanced => crate::l4::scheduler::pick_hashed(port, stable(key), None),
-            AffinityMode::Persistent => port
-                .ready_endpoints()
+            AffinityMode::Persistent => ready
                 .iter()
+                .filter(usable)
                 .find(|e| endpoint_key(salt, e.addr) == key)
                 .map(Pick::new),
         };
@@ -104,13 +109,14 @@ pub fn pick<'a>(
             last
         }
         AffinityMode::Persistent => {
-            let ready = port.ready_endpoints();
-            let others = ready.iter().filter(|e| Some(e.addr) != failed).count();
+            let candidate =
+                |e: &&crate::snapshot::services::Endpoint| Some(e.addr) != failed && usable(e);
+            let others = ready.iter().filter(candidate).count();
             let endpoint = if others == 0 {
                 ready.first()?
             } else {
                 let n = crate::l4::scheduler::random_below(others);
-                ready.iter().filter(|e| Some(e.addr) != failed).nth(n)?
+                ready.iter().filter(candidate).nth(n)?
             };
             let key = endpoint_key(salt, endpoint.addr);
             Some((Pick::new(endpoint), Some(key)))

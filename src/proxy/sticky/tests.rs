@@ -15,11 +15,15 @@ use crate::store::ObjectStore;
 
 /// A snapshot with Service `s` on endpoints 10.0.0.1..=n:80.
 fn snapshot(n: u8) -> Snapshot {
+    snapshot_with(n, json!({}))
+}
+
+fn snapshot_with(n: u8, annotations: Value) -> Snapshot {
     let endpoints: Vec<Value> = (1..=n)
         .map(|i| json!({"addresses": [format!("10.0.0.{i}")]}))
         .collect();
     let objects = [
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "annotations": annotations}, "spec": {"ports": [{"port": 80}]}}),
         json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                "metadata": {"name": "s-1", "labels": {"kubernetes.io/service-name": "s"}},
                "addressType": "IPv4", "ports": [{"port": 80}], "endpoints": endpoints}),
@@ -267,4 +271,27 @@ fn keys_are_hex_and_distinct() {
         k.iter()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     }));
+}
+
+#[test]
+fn a_session_moves_off_an_endpoint_failing_its_health_checks() {
+    let s = snapshot_with(3, json!({"portico.dev/health-check-path": "/healthz"}));
+    let p = port(&s);
+    for mode in [AffinityMode::Persistent, AffinityMode::Balanced] {
+        let a = affinity(mode);
+        let (first, key) = pick(&a, &SALT, p, None, None).unwrap();
+        let (addr, key) = (first.endpoint.addr, key.unwrap());
+        drop(first);
+        let failing = p.endpoints.iter().find(|e| e.addr == addr).unwrap();
+        failing.load.set_healthy(false);
+        for _ in 0..20 {
+            let (again, _) = pick(&a, &SALT, p, Some(&key), None).unwrap();
+            assert_ne!(again.endpoint.addr, addr, "{mode:?}");
+        }
+        // Passing again: the session is back where it was.
+        failing.load.set_healthy(true);
+        let (back, new) = pick(&a, &SALT, p, Some(&key), None).unwrap();
+        assert_eq!(back.endpoint.addr, addr, "{mode:?}");
+        assert!(new.is_none(), "{mode:?}");
+    }
 }
