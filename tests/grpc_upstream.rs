@@ -518,3 +518,96 @@ async fn h2c_health() {
     }
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stream_reset_mid_body_reaches_the_client_and_spares_the_connection() {
+    timeout(LIMIT, reset_mid_stream()).await.expect("bounded");
+}
+
+/// An endpoint whose `/reset` response sends one message and then resets the stream
+/// (RST_STREAM: hyper resets a stream whose body fails); `/ok` answers normally.
+async fn resetting_endpoint() -> (SocketAddr, Arc<AtomicUsize>) {
+    type Failing = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+    async fn handle(req: Request<Incoming>) -> Result<Response<Failing>, Infallible> {
+        let reset = req.uri().path() == "/reset";
+        let _ = req.into_body().collect().await;
+        // The first message, then (a moment later, so that it has gone out) the reset or
+        // the trailers.
+        let frames = futures_util::stream::unfold(0u8, move |step| async move {
+            let frame = match step {
+                0 => Ok(Frame::data(message(b"first"))),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if reset {
+                        Err(std::io::Error::other("the endpoint gives up"))
+                    } else {
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        Ok(Frame::trailers(trailers))
+                    }
+                }
+                _ => return None,
+            };
+            Some((frame, step + 1))
+        });
+        let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+        response
+            .headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        Ok(response)
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service_fn(handle))
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn reset_mid_stream() {
+    let (upstream, accepted) = resetting_endpoint().await;
+    let services = service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[upstream], &[]);
+    let env = Env::start(&files(services, &[("backend-protocol", "GRPC")])).await;
+    for _ in 0..3 {
+        // The reset reaches the client as a failed body (never a clean end without
+        // grpc-status).
+        let stream = TcpStream::connect(env.http()).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = Request::post("http://g.example/reset")
+            .header("content-type", "application/grpc")
+            .body(Full::new(message(b"x")))
+            .unwrap();
+        let response = timeout(LIMIT, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = timeout(LIMIT, response.into_body().collect())
+            .await
+            .unwrap();
+        assert!(body.is_err(), "the client saw a clean end: {body:?}");
+        // The next call on the same upstream connection is served.
+        let ok = call(env.http(), "/ok", b"y").await;
+        assert_eq!(ok.trailers.expect("trailers")["grpc-status"], "0");
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        1,
+        "a reset stream spares its connection"
+    );
+    env.shutdown().await;
+}
