@@ -611,3 +611,58 @@ async fn reset_mid_stream() {
     );
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_that_closes_after_each_call_loses_none() {
+    timeout(LIMIT, goaway()).await.expect("bounded");
+}
+
+/// An endpoint that ends every connection gracefully (GOAWAY) after its first call, as one
+/// being restarted or rotating connections does: every call through Portico is served.
+async fn goaway() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let (done, mut served) = tokio::sync::mpsc::channel::<()>(1);
+                let service = service_fn(move |req| {
+                    let done = done.clone();
+                    async move {
+                        let response = handle(req).await;
+                        let _ = done.try_send(());
+                        response
+                    }
+                });
+                let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = served.recv() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+            });
+        }
+    });
+    let services = service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[upstream], &[]);
+    let env = Env::start(&files(services, &[("backend-protocol", "GRPC")])).await;
+    for i in 0..20 {
+        let payload = format!("call {i}");
+        let got = call(env.http(), "/echo.Echo/Unary", payload.as_bytes()).await;
+        assert_eq!(
+            got.body,
+            message(payload.as_bytes()),
+            "call {i}: {:?}",
+            got.headers
+        );
+    }
+    assert!(
+        accepted.load(Ordering::Relaxed) >= 10,
+        "the endpoint closed its connections"
+    );
+    env.shutdown().await;
+}

@@ -1082,9 +1082,34 @@ async fn send_h2(
         )));
     };
     let tls = key.tls.is_some();
+    // A request whose head and body are all in `write` can go again.
+    let again = body.is_none();
     let request = h2::request(&write, body, tls, te_trailers, timeouts.client_body)
         .map_err(SendError::Failed)?;
-    let response = h2::send(*sender, request).await?;
+    let (response, in_flight) = match h2::send(*sender, request).await {
+        Ok(response) => (response, in_flight),
+        // The connection went away (GOAWAY) before the request went out: once more, on a
+        // connection that is still open (or a new one).
+        Err(e) if again && h2::not_sent(&e) => {
+            drop(in_flight);
+            let Some(pool) = pooled.pool.upgrade() else {
+                return Err(e);
+            };
+            debug!(upstream = %key, "HTTP/2 connection closed before the request went out; sending on another");
+            let fresh = pool
+                .checkout_h2(&key, None)
+                .await
+                .map_err(|c| SendError::Failed(io::Error::other(c.to_string())))?;
+            let Conn { io, in_flight, .. } = *fresh.conn;
+            let Io::H2(sender) = io else {
+                return Err(e);
+            };
+            let request = h2::request(&write, None, tls, te_trailers, timeouts.client_body)
+                .map_err(SendError::Failed)?;
+            (h2::send(*sender, request).await?, in_flight)
+        }
+        Err(e) => return Err(e),
+    };
     let (parts, incoming) = response.into_parts();
     let body = UpstreamBody {
         h2: Some(Box::new((incoming, timeouts.read, in_flight))),

@@ -158,7 +158,14 @@ pub async fn send(
     mut sender: SendRequest<RequestBody>,
     request: Request<RequestBody>,
 ) -> Result<Response<Incoming>, SendError> {
-    let failed = |e: hyper::Error| SendError::Failed(io::Error::other(e));
+    let failed = |e: hyper::Error| {
+        // Never sent: the connection closed (an endpoint's GOAWAY, say) while the request
+        // waited for it. It may go again on another connection.
+        if e.is_canceled() {
+            return SendError::Failed(io::Error::new(io::ErrorKind::ConnectionAborted, NotSent));
+        }
+        SendError::Failed(io::Error::other(e))
+    };
     sender.ready().await.map_err(failed)?;
     // The client's body may break the route's limit or its timeout while it streams: the
     // client's fault, as on the HTTP/1.1 path (413, 408), not the endpoint's. hyper reports
@@ -172,6 +179,23 @@ pub async fn send(
             TIMED_OUT => SendError::ClientTimedOut,
             _ => failed(e),
         })
+}
+
+/// The error of a request the HTTP/2 connection closed before sending.
+#[derive(Debug)]
+pub struct NotSent;
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the HTTP/2 connection closed before the request went out")
+    }
+}
+
+impl std::error::Error for NotSent {}
+
+/// Whether a failed send never left Portico ([`NotSent`]).
+pub fn not_sent(e: &SendError) -> bool {
+    matches!(e, SendError::Failed(io) if io.get_ref().is_some_and(|r| r.is::<NotSent>()))
 }
 
 /// [`RequestBody::fault`]: the body broke the route's `proxy-body-size`…
