@@ -1549,25 +1549,17 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        if self.h2.is_some() {
-            // Never from the HTTP/2 stream's state: a stream the endpoint reset reads as
-            // ended there, and the client would get a clean, truncated response. The next
-            // poll says whether it ended or failed.
-            return false;
+        if let Some(h2) = &self.h2 {
+            // A stream that ended with its headers (gRPC's trailers-only answers) must end
+            // with them towards the client too: the status is in those headers.
+            return h2.0.is_end_stream();
         }
         self.ready.is_none() && self.trailers.is_none() && self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
         if let Some(h2) = &self.h2 {
-            // hyper's hint for an HTTP/2 body is exactly 0 once the stream is closed, reset
-            // included, and a server never polls a body of exactly 0: the reset must be read.
-            let hint = h2.0.size_hint();
-            return if hint.exact() == Some(0) {
-                SizeHint::default()
-            } else {
-                hint
-            };
+            return h2.0.size_hint();
         }
         let ready = self.ready.as_ref().map_or(0, |d| d.len() as u64);
         match self.decoder.remaining() {

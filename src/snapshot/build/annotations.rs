@@ -119,7 +119,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "auth-url",
         Support::Differs(
-            "http:// to a cluster Service (name.namespace.svc), to a host Portico serves (its route's backend, without that route's policies) or to any other host (never the node itself: loopback, link-local and the node's addresses are refused, as for ExternalName Services); https:// only to a host Portico serves until TLS to upstreams arrives (to a cluster Service: an error and 503; to another host: 500). Set-Cookie fields of the auth response are all passed on",
+            "http:// to a cluster Service (name.namespace.svc), to a host Portico serves (its route's backend, without that route's policies) or to any other host (never the node itself: loopback, link-local and the node's addresses are refused, as for ExternalName Services); https:// over TLS with the URL's host as SNI, unverified, as ingress-nginx's auth location. Set-Cookie fields of the auth response are all passed on",
         ),
     ),
     (
