@@ -176,14 +176,20 @@ struct Call {
     trailers: Option<HeaderMap>,
 }
 
-/// A gRPC call over a new h2c connection to Portico's HTTP listener.
-async fn call(portico: SocketAddr, path: &str, payload: &[u8]) -> Call {
+/// A new h2c (prior knowledge) connection to Portico's HTTP listener.
+async fn h2c(portico: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(portico).await.unwrap();
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+/// A gRPC call over a new h2c connection to Portico's HTTP listener.
+async fn call(portico: SocketAddr, path: &str, payload: &[u8]) -> Call {
+    let mut sender = h2c(portico).await;
     let request = Request::post(format!("http://g.example{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -411,12 +417,7 @@ async fn wrong_protocol() {
         "{:?}",
         started.elapsed()
     );
-    let stream = TcpStream::connect(env.http()).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(env.http()).await;
     let request = Request::post("http://s.example/echo.Echo/Unary")
         .header("content-type", "application/grpc")
         .body(Full::new(message(b"x")))
@@ -581,12 +582,7 @@ async fn reset_mid_stream() {
     for _ in 0..3 {
         // The reset reaches the client as a failed body (never a clean end without
         // grpc-status).
-        let stream = TcpStream::connect(env.http()).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2c(env.http()).await;
         let request = Request::post("http://g.example/reset")
             .header("content-type", "application/grpc")
             .body(Full::new(message(b"x")))

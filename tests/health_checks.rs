@@ -5,55 +5,33 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::Env;
 use support::client::{self, get};
 use support::manifests::{class, endpoints, nginx_ingress};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use support::{Env, raw};
 use tokio::time::{Instant, timeout};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// An endpoint answering every request (checks included) 200, or 503 while `sick`, as
 /// `x-echo-service: <name>`.
-async fn endpoint(name: &'static str, sick: Arc<AtomicBool>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let sick = sick.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.clear();
-                    let status = if sick.load(Ordering::Relaxed) {
-                        "503 Service Unavailable"
-                    } else {
-                        "200 OK"
-                    };
-                    let reply = format!(
-                        "HTTP/1.1 {status}\r\nx-echo-service: {name}\r\ncontent-length: 0\r\n\r\n"
-                    );
-                    if stream.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+async fn endpoint(name: &'static str, sick: Arc<AtomicBool>) -> raw::Upstream {
+    raw::Upstream::start(move |conn| {
+        let sick = sick.clone();
+        conn.serve(move |_| {
+            let status = if sick.load(Ordering::Relaxed) {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            format!("HTTP/1.1 {status}\r\nx-echo-service: {name}\r\ncontent-length: 0\r\n\r\n")
+                .into_bytes()
+        })
+    })
+    .await
 }
 
 /// Who served 12 requests, sorted and deduplicated.
@@ -99,8 +77,9 @@ async fn checks() {
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(true)),
     );
-    let a = endpoint("a", a_sick.clone()).await;
-    let b = endpoint("b", b_sick.clone()).await;
+    let a_up = endpoint("a", a_sick.clone()).await;
+    let b_up = endpoint("b", b_sick.clone()).await;
+    let (a, b) = (a_up.addr, b_up.addr);
     let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    portico.dev/health-check-path: /healthz\n    portico.dev/health-check-interval: 100ms\n    portico.dev/health-check-timeout: 500ms\n    portico.dev/health-check-unhealthy-threshold: \"2\"\n    portico.dev/health-check-healthy-threshold: \"2\"\nspec:\n  ports: [{port: 80}]\n---\n".to_string();
     let files = [
         ("class.yaml", class()),

@@ -965,7 +965,7 @@ impl Pooled {
                     keep_alive: head.keep_alive,
                 }),
                 upgraded: None,
-                stall: None,
+                stall: Stall::default(),
                 h2: None,
             };
             if body.decoder.is_done() {
@@ -1363,6 +1363,28 @@ async fn write_data(
     }
 }
 
+/// The wait between two frames of a streamed body: a timer set the first time the stream
+/// waits and moved on at each frame; past its limit the stream has stalled.
+#[derive(Default)]
+struct Stall(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Stall {
+    /// Whether the stream, which has nothing now, has waited `limit` (the timer wakes `cx`).
+    fn expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> bool {
+        let sleep = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// A frame came: the next wait is counted from now.
+    fn progressed(&mut self, limit: Duration) {
+        if let Some(sleep) = &mut self.0 {
+            sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+        }
+    }
+}
+
 /// The connection a body gives back when it ends.
 struct Returning {
     pooled: Pooled,
@@ -1382,7 +1404,7 @@ pub struct UpstreamBody {
     upgraded: Option<Box<Upgraded>>,
     /// Set the first time the body waits for the upstream, and reset at each read: past it
     /// (the read timeout) the body fails and the client connection is closed.
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall: Stall,
     /// An HTTP/2 endpoint's body, and the read timeout between two of its frames.
     h2: Option<Box<(Incoming, Duration, Option<InFlight>)>>,
 }
@@ -1406,7 +1428,7 @@ impl UpstreamBody {
             trailers: None,
             conn: None,
             upgraded: None,
-            stall: None,
+            stall: Stall::default(),
             h2: None,
         }
     }
@@ -1449,10 +1471,7 @@ impl Body for UpstreamBody {
             let limit = *limit;
             return match Pin::new(incoming).poll_frame(cx) {
                 Poll::Pending => {
-                    let stall = this
-                        .stall
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                    if stall.as_mut().poll(cx).is_ready() {
+                    if this.stall.expired(limit, cx) {
                         this.h2 = None;
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
@@ -1462,9 +1481,7 @@ impl Body for UpstreamBody {
                     Poll::Pending
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(stall) = &mut this.stall {
-                        stall.as_mut().reset(tokio::time::Instant::now() + limit);
-                    }
+                    this.stall.progressed(limit);
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -1515,10 +1532,7 @@ impl Body for UpstreamBody {
                     let limit = conn.timeouts.read;
                     match read {
                         Poll::Pending => {
-                            let stall = this
-                                .stall
-                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                            if stall.as_mut().poll(cx).is_ready() {
+                            if this.stall.expired(limit, cx) {
                                 this.conn = None;
                                 return Poll::Ready(Some(Err(io::Error::new(
                                     io::ErrorKind::TimedOut,
@@ -1534,9 +1548,7 @@ impl Body for UpstreamBody {
                             }
                         }
                         Poll::Ready(Ok(_)) => {
-                            if let Some(stall) = &mut this.stall {
-                                stall.as_mut().reset(tokio::time::Instant::now() + limit);
-                            }
+                            this.stall.progressed(limit);
                         }
                         Poll::Ready(Err(e)) => {
                             this.conn = None;

@@ -10,7 +10,6 @@
 //! trailers` kept for gRPC). Bodies stream both ways, trailers included.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::stream::Io;
-use super::{SendError, Streaming};
+use super::{SendError, Stall, Streaming};
 
 /// An idle HTTP/2 connection is PINGed this often…
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -137,7 +136,7 @@ pub fn request(
         max,
         length,
         timeout: client_body_timeout,
-        stall: None,
+        stall: Stall::default(),
         fault: Arc::default(),
     };
     let (parts, ()) = request.into_parts();
@@ -233,7 +232,7 @@ pub struct RequestBody {
     max: Option<u64>,
     length: Option<u64>,
     timeout: Duration,
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall: Stall,
     /// Why the body failed, when the client is to blame (read by [`send`]).
     fault: Arc<AtomicU8>,
 }
@@ -256,11 +255,7 @@ impl Body for RequestBody {
         };
         match Pin::new(rest).poll_frame(cx) {
             Poll::Pending => {
-                let limit = this.timeout;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                if stall.as_mut().poll(cx).is_ready() {
+                if this.stall.expired(this.timeout, cx) {
                     this.rest = None;
                     this.fault.store(TIMED_OUT, Ordering::Relaxed);
                     let e = ClientFault::TimedOut;
@@ -277,11 +272,7 @@ impl Body for RequestBody {
                 Poll::Ready(Some(Err(io::Error::other(e))))
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(stall) = &mut this.stall {
-                    stall
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + this.timeout);
-                }
+                this.stall.progressed(this.timeout);
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
                     if this.max.is_some_and(|m| this.sent > m) {
