@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::Env;
+use support::client::{self, get};
 use support::manifests::{class, endpoints, nginx_ingress, service};
 use tokio::time::timeout;
 
@@ -43,23 +44,25 @@ fn has_grpcio() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[tokio::test]
-async fn a_real_grpc_client_and_server_through_portico() {
-    if !has_grpcio() {
-        assert!(
-            std::env::var_os("PORTICO_REQUIRE_GRPCIO").is_none(),
-            "grpcio is required (pip install grpcio)"
-        );
-        eprintln!("SKIPPED: python3 with grpcio is not installed (pip install grpcio)");
-        return;
+/// Whether the test can run: grpcio is there, or it is not required.
+fn grpcio_or_skip() -> bool {
+    if has_grpcio() {
+        return true;
     }
-    timeout(LIMIT, real_grpc()).await.expect("bounded");
+    assert!(
+        std::env::var_os("PORTICO_REQUIRE_GRPCIO").is_none(),
+        "grpcio is required (pip install grpcio)"
+    );
+    eprintln!("SKIPPED: python3 with grpcio is not installed (pip install grpcio)");
+    false
 }
 
-async fn real_grpc() {
+/// The grpcio server of `peer.py`, with this environment, and its address.
+fn grpc_server(env: &[(&str, &std::ffi::OsStr)]) -> (Killed, std::net::SocketAddr) {
     let mut server = Command::new("python3")
         .arg(peer())
         .arg("server")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
@@ -70,7 +73,107 @@ async fn real_grpc() {
         BufReader::new(stdout).read_line(&mut line).unwrap();
         line.trim().parse().expect("the server's port")
     };
-    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    (server, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+#[tokio::test]
+async fn a_real_grpc_client_and_server_through_portico() {
+    if grpcio_or_skip() {
+        timeout(LIMIT, real_grpc()).await.expect("bounded");
+    }
+}
+
+/// `portico.dev/health-check-grpc: "true"`: the endpoints are checked with the gRPC health
+/// protocol (grpc.health.v1.Health/Check) against grpcio: SERVING passes; NOT_SERVING and an
+/// unknown service (NOT_FOUND) fail; a service going NOT_SERVING then SERVING is followed.
+#[tokio::test]
+async fn grpc_health_checks_against_grpcio() {
+    if grpcio_or_skip() {
+        timeout(LIMIT, grpc_health()).await.expect("bounded");
+    }
+}
+
+async fn grpc_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = dir.path().join("cart-health");
+    std::fs::write(&said, "NOT_SERVING").unwrap();
+    let (server, upstream) = grpc_server(&[("PEER_HEALTH_FILE", said.as_os_str())]);
+    let checked = |name: &str, grpc_service: Option<&str>| {
+        let service_line = grpc_service
+            .map(|s| format!("    portico.dev/health-check-grpc-service: {s}\n"))
+            .unwrap_or_default();
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations:\n    portico.dev/health-check-path: /\n    portico.dev/health-check-grpc: \"true\"\n{service_line}    portico.dev/health-check-interval: 100ms\n    portico.dev/health-check-unhealthy-threshold: \"1\"\n    portico.dev/health-check-healthy-threshold: \"1\"\nspec:\n  ports: [{{port: 80}}]\n"
+        ) + &endpoints("shop", name, &[upstream], &[])
+    };
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            checked("whole", None)
+                + &checked("cart", Some("shop.Cart"))
+                + &checked("nope", Some("nope.Service")),
+        ),
+        (
+            "ing.yaml",
+            nginx_ingress(
+                "w",
+                "w.example",
+                "/",
+                "whole",
+                &[("backend-protocol", "GRPC")],
+            ),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    let gauge = |service: &str, value: u8| {
+        format!(
+            "portico_endpoint_healthy{{service=\"shop/{service}:80\",endpoint=\"{upstream}\"}} {value}"
+        )
+    };
+    until_metrics(
+        &env,
+        &[&gauge("whole", 1), &gauge("cart", 0), &gauge("nope", 0)],
+    )
+    .await;
+    std::fs::write(&said, "SERVING").unwrap();
+    until_metrics(
+        &env,
+        &[&gauge("whole", 1), &gauge("cart", 1), &gauge("nope", 0)],
+    )
+    .await;
+    let text = metrics(&env).await;
+    assert!(
+        text.contains("portico_health_checks_total{result=\"passed\"}"),
+        "{text}"
+    );
+    drop(server);
+    env.shutdown().await;
+}
+
+async fn metrics(env: &Env) -> String {
+    let reply = client::h1(env.admin(), get("localhost", "/metrics")).await;
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+/// Waits (bounded) until the metrics show every line of `want`.
+async fn until_metrics(env: &Env, want: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics(env).await;
+        if want.iter().all(|w| text.contains(w)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "want {want:?} in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn real_grpc() {
+    let (server, upstream) = grpc_server(&[]);
     let files = [
         ("class.yaml", class()),
         (

@@ -243,13 +243,23 @@ fn describe_port(out: &mut String, port: Option<&ServicePort>, indent: &str) {
             check.healthy_threshold
         );
     }
+    if let Some(passive) = &p.passive {
+        let _ = writeln!(
+            out,
+            "{indent}passive health: out for {:?} after {} failed attempt(s) within it",
+            passive.fail_timeout, passive.max_fails
+        );
+    }
     for e in &p.endpoints {
-        let state = match (e.ready, p.health.is_some() && !e.load.healthy()) {
-            (true, false) => "ready",
-            (true, true) => {
+        let state = match (e.ready, !e.load.passes_checks(), e.load.passively_out()) {
+            (true, false, false) => "ready",
+            (true, true, _) => {
                 "ready, failing its health checks (no new traffic while another passes)"
             }
-            (false, _) => "not ready (gets no new connections)",
+            (true, false, true) => {
+                "ready, out for its fail-timeout after max-fails failures (no new traffic while another is up)"
+            }
+            (false, _, _) => "not ready (gets no new connections)",
         };
         let node = e
             .node_name

@@ -264,6 +264,7 @@ async fn connect_and_forward(
         let (addr, guard) = (chosen.endpoint.addr, chosen.guard);
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(mut upstream)) => {
+                guard.load().succeeded();
                 drop(snapshot);
                 let _ = upstream.set_nodelay(true);
                 #[cfg(not(target_os = "linux"))]
@@ -274,6 +275,9 @@ async fn connect_and_forward(
             }
             Ok(Err(error)) => debug!(%peer, %addr, %error, "L4 connect failed"),
             Err(_) => debug!(%peer, %addr, "L4 connect timed out"),
+        }
+        if guard.load().failed() {
+            warn!(%peer, %addr, "endpoint out for its fail-timeout (portico.dev/max-fails reached)");
         }
         exclude = Some(addr);
     }

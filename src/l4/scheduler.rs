@@ -57,7 +57,7 @@ pub fn pick_with(
         }
         SessionAffinity::None => None,
     };
-    let checked = port.health.is_some();
+    let checked = port.judged();
     if let Some(timeout) = affinity {
         let usable = |a: SocketAddr| {
             Some(a) != exclude
@@ -140,7 +140,7 @@ pub fn pick_hashed_except<'p>(
     };
     // Endpoints failing their health checks only when no other is left (panic mode).
     let endpoint = candidates()
-        .filter(|e| port.health.is_none() || e.load.healthy())
+        .filter(|e| !port.judged() || e.load.healthy())
         .max_by_key(|e| score(e))
         .or_else(|| candidates().max_by_key(|e| score(e)))?;
     Some(Pick::new(endpoint))

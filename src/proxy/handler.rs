@@ -122,6 +122,23 @@ fn goes_on(
     }
 }
 
+/// Passive health (`portico.dev/max-fails`): an attempt's result counts for its endpoint as
+/// nginx's `max_fails` counts it: a refused, reset or timed-out attempt or an invalid answer
+/// is a failure; any response (5xx included) a success.
+fn passive(pick: Option<&Pick<'_>>, result: &Result<&Response<UpstreamBody>, &ProxyError>) {
+    let Some(pick) = pick else { return };
+    let load = pick.guard.load();
+    match result {
+        Ok(_) => load.succeeded(),
+        Err(ProxyError::Connect(_) | ProxyError::Timeout | ProxyError::Upstream(_)) => {
+            if load.failed() {
+                warn!(endpoint = %pick.endpoint.addr, "endpoint out for its fail-timeout: portico.dev/max-fails failed attempts");
+            }
+        }
+        Err(_) => {}
+    }
+}
+
 /// A response the default backend is asked to replace (`custom-http-errors`).
 struct ErrorPage<'a> {
     route: &'a Route,
@@ -632,6 +649,7 @@ impl Proxy {
                     Ok(Err(e)) => Err(upstream_error(e)),
                     Err(Elapsed) => Err(ProxyError::Timeout),
                 };
+                passive(_pick.as_ref(), &sent.as_ref());
                 drop(_pick);
                 match (again, outcome.upstream) {
                     (Some(body), Some(first)) if goes_on(next, false, true, &sent.as_ref()) => {
@@ -844,8 +862,13 @@ impl Proxy {
             tls: backend_tls(backend, client_tls),
             http2: backend.http2,
         };
-        let pooled = self.checkout(key, connect_timeout).await?;
-        Ok((pooled, Some(pick)))
+        match self.checkout(key, connect_timeout).await {
+            Ok(pooled) => Ok((pooled, Some(pick))),
+            Err(e) => {
+                passive(Some(&pick), &Err(&e));
+                Err(e)
+            }
+        }
     }
 
     /// `proxy-next-upstream`: a request whose attempt failed (`last`) goes on to endpoints not
@@ -891,6 +914,7 @@ impl Proxy {
             let pooled = match self.checkout(key, connect_timeout).await {
                 Ok(pooled) => pooled,
                 Err(e) => {
+                    passive(Some(&pick), &Err(&e));
                     let goes = goes_on(r.next, true, false, &Err(&e));
                     last = Err(e);
                     if goes {
@@ -927,6 +951,7 @@ impl Proxy {
                 Ok(Err(e)) => Err(upstream_error(e)),
                 Err(Elapsed) => Err(ProxyError::Timeout),
             };
+            passive(Some(&pick), &last.as_ref());
             drop(pick);
             if !(more && r.resendable && goes_on(r.next, false, true, &last.as_ref())) {
                 return last;

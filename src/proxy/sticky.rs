@@ -80,7 +80,7 @@ pub fn pick<'a>(
     // An endpoint failing its Service's health checks is not stuck to while another passes
     // (balanced mode gets this from the hashed pick).
     let ready = port.ready_endpoints();
-    let checked = port.health.is_some() && ready.iter().any(|e| e.load.healthy());
+    let checked = port.judged() && ready.iter().any(|e| e.load.healthy());
     let usable = |e: &&crate::snapshot::services::Endpoint| !checked || e.load.healthy();
     if let Some(key) = honour {
         let found = match affinity.mode {

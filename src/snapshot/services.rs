@@ -208,6 +208,9 @@ pub struct ServicePort {
     /// Active health checks of its endpoints (`portico.dev/health-check-*`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<Arc<health::HealthCheck>>,
+    /// Passive health of its endpoints (`portico.dev/max-fails`, `portico.dev/fail-timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive: Option<health::Passive>,
     /// Where it forwards on each endpoint.
     pub target_port: TargetPort,
     /// `spec.type`.
@@ -269,6 +272,12 @@ impl ServicePort {
     /// The endpoints that may receive new traffic.
     pub fn ready_endpoints(&self) -> &[Endpoint] {
         &self.endpoints[..self.ready]
+    }
+
+    /// Whether its endpoints' health is judged (active or passive checks): the schedulers
+    /// then prefer healthy ones.
+    pub fn judged(&self) -> bool {
+        self.health.is_some() || self.passive.is_some()
     }
 
     /// Whether this port is the one an Ingress backend names.

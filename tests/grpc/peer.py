@@ -4,7 +4,11 @@
     python3 peer.py client ADDR       runs every scenario through ADDR (Portico), prints ok
 
 Methods are raw bytes in and out (no codegen): /test.Echo/Unary, ServerStream, ClientStream,
-Bidi, Slow (waits until cancelled) and WasCancelled (whether Slow saw its cancellation)."""
+Bidi, Slow (waits until cancelled) and WasCancelled (whether Slow saw its cancellation).
+The server also answers the gRPC health protocol (/grpc.health.v1.Health/Check, hand-encoded
+messages): the whole server ("") is SERVING, "shop.Cart" is what the file named by
+$PEER_HEALTH_FILE says (SERVING or NOT_SERVING), any other service NOT_FOUND."""
+import os
 import sys
 import threading
 import time
@@ -50,6 +54,21 @@ def was_cancelled(request, context):
     return b"yes" if CANCELLED.wait(5) else b"no"
 
 
+def health_check(request, context):
+    # HealthCheckRequest { string service = 1; }: names here are short (one length byte).
+    name = request[2:2 + request[1]].decode() if request[:1] == b"\x0a" else ""
+    if name == "":
+        status = 1
+    elif name == "shop.Cart":
+        path = os.environ.get("PEER_HEALTH_FILE", "")
+        said = open(path).read().strip() if path and os.path.exists(path) else "SERVING"
+        status = 1 if said == "SERVING" else 2
+    else:
+        context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+    # HealthCheckResponse { ServingStatus status = 1; }
+    return bytes([0x08, status])
+
+
 def serve():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=OPTIONS)
     handlers = {
@@ -60,7 +79,11 @@ def serve():
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "WasCancelled": grpc.unary_unary_rpc_method_handler(was_cancelled),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+    health = {"Check": grpc.unary_unary_rpc_method_handler(health_check)}
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler("test.Echo", handlers),
+        grpc.method_handlers_generic_handler("grpc.health.v1.Health", health),
+    ))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)

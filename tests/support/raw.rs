@@ -389,7 +389,16 @@ impl Upstream {
         F: Fn(Conn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::start_on("127.0.0.1", script).await
+    }
+
+    /// As `start`, listening on another loopback address (such as 127.0.0.2).
+    pub async fn start_on<F, Fut>(ip: &str, script: F) -> Upstream
+    where
+        F: Fn(Conn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let (seen_tx, seen) = mpsc::unbounded_channel();

@@ -202,6 +202,7 @@ fn finish(
         } else if let Some((ewma, touched)) = average {
             e.load.set_ewma(ewma, touched);
         }
+        e.load.set_passive(port.passive);
     }
     port.ready = endpoints.iter().filter(|e| e.ready).count();
     port.wrr = smooth_wrr(&endpoints[..port.ready]);
@@ -348,8 +349,11 @@ fn service_ports(
     }
     let cluster_ip = cluster_ip(key, svc, diagnostics);
     let session_affinity = session_affinity(svc);
-    let health = super::health::parse(key, svc.metadata.annotations.as_ref(), false, diagnostics);
     let ports = spec.ports.as_deref().unwrap_or_default();
+    let names: Vec<&str> = ports.iter().filter_map(|p| p.name.as_deref()).collect();
+    let annotations = svc.metadata.annotations.as_ref();
+    let health = super::health::parse(key, annotations, &names, diagnostics);
+    let passive = super::health::parse_passive(key, annotations, diagnostics);
     let mut out = Vec::with_capacity(ports.len());
     for (i, p) in ports.iter().enumerate() {
         let field = format!("spec.ports[{i}]");
@@ -371,10 +375,12 @@ fn service_ports(
                 let app = p.app_protocol.as_deref();
                 Arc::new(super::health::HealthCheck {
                     tls: app == Some("https"),
-                    http2: app == Some("kubernetes.io/h2c"),
+                    // gRPC's health protocol is HTTP/2 whatever the port says.
+                    http2: app == Some("kubernetes.io/h2c") || h.grpc.is_some(),
                     ..h.clone()
                 })
             }),
+            passive,
             target_port,
             service_type,
             cluster_ip: cluster_ip.clone(),

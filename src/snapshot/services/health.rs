@@ -1,6 +1,7 @@
 //! Active health checks of a Service's endpoints, as the Service's own annotations ask
 //! (`portico.dev/health-check-*`): health belongs to the backend, not to the routes that use
-//! it. Off unless `portico.dev/health-check-path` is set (ingress-nginx has none).
+//! it. Off unless `portico.dev/health-check-path` is set (ingress-nginx has none). Passive
+//! checks (`portico.dev/max-fails`, `portico.dev/fail-timeout`) are read here too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,13 +29,100 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// Consecutive successes that make an unhealthy endpoint healthy (default 2).
     pub healthy_threshold: u32,
-    /// The port checked (default: the endpoint's own).
-    pub port: Option<u16>,
+    /// The port checked (default: the endpoint's own): a number, or the name of one of the
+    /// Service's ports (the endpoint's port of that name).
+    pub port: Option<CheckPort>,
+    /// The gRPC health protocol (`grpc.health.v1.Health/Check`) rather than a GET, with this
+    /// service name (`portico.dev/health-check-grpc: "true"`; the name from
+    /// `portico.dev/health-check-grpc-service`, default empty: the whole server).
+    pub grpc: Option<Box<str>>,
     /// Over TLS (the Service port's `appProtocol: https`), the certificate not verified.
     pub tls: bool,
     /// Over HTTP/2 in clear text (the Service port's `appProtocol: kubernetes.io/h2c`: gRPC
     /// servers refuse HTTP/1.1).
     pub http2: bool,
+}
+
+/// `portico.dev/health-check-port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(untagged)]
+pub enum CheckPort {
+    /// A port number.
+    Number(u16),
+    /// The name of a Service port.
+    Name(Box<str>),
+}
+
+/// Passive health (`portico.dev/max-fails`, `portico.dev/fail-timeout`), nginx's upstream
+/// `max_fails`/`fail_timeout`: `max_fails` failed attempts (refused or reset connections,
+/// timeouts, invalid answers; not 5xx answers) within `fail_timeout` of one another keep the
+/// endpoint out for `fail_timeout`, then one request tries it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Passive {
+    /// Failures that take the endpoint out (1 to 100).
+    pub max_fails: u32,
+    /// The window failures count in, and how long the endpoint stays out (default 10 s).
+    #[serde(serialize_with = "millis")]
+    pub fail_timeout: Duration,
+}
+
+/// The passive annotations.
+const MAX_FAILS: &str = "portico.dev/max-fails";
+const FAIL_TIMEOUT: &str = "portico.dev/fail-timeout";
+
+/// Reads a Service's passive health annotations: `None` unless `max-fails` (`0` turns it off)
+/// or `fail-timeout` is set; `fail-timeout` alone means nginx's `max_fails` default, 1.
+pub fn parse_passive(
+    key: &ObjectKey,
+    annotations: Option<&BTreeMap<String, String>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Passive> {
+    let annotations = annotations?;
+    let max_fails = annotations.get(MAX_FAILS).map(|v| v.trim());
+    let fail_timeout = annotations.get(FAIL_TIMEOUT).map(|v| v.trim());
+    if max_fails.is_none() && fail_timeout.is_none() {
+        return None;
+    }
+    let mut warn = |name: &str, value: &str, why: &str| {
+        let shown = crate::redact::short_value(value);
+        let field = format!("metadata.annotations[{name}]");
+        let reason = format!("{shown} {why}");
+        diagnostics.push(Diagnostic::warning(key, field, reason));
+    };
+    let max_fails = match max_fails {
+        None => 1,
+        Some(v) => match v.parse::<u32>() {
+            Ok(0) => return None,
+            Ok(n) if n <= 100 => n,
+            _ => {
+                warn(
+                    MAX_FAILS,
+                    v,
+                    "is not a count from 0 to 100; no passive health checks",
+                );
+                return None;
+            }
+        },
+    };
+    let default = Duration::from_secs(10);
+    let fail_timeout = match fail_timeout {
+        None => default,
+        Some(v) => match parse_duration(v) {
+            Some(d) if d >= Duration::from_secs(1) => d.min(MAX_DURATION),
+            _ => {
+                warn(
+                    FAIL_TIMEOUT,
+                    v,
+                    "is not a duration of 1s or more, such as 10s or 1m; using 10s",
+                );
+                default
+            }
+        },
+    };
+    Some(Passive {
+        max_fails,
+        fail_timeout,
+    })
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -46,12 +134,12 @@ const MIN_DURATION: Duration = Duration::from_millis(50);
 /// The longest.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 
-/// Reads the health-check annotations of a Service (`app_tls`: its port speaks TLS). `None`
+/// Reads the health-check annotations of a Service whose ports are named `port_names`. `None`
 /// without `health-check-path`; a bad value is a warning and its default.
 pub fn parse(
     key: &ObjectKey,
     annotations: Option<&BTreeMap<String, String>>,
-    app_tls: bool,
+    port_names: &[&str],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<HealthCheck> {
     let annotations = annotations?;
@@ -101,17 +189,41 @@ pub fn parse(
     let healthy_threshold = count("healthy-threshold", 2);
     let port = match get("port") {
         None => None,
-        Some(v) => match v.parse::<u16>() {
-            Ok(n) if n > 0 => Some(n),
+        Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => match v.parse::<u16>() {
+            Ok(n) if n > 0 => Some(CheckPort::Number(n)),
             _ => {
-                warn(
-                    "port",
-                    v,
-                    "is not a port number (port names are not supported yet)",
-                );
+                warn("port", v, "is not a port number from 1 to 65535");
                 None
             }
         },
+        Some(v) if port_names.contains(&v) => Some(CheckPort::Name(v.into())),
+        Some(v) => {
+            warn(
+                "port",
+                v,
+                "is neither a port number nor the name of one of the Service's ports",
+            );
+            None
+        }
+    };
+    let grpc = match get("grpc") {
+        None | Some("false") => None,
+        Some("true") => Some(get("grpc-service").unwrap_or("")),
+        Some(v) => {
+            warn("grpc", v, "is not \"true\" or \"false\"");
+            None
+        }
+    };
+    let grpc = match grpc {
+        Some(name) if name.len() > 256 || name.bytes().any(|b| b < b' ' || b == 0x7f) => {
+            let shown = crate::redact::short_value(name);
+            let reason = format!(
+                "{shown} is not a gRPC service name (at most 256 characters, no control characters); checking the whole server"
+            );
+            diagnostics.push(Diagnostic::warning(key, field("grpc-service"), reason));
+            Some(Box::from(""))
+        }
+        other => other.map(Box::from),
     };
     Some(HealthCheck {
         path: path.into(),
@@ -120,7 +232,8 @@ pub fn parse(
         unhealthy_threshold,
         healthy_threshold,
         port,
-        tls: app_tls,
+        grpc,
+        tls: false,
         http2: false,
     })
 }
@@ -155,7 +268,7 @@ mod tests {
             .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
             .collect();
         let mut d = Vec::new();
-        (parse(&key(), Some(&map), false, &mut d), d)
+        (parse(&key(), Some(&map), &["http", "admin"], &mut d), d)
     }
 
     #[test]
@@ -181,7 +294,47 @@ mod tests {
         assert_eq!(check.interval, Duration::from_millis(200));
         assert_eq!(check.timeout, Duration::from_secs(60));
         assert_eq!((check.unhealthy_threshold, check.healthy_threshold), (1, 5));
-        assert_eq!(check.port, Some(9090));
+        assert_eq!(check.port, Some(CheckPort::Number(9090)));
+        assert_eq!(check.grpc, None);
+        let (check, d) = read(&[
+            ("path", "/"),
+            ("port", "admin"),
+            ("grpc", "true"),
+            ("grpc-service", "shop.Cart"),
+        ]);
+        let check = check.unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(check.port, Some(CheckPort::Name("admin".into())));
+        assert_eq!(check.grpc.as_deref(), Some("shop.Cart"));
+        let (check, _) = read(&[("path", "/"), ("grpc", "true")]);
+        assert_eq!(check.unwrap().grpc.as_deref(), Some(""));
+    }
+
+    fn passive(pairs: &[(&str, &str)]) -> (Option<Passive>, Vec<Diagnostic>) {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("portico.dev/{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        (parse_passive(&key(), Some(&map), &mut d), d)
+    }
+
+    #[test]
+    fn passive_health_as_nginx_max_fails() {
+        assert_eq!(passive(&[]).0, None, "off unless asked");
+        let p = passive(&[("max-fails", "3")]).0.unwrap();
+        assert_eq!((p.max_fails, p.fail_timeout), (3, Duration::from_secs(10)));
+        let p = passive(&[("fail-timeout", "30s")]).0.unwrap();
+        assert_eq!((p.max_fails, p.fail_timeout), (1, Duration::from_secs(30)));
+        assert_eq!(
+            passive(&[("max-fails", "0"), ("fail-timeout", "5s")]).0,
+            None
+        );
+        let (p, d) = passive(&[("max-fails", "many")]);
+        assert_eq!((p, d.len()), (None, 1));
+        let (p, d) = passive(&[("max-fails", "2"), ("fail-timeout", "10ms")]);
+        assert_eq!(p.unwrap().fail_timeout, Duration::from_secs(10));
+        assert!(d[0].field.contains("portico.dev/fail-timeout"), "{d:?}");
     }
 
     #[test]
@@ -192,7 +345,7 @@ mod tests {
             ("timeout", "-1s"),
             ("unhealthy-threshold", "0"),
             ("healthy-threshold", "x"),
-            ("port", "http"),
+            ("port", "metrics"),
         ]);
         let check = check.unwrap();
         assert_eq!(d.len(), 5, "{d:?}");
@@ -210,8 +363,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn hostile_values_never_panic(value in "\\PC{0,30}", name in proptest::sample::select(vec!["path", "interval", "timeout", "unhealthy-threshold", "healthy-threshold", "port"])) {
-            let _ = read(&[("path", "/h"), (name, &value)]);
+        fn hostile_values_never_panic(value in "\\PC{0,30}", name in proptest::sample::select(vec!["path", "interval", "timeout", "unhealthy-threshold", "healthy-threshold", "port", "grpc", "grpc-service"])) {
+            let _ = read(&[("path", "/h"), ("grpc", "true"), (name, &value)]);
+            let _ = passive(&[("max-fails", &value), ("fail-timeout", &value)]);
             let _ = parse_duration(&value);
         }
     }

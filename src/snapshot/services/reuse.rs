@@ -86,6 +86,7 @@ fn same_shape(a: &ServicePort, b: &ServicePort) -> bool {
         && a.protocol == b.protocol
         && a.app_protocol == b.app_protocol
         && a.health == b.health
+        && a.passive == b.passive
         && a.target_port == b.target_port
         && a.service_type == b.service_type
         && a.cluster_ip == b.cluster_ip

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,16 @@ pub struct EndpointLoad {
     touched: AtomicU64,
     /// Failed its Service's active health checks (endpoints start healthy).
     unhealthy: std::sync::atomic::AtomicBool,
+    /// Passive health (nginx's `max_fails`, 0: off), set by each snapshot build.
+    max_fails: AtomicU32,
+    /// nginx's `fail_timeout`, in microseconds.
+    fail_timeout: AtomicU64,
+    /// Failed attempts counted (nginx's `peer->fails`).
+    fails: AtomicU32,
+    /// When the last attempt failed (nginx's `peer->accessed`), in microseconds since [`epoch`].
+    failed_at: AtomicU64,
+    /// When the failure window last started (nginx's `peer->checked`).
+    checked: AtomicU64,
 }
 
 /// ingress-nginx's `DECAY_TIME`: an EWMA sample's weight halves every 10 s × ln 2.
@@ -88,9 +98,81 @@ impl EndpointLoad {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Whether its health checks (if any) pass.
+    /// Whether it may take new traffic as far as health goes: it passes its active checks (if
+    /// any) and is not out for its passive ones (if any).
     pub fn healthy(&self) -> bool {
+        if self.unhealthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let max_fails = self.max_fails.load(Ordering::Relaxed);
+        max_fails == 0 || !self.out_at(max_fails, now_micros())
+    }
+
+    /// Whether its active health checks (if any) pass.
+    pub fn passes_checks(&self) -> bool {
         !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Out for its passive checks at `now`: `max_fails` failures counted, the last within
+    /// `fail_timeout` (nginx's `ngx_http_upstream_get_peer`).
+    fn out_at(&self, max_fails: u32, now: u64) -> bool {
+        self.fails.load(Ordering::Relaxed) >= max_fails
+            && now.saturating_sub(self.checked.load(Ordering::Relaxed))
+                <= self.fail_timeout.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is out for its passive checks now.
+    pub fn passively_out(&self) -> bool {
+        let max_fails = self.max_fails.load(Ordering::Relaxed);
+        max_fails > 0 && self.out_at(max_fails, now_micros())
+    }
+
+    /// Sets (or with `None` turns off) passive health, as its Service asks.
+    pub fn set_passive(&self, passive: Option<super::health::Passive>) {
+        let (max_fails, timeout) =
+            passive.map_or((0, Duration::ZERO), |p| (p.max_fails, p.fail_timeout));
+        let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        self.fail_timeout.store(micros, Ordering::Relaxed);
+        self.max_fails.store(max_fails, Ordering::Relaxed);
+        if max_fails == 0 {
+            self.fails.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A failed attempt (refused, reset, timed out, no valid answer), counted when passive
+    /// health is on; true when the endpoint is out now (it reached `max_fails`, or failed its
+    /// one try after being out).
+    pub fn failed(&self) -> bool {
+        let max_fails = self.max_fails.load(Ordering::Relaxed);
+        if max_fails == 0 {
+            return false;
+        }
+        let now = now_micros();
+        let fails = self.fails.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        self.failed_at.store(now, Ordering::Relaxed);
+        self.checked.store(now, Ordering::Relaxed);
+        fails >= max_fails
+    }
+
+    /// A successful attempt: the failures are forgotten when none happened since the window
+    /// last started (nginx's `accessed < checked`).
+    pub fn succeeded(&self) {
+        if self.max_fails.load(Ordering::Relaxed) == 0 || self.fails.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if self.failed_at.load(Ordering::Relaxed) < self.checked.load(Ordering::Relaxed) {
+            self.fails.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A pick with passive health on: past `fail_timeout` since the window started, a new one
+    /// starts now (an endpoint that was out gets this one try).
+    fn picked(&self) {
+        let timeout = self.fail_timeout.load(Ordering::Relaxed);
+        let now = now_micros();
+        if now.saturating_sub(self.checked.load(Ordering::Relaxed)) > timeout {
+            self.checked.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Sets the health checks' verdict.
@@ -102,6 +184,9 @@ impl EndpointLoad {
     pub fn start(self: &Arc<Self>) -> LoadGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
+        if self.max_fails.load(Ordering::Relaxed) > 0 {
+            self.picked();
+        }
         LoadGuard(self.clone(), None)
     }
 
@@ -146,6 +231,13 @@ impl EndpointLoad {
 /// the time it was open as a response-time sample).
 #[derive(Debug)]
 pub struct LoadGuard(Arc<EndpointLoad>, Option<u64>);
+
+impl LoadGuard {
+    /// The endpoint's runtime state.
+    pub fn load(&self) -> &EndpointLoad {
+        &self.0
+    }
+}
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
