@@ -7,11 +7,14 @@ the same host rule, round robin over the same two backends, upstream keep-alive,
 so machine drift cancels; results are medians with min-max over the rounds.
 """
 import argparse
+import atexit
 import datetime
 import json
 import os
 import platform
+import itertools
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -44,6 +47,13 @@ LIMIT_HOST = "limit.local"
 # sessions resumed), nothing verified: Portico's backend-protocol HTTPS, nginx's proxy_pass
 # https:// with proxy_ssl_session_reuse on, HAProxy's `ssl verify none` servers.
 TLSUP_HOST = "tlsup.local"
+# The "grpc" scenario's host: gRPC unary calls over HTTP/2 with TLS to the proxy, HTTP/2 in clear
+# text (h2c) to two nginx backends that answer a fixed gRPC message with `grpc-status: 0` in the
+# trailers: Portico's backend-protocol GRPC, nginx's grpc_pass, HAProxy's `proto h2` servers.
+GRPC_HOST = "grpc.local"
+GRPC_PATH = "/bench.Echo/Unary"
+# A framed gRPC message (uncompressed, 5-byte prefix): field 1, "hello".
+GRPC_MESSAGE = b"\x00\x00\x00\x00\x07\x0a\x05hello"
 LIMIT_RPS = 1000000
 AUTH_USER, AUTH_PASSWORD = "bench", "benchpass"
 AUTH_HASH = "$2b$10$HRdGit8tCmXUNbpK5iRRnuC3.4oN3XddLt9k5YvQwnqxIMP.3Xn3u"
@@ -176,16 +186,34 @@ http {{
     def start_backends(self):
         self.backends = [free_port(), free_port()]
         self.tls_backends = [free_port(), free_port()]
+        self.grpc_backends = [free_port(), free_port()]
         (self.work / "64k.bin").write_bytes(os.urandom(64 * 1024))
         os.chmod(self.work / "64k.bin", 0o644)
+        (self.work / "grpc-reply.bin").write_bytes(GRPC_MESSAGE)
+        os.chmod(self.work / "grpc-reply.bin", 0o644)
         os.chmod(self.key, 0o644)
         listens = "".join(f"    listen 127.0.0.1:{p};\n" for p in self.backends)
         listens += "".join(f"    listen 127.0.0.1:{p} ssl;\n" for p in self.tls_backends)
+        listens += "".join(f"    listen 127.0.0.1:{p} http2;\n" for p in self.grpc_backends)
         listens += f"    ssl_certificate {self.crt}; ssl_certificate_key {self.key};\n"
         listens += "    ssl_session_cache shared:BACKEND:10m; ssl_session_tickets on;\n"
         block = f"""  server {{
 {listens}    location = / {{ return 200 "hello from the backend\\n"; }}
     location = /64k {{ alias {self.work}/64k.bin; }}
+    # nginx serves files to GET only: the gRPC POST is answered by an error page (as a GET),
+    # after the request body is read (mirror_request_body): answering first would end the
+    # stream with RST_STREAM(NO_ERROR), which nginx's own grpc_pass takes for an error.
+    location = {GRPC_PATH} {{
+      mirror /grpc-mirror; mirror_request_body on;
+      alias {self.work}/grpc-reply.bin;
+      error_page 405 =200 /grpc-reply.bin;
+    }}
+    location = /grpc-mirror {{ internal; return 204; }}
+    location = /grpc-reply.bin {{
+      internal; root {self.work};
+      types {{ }} default_type application/grpc;
+      add_trailer grpc-status 0;
+    }}
   }}"""
         self.spawn("backends", self.nginx_conf("backends", block), self.backends[0])
 
@@ -206,7 +234,7 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
         (manifests / "rewrite.yaml").write_text(f"""apiVersion: v1
 kind: ConfigMap
 metadata: {{name: portico, namespace: bench}}
-data: {{allow-snippet-annotations: "true", annotations-risk-level: Critical}}
+data: {{allow-snippet-annotations: "true", annotations-risk-level: Critical, keep-alive-requests: "1000000"}}
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -271,6 +299,33 @@ spec:
   rules:
     - host: {TLSUP_HOST}
       http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench-tls, port: {{number: 443}}}}}}}}]}}
+""")
+        grpc_slices = "".join(f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: bench-grpc-{i}, namespace: bench, labels: {{kubernetes.io/service-name: bench-grpc}}}}
+addressType: IPv4
+ports: [{{port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+""" for i, port in enumerate(self.grpc_backends))
+        (manifests / "grpc.yaml").write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: bench-grpc, namespace: bench}}
+spec: {{ports: [{{port: 80}}]}}
+{grpc_slices}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: grpc
+  namespace: bench
+  annotations:
+    portico.dev/ssl-redirect: "false"
+    nginx.ingress.kubernetes.io/backend-protocol: GRPC
+spec:
+  ingressClassName: portico
+  rules:
+    - host: {GRPC_HOST}
+      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: bench-grpc, port: {{number: 80}}}}}}}}]}}
 """)
         (manifests / "limit.yaml").write_text(f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -418,8 +473,21 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
         """nginx's proxy configuration: the same rules as Portico's."""
         servers = "".join(f"server 127.0.0.1:{p}; " for p in self.backends)
         tls_servers = "".join(f"server 127.0.0.1:{p}; " for p in self.tls_backends)
+        grpc_servers = "".join(f"server 127.0.0.1:{p}; " for p in self.grpc_backends)
         return f"""  upstream bench {{ {servers}keepalive 256; }}
   upstream bench_tls {{ {tls_servers}keepalive 256; }}
+  upstream bench_grpc {{ {grpc_servers}keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{https} ssl http2;
+    server_name {GRPC_HOST};
+    ssl_certificate {self.crt}; ssl_certificate_key {self.key};
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
+    location / {{
+      grpc_pass grpc://bench_grpc;
+      grpc_set_header X-Real-IP $remote_addr; grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      grpc_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}
   server {{
     listen 127.0.0.1:{http};
     server_name {TLSUP_HOST};
@@ -488,6 +556,8 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
         servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(self.backends))
         tls_servers = "".join(f"  server t{i} 127.0.0.1:{p} ssl verify none\n"
                               for i, p in enumerate(self.tls_backends))
+        grpc_servers = "".join(f"  server g{i} 127.0.0.1:{p} proto h2\n"
+                               for i, p in enumerate(self.grpc_backends))
         conf = self.work / "haproxy.cfg"
         conf.write_text(f"""global
   nbthread 1
@@ -510,6 +580,7 @@ frontend fe
   acl auth hdr(host) -i {AUTH_HOST}
   acl limited hdr(host) -i {LIMIT_HOST}
   acl tlsup hdr(host) -i {TLSUP_HOST}
+  acl grpc hdr(host) -i {GRPC_HOST}
   stick-table type ip size 100k expire 30s store http_req_rate(1s)
   http-request track-sc0 src if limited
   http-request deny deny_status 503 if limited {{ sc_http_req_rate(0) gt {LIMIT_RPS * 5} }}
@@ -520,6 +591,7 @@ frontend fe
   http-request replace-path (?i)^/app(/|$)(.*) /\\2 if rewrite app
   http-response set-header X-Rewritten yes if {{ var(txn.rewritten) -m bool }}
   use_backend be_tls if tlsup
+  use_backend be_grpc if grpc
   use_backend be if bench
   use_backend be if auth
   use_backend be if limited
@@ -528,7 +600,9 @@ backend be
   balance roundrobin
 {servers}backend be_tls
   balance roundrobin
-{tls_servers}userlist bench_users
+{tls_servers}backend be_grpc
+  balance roundrobin
+{grpc_servers}userlist bench_users
   user {AUTH_USER} password {AUTH_HASH}
 """)
         self.spawn("haproxy", ["haproxy", "-db", "-f", str(conf)], http)
@@ -610,13 +684,34 @@ def parse_wrk(out):
     return {"rps": rps, "requests": total, "p50": lat.get("50"), "p99": lat.get("99"), "errors": errors}
 
 
-def parse_h2load(out):
+def parse_h2load(out, log=None):
+    """h2load's summary; with `log` (its --log-file: start, status, elapsed µs per request),
+    the p50 and p99 latencies too."""
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     done, failed, errored = int(m.group(2)), int(m.group(4)), int(m.group(5))
     mean = re.search(r"time for request:\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)", out)
-    return {"rps": rps, "requests": done, "p50": None, "p99": None,
+    p50 = p99 = None
+    if log is not None and log.exists():
+        times = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.count("\t") == 2)
+        log.unlink()
+        if times:
+            p50 = times[len(times) // 2] / 1000.0
+            p99 = times[min(len(times) - 1, len(times) * 99 // 100)] / 1000.0
+    return {"rps": rps, "requests": done, "p50": p50, "p99": p99,
             "mean": float(mean.group(1)) * UNITS[mean.group(2)] if mean else None, "errors": failed + errored}
+
+
+H2LOAD_FILES = Path(tempfile.mkdtemp(prefix="portico-bench-h2load-"))
+atexit.register(shutil.rmtree, H2LOAD_FILES, True)
+H2LOAD_RUNS = itertools.count()
+
+
+def h2load(args, url):
+    """An h2load command that logs each request's latency, and its parser."""
+    log = H2LOAD_FILES / f"log-{next(H2LOAD_RUNS)}"
+    return (["h2load", "-t1", "-c50", "-m10"] + args + ["--log-file", str(log), url],
+            lambda out: parse_h2load(out, log))
 
 
 def parse_s_time(out, seconds):
@@ -626,15 +721,26 @@ def parse_s_time(out, seconds):
             "errors": 0 if m else 1}
 
 
+def grpc_request():
+    """The file h2load sends as each gRPC call's body."""
+    path = H2LOAD_FILES / "grpc-request.bin"
+    if not path.exists():
+        path.write_bytes(GRPC_MESSAGE)
+    return path
+
+
 def scenarios(seconds):
     d = str(seconds)
     wrk = ["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {HOST}"]
     return {
         "http1": ("HTTP/1.1 keep-alive, small responses", lambda p: (wrk + [f"http://127.0.0.1:{p[0]}/"], parse_wrk)),
         "https": ("HTTPS keep-alive (HTTP/1.1), small responses", lambda p: (wrk + [f"https://127.0.0.1:{p[1]}/"], parse_wrk)),
-        "h2": ("HTTP/2 over TLS (h2load, 32 connections x 10 streams)", lambda p: (
-            ["h2load", "-t1", "-c32", "-m10", "-D", d, "--warm-up-time=1", "-H", f":authority: {HOST}",
-             f"https://127.0.0.1:{p[1]}/"], parse_h2load)),
+        "h2": ("HTTP/2 over TLS (h2load, 50 connections x 10 streams)", lambda p: h2load(
+            ["-D", d, "--warm-up-time=1", "-H", f":authority: {HOST}"], f"https://127.0.0.1:{p[1]}/")),
+        "grpc": ("gRPC unary calls over HTTP/2 with TLS, h2c to the endpoints (h2load, 50 connections x 10 streams)",
+                 lambda p: h2load(["-D", d, "--warm-up-time=1", "-d", str(grpc_request()), "-H", f":authority: {GRPC_HOST}",
+                                   "-H", "content-type: application/grpc", "-H", "te: trailers"],
+                                  f"https://127.0.0.1:{p[1]}{GRPC_PATH}")),
         "64k": ("64 KiB responses, HTTP/1.1 keep-alive", lambda p: (wrk + [f"http://127.0.0.1:{p[0]}/64k"], parse_wrk)),
         "rewrite": ("rewrite: a regex host with a capture rewrite and a response header added by snippet (HTTP/1.1 keep-alive)",
                     lambda p: (["wrk", "-t1", "-c32", "-d" + d, "--latency", "-H", f"Host: {REWRITE_HOST}",
@@ -1026,7 +1132,7 @@ def main():
                     for proxy in order:
                         result, cmd = run_one(setup, proxy, all_scenarios[name][1], args.seconds)
                         results[(name, proxy)].append(result)
-                        commands.setdefault(name, cmd.replace(str(setup.ports[proxy][0]), "HTTP_PORT").replace(str(setup.ports[proxy][1]), "HTTPS_PORT"))
+                        commands.setdefault(name, cmd.replace(str(setup.ports[proxy][0]), "HTTP_PORT").replace(str(setup.ports[proxy][1]), "HTTPS_PORT").replace(str(H2LOAD_FILES), "TMP"))
                         print(f"round {r + 1} {name:12} {proxy:8} {result['rps']:>12,.0f} req/s  errors {result['errors']}", flush=True)
             rss = {p: rss_mib(setup.pids(p), "VmHWM") for p in proxies}
             cost = costs(setup) if args.costs and (not args.only or "costs" in args.only) else None

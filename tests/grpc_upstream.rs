@@ -336,6 +336,12 @@ async fn grpc_errors() {
 /// A listener that reads whatever comes and answers `answer` once (then closes), or never
 /// answers when `answer` is empty.
 async fn misbehaving(answer: &'static [u8]) -> SocketAddr {
+    misbehaving_then(answer, false).await
+}
+
+/// As `misbehaving`; with `stay`, the connection stays open after the answer, reading and never
+/// writing again (until the peer goes).
+async fn misbehaving_then(answer: &'static [u8], stay: bool) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -344,17 +350,27 @@ async fn misbehaving(answer: &'static [u8]) -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                if answer.is_empty() {
-                    // Never a byte back (not even SETTINGS), until the peer goes.
-                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                    return;
+                if !answer.is_empty() {
+                    let _ = stream.write_all(answer).await;
                 }
-                let _ = stream.write_all(answer).await;
+                if answer.is_empty() || stay {
+                    // Never a byte (more) back, until the peer goes.
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
             });
         }
     });
     addr
 }
+
+/// An empty SETTINGS frame (a server's preface).
+const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// A server preface, then a DATA frame header announcing 1 MiB on stream 1 (past the 16 KiB
+/// frame size Portico allows).
+const OVERSIZED: &[u8] = &[
+    0, 0, 0, 4, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0,
+];
 
 #[tokio::test]
 async fn endpoints_that_do_not_speak_http2_get_clear_statuses() {
@@ -366,11 +382,29 @@ async fn wrong_protocol() {
         misbehaving(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             .await;
     let silent = misbehaving(b"").await;
+    // Sends its SETTINGS, never acknowledges Portico's and never answers.
+    let unacked = misbehaving_then(SETTINGS, true).await;
+    let oversized = misbehaving_then(OVERSIZED, true).await;
+    // Plain HTTP/1.1 where TLS is expected (GRPCS): the handshake reads garbage.
+    let not_tls = misbehaving_then(
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+        true,
+    )
+    .await;
     let services = service("shop", "grpc", 80)
         + &endpoints("shop", "grpc", &[http1], &[])
         + "---\n"
         + &service("shop", "silent", 80)
-        + &endpoints("shop", "silent", &[silent], &[]);
+        + &endpoints("shop", "silent", &[silent], &[])
+        + "---\n"
+        + &service("shop", "unacked", 80)
+        + &endpoints("shop", "unacked", &[unacked], &[])
+        + "---\n"
+        + &service("shop", "oversized", 80)
+        + &endpoints("shop", "oversized", &[oversized], &[])
+        + "---\n"
+        + &service("shop", "nottls", 80)
+        + &endpoints("shop", "nottls", &[not_tls], &[]);
     let ingresses = nginx_ingress(
         "grpc",
         "g.example",
@@ -392,6 +426,30 @@ async fn wrong_protocol() {
             "/",
             "silent",
             &[("backend-protocol", "GRPC")],
+        )
+        + "---\n"
+        + &nginx_ingress(
+            "unacked",
+            "u.example",
+            "/",
+            "unacked",
+            &[("backend-protocol", "GRPC"), ("proxy-read-timeout", "1")],
+        )
+        + "---\n"
+        + &nginx_ingress(
+            "oversized",
+            "o.example",
+            "/",
+            "oversized",
+            &[("backend-protocol", "GRPC")],
+        )
+        + "---\n"
+        + &nginx_ingress(
+            "nottls",
+            "t.example",
+            "/",
+            "nottls",
+            &[("backend-protocol", "GRPCS")],
         );
     let files = [
         ("class.yaml", class()),
@@ -446,6 +504,37 @@ async fn wrong_protocol() {
         "{:?}",
         started.elapsed()
     );
+    // SETTINGS never acknowledged and no answer: the read timeout (504), each time (the
+    // connection is not kept as if it worked).
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let reply = support::client::h1(env.http(), support::client::get("u.example", "/x")).await;
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{reply:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // An oversized frame: a connection error, 502 and UNAVAILABLE, every time.
+    for _ in 0..2 {
+        let reply = support::client::h1(env.http(), support::client::get("o.example", "/x")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
+        let request = Request::post("http://o.example/echo.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .body(Full::new(message(b"x")))
+            .unwrap();
+        let response = timeout(LIMIT, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.headers()["grpc-status"], "14");
+    }
+    // Not TLS on a GRPCS route: 502, every time.
+    for _ in 0..2 {
+        let reply = support::client::h1(env.http(), support::client::get("t.example", "/x")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
+    }
     env.shutdown().await;
 }
 
