@@ -64,6 +64,8 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
                 .get("x-forwarded-for")
                 .map_or("none".into(), |v| v.to_str().unwrap().to_string()),
         ),
+        // Hidden by Portico, as nginx hides an endpoint's Server (server-tokens false).
+        ("server", "grpc-endpoint/1.0".to_string()),
     ];
     let body = req.into_body().collect().await.unwrap().to_bytes();
     if path == "/echo.Echo/Slow" {
@@ -243,6 +245,7 @@ async fn grpc_h2c() {
     assert_eq!(unary.headers["x-seen-te"], "trailers");
     assert_eq!(unary.headers["x-seen-authority"], "g.example");
     assert_eq!(unary.headers["x-seen-forwarded-for"], "127.0.0.1");
+    assert!(unary.headers.get("server").is_none(), "{:?}", unary.headers);
     // Server streaming: every message, then the trailers.
     let streamed = call(env.http(), "/echo.Echo/Stream", b"").await;
     let mut want = Vec::new();

@@ -729,11 +729,11 @@ impl Proxy {
         }
         // `server-tokens`: nginx hides the endpoint's Server and sends its own, or none (the
         // default; `more_clear_headers Server` at the http level, before a route's snippets).
+        // The endpoint's never got this far: reading its response left it out
+        // (`codec::Reading::hide_server`), and Portico's own answers carry none.
         if snapshot.server.server_tokens {
             let server = headers::SERVER.clone();
             response.headers_mut().insert(SERVER, server);
-        } else {
-            response.headers_mut().remove(SERVER);
         }
         let extras = outcome.extras.take().map(|e| *e).unwrap_or_default();
         if let Some((cookies, always)) = extras.auth_cookies

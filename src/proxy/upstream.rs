@@ -667,9 +667,14 @@ impl UpstreamPool {
         // A route's own timeouts end with its exchange.
         conn.timeouts = self.timeouts();
         let mut idle = self.lock();
-        let list = idle.entry(conn.key.clone()).or_default();
-        if list.len() < max_idle {
-            list.push(Idle { conn, since: now });
+        // The key is cloned only for a target's first idle list (not once a request).
+        match idle.get_mut(&conn.key) {
+            Some(list) if list.len() < max_idle => list.push(Idle { conn, since: now }),
+            Some(_) => {}
+            None => {
+                let key = conn.key.clone();
+                idle.insert(key, vec![Idle { conn, since: now }]);
+            }
         }
     }
 }
@@ -715,7 +720,7 @@ pub enum SendError {
 pub struct Resend {
     key: Key,
     head: Vec<u8>,
-    head_request: bool,
+    head_request: codec::Reading,
 }
 
 // === impl Resend ===
@@ -855,8 +860,8 @@ pub struct Exchange {
     /// A body too large to buffer, and how it goes; `None` for a request without a body or
     /// with a buffered one (written with the head).
     body: Option<(Box<Streaming>, RequestFraming)>,
-    /// The request was HEAD: the response has no body whatever its fields say.
-    head_request: bool,
+    /// How the response head is read (the request was HEAD; the Server field hidden).
+    head_request: codec::Reading,
     /// The request has no body: on a reused connection that turns out closed before any
     /// response byte, it can go again.
     resendable: bool,
@@ -911,7 +916,7 @@ impl Pooled {
         Exchange {
             pooled: self,
             body,
-            head_request: parts.method == Method::HEAD,
+            head_request: codec::Reading::proxied(parts.method == Method::HEAD),
             resendable,
         }
     }
@@ -981,6 +986,13 @@ impl Pooled {
 // === impl Exchange ===
 
 impl Exchange {
+    /// The endpoint's Server field is kept in the response head (an authentication
+    /// subrequest's, which `auth-response-headers` may copy).
+    pub fn keeping_server(mut self) -> Exchange {
+        self.head_request.hide_server = false;
+        self
+    }
+
     /// Whether the request streams a body too large to buffer: its send applies the send,
     /// client body and read timeouts itself, and must not run under the response deadline
     /// (a slow but progressing upload is never cut).
@@ -1010,7 +1022,7 @@ impl Exchange {
         } = self;
         if matches!(pooled.conn.io, Io::H2(_)) {
             // Boxed: rare, and its future would weigh on every request's.
-            return Box::pin(send_h2(pooled, body.map(|(b, _)| b))).await;
+            return Box::pin(send_h2(pooled, body.map(|(b, _)| b), head_request)).await;
         }
         let head = match body {
             None => {
@@ -1066,6 +1078,7 @@ impl Exchange {
 async fn send_h2(
     pooled: Pooled,
     body: Option<Box<Streaming>>,
+    reading: codec::Reading,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let Conn {
         io,
@@ -1110,7 +1123,11 @@ async fn send_h2(
         }
         Err(e) => return Err(e),
     };
-    let (parts, incoming) = response.into_parts();
+    let (mut parts, incoming) = response.into_parts();
+    // As `codec::Reading::hide_server` for HTTP/1.1.
+    if reading.hide_server {
+        parts.headers.remove(http::header::SERVER);
+    }
     let body = UpstreamBody {
         h2: Some(Box::new((incoming, timeouts.read, in_flight))),
         ..UpstreamBody::empty()
@@ -1133,7 +1150,7 @@ fn is_closed(e: &io::Error) -> bool {
 async fn read_head(
     io: &mut (impl AsyncRead + Unpin),
     read: &mut BytesMut,
-    head_request: bool,
+    head_request: codec::Reading,
 ) -> io::Result<codec::Head> {
     loop {
         if let Some(head) = codec::parse_head(read, head_request)? {
@@ -1162,7 +1179,7 @@ async fn send_with_body(
     conn: &mut Conn,
     body: Box<Streaming>,
     framing: RequestFraming,
-    head_request: bool,
+    head_request: codec::Reading,
 ) -> Result<(io::Result<codec::Head>, bool), SendError> {
     let Conn {
         io,
@@ -1202,7 +1219,7 @@ struct Halves<'c> {
     read: &'c mut BytesMut,
     body: Box<Streaming>,
     framing: RequestFraming,
-    head_request: bool,
+    head_request: codec::Reading,
     timeouts: Timeouts,
 }
 

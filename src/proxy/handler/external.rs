@@ -313,7 +313,9 @@ impl Proxy {
             client: a.client_fwd,
             full_forwarded_for: snapshot.client.full_forwarded_for,
         };
-        let exchange = pooled.prepare(&sub, RequestBody::Empty, &fwd);
+        let exchange = pooled
+            .prepare(&sub, RequestBody::Empty, &fwd)
+            .keeping_server();
         let read = auth.read_timeout;
         let sent = match tokio::time::timeout(read, exchange.send()).await {
             Err(_) => return Err(format!("no answer within {read:?}")),

@@ -446,11 +446,12 @@ fn invalid(what: impl Into<String>) -> io::Error {
 }
 
 /// Parses the final response head at the start of `buf`, consuming it (and any informational
-/// 1xx responses before it). `None`: more bytes are needed. `head_request`: the request was
-/// HEAD, so the response has no body whatever its fields say.
-pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>> {
+/// 1xx responses before it). `None`: more bytes are needed. `reading` says whether the request
+/// was HEAD (the response has no body whatever its fields say) and whether the endpoint's
+/// Server field is left out.
+pub fn parse_head(buf: &mut BytesMut, reading: Reading) -> io::Result<Option<Head>> {
     loop {
-        let Some(head) = parse_one(buf, head_request)? else {
+        let Some(head) = parse_one(buf, reading)? else {
             return Ok(None);
         };
         // 100 Continue, 102, 103 Early Hints: the final response follows on the same
@@ -459,6 +460,29 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<H
             continue;
         }
         return Ok(Some(head));
+    }
+}
+
+/// How a response head is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// The request was HEAD: no body, whatever the fields say.
+    pub head_request: bool,
+    /// The endpoint's Server field never enters the map. A proxied response never carries it
+    /// (nginx hides it: `proxy_hide_header`'s default, then `server-tokens` decides), and
+    /// leaving it out here costs less than removing it from the map afterwards (about 250
+    /// instructions a request, callgrind). An authentication subrequest keeps it
+    /// (`auth-response-headers` may name it).
+    pub hide_server: bool,
+}
+
+impl Reading {
+    /// The response to a request of this method, as the proxy reads it.
+    pub fn proxied(head_request: bool) -> Reading {
+        Reading {
+            head_request,
+            hide_server: true,
+        }
     }
 }
 
@@ -512,7 +536,7 @@ fn response_field_name(raw: &[u8]) -> Option<HeaderName> {
     }
 }
 
-fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>> {
+fn parse_one(buf: &mut BytesMut, reading: Reading) -> io::Result<Option<Head>> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -639,6 +663,7 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
             length_field.get_or_insert((vs, ve));
             continue;
         } else if name == TE
+            || (name == header::SERVER && reading.hide_server)
             || name == TRAILER
             || (name == UPGRADE && !upgrade)
             || name == headers::KEEP_ALIVE
@@ -662,7 +687,7 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>>
         keep_alive = false;
         ResponseFraming::Upgrade
     } else if status.is_informational()
-        || head_request
+        || reading.head_request
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {

@@ -197,7 +197,13 @@ fn bodies_are_framed() {
 }
 
 fn head_of(text: &str, head_request: bool) -> io::Result<Option<Head>> {
-    parse_head(&mut BytesMut::from(text.as_bytes()), head_request)
+    parse_head(
+        &mut BytesMut::from(text.as_bytes()),
+        Reading {
+            head_request,
+            hide_server: false,
+        },
+    )
 }
 
 fn framing(text: &str) -> (ResponseFraming, bool) {
@@ -210,7 +216,7 @@ fn response_heads_are_parsed_whole_or_not_at_all() {
     let text = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nokNEXT";
     for cut in 0..text.len() {
         let mut buf = BytesMut::from(&text.as_bytes()[..cut]);
-        let parsed = parse_head(&mut buf, false).unwrap();
+        let parsed = parse_head(&mut buf, Reading::default()).unwrap();
         let complete = cut >= text.find("ok").unwrap();
         assert_eq!(parsed.is_some(), complete, "cut at {cut}");
         if !complete {
@@ -218,7 +224,7 @@ fn response_heads_are_parsed_whole_or_not_at_all() {
         }
     }
     let mut buf = BytesMut::from(text.as_bytes());
-    let head = parse_head(&mut buf, false).unwrap().unwrap();
+    let head = parse_head(&mut buf, Reading::default()).unwrap().unwrap();
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.version, Version::HTTP_11);
     assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
@@ -284,7 +290,7 @@ fn informational_responses_are_skipped() {
     assert!(head.headers.get("link").is_none());
     // A 100 alone is consumed; the final head is still to come.
     let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2"[..]);
-    assert!(parse_head(&mut buf, false).unwrap().is_none());
+    assert!(parse_head(&mut buf, Reading::default()).unwrap().is_none());
     assert_eq!(&buf[..], b"HTTP/1.1 2");
 }
 
@@ -614,4 +620,22 @@ fn a_trusted_client_s_values_replace_the_connection_s() {
         "{head}"
     );
     assert!(!head.contains("evil"), "{head}");
+}
+
+#[test]
+fn the_endpoints_server_field_is_hidden_from_proxied_responses_only() {
+    let text =
+        "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n";
+    let proxied = parse_head(
+        &mut BytesMut::from(text.as_bytes()),
+        Reading::proxied(false),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(proxied.headers.get(header::SERVER).is_none());
+    assert_eq!(proxied.headers["x-kept"], "yes");
+    let kept = parse_head(&mut BytesMut::from(text.as_bytes()), Reading::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.headers[header::SERVER], "nginx/1.22.1");
 }
