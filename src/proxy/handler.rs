@@ -125,6 +125,7 @@ fn goes_on(
 /// Passive health (`portico.dev/max-fails`): an attempt's result counts for its endpoint as
 /// nginx's `max_fails` counts it: a refused, reset or timed-out attempt or an invalid answer
 /// is a failure; any response (5xx included) a success.
+#[inline]
 fn passive(pick: Option<&Pick<'_>>, result: &Result<&Response<UpstreamBody>, &ProxyError>) {
     let Some(pick) = pick else { return };
     let load = pick.guard.load();
@@ -1566,14 +1567,28 @@ fn log_at_end(response: Response<ProxyBody>, record: AccessRecord) -> Response<P
 /// request whose peer the ConfigMap trusts to name them (`use-forwarded-headers` or
 /// `enable-real-ip` with `proxy-real-ip-cidr`); `None` for every other request (the
 /// connection's values stand).
+#[inline]
 fn client_forwarding(
+    snapshot: &Snapshot,
+    conn: &ConnHeaders,
+    fields: &http::HeaderMap,
+) -> Option<Box<(IpAddr, bool, ClientForwarding)>> {
+    // Inlined up to here: without trusted peers (the default) a request pays one test.
+    if !snapshot.client.real_ip {
+        return None;
+    }
+    trusted_forwarding(snapshot, conn, fields)
+}
+
+/// [`client_forwarding`] once the ConfigMap trusts some peers.
+fn trusted_forwarding(
     snapshot: &Snapshot,
     conn: &ConnHeaders,
     fields: &http::HeaderMap,
 ) -> Option<Box<(IpAddr, bool, ClientForwarding)>> {
     let who = &*snapshot.client;
     let peer = conn.peer.ip();
-    if !who.real_ip || !who.trusts(peer) {
+    if !who.trusts(peer) {
         return None;
     }
     let listed = fields

@@ -156,6 +156,7 @@ impl EndpointLoad {
 
     /// A successful attempt: the failures are forgotten when none happened since the window
     /// last started (nginx's `accessed < checked`).
+    #[inline]
     pub fn succeeded(&self) {
         if self.max_fails.load(Ordering::Relaxed) == 0 || self.fails.load(Ordering::Relaxed) == 0 {
             return;
