@@ -754,3 +754,93 @@ async fn goaway() {
     );
     env.shutdown().await;
 }
+
+/// An h2c endpoint (h2's own server) that refuses its first `refuse` streams with
+/// RST_STREAM(REFUSED_STREAM) and answers the others 200 "served"; it counts the streams.
+async fn refusing(refuse: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    if seen.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let Ok(mut body) = respond.send_response(Response::new(()), false) else {
+                        continue;
+                    };
+                    let _ = body.send_data(Bytes::from_static(b"served"), true);
+                }
+            });
+        }
+    });
+    (addr, streams)
+}
+
+/// An endpoint's REFUSED_STREAM (RFC 9113 §8.7: the request was not processed) sends a request
+/// whose body is all in hand once more, instead of a 502; a second refusal is the 502.
+#[tokio::test]
+async fn a_refused_stream_goes_once_more() {
+    timeout(LIMIT, refused_stream()).await.expect("bounded");
+}
+
+async fn refused_stream() {
+    let (once, once_streams) = refusing(1).await;
+    let (always, _) = refusing(usize::MAX).await;
+    let services = service("shop", "once", 80)
+        + &endpoints("shop", "once", &[once], &[])
+        + "---\n"
+        + &service("shop", "always", 80)
+        + &endpoints("shop", "always", &[always], &[]);
+    let ingresses = nginx_ingress(
+        "once",
+        "once.example",
+        "/",
+        "once",
+        &[("backend-protocol", "GRPC")],
+    ) + "---\n"
+        + &nginx_ingress(
+            "always",
+            "always.example",
+            "/",
+            "always",
+            &[("backend-protocol", "GRPC")],
+        );
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", services),
+        ("ing.yaml", ingresses),
+    ];
+    let env = Env::start(&files).await;
+    // A POST with its body: refused once, sent again, served.
+    let post = Request::post("/x")
+        .header("host", "once.example")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    let reply = support::client::h1(env.http(), post).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "served");
+    assert_eq!(once_streams.load(Ordering::SeqCst), 2);
+    // Refused every time: one more try, then 502 (and UNAVAILABLE for a gRPC client).
+    let reply = support::client::h1(env.http(), support::client::get("always.example", "/x")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
+    let mut sender = h2c(env.http()).await;
+    let request = Request::post("http://always.example/echo.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .body(Full::new(message(b"x")))
+        .unwrap();
+    let response = timeout(LIMIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    env.shutdown().await;
+}

@@ -1101,14 +1101,15 @@ async fn send_h2(
         .map_err(SendError::Failed)?;
     let (response, in_flight) = match h2::send(*sender, request).await {
         Ok(response) => (response, in_flight),
-        // The connection went away (GOAWAY) before the request went out: once more, on a
-        // connection that is still open (or a new one).
+        // The connection went away (GOAWAY) before the request went out, or the endpoint
+        // refused the stream unprocessed (REFUSED_STREAM): once more, on a connection that is
+        // still open (or a new one).
         Err(e) if again && h2::not_sent(&e) => {
             drop(in_flight);
             let Some(pool) = pooled.pool.upgrade() else {
                 return Err(e);
             };
-            debug!(upstream = %key, "HTTP/2 connection closed before the request went out; sending on another");
+            debug!(upstream = %key, error = ?e, "HTTP/2 request not processed; sending it once more");
             let fresh = pool
                 .checkout_h2(&key, None)
                 .await

@@ -161,7 +161,14 @@ pub async fn send(
         // Never sent: the connection closed (an endpoint's GOAWAY, say) while the request
         // waited for it. It may go again on another connection.
         if e.is_canceled() {
-            return SendError::Failed(io::Error::new(io::ErrorKind::ConnectionAborted, NotSent));
+            let kind = io::ErrorKind::ConnectionAborted;
+            return SendError::Failed(io::Error::new(kind, NotSent::Closed));
+        }
+        // Never processed: the endpoint refused the stream (REFUSED_STREAM, RFC 9113 §8.7:
+        // "the request has not been processed"), so it may go again too.
+        if refused(&e) {
+            let kind = io::ErrorKind::ConnectionRefused;
+            return SendError::Failed(io::Error::new(kind, NotSent::Refused));
         }
         SendError::Failed(io::Error::other(e))
     };
@@ -180,13 +187,31 @@ pub async fn send(
         })
 }
 
-/// The error of a request the HTTP/2 connection closed before sending.
+/// Whether hyper's error is the endpoint's RST_STREAM with REFUSED_STREAM.
+fn refused(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<::h2::Error>())
+        .and_then(::h2::Error::reason)
+        == Some(::h2::Reason::REFUSED_STREAM)
+}
+
+/// The error of a request that no endpoint processed.
 #[derive(Debug)]
-pub struct NotSent;
+pub enum NotSent {
+    /// The HTTP/2 connection closed before it went out.
+    Closed,
+    /// The endpoint refused its stream before processing it (REFUSED_STREAM).
+    Refused,
+}
 
 impl std::fmt::Display for NotSent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the HTTP/2 connection closed before the request went out")
+        f.write_str(match self {
+            NotSent::Closed => "the HTTP/2 connection closed before the request went out",
+            NotSent::Refused => {
+                "the endpoint refused the stream before processing it (REFUSED_STREAM)"
+            }
+        })
     }
 }
 
