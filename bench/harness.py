@@ -62,10 +62,20 @@ TICK = os.sysconf("SC_CLK_TCK")
 CHANGE_SPACING = 0.3  # seconds between timed configuration changes
 
 
+HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, and not handed out before in this run (the kernel may
+    offer a port again once its probe socket is closed, before its user binds it)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port")
 
 
 def free_port_pair():
