@@ -1,10 +1,11 @@
 //! gRPC through Portico with a real gRPC stack on both sides (grpcio, from PyPI; `.ci/run`
 //! installs it): `backend-protocol: GRPC` to a grpcio server, a grpcio client through the HTTP
-//! listener (h2c prior knowledge). Unary, server, client and bidirectional streaming,
+//! listener (h2c prior knowledge) and through the HTTPS listener (ALPN h2). Unary, server, client and bidirectional streaming,
 //! trailing metadata (`-bin` too), a status with details, a 4 MiB message, 1,000 concurrent
 //! calls on one connection, a client's cancellation reaching the server, a deadline, and
 //! RESOURCE_EXHAUSTED over the route's `proxy-body-size`, UNAVAILABLE for a Service without
-//! endpoints. `tests/grpc/peer.py` holds both peers.
+//! endpoints; a bidirectional call kept open through configuration swaps and a graceful
+//! shutdown; gRPC health checks. `tests/grpc/peer.py` holds both peers.
 //!
 //! Without grpcio the test says so and passes, unless `PORTICO_REQUIRE_GRPCIO` is set (as
 //! `.ci/run` sets it): then it fails.
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use support::Env;
 use support::client::{self, get};
-use support::manifests::{class, endpoints, nginx_ingress, service};
+use support::manifests::{class, endpoints, ingress_full, nginx_ingress, prefix, service};
+use support::pki;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -79,7 +81,7 @@ fn grpc_server(env: &[(&str, &std::ffi::OsStr)]) -> (Killed, std::net::SocketAdd
 #[tokio::test]
 async fn a_real_grpc_client_and_server_through_portico() {
     if grpcio_or_skip() {
-        timeout(LIMIT, real_grpc()).await.expect("bounded");
+        timeout(LIMIT, real_grpc(false)).await.expect("bounded");
     }
 }
 
@@ -172,8 +174,59 @@ async fn until_metrics(env: &Env, want: &[&str]) {
     }
 }
 
-async fn real_grpc() {
+/// An Ingress in `shop` routing `host` to `service` over gRPC, with these ingress-nginx
+/// annotations, and a TLS entry for the host when `secret` names one.
+fn grpc_ingress(
+    name: &str,
+    host: &str,
+    service: &str,
+    extra: &[(&str, &str)],
+    secret: Option<&str>,
+) -> String {
+    let annotations = [("backend-protocol", "GRPC")]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tls: Vec<(&[&str], &str)> = match secret {
+        Some(secret) => vec![(std::slice::from_ref(&host), secret)],
+        None => Vec::new(),
+    };
+    ingress_full(
+        "shop",
+        name,
+        &[(host, vec![prefix("/", service, 80)])],
+        &tls,
+        &annotations,
+        None,
+    )
+}
+
+/// Every scenario of `peer.py client`, through the HTTP listener (h2c prior knowledge) or,
+/// with `tls`, the HTTPS listener (ALPN h2, the hosts' certificate signed by a test CA).
+async fn real_grpc(tls: bool) {
     let (server, upstream) = grpc_server(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let hosts = ["g.example", "small.example", "none.example"];
+    let mut secret_yaml = String::new();
+    if tls {
+        let ca = pki::ca("grpc test CA");
+        let (crt, key) = pki::cert(&ca, "g.example", &hosts);
+        std::fs::write(&ca_file, &ca.pem).unwrap();
+        let indent = |pem: &str| {
+            pem.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        };
+        secret_yaml = format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: grpc-tls, namespace: shop}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&crt),
+            indent(&key)
+        );
+    }
+    let secret = tls.then_some("grpc-tls");
     let files = [
         ("class.yaml", class()),
         (
@@ -181,45 +234,34 @@ async fn real_grpc() {
             service("shop", "grpc", 80)
                 + &endpoints("shop", "grpc", &[upstream], &[])
                 + "---\n"
-                + &service("shop", "empty", 80),
+                + &service("shop", "empty", 80)
+                + &secret_yaml,
         ),
         (
             "ing.yaml",
             // ingress-nginx's default proxy-body-size (1m) applies to gRPC too: gRPC
             // services that send large messages raise it, as this one does.
-            nginx_ingress(
+            grpc_ingress(
                 "grpc",
                 "g.example",
-                "/",
                 "grpc",
-                &[("backend-protocol", "GRPC"), ("proxy-body-size", "8m")],
+                &[("proxy-body-size", "8m")],
+                secret,
             ) + "---\n"
-                + &nginx_ingress(
-                    "small",
-                    "small.example",
-                    "/",
-                    "grpc",
-                    &[("backend-protocol", "GRPC")],
-                )
+                + &grpc_ingress("small", "small.example", "grpc", &[], secret)
                 + "---\n"
-                + &nginx_ingress(
-                    "none",
-                    "none.example",
-                    "/",
-                    "empty",
-                    &[("backend-protocol", "GRPC")],
-                ),
+                + &grpc_ingress("none", "none.example", "empty", &[], secret),
         ),
     ];
     let env = Env::start(&files).await;
-    let portico = env.http().to_string();
+    let portico = if tls { env.https() } else { env.http() }.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(peer())
-            .arg("client")
-            .arg(portico)
-            .output()
-            .expect("python3")
+        let mut command = Command::new("python3");
+        command.arg(peer()).arg("client").arg(portico);
+        if tls {
+            command.arg(&ca_file);
+        }
+        command.output().expect("python3")
     })
     .await
     .unwrap();
@@ -231,5 +273,109 @@ async fn real_grpc() {
         output.status
     );
     drop(server);
+    drop(dir);
     env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_real_grpc_client_over_tls_through_portico() {
+    if grpcio_or_skip() {
+        timeout(LIMIT, real_grpc(true)).await.expect("bounded");
+    }
+}
+
+/// A bidirectional call kept open survives configuration changes (the snapshot swaps under
+/// it) and a graceful shutdown, which waits for it: the call goes on while Portico drains and
+/// ends with OK, as a WebSocket does.
+#[tokio::test]
+async fn a_long_call_survives_swaps_and_is_drained_on_shutdown() {
+    if grpcio_or_skip() {
+        timeout(LIMIT, long_call()).await.expect("bounded");
+    }
+}
+
+/// A `peer.py long` client: lines to its stdin, lines from its stdout.
+struct LongCall {
+    child: Killed,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl LongCall {
+    /// Sends `line` and returns the client's answer (blocking: runs off the runtime).
+    async fn say(mut self, line: &str) -> (LongCall, String) {
+        let line = line.to_string();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            writeln!(self.stdin, "{line}").unwrap();
+            self.stdin.flush().unwrap();
+            let mut answer = String::new();
+            self.stdout.read_line(&mut answer).unwrap();
+            (self, answer.trim().to_string())
+        })
+        .await
+        .unwrap()
+    }
+}
+
+async fn long_call() {
+    let (server, upstream) = grpc_server(&[]);
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "grpc", 80) + &endpoints("shop", "grpc", &[upstream], &[]),
+        ),
+        (
+            "ing.yaml",
+            grpc_ingress("grpc", "g.example", "grpc", &[], None),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    let mut child = Command::new("python3")
+        .arg(peer())
+        .arg("long")
+        .arg(env.http().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let call = LongCall {
+        child: Killed(child),
+        stdin,
+        stdout,
+    };
+    let (call, answer) = call.say("send one").await;
+    assert_eq!(answer, "echo one");
+    // Configuration changes: another route comes, the Service's endpoints change.
+    for (i, host) in ["other.example", "third.example"].iter().enumerate() {
+        let before = env.generation();
+        env.apply(
+            &format!("more-{i}.yaml"),
+            &grpc_ingress(&format!("more-{i}"), host, "grpc", &[], None),
+        )
+        .await;
+        env.wait_for("the swap", |s| s.generation > before).await;
+    }
+    let (call, answer) = call.say("send two").await;
+    assert_eq!(answer, "echo two", "the call survived the swaps");
+    // A graceful shutdown waits for the call, which goes on meanwhile.
+    let shutdown = tokio::spawn(env.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!shutdown.is_finished(), "shutdown waits for the open call");
+    let (call, answer) = call.say("send three").await;
+    assert_eq!(
+        answer, "echo three",
+        "the call goes on while Portico drains"
+    );
+    let (call, answer) = call.say("end").await;
+    assert_eq!(answer, "ok", "the call ends with OK");
+    timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown ends once the call has")
+        .unwrap();
+    drop(call.child);
+    drop(server);
 }

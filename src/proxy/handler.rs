@@ -465,10 +465,13 @@ impl Proxy {
                 .then(|| parts.extensions.remove::<OnUpgrade>())
                 .flatten();
             // The body is read (up to the buffer size) before an upstream connection is
-            // taken: a slow client costs a buffer, not a backend connection. Boxed: rare.
+            // taken: a slow client costs a buffer, not a backend connection. To an HTTP/2
+            // endpoint (gRPC) only what has come is taken, and the rest streams. Boxed: rare.
             let body = if http_body::Body::is_end_stream(&body) {
                 RequestBody::Empty
             } else {
+                let at_once =
+                    route.backend.http2 || route.canary.as_deref().is_some_and(|c| c.backend.http2);
                 let reading = RequestBody::read(
                     body,
                     policy
@@ -479,6 +482,7 @@ impl Proxy {
                         .client_body_timeout
                         .unwrap_or(self.config.client_body_timeout),
                     policy.and_then(|p| p.body_limit),
+                    at_once,
                 );
                 or_break!('forward, Box::pin(reading).await.map_err(upstream_error))
             };
@@ -623,7 +627,7 @@ impl Proxy {
                 let mut exchange = pooled.prepare(&parts, body, &fwd);
                 let mut read_timeout = timeouts.and_then(|t| t.read);
                 if backend.http2 {
-                    read_timeout = grpc_deadline(&parts.headers, read_timeout);
+                    read_timeout = headers::grpc_deadline(&parts.headers, read_timeout);
                 }
                 if let Some(t) = timeouts {
                     exchange.set_timeouts(t.read, t.send);
@@ -932,7 +936,7 @@ impl Proxy {
             let mut exchange = pooled.prepare(r.parts, body, r.fwd);
             let mut read_timeout = r.timeouts.and_then(|t| t.read);
             if r.backend.http2 {
-                read_timeout = grpc_deadline(&r.parts.headers, read_timeout);
+                read_timeout = headers::grpc_deadline(&r.parts.headers, read_timeout);
             }
             if let Some(t) = r.timeouts {
                 exchange.set_timeouts(t.read, t.send);
@@ -1115,19 +1119,6 @@ impl Proxy {
             Err(Elapsed) => Err(ProxyError::Timeout),
         }
     }
-}
-
-/// The wait for an HTTP/2 endpoint's response head: a gRPC call's own deadline
-/// (`grpc-timeout`) when it is shorter than the route's read timeout, so that Portico answers
-/// DEADLINE_EXCEEDED when the client's deadline passes, as the endpoint would.
-fn grpc_deadline(headers: &http::HeaderMap, read: Option<Duration>) -> Option<Duration> {
-    let Some(deadline) = headers
-        .get("grpc-timeout")
-        .and_then(|v| super::headers::grpc_timeout(v.as_bytes()))
-    else {
-        return read;
-    };
-    Some(read.map_or(deadline, |r| r.min(deadline)))
 }
 
 /// The TLS settings a request to `backend` connects with (`client_tls`: it came over TLS).

@@ -309,6 +309,22 @@ pub fn client_tail(
     .into_bytes()
 }
 
+/// The wait for an HTTP/2 endpoint's response head: a gRPC call's own deadline
+/// (`grpc-timeout`) when it is shorter than the route's read timeout, so that Portico answers
+/// DEADLINE_EXCEEDED when the client's deadline passes, as the endpoint would.
+pub fn grpc_deadline(
+    headers: &http::HeaderMap,
+    read: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    let Some(deadline) = headers
+        .get("grpc-timeout")
+        .and_then(|v| grpc_timeout(v.as_bytes()))
+    else {
+        return read;
+    };
+    Some(read.map_or(deadline, |r| r.min(deadline)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -787,11 +787,18 @@ impl RequestBody {
     /// upstream connection. Trailers of a body that fits are dropped (it goes with a
     /// Content-Length, as nginx sends a buffered body). A body announced or grown larger
     /// than `max` is refused (413).
+    ///
+    /// `at_once` (an HTTP/2 endpoint: gRPC): only what the client has already sent is taken,
+    /// never waited for, and the rest streams as it comes, as nginx's `grpc_pass` never
+    /// buffers. A bidirectional call whose client waits for an answer before sending more
+    /// would otherwise wait for ever (until the client body timeout); a unary call's message,
+    /// which comes with its head, is still all in hand (and can go again).
     pub async fn read(
         mut body: Incoming,
         limit: usize,
         timeout: Duration,
         max: Option<u64>,
+        at_once: bool,
     ) -> Result<RequestBody, SendError> {
         if body.is_end_stream() {
             return Ok(RequestBody::Empty);
@@ -816,7 +823,24 @@ impl RequestBody {
                 };
                 return Ok(RequestBody::Streaming(Box::new(rest)));
             }
-            let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            let next = if at_once {
+                match futures_util::FutureExt::now_or_never(body.frame()) {
+                    Some(next) => Ok(next),
+                    // Nothing more yet: the rest streams.
+                    None => {
+                        let rest = Streaming {
+                            read,
+                            rest: body,
+                            length,
+                            max,
+                        };
+                        return Ok(RequestBody::Streaming(Box::new(rest)));
+                    }
+                }
+            } else {
+                tokio::time::timeout(timeout, body.frame()).await
+            };
+            let frame = match next {
                 Err(_) => return Err(SendError::ClientTimedOut),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => return Err(SendError::Client(e.to_string())),
@@ -1099,7 +1123,13 @@ async fn send_h2(
     let again = body.is_none();
     let request = h2::request(&write, body, tls, te_trailers, timeouts.client_body)
         .map_err(SendError::Failed)?;
-    let (response, in_flight) = match h2::send(*sender, request).await {
+    // A body that streams: the head timeout (the read timeout, or the call's shorter
+    // deadline) starts once it is all sent.
+    let head_timeout = (!again).then(|| {
+        let read = Some(timeouts.read);
+        super::headers::grpc_deadline(request.headers(), read).unwrap_or(timeouts.read)
+    });
+    let (response, in_flight) = match h2::send(*sender, request, head_timeout).await {
         Ok(response) => (response, in_flight),
         // The connection went away (GOAWAY) before the request went out, or the endpoint
         // refused the stream unprocessed (REFUSED_STREAM): once more, on a connection that is
@@ -1120,7 +1150,7 @@ async fn send_h2(
             };
             let request = h2::request(&write, None, tls, te_trailers, timeouts.client_body)
                 .map_err(SendError::Failed)?;
-            (h2::send(*sender, request).await?, in_flight)
+            (h2::send(*sender, request, None).await?, in_flight)
         }
         Err(e) => return Err(e),
     };

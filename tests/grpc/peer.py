@@ -2,6 +2,11 @@
 
     python3 peer.py server            prints the port it listens on (127.0.0.1), then serves
     python3 peer.py client ADDR       runs every scenario through ADDR (Portico), prints ok
+    python3 peer.py client ADDR CA    the same over TLS (Portico's HTTPS listener), CA a PEM file
+    python3 peer.py long ADDR         one bidirectional call kept open; stdin drives it:
+                                      "send X" sends X and prints "echo X" when it comes
+                                      back, "end" half-closes and prints "ok" if the call
+                                      ends with OK
 
 Methods are raw bytes in and out (no codegen): /test.Echo/Unary, ServerStream, ClientStream,
 Bidi, Slow (waits until cancelled) and WasCancelled (whether Slow saw its cancellation).
@@ -96,9 +101,15 @@ def check(what, got, want):
         raise SystemExit(f"{what}: got {got!r}, want {want!r}")
 
 
-def client(addr):
+def client(addr, ca=None):
     def channel(authority):
-        return grpc.insecure_channel(addr, options=OPTIONS + [("grpc.default_authority", authority)])
+        options = OPTIONS + [("grpc.default_authority", authority)]
+        if ca is None:
+            return grpc.insecure_channel(addr, options=options)
+        # TLS with SNI and :authority the route's host, verified against the test's CA.
+        credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+        options.append(("grpc.ssl_target_name_override", authority))
+        return grpc.secure_channel(addr, credentials, options=options)
 
     ch = channel("g.example")
     t = 30
@@ -152,8 +163,37 @@ def client(addr):
     print("ok", flush=True)
 
 
+def long_call(addr):
+    import queue
+    ch = grpc.insecure_channel(addr, options=OPTIONS + [("grpc.default_authority", "g.example")])
+    outgoing = queue.Queue()
+
+    def requests():
+        while True:
+            item = outgoing.get()
+            if item is None:
+                return
+            yield item
+
+    responses = ch.stream_stream("/test.Echo/Bidi")(requests(), timeout=120)
+    for line in sys.stdin:
+        command = line.strip()
+        if command.startswith("send "):
+            outgoing.put(command[5:].encode())
+            print("echo " + next(responses).decode(), flush=True)
+        elif command == "end":
+            outgoing.put(None)
+            rest = list(responses)
+            check("nothing after the last echo", rest, [])
+            check("status", responses.code(), grpc.StatusCode.OK)
+            print("ok", flush=True)
+            return
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve()
+    elif sys.argv[1] == "long":
+        long_call(sys.argv[2])
     else:
-        client(sys.argv[2])
+        client(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)

@@ -138,6 +138,7 @@ pub fn request(
         timeout: client_body_timeout,
         stall: Stall::default(),
         fault: Arc::default(),
+        all_sent: Arc::default(),
     };
     let (parts, ()) = request.into_parts();
     Ok(Request::from_parts(parts, body))
@@ -152,8 +153,30 @@ fn is_connection_specific(name: &HeaderName) -> bool {
 }
 
 /// Sends `request` on `sender` (waiting for a stream when the connection is at its peer's
-/// MAX_CONCURRENT_STREAMS).
+/// MAX_CONCURRENT_STREAMS). `head_timeout` (a body that streams: the route's read timeout):
+/// once the body is all sent, the response head must come within it, as nginx arms its read
+/// timer when the request is sent (a call whose client streams for long is not cut; an
+/// endpoint that never answers is a 504, or DEADLINE_EXCEEDED).
 pub async fn send(
+    sender: SendRequest<RequestBody>,
+    request: Request<RequestBody>,
+    head_timeout: Option<Duration>,
+) -> Result<Response<Incoming>, SendError> {
+    let Some(limit) = head_timeout else {
+        return send_now(sender, request).await;
+    };
+    let all_sent = Arc::clone(&request.body().all_sent);
+    let late = async {
+        all_sent.notified().await;
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        answered = send_now(sender, request) => answered,
+        () = late => Err(SendError::TimedOut("no response head within the read timeout after the request body")),
+    }
+}
+
+async fn send_now(
     mut sender: SendRequest<RequestBody>,
     request: Request<RequestBody>,
 ) -> Result<Response<Incoming>, SendError> {
@@ -260,6 +283,15 @@ pub struct RequestBody {
     stall: Stall,
     /// Why the body failed, when the client is to blame (read by [`send`]).
     fault: Arc<AtomicU8>,
+    /// Told when the body has all gone (read by [`send`] for its head timeout): when hyper
+    /// drops it, having sent its end (it does not poll past a body that says it ended).
+    all_sent: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.all_sent.notify_one();
+    }
 }
 
 impl Body for RequestBody {

@@ -274,7 +274,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "proxy-request-buffering",
         Support::Accepted(
-            "Portico reads a body up to client-body-buffer-size before connecting and streams the rest; nothing goes to disk, so on and off behave alike",
+            "Portico reads a body up to client-body-buffer-size before connecting and streams the rest; nothing goes to disk, so on and off behave alike. To gRPC/HTTP/2 endpoints a body is never waited for (as grpc_pass): what has come goes, the rest streams",
         ),
     ),
     ("proxy-send-timeout", Support::Honoured),
