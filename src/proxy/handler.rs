@@ -697,7 +697,16 @@ impl Proxy {
             let response = match forwarded {
                 Ok(response) => response,
                 Err(e) => {
-                    debug!(error = %e, "request failed");
+                    // The endpoint's failures (refused or reset connections, broken or
+                    // wrong-protocol answers, timeouts) name the endpoint and the reason, as
+                    // nginx's error log does; the client's own are for debugging.
+                    match &e {
+                        ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::Timeout => {
+                            let upstream = outcome.upstream.map(|a| a.to_string());
+                            warn!(upstream = upstream.as_deref().unwrap_or("-"), path = %parts.uri.path(), error = %e, "request to the endpoint failed");
+                        }
+                        _ => debug!(error = %e, "request failed"),
+                    }
                     if ProxyError::is_grpc(&parts.headers) {
                         e.grpc_response()
                     } else {
