@@ -232,3 +232,61 @@ async fn shutdown_drains_in_flight_requests() {
         "no new connections after shutdown"
     );
 }
+
+/// RFC 8441: a WebSocket over HTTP/2 (extended CONNECT, `:protocol websocket`) reaches an
+/// HTTP/1.1 WebSocket endpoint as an upgrade and is answered 200, then carries messages both
+/// ways.
+#[tokio::test]
+async fn websockets_over_http2_extended_connect() {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioExecutor;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let backend = Backend::start("ws").await;
+    let env = Env::start(&app_files(&[&backend], &["/"])).await;
+    let stream = TcpStream::connect(env.http()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // A first request, so that Portico's SETTINGS (ENABLE_CONNECT_PROTOCOL) are in.
+    let first = Request::get("http://app.com/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    sender.send_request(first).await.unwrap();
+    let mut connect = Request::connect("http://app.com/ws")
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(connect))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{response:?}");
+    assert!(response.headers().get("upgrade").is_none());
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    for i in 0..5 {
+        let text = format!("over h2 {i}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, Message::text(text));
+    }
+    ws.close(None).await.unwrap();
+    drop(ws);
+    drop(sender);
+    env.shutdown().await;
+}

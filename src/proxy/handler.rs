@@ -450,7 +450,15 @@ impl Proxy {
             let vhost = policy
                 .and_then(|p| p.upstream_host.as_deref())
                 .and_then(|h| HeaderValue::from_str(h).ok());
-            let upgrade = parts.version == Version::HTTP_11 && fields.upgrade;
+            // RFC 8441: a WebSocket over HTTP/2 (extended CONNECT, `:protocol websocket`)
+            // goes to the endpoint as an HTTP/1.1 upgrade, and its 101 is the client's 200.
+            let h2_websocket = parts.version == Version::HTTP_2
+                && parts.method == http::Method::CONNECT
+                && parts
+                    .extensions
+                    .get::<hyper::ext::Protocol>()
+                    .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+            let upgrade = (parts.version == Version::HTTP_11 && fields.upgrade) || h2_websocket;
             if self.config.access_log || outcome.intercept.is_some() {
                 outcome.request_id = match &generated {
                     Some(id) => Some(id.to_value()),
@@ -459,6 +467,9 @@ impl Proxy {
             }
             if strip_authorization {
                 parts.headers.remove(http::header::AUTHORIZATION);
+            }
+            if h2_websocket {
+                websocket_over_h2(&mut parts.method, &mut parts.headers, &mut parts.extensions);
             }
             // What `hyper::upgrade::on` takes from a request, taken from its parts.
             let client_upgrade = upgrade
@@ -675,6 +686,10 @@ impl Proxy {
                 Some(client) if switching => match response.body_mut().take_upgraded() {
                     Some(upstream) => {
                         super::listener::tunnel(client, upstream, self.hold_connection());
+                        // Only an extended CONNECT upgrades over HTTP/2.
+                        if parts.version == Version::HTTP_2 {
+                            websocket_accepted_over_h2(&mut response);
+                        }
                     }
                     None => {
                         let e = ProxyError::Upstream("101 without a connection".into());
@@ -1127,6 +1142,47 @@ impl Proxy {
             Ok(sent) => sent.map_err(upstream_error),
             Err(Elapsed) => Err(ProxyError::Timeout),
         }
+    }
+}
+
+/// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441) made the HTTP/1.1 upgrade request
+/// an endpoint expects (RFC 6455): GET, `Upgrade: websocket`, and a fresh `Sec-WebSocket-Key`
+/// (HTTP/2 clients send none); `Sec-WebSocket-Version`, `-Protocol` and `-Extensions` pass.
+#[cold]
+fn websocket_over_h2(
+    method: &mut http::Method,
+    fields: &mut http::HeaderMap,
+    extensions: &mut http::Extensions,
+) {
+    use base64::Engine;
+    *method = http::Method::GET;
+    extensions.remove::<hyper::ext::Protocol>();
+    fields.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    let mut nonce = [0u8; 16];
+    let random = ring::rand::SystemRandom::new();
+    if ring::rand::SecureRandom::fill(&random, &mut nonce).is_err() {
+        nonce = headers::RequestId::generate().as_bytes()[..16]
+            .try_into()
+            .unwrap_or_default();
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        fields.insert(http::header::SEC_WEBSOCKET_KEY, key);
+    }
+}
+
+/// The endpoint's 101 for a WebSocket over HTTP/2: a 200 for the client (RFC 8441 §5), without
+/// the HTTP/1.1 handshake's fields.
+#[cold]
+fn websocket_accepted_over_h2(response: &mut Response<UpstreamBody>) {
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    for name in [
+        http::header::CONNECTION,
+        http::header::UPGRADE,
+        http::header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        headers.remove(name);
     }
 }
 
