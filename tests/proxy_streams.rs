@@ -287,6 +287,15 @@ async fn websockets_over_http2_extended_connect() {
     }
     ws.close(None).await.unwrap();
     drop(ws);
+    // Another :protocol is not one Portico carries: 501 (RFC 8441 §4).
+    let mut other = Request::connect("http://app.com/ws")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    other
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("connect-udp"));
+    let response = sender.send_request(other).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
     drop(sender);
     env.shutdown().await;
 }

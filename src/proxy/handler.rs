@@ -458,6 +458,13 @@ impl Proxy {
                     .extensions
                     .get::<hyper::ext::Protocol>()
                     .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+            // Another `:protocol` (RFC 8441 §4): not one Portico carries, 501.
+            if !h2_websocket
+                && parts.method == http::Method::CONNECT
+                && parts.extensions.get::<hyper::ext::Protocol>().is_some()
+            {
+                break 'forward Ok(not_implemented());
+            }
             let upgrade = (parts.version == Version::HTTP_11 && fields.upgrade) || h2_websocket;
             if self.config.access_log || outcome.intercept.is_some() {
                 outcome.request_id = match &generated {
@@ -1406,6 +1413,14 @@ fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
 }
 
 /// ingress-nginx's answer to a CORS preflight (the CORS fields are added with the route's).
+/// The answer to an extended CONNECT for a protocol other than WebSocket.
+#[cold]
+fn not_implemented() -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = StatusCode::NOT_IMPLEMENTED;
+    response
+}
+
 fn preflight() -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
