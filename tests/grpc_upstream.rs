@@ -375,6 +375,21 @@ const OVERSIZED: &[u8] = &[
     0, 0, 0, 4, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0,
 ];
 
+/// A unary call (message "x") to `host` on an open h2c connection to Portico.
+async fn unary_on(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    host: &str,
+) -> Response<Incoming> {
+    let request = Request::post(format!("http://{host}/echo.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .body(Full::new(message(b"x")))
+        .unwrap();
+    timeout(LIMIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn endpoints_that_do_not_speak_http2_get_clear_statuses() {
     timeout(LIMIT, wrong_protocol()).await.expect("bounded");
@@ -479,14 +494,7 @@ async fn wrong_protocol() {
         started.elapsed()
     );
     let mut sender = h2c(env.http()).await;
-    let request = Request::post("http://s.example/echo.Echo/Unary")
-        .header("content-type", "application/grpc")
-        .body(Full::new(message(b"x")))
-        .unwrap();
-    let response = timeout(LIMIT, sender.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = unary_on(&mut sender, "s.example").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["grpc-status"], "4");
     // The call's own deadline (grpc-timeout), shorter than the route's read timeout (60 s
@@ -523,14 +531,7 @@ async fn wrong_protocol() {
     for _ in 0..2 {
         let reply = support::client::h1(env.http(), support::client::get("o.example", "/x")).await;
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
-        let request = Request::post("http://o.example/echo.Echo/Unary")
-            .header("content-type", "application/grpc")
-            .body(Full::new(message(b"x")))
-            .unwrap();
-        let response = timeout(LIMIT, sender.send_request(request))
-            .await
-            .unwrap()
-            .unwrap();
+        let response = unary_on(&mut sender, "o.example").await;
         assert_eq!(response.headers()["grpc-status"], "14");
     }
     // Not TLS on a GRPCS route: 502, every time.
@@ -833,14 +834,7 @@ async fn refused_stream() {
     let reply = support::client::h1(env.http(), support::client::get("always.example", "/x")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
     let mut sender = h2c(env.http()).await;
-    let request = Request::post("http://always.example/echo.Echo/Unary")
-        .header("content-type", "application/grpc")
-        .body(Full::new(message(b"x")))
-        .unwrap();
-    let response = timeout(LIMIT, sender.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = unary_on(&mut sender, "always.example").await;
     assert_eq!(response.headers()["grpc-status"], "14");
     env.shutdown().await;
 }

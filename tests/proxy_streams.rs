@@ -115,7 +115,10 @@ async fn websocket(env: &Env, host: &str) -> tokio_tungstenite::WebSocketStream<
     ws
 }
 
-async fn echo_round_trip(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, text: &str) {
+async fn echo_round_trip<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Message::text(text)).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
@@ -276,14 +279,7 @@ async fn websockets_over_http2_extended_connect() {
     )
     .await;
     for i in 0..5 {
-        let text = format!("over h2 {i}");
-        ws.send(Message::text(text.clone())).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(reply, Message::text(text));
+        echo_round_trip(&mut ws, &format!("over h2 {i}")).await;
     }
     ws.close(None).await.unwrap();
     drop(ws);

@@ -808,6 +808,16 @@ impl RequestBody {
         if length.is_some_and(over) {
             return Err(SendError::TooLarge);
         }
+        // What was read goes first, the rest as the client sends it.
+        let streaming = |read, rest| {
+            let body = Streaming {
+                read,
+                rest,
+                length,
+                max,
+            };
+            Ok(RequestBody::Streaming(Box::new(body)))
+        };
         let mut read: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
         loop {
@@ -815,27 +825,13 @@ impl RequestBody {
                 return Err(SendError::TooLarge);
             }
             if total > limit {
-                let rest = Streaming {
-                    read,
-                    rest: body,
-                    length,
-                    max,
-                };
-                return Ok(RequestBody::Streaming(Box::new(rest)));
+                return streaming(read, body);
             }
             let next = if at_once {
                 match futures_util::FutureExt::now_or_never(body.frame()) {
                     Some(next) => Ok(next),
                     // Nothing more yet: the rest streams.
-                    None => {
-                        let rest = Streaming {
-                            read,
-                            rest: body,
-                            length,
-                            max,
-                        };
-                        return Ok(RequestBody::Streaming(Box::new(rest)));
-                    }
+                    None => return streaming(read, body),
                 }
             } else {
                 tokio::time::timeout(timeout, body.frame()).await
