@@ -838,3 +838,78 @@ async fn refused_stream() {
     assert_eq!(response.headers()["grpc-status"], "14");
     env.shutdown().await;
 }
+
+/// An h2c endpoint (h2's own server) that opens no flow-control window (SETTINGS
+/// INITIAL_WINDOW_SIZE 0): it accepts every stream and never reads it nor answers.
+async fn taking_nothing() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut builder = h2::server::Builder::new();
+                builder.initial_window_size(0);
+                let Ok(mut conn) = builder.handshake::<_, Bytes>(socket).await else {
+                    return;
+                };
+                let mut held = Vec::new();
+                while let Some(Ok(stream)) = conn.accept().await {
+                    held.push(stream);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// nginx's `proxy_send_timeout` bounds the wait between two writes of the request: an HTTP/2
+/// endpoint that takes none of a streamed body (no flow-control window) is a 504 after the
+/// route's send timeout, not a request held until the client gives up.
+#[tokio::test]
+async fn an_endpoint_that_takes_no_body_is_a_504_after_the_send_timeout() {
+    timeout(LIMIT, no_window()).await.expect("bounded");
+}
+
+async fn no_window() {
+    let stingy = taking_nothing().await;
+    let services = service("shop", "stingy", 80) + &endpoints("shop", "stingy", &[stingy], &[]);
+    let annotations = [("backend-protocol", "GRPC"), ("proxy-send-timeout", "1")];
+    let files = [
+        ("class.yaml", class()),
+        ("svc.yaml", services),
+        (
+            "ing.yaml",
+            nginx_ingress("stingy", "stingy.example", "/", "stingy", &annotations),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    let tcp = TcpStream::connect(env.http()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (pieces, stream) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let body = StreamBody::new(Box::pin(futures_util::stream::unfold(
+        stream,
+        |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) },
+    )));
+    let request = Request::post("http://stingy.example/upload")
+        .body(body)
+        .unwrap();
+    pieces
+        .send(Ok(Frame::data(Bytes::from(vec![b'x'; 1024]))))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // The client keeps its stream open (`pieces` lives): only the send timeout can end it.
+    let response = timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("answered before the client gives up")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    drop(pieces);
+    env.shutdown().await;
+}

@@ -1119,13 +1119,14 @@ async fn send_h2(
     let again = body.is_none();
     let request = h2::request(&write, body, tls, te_trailers, timeouts.client_body)
         .map_err(SendError::Failed)?;
-    // A body that streams: the head timeout (the read timeout, or the call's shorter
-    // deadline) starts once it is all sent.
-    let head_timeout = (!again).then(|| {
+    // A body that streams: the send timeout while it goes; the head timeout (the read
+    // timeout, or the call's shorter deadline) starts once it is all sent.
+    let stream_timeouts = (!again).then(|| {
         let read = Some(timeouts.read);
-        super::headers::grpc_deadline(request.headers(), read).unwrap_or(timeouts.read)
+        let head = super::headers::grpc_deadline(request.headers(), read).unwrap_or(timeouts.read);
+        (timeouts.send, head)
     });
-    let (response, in_flight) = match h2::send(*sender, request, head_timeout).await {
+    let (response, in_flight) = match h2::send(*sender, request, stream_timeouts).await {
         Ok(response) => (response, in_flight),
         // The connection went away (GOAWAY) before the request went out, or the endpoint
         // refused the stream unprocessed (REFUSED_STREAM): once more, on a connection that is

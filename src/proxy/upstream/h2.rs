@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -139,6 +139,7 @@ pub fn request(
         stall: Stall::default(),
         fault: Arc::default(),
         all_sent: Arc::default(),
+        taken: Arc::new(Taken::new()),
     };
     let (parts, ()) = request.into_parts();
     Ok(Request::from_parts(parts, body))
@@ -153,26 +154,32 @@ fn is_connection_specific(name: &HeaderName) -> bool {
 }
 
 /// Sends `request` on `sender` (waiting for a stream when the connection is at its peer's
-/// MAX_CONCURRENT_STREAMS). `head_timeout` (a body that streams: the route's read timeout):
-/// once the body is all sent, the response head must come within it, as nginx arms its read
-/// timer when the request is sent (a call whose client streams for long is not cut; an
-/// endpoint that never answers is a 504, or DEADLINE_EXCEEDED).
+/// MAX_CONCURRENT_STREAMS). `timeouts` (a body that streams: the route's send timeout, and
+/// its read timeout or the call's deadline): while the body streams, the endpoint must take
+/// each piece of it within the send timeout, as nginx's `proxy_send_timeout` bounds the wait
+/// between two writes (an endpoint that grants no flow-control window is a 504, not a
+/// request held until the client gives up); once the body is all sent, the response head
+/// must come within the read timeout, as nginx arms its read timer when the request is sent
+/// (a call whose client streams for long is not cut; an endpoint that never answers is a
+/// 504, or DEADLINE_EXCEEDED).
 pub async fn send(
     sender: SendRequest<RequestBody>,
     request: Request<RequestBody>,
-    head_timeout: Option<Duration>,
+    timeouts: Option<(Duration, Duration)>,
 ) -> Result<Response<Incoming>, SendError> {
-    let Some(limit) = head_timeout else {
+    let Some((send_limit, head_limit)) = timeouts else {
         return send_now(sender, request).await;
     };
     let all_sent = Arc::clone(&request.body().all_sent);
+    let taken = Arc::clone(&request.body().taken);
     let late = async {
         all_sent.notified().await;
-        tokio::time::sleep(limit).await;
+        tokio::time::sleep(head_limit).await;
     };
     tokio::select! {
         answered = send_now(sender, request) => answered,
         () = late => Err(SendError::TimedOut("no response head within the read timeout after the request body")),
+        () = taken.stalled(send_limit) => Err(SendError::TimedOut("the endpoint took none of the request body within the send timeout")),
     }
 }
 
@@ -286,11 +293,59 @@ pub struct RequestBody {
     /// Told when the body has all gone (read by [`send`] for its head timeout): when hyper
     /// drops it, having sent its end (it does not poll past a body that says it ended).
     all_sent: Arc<tokio::sync::Notify>,
+    /// Whether the endpoint keeps taking the body (read by [`send`] for its send timeout).
+    taken: Arc<Taken>,
 }
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
+        self.taken.since.store(Taken::DONE, Ordering::Relaxed);
         self.all_sent.notify_one();
+    }
+}
+
+/// When hyper last asked a streamed body for more while the body had more to give: hyper asks
+/// only when the endpoint's flow-control window has room, so a body it has not asked for
+/// since (the body not waiting on the client) is a body the endpoint does not take.
+struct Taken {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` since which hyper has not asked; [`Taken::CLIENT`] while the
+    /// body waits on the client (its own timeout applies), [`Taken::DONE`] once it has gone.
+    since: AtomicU64,
+}
+
+impl Taken {
+    const CLIENT: u64 = u64::MAX;
+    const DONE: u64 = u64::MAX - 1;
+
+    fn new() -> Taken {
+        Taken {
+            start: tokio::time::Instant::now(),
+            since: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Resolves when hyper has not asked for the body for `limit` (never once it has gone).
+    async fn stalled(&self, limit: Duration) {
+        let limit_ms = limit.as_millis() as u64;
+        loop {
+            let wait = match self.since.load(Ordering::Relaxed) {
+                Taken::DONE => std::future::pending().await,
+                Taken::CLIENT => limit_ms,
+                since => {
+                    let waited = self.now().saturating_sub(since);
+                    if waited >= limit_ms {
+                        return;
+                    }
+                    limit_ms - waited
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
+        }
     }
 }
 
@@ -303,6 +358,34 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
+        let polled = this.poll_inner(cx);
+        let since = match &polled {
+            Poll::Pending => Taken::CLIENT,
+            Poll::Ready(Some(Ok(_))) => this.taken.now(),
+            Poll::Ready(_) => Taken::DONE,
+        };
+        this.taken.since.store(since, Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.sent)),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl RequestBody {
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self;
         if let Some(data) = this.ready.pop_front() {
             this.sent += data.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -344,17 +427,6 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ready.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.length {
-            Some(n) => SizeHint::with_exact(n.saturating_sub(self.sent)),
-            None => SizeHint::default(),
         }
     }
 }
