@@ -320,15 +320,87 @@ async fn default_backend() {
         ("ing.yaml", ing),
     ];
     let env = Env::start(&files).await;
-    let reply = h1(env.http(), get("f.example", "/x")).await;
+    let reply = h1(env.http(), get("f.example", "/x?q=1")).await;
     assert_eq!(
         reply.served_by(),
         "fallback",
         "no endpoint: the default backend"
     );
+    // With the fields of ingress-nginx's `custom-default-backend-` location (X-Code 503), the
+    // route's path kept (test/e2e/annotations/default_backend.go).
+    let seen = reply.json();
+    assert_eq!(seen["path"], "/x?q=1", "{seen:#}");
+    let h = &seen["headers"];
+    assert_eq!(h["x-code"], "503", "{seen:#}");
+    assert_eq!(h["x-namespace"], "shop");
+    assert_eq!(h["x-ingress-name"], "with-fallback");
+    assert_eq!(h["x-service-name"], "web");
+    assert_eq!(h["x-service-port"], "80");
+    assert_eq!(h["x-original-uri"], "/x?q=1");
+    assert!(h["x-request-id"].as_str().is_some_and(|id| !id.is_empty()));
+    let reply = h1(env.http(), get("f.example", "/x")).await;
+    assert_eq!(reply.served_by(), "fallback");
     env.apply("eps.yaml", &endpoints("shop", "web", &[web.addr], &[]))
         .await;
     let reply = h1(env.http(), get("f.example", "/x")).await;
     assert_eq!(reply.served_by(), "web");
+    env.shutdown().await;
+}
+
+/// A backend without a ready endpoint has no balancer in ingress-nginx (balancer.lua
+/// `sync_backend`, `route_to_alternative_balancer`): a canary that has none takes none of the
+/// requests its rules select, and a primary that has none answers 503 whatever the canary
+/// rules say (its balancer is looked up first).
+#[tokio::test]
+async fn a_canary_or_primary_without_endpoints() {
+    timeout(LIMIT, without_endpoints()).await.expect("bounded");
+}
+
+async fn without_endpoints() {
+    let primary = Backend::start("primary").await;
+    let canary_backend = Backend::start("canary").await;
+    let one = |name: &str, host: &str, service: &str, annotations: &str| {
+        ingress_full(
+            "shop",
+            name,
+            &[(host, vec![prefix("/", service, 80)])],
+            &[],
+            annotations,
+            None,
+        )
+    };
+    let weight = format!("{N}/canary: \"true\", {N}/canary-weight: \"100\"");
+    let ingresses = [
+        one("dark-primary", "dark.example", "web", ""),
+        one("dark-canary", "dark.example", "dark", &weight),
+        one("empty-primary", "empty.example", "empty", ""),
+        one("empty-canary", "empty.example", "canary", &weight),
+    ];
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80)
+                + &endpoints("shop", "web", &[primary.addr], &[])
+                + "---\n"
+                + &service("shop", "canary", 80)
+                + &endpoints("shop", "canary", &[canary_backend.addr], &[])
+                + "---\n"
+                + &service("shop", "dark", 80)
+                + "---\n"
+                + &service("shop", "empty", 80),
+        ),
+        ("ing.yaml", ingresses.join("---\n")),
+    ];
+    let env = Env::start(&files).await;
+    for _ in 0..10 {
+        assert_eq!(served(&env, "dark.example", &[]).await, "primary");
+        let reply = send(&env, "empty.example", &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    }
+    // Once the canary has an endpoint, its weight takes the requests.
+    let ready = endpoints("shop", "dark", &[canary_backend.addr], &[]);
+    env.apply("dark-eps.yaml", &ready).await;
+    assert_eq!(served(&env, "dark.example", &[]).await, "canary");
     env.shutdown().await;
 }

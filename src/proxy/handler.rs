@@ -522,8 +522,14 @@ impl Proxy {
                         |(backend, affinity, ns): (&Backend, Option<&Affinity>, &Arc<str>)| {
                             affinity.is_some_and(|a| sticky::pinned(a, ns, backend, &parts.headers))
                         };
+                    // A backend without a ready endpoint has no balancer in ingress-nginx:
+                    // a canary that has none takes nothing, and a primary that has none
+                    // never hands its requests to the canary (its 503, or its
+                    // default-backend, stands).
                     let to_canary = !pinned(primary)
-                        && (pinned(canary) || c.spec.selects(&parts.headers, roll));
+                        && (pinned(canary) || c.spec.selects(&parts.headers, roll))
+                        && has_ready(&snapshot, &c.backend)
+                        && has_ready(&snapshot, &route.backend);
                     if to_canary {
                         outcome.labels = Some(&c.labels);
                         canary
@@ -552,20 +558,34 @@ impl Proxy {
                 )
                 .await;
             // `default-backend`: when the Service has no ready endpoint.
-            let (connected, backend) = match (connected, policy.and_then(|p| p.fallback.as_ref())) {
-                (Err(ProxyError::NoEndpoints | ProxyError::BackendUnavailable), Some(fallback)) => {
-                    let choice = (client, connect_timeout, None);
-                    let connecting = self.connect_to_backend(
-                        &snapshot,
-                        (fallback, conn.tls),
-                        choice,
-                        None,
-                        &mut outcome,
-                    );
-                    (Box::pin(connecting).await, fallback)
+            let (connected, backend, fell_back) =
+                match (connected, policy.and_then(|p| p.fallback.as_ref())) {
+                    (
+                        Err(ProxyError::NoEndpoints | ProxyError::BackendUnavailable),
+                        Some(fallback),
+                    ) => {
+                        let choice = (client, connect_timeout, None);
+                        let connecting = self.connect_to_backend(
+                            &snapshot,
+                            (fallback, conn.tls),
+                            choice,
+                            None,
+                            &mut outcome,
+                        );
+                        (Box::pin(connecting).await, fallback, true)
+                    }
+                    (connected, _) => (connected, backend, false),
+                };
+            // As ingress-nginx's `custom-default-backend-` location: the fields of an error
+            // page, with X-Code 503 (the route's path is kept).
+            if fell_back {
+                let fields = default_backend_fields(route, &parts);
+                if set_owned.is_empty() {
+                    set_owned = set.to_vec();
                 }
-                (connected, _) => (connected, backend),
-            };
+                set_owned.retain(|(name, _)| !fields.iter().any(|(n, _)| n == name));
+                set_owned.extend(fields);
+            }
             // The client certificate's fields replace any the client sent.
             if let Some(mut fields) = outcome
                 .extras
@@ -1063,29 +1083,7 @@ impl Proxy {
             Ok(connected) => connected,
             Err(e) => return e.response(asked.json),
         };
-        let text = |s: &str| HeaderValue::from_str(s).ok();
-        let port = match &route.backend.port {
-            PortRef::Number(n) => n.to_string(),
-            PortRef::Name(name) => name.to_string(),
-        };
-        let request_id = asked
-            .request_id
-            .or_else(|| parts.headers.get(&headers::X_REQUEST_ID))
-            .cloned()
-            .unwrap_or_else(|| headers::RequestId::generate().to_value());
-        let set = [
-            (X_CODE.clone(), Some(HeaderValue::from(asked.status))),
-            (
-                X_FORMAT.clone(),
-                parts.headers.get(http::header::ACCEPT).cloned(),
-            ),
-            (X_ORIGINAL_URI.clone(), text(&parts.uri.to_string())),
-            (X_NAMESPACE.clone(), text(&route.ingress.namespace)),
-            (X_INGRESS_NAME.clone(), text(&route.ingress.name)),
-            (X_SERVICE_NAME.clone(), text(&route.backend.service)),
-            (X_SERVICE_PORT.clone(), text(&port)),
-            (headers::X_REQUEST_ID.clone(), Some(request_id)),
-        ];
+        let set = error_page_fields(route, parts, asked.status, asked.request_id.cloned());
         let host = host_value(&parts.uri, parts.headers.get(HOST));
         let fwd = Forwarding {
             conn,
@@ -1696,6 +1694,61 @@ fn trusted_forwarding(
 }
 
 pub(super) mod external;
+
+/// Whether `backend` has an endpoint to go to (an ExternalName always may).
+fn has_ready(snapshot: &Snapshot, backend: &Backend) -> bool {
+    match &backend.upstream {
+        Upstream::Service(id) => snapshot
+            .services
+            .get(*id)
+            .is_some_and(|port| !port.ready_endpoints().is_empty()),
+        Upstream::External { .. } => true,
+        Upstream::Unavailable => false,
+    }
+}
+
+/// The fields an error page is asked with (ingress-nginx's `@custom_…_<code>` location):
+/// X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name,
+/// X-Service-Port and X-Request-ID (the request's, else a new one).
+fn error_page_fields(
+    route: &Route,
+    parts: &http::request::Parts,
+    status: u16,
+    request_id: Option<HeaderValue>,
+) -> [(HeaderName, Option<HeaderValue>); 8] {
+    let text = |s: &str| HeaderValue::from_str(s).ok();
+    let port = match &route.backend.port {
+        PortRef::Number(n) => n.to_string(),
+        PortRef::Name(name) => name.to_string(),
+    };
+    let request_id = request_id
+        .or_else(|| parts.headers.get(&headers::X_REQUEST_ID).cloned())
+        .unwrap_or_else(|| headers::RequestId::generate().to_value());
+    [
+        (X_CODE.clone(), Some(HeaderValue::from(status))),
+        (
+            X_FORMAT.clone(),
+            parts.headers.get(http::header::ACCEPT).cloned(),
+        ),
+        (X_ORIGINAL_URI.clone(), text(&parts.uri.to_string())),
+        (X_NAMESPACE.clone(), text(&route.ingress.namespace)),
+        (X_INGRESS_NAME.clone(), text(&route.ingress.name)),
+        (X_SERVICE_NAME.clone(), text(&route.backend.service)),
+        (X_SERVICE_PORT.clone(), text(&port)),
+        (headers::X_REQUEST_ID.clone(), Some(request_id)),
+    ]
+}
+
+/// The fields ingress-nginx sets when `default-backend` serves a route whose Service has no
+/// ready endpoint: an error page's, with X-Code 503 (X-Request-ID goes with every request).
+fn default_backend_fields(
+    route: &Route,
+    parts: &http::request::Parts,
+) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    let mut fields = error_page_fields(route, parts, 503, None).to_vec();
+    fields.retain(|(name, _)| name != headers::X_REQUEST_ID);
+    fields
+}
 
 #[cfg(test)]
 mod tests {

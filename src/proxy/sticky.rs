@@ -49,17 +49,14 @@ pub fn backend_key(namespace: &str, backend: &Backend) -> [u8; 16] {
     digest(&[namespace.as_bytes(), backend.service.as_bytes(), tag, port])
 }
 
-/// Whether the request's sticky cookie pins it to `backend` (never, with
-/// `affinity-canary-behavior: legacy`).
+/// Whether the request's sticky cookie pins it to `backend` (whatever the canary behaviour:
+/// ingress-nginx's `is_affinitized` asks it of the primary, then of the canary).
 pub fn pinned(
     affinity: &Affinity,
     namespace: &str,
     backend: &Backend,
     headers: &http::HeaderMap,
 ) -> bool {
-    if affinity.canary_legacy {
-        return false;
-    }
     match cookie(affinity, headers) {
         Some((_, Some(key))) => key == backend_key(namespace, backend),
         _ => false,

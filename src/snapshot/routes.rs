@@ -338,8 +338,6 @@ pub struct Affinity {
     pub secure: bool,
     /// `session-cookie-change-on-failure`: a failed endpoint gives the session another one.
     pub change_on_failure: bool,
-    /// `affinity-canary-behavior: legacy`: a sticky cookie does not outrank the canary rules.
-    pub canary_legacy: bool,
 }
 
 /// How a sticky session keeps its endpoint.
@@ -629,8 +627,11 @@ pub struct CanarySpec {
     pub weight: u32,
     /// `canary-weight-total` when above 100, else 100.
     pub total: u32,
-    /// The canary Ingress's own `affinity` (its sticky cookie takes a request to it).
+    /// The canary's session affinity (its sticky cookie takes a request to it): its
+    /// primary's, or with `legacy` the canary Ingress's own.
     pub affinity: Option<Arc<Affinity>>,
+    /// `affinity-canary-behavior: legacy` on the canary Ingress.
+    pub legacy: bool,
 }
 
 /// What a canary rule decided.
@@ -1382,6 +1383,18 @@ fn attach_canaries(
                 let mut backend = c.route.backend.clone();
                 backend.tls = p.route.backend.tls.clone();
                 backend.http2 = p.route.backend.http2;
+                // `affinity-canary-behavior: sticky` (the default): the canary takes its
+                // primary's session affinity, whatever its own (ingress-nginx copies the
+                // primary's settings over the canary's), so a session sent to the canary stays.
+                let spec = if spec.legacy {
+                    spec
+                } else {
+                    let primary = p.route.policy.as_ref().and_then(|p| p.affinity.clone());
+                    Arc::new(CanarySpec {
+                        affinity: primary,
+                        ..(*spec).clone()
+                    })
+                };
                 p.route.canary = Some(Arc::new(Canary {
                     spec,
                     ingress: c.route.ingress.clone(),

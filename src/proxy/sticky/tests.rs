@@ -48,7 +48,6 @@ fn affinity(mode: AffinityMode) -> Affinity {
         samesite: None,
         secure: false,
         change_on_failure: false,
-        canary_legacy: false,
     }
 }
 
@@ -192,9 +191,6 @@ fn the_cookie_names_its_backend_and_pins_only_there() {
     assert!(pinned(&a, "ns", &backend("web-canary"), &headers));
     assert!(!pinned(&a, "ns", &backend("web"), &headers));
     assert_eq!(cookie(&a, &headers), Some((&b"abc"[..], Some(&canary[..]))));
-    let mut legacy = a.clone();
-    legacy.canary_legacy = true;
-    assert!(!pinned(&legacy, "ns", &backend("web-canary"), &headers));
     // A cookie without a backend key, or an empty one, pins nothing.
     for raw in [
         "INGRESSCOOKIE=abc",

@@ -910,6 +910,17 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
         .filter(|t| *t > 100)
         .unwrap_or(100);
     let weight = r.whole("canary-weight").unwrap_or(0).min(total);
+    // Read on the canary Ingress (ingress-nginx's `mergeAlternativeBackend`): `sticky` gives
+    // the canary its primary's session affinity, `legacy` keeps its own.
+    let legacy = match r.get("affinity-canary-behavior") {
+        None | Some("" | "sticky") => false,
+        Some("legacy") => true,
+        Some(other) => {
+            let reason = format!("{other:?} is not sticky or legacy; using sticky");
+            r.warn("affinity-canary-behavior", reason);
+            false
+        }
+    };
     CanarySpec {
         header,
         header_value,
@@ -918,6 +929,7 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
         weight,
         total,
         affinity: None,
+        legacy,
     }
 }
 
@@ -944,7 +956,7 @@ fn next_upstream(r: &mut Reader<'_>, globals: &Globals) -> Option<NextUpstream> 
 /// The default sticky cookie name (ingress-nginx's).
 pub const DEFAULT_AFFINITY_COOKIE: &str = "INGRESSCOOKIE";
 
-/// `affinity: cookie` with `affinity-mode`, `affinity-canary-behavior` and the
+/// `affinity: cookie` with `affinity-mode` and the
 /// `session-cookie-*` annotations (ingress-nginx's defaults; an invalid value is a warning and
 /// the default).
 fn affinity(r: &mut Reader<'_>, use_regex: bool) -> Option<Affinity> {
@@ -971,15 +983,6 @@ fn affinity(r: &mut Reader<'_>, use_regex: bool) -> Option<Affinity> {
             let reason = format!("{other:?} is not balanced or persistent; using balanced");
             r.warn("affinity-mode", reason);
             AffinityMode::Balanced
-        }
-    };
-    let canary_legacy = match r.get("affinity-canary-behavior") {
-        None | Some("" | "sticky") => false,
-        Some("legacy") => true,
-        Some(other) => {
-            let reason = format!("{other:?} is not sticky or legacy; using sticky");
-            r.warn("affinity-canary-behavior", reason);
-            false
         }
     };
     let name = match r.get("session-cookie-name").filter(|n| !n.is_empty()) {
@@ -1026,7 +1029,6 @@ fn affinity(r: &mut Reader<'_>, use_regex: bool) -> Option<Affinity> {
         change_on_failure: r
             .boolean("session-cookie-change-on-failure")
             .unwrap_or(false),
-        canary_legacy,
     })
 }
 

@@ -669,12 +669,11 @@ fn affinity_annotations_follow_ingress_nginx() {
     assert_eq!(&*a.name, "INGRESSCOOKIE");
     assert_eq!((a.path.as_deref(), a.domain.as_deref()), (None, None));
     assert_eq!((a.max_age, a.expires, a.samesite), (None, None, None));
-    assert!(!a.secure && !a.change_on_failure && !a.canary_legacy);
+    assert!(!a.secure && !a.change_on_failure);
     // Every setting.
     let (a, d) = affinity(&[
         ("affinity", "cookie"),
         ("affinity-mode", "persistent"),
-        ("affinity-canary-behavior", "legacy"),
         ("session-cookie-name", "SERVERID"),
         ("session-cookie-path", "/foo/bar"),
         ("session-cookie-domain", ".example.com"),
@@ -693,7 +692,7 @@ fn affinity_annotations_follow_ingress_nginx() {
     assert_eq!(a.domain.as_deref(), Some(".example.com"));
     assert_eq!((a.max_age, a.expires), (Some(259200), Some(172800)));
     assert_eq!(a.samesite, Some("Strict"));
-    assert!(a.secure && a.change_on_failure && a.canary_legacy);
+    assert!(a.secure && a.change_on_failure);
     // No affinity: absent, empty or another type (a warning).
     assert!(affinity(&[]).0.is_none());
     assert!(affinity(&[("session-cookie-name", "X")]).0.is_none());
@@ -703,7 +702,6 @@ fn affinity_annotations_follow_ingress_nginx() {
     // Bad values: a warning naming the value, and the default.
     for (name, value) in [
         ("affinity-mode", "sticky"),
-        ("affinity-canary-behavior", "always"),
         ("session-cookie-name", "bad name"),
         ("session-cookie-name", "a;b=c"),
         ("session-cookie-path", "no-slash"),
@@ -883,6 +881,7 @@ fn canary_selection_order() {
         weight: 30,
         total: 100,
         affinity: None,
+        legacy: false,
     };
     let headers = |pairs: &[(&str, &str)]| {
         let mut h = http::HeaderMap::new();
@@ -1067,4 +1066,26 @@ fn backend_protocols_are_read_case_insensitively() {
     // An explicit backend-protocol wins over the legacy name.
     let (parsed, _) = parse_map(&[("secure-backends", "true"), ("backend-protocol", "HTTP")]);
     assert_eq!(parsed.protocol, P::Http);
+}
+
+/// `affinity-canary-behavior` is read on the canary Ingress: `sticky` (the default) or
+/// `legacy`; anything else is a warning and `sticky`.
+#[test]
+fn canary_affinity_behaviour() {
+    let legacy = |pairs: &[(&str, &str)]| {
+        let (parsed, d) = parse_map(pairs);
+        (parsed.canary.expect("a canary").legacy, d)
+    };
+    let canary = ("canary", "true");
+    assert!(!legacy(&[canary]).0);
+    let (l, d) = legacy(&[canary, ("affinity-canary-behavior", "sticky")]);
+    assert!(!l && d.is_empty(), "{d:?}");
+    let (l, d) = legacy(&[canary, ("affinity-canary-behavior", "legacy")]);
+    assert!(l && d.is_empty(), "{d:?}");
+    let (l, d) = legacy(&[canary, ("affinity-canary-behavior", "Legacy")]);
+    assert!(!l, "case matters, as in ingress-nginx");
+    assert!(d[0].reason.contains("not sticky or legacy"), "{d:?}");
+    // Its own affinity is kept (the primary's replaces it when it joins, unless legacy).
+    let (parsed, _) = parse_map(&[canary, ("affinity", "cookie")]);
+    assert!(parsed.canary.unwrap().affinity.is_some());
 }
