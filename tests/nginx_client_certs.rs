@@ -355,3 +355,72 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// OpenSSL's client (Python's `ssl`) reads the CA names of Portico's CertificateRequest
+/// (each a DER SEQUENCE, RFC 8446 §4.2.4): a list it cannot parse aborts the handshake
+/// (`parse_ca_names: wrong tag`) before any HTTP, which rustls clients never noticed. With
+/// its certificate it is served, as curl or a browser would be.
+#[tokio::test]
+async fn an_openssl_client_presents_its_certificate() {
+    timeout(LIMIT, openssl_client()).await.expect("bounded");
+}
+
+async fn openssl_client() {
+    let web = support::Backend::start("web").await;
+    let ca_ = ca("Portico Test CA");
+    let env = Env::start_with(&files(web.addr, &ca_), &["--configmap", "ingress/portico"]).await;
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "client1");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca_.issuer).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let script = r#"
+import socket, ssl, sys
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain(cert, key)
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname="on.example") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: on.example\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+print(data.decode("latin-1"))
+"#;
+    let port = env.https().port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(port)
+            .arg(&cert_path)
+            .arg(&key_path)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "handshake or request failed: {stderr}"
+    );
+    assert!(stdout.starts_with("HTTP/1.1 200"), "{stdout}");
+    assert!(
+        stdout.contains("\"ssl-client-verify\": \"SUCCESS\""),
+        "{stdout}"
+    );
+    env.shutdown().await;
+}

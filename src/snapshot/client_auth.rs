@@ -47,8 +47,8 @@ pub struct ClientAuth {
     pub source: Box<str>,
     /// `auth-tls-verify-client`.
     pub verify: Verify,
-    /// `auth-tls-verify-depth` (default 1): the longest chain accepted, in certificates above
-    /// the client's own.
+    /// `auth-tls-verify-depth` (default 1): the most intermediate CA certificates between the
+    /// client's own and the trusted CA (OpenSSL's depth, which counts neither).
     pub depth: u8,
     /// `auth-tls-pass-certificate-to-upstream`: the client's certificate goes upstream as
     /// `ssl-client-cert` (URL-encoded PEM).
@@ -156,7 +156,9 @@ impl ClientAuth {
             let anchor = webpki::anchor_from_trusted_cert(&der)
                 .map_err(|e| format!("ca.crt holds a certificate that cannot be a CA ({e:?})"))?
                 .to_owned();
-            subjects.push(DistinguishedName::from(anchor.subject.as_ref().to_vec()));
+            // webpki's subject is the Name's contents; the CertificateRequest's list holds
+            // whole Names (a DER SEQUENCE each), or OpenSSL clients abort the handshake.
+            subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
             anchors.push(anchor);
             if anchors.len() > MAX_CAS {
                 return Err(format!("ca.crt holds more than {MAX_CAS} certificates"));
@@ -185,7 +187,7 @@ impl ClientAuth {
         Ok(ClientAuth {
             source: source.into(),
             verify,
-            depth: depth.max(1),
+            depth,
             pass_certificate,
             error_page,
             match_cn,
@@ -207,7 +209,7 @@ impl ClientAuth {
         };
         let depth = usize::from(self.depth);
         let within = |path: &webpki::VerifiedPath<'_>| {
-            if path.intermediate_certificates().count() < depth {
+            if path.intermediate_certificates().count() <= depth {
                 Ok(())
             } else {
                 Err(webpki::Error::MaximumPathDepthExceeded)

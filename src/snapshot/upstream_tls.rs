@@ -66,8 +66,8 @@ impl Versions {
 pub struct Verify {
     /// The CAs of `ca.crt`.
     anchors: Vec<TrustAnchor<'static>>,
-    /// `proxy-ssl-verify-depth` (default 1): the most CA certificates above the endpoint's
-    /// own, the trusted one included (OpenSSL's depth).
+    /// `proxy-ssl-verify-depth` (default 1): the most intermediate CA certificates between
+    /// the endpoint's own and the trusted CA (OpenSSL's depth, which counts neither).
     pub depth: u8,
 }
 
@@ -170,10 +170,7 @@ impl UpstreamTls {
                         .to_string(),
                 );
             }
-            Some(depth) => Some(Verify {
-                anchors,
-                depth: depth.max(1),
-            }),
+            Some(depth) => Some(Verify { anchors, depth }),
         };
         feed(&[
             u8::from(verify.is_some()),
@@ -288,7 +285,7 @@ impl UpstreamTls {
             .map_err(|_| invalid(CertificateError::BadEncoding))?;
         let depth = usize::from(verify.depth);
         let within = |path: &webpki::VerifiedPath<'_>| {
-            if path.intermediate_certificates().count() < depth {
+            if path.intermediate_certificates().count() <= depth {
                 Ok(())
             } else {
                 Err(webpki::Error::MaximumPathDepthExceeded)
