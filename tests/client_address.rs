@@ -184,17 +184,31 @@ async fn trusted() {
         reply.header("location"),
         format!("https://a.example:{port}")
     );
-    // compute-full-forwarded-for: the client's list, then the peer.
+    // compute-full-forwarded-for alone does nothing (ingress-nginx needs use-forwarded-headers
+    // too): a client's forged list never reaches the endpoint.
     env.apply(
         "configmap.yaml",
         &configmap("compute-full-forwarded-for: \"true\", ssl-redirect: \"false\""),
     )
     .await;
     let fields = [("x-forwarded-for", "10.0.0.1")];
-    let [xff, real, _, _] = seen(&get_from(&env, "127.0.0.1", &fields).await);
+    let [xff, real, original, _] = seen(&get_from(&env, "127.0.0.1", &fields).await);
+    assert_eq!((xff.as_str(), real.as_str()), ("127.0.0.1", "127.0.0.1"));
+    assert_eq!(original, "10.0.0.1");
+    // With it, from a trusted peer: the list, then the peer; from another peer: the peer.
+    env.apply(
+        "configmap.yaml",
+        &configmap(
+            "compute-full-forwarded-for: \"true\", use-forwarded-headers: \"true\", proxy-real-ip-cidr: \"127.0.0.2/32\", ssl-redirect: \"false\"",
+        ),
+    )
+    .await;
+    let [xff, real, _, _] = seen(&get_from(&env, "127.0.0.2", &fields).await);
     assert_eq!(
         (xff.as_str(), real.as_str()),
-        ("10.0.0.1, 127.0.0.1", "127.0.0.1")
+        ("10.0.0.1, 127.0.0.2", "10.0.0.1")
     );
+    let [xff, real, _, _] = seen(&get_from(&env, "127.0.0.1", &fields).await);
+    assert_eq!((xff.as_str(), real.as_str()), ("127.0.0.1", "127.0.0.1"));
     env.shutdown().await;
 }

@@ -171,3 +171,101 @@ async fn proxy_protocol() {
     assert_eq!(seen(&reply).0, "127.0.0.1");
     env.shutdown().await;
 }
+
+/// Connects to `addr`, writes `header`, then one GET over plain HTTP/1.1 with `fields`.
+async fn through_with(
+    addr: SocketAddr,
+    header: &[u8],
+    path: &str,
+    fields: &[(&str, &str)],
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(header).await.unwrap();
+    let mut req = get("a.example", path);
+    for (k, v) in fields {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    timeout(Duration::from_secs(10), h1_over(stream, req))
+        .await
+        .unwrap()
+}
+
+/// With `use-proxy-protocol` the PROXY source is the client, final: ingress-nginx renders
+/// `real_ip_header proxy_protocol`, so an X-Forwarded-For the client writes never names it,
+/// even with `use-forwarded-headers` and nginx's `proxy-real-ip-cidr: 0.0.0.0/0` (an
+/// allowlist bypass before). A PROXY destination port 443 (a balancer that terminated TLS)
+/// makes the request HTTPS, as ingress-nginx's `pass_access_scheme`: no HTTPS redirect loop,
+/// X-Forwarded-Proto https.
+#[tokio::test]
+async fn a_proxy_source_is_final_and_port_443_means_https() {
+    timeout(LIMIT, proxy_final()).await.expect("bounded");
+}
+
+async fn proxy_final() {
+    let web = support::Backend::start("web").await;
+    let (secret, _) = tls_secret("shop", "cert", &["a.example"]);
+    let ing = |name: &str, path: &str, annotations: &str| {
+        ingress_full(
+            "shop",
+            name,
+            &[("a.example", vec![prefix(path, "web", 80)])],
+            &[(&["a.example"], "cert")],
+            annotations,
+            None,
+        )
+    };
+    let files = vec![
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[web.addr], &[]),
+        ),
+        ("secret.yaml", secret),
+        ("ing.yaml", ing("web", "/", "")),
+        (
+            "allow.yaml",
+            ing(
+                "allow",
+                "/allow",
+                "nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8",
+            ),
+        ),
+        (
+            "configmap.yaml",
+            configmap(
+                "use-proxy-protocol: \"true\", use-forwarded-headers: \"true\", proxy-real-ip-cidr: \"0.0.0.0/0\", compute-full-forwarded-for: \"true\"",
+            ),
+        ),
+    ];
+    let env = Env::start_with(&files, &["--configmap", "ingress/portico"]).await;
+    let to_443 = b"PROXY TCP4 8.8.8.8 127.0.0.1 51234 443\r\n";
+    let to_80 = b"PROXY TCP4 8.8.8.8 127.0.0.1 51234 80\r\n";
+    let forged = [
+        ("x-forwarded-for", "10.1.1.1"),
+        ("x-real-ip", "10.1.1.1"),
+        ("x-forwarded-proto", "https"),
+    ];
+    // The allowlist judges the PROXY source, whatever X-Forwarded-For says.
+    let reply = through_with(env.http(), to_443, "/allow", &forged).await;
+    assert_eq!(reply.status, http::StatusCode::FORBIDDEN, "{reply:?}");
+    // The endpoint learns the PROXY source; the scheme is HTTPS (port 443): no redirect.
+    let reply = through_with(env.http(), to_443, "/", &forged).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{reply:?}");
+    let h = &reply.json()["headers"];
+    assert_eq!(h["x-real-ip"], "8.8.8.8", "{h:#}");
+    assert_eq!(h["x-forwarded-proto"], "https", "{h:#}");
+    assert_eq!(h["x-forwarded-for"], "8.8.8.8", "{h:#}");
+    assert_eq!(h["x-original-forwarded-for"], "10.1.1.1", "{h:#}");
+    // To port 80, the host's certificate means the HTTPS redirect (the client's
+    // X-Forwarded-Proto counts for nothing).
+    let reply = through_with(env.http(), to_80, "/", &forged).await;
+    assert_eq!(
+        reply.status,
+        http::StatusCode::PERMANENT_REDIRECT,
+        "{reply:?}"
+    );
+    env.shutdown().await;
+}

@@ -207,7 +207,7 @@ impl Proxy {
             // (ARCHITECTURE.md, "Client address"). Boxed: rare.
             let client_fwd = client_forwarding(&snapshot, conn, &parts.headers);
             let client = client_fwd.as_ref().map_or(conn.peer.ip(), |c| c.0);
-            let https = client_fwd.as_ref().map_or(conn.tls, |c| c.1);
+            let https = client_fwd.as_ref().map_or(conn.https, |c| c.1);
             if client_fwd.is_some() {
                 outcome.client = Some(client);
             }
@@ -1642,8 +1642,9 @@ fn client_forwarding(
     conn: &ConnHeaders,
     fields: &http::HeaderMap,
 ) -> Option<Box<(IpAddr, bool, ClientForwarding)>> {
-    // Inlined up to here: without trusted peers (the default) a request pays one test.
-    if !snapshot.client.real_ip {
+    // Inlined up to here: without trusted peers (the default) a request pays one test. A
+    // PROXY source is final: the fields the client wrote never name it.
+    if !snapshot.client.real_ip || conn.proxied {
         return None;
     }
     trusted_forwarding(snapshot, conn, fields)
@@ -1665,7 +1666,7 @@ fn trusted_forwarding(
         .iter()
         .map(HeaderValue::as_bytes);
     let client = who.walk(peer, listed);
-    let (mut https, mut port, mut host) = (conn.tls, conn.port, None);
+    let (mut https, mut port, mut host) = (conn.https, conn.port, None);
     if who.forwarded_headers {
         match fields
             .get(&headers::X_FORWARDED_PROTO)

@@ -66,6 +66,13 @@ pub struct ConnHeaders {
     pub forwarded_tail: Box<[u8]>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Whether the request counts as HTTPS (nginx's `$pass_access_scheme` before forwarded
+    /// fields): the connection is TLS, or its PROXY header says the client connected to port
+    /// 443 (a balancer that terminated TLS).
+    pub https: bool,
+    /// The client address came from a PROXY header: final, never replaced by forwarded
+    /// fields (ingress-nginx's `real_ip_header proxy_protocol`).
+    pub proxied: bool,
     /// The port the client connected to.
     pub port: u16,
     /// Request header names with `_` are forwarded (`--enable-underscores-in-headers`).
@@ -93,10 +100,29 @@ impl ConnHeaders {
             peer,
             forwarded_tail: tail.into_bytes().into_boxed_slice(),
             tls,
+            https: tls,
+            proxied: false,
             port,
             underscores,
             client_cert: None,
             sni: None,
+        }
+    }
+}
+
+impl ConnHeaders {
+    /// The client address came from a PROXY header whose client connected to `port`: 443
+    /// makes the requests HTTPS (ingress-nginx's `proxy_protocol_server_port == "443"`).
+    pub fn proxied(&mut self, port: u16) {
+        self.proxied = true;
+        if port == 443 && !self.https {
+            self.https = true;
+            let ip = self.peer.ip().to_canonical().to_string();
+            let tail = format!(
+                "{ip}\r\nx-forwarded-proto: https\r\nx-forwarded-port: {}\r\nx-real-ip: {ip}\r\n",
+                self.port
+            );
+            self.forwarded_tail = tail.into_bytes().into_boxed_slice();
         }
     }
 }

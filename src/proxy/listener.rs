@@ -140,6 +140,7 @@ pub async fn serve(
             drain: drain.clone(),
             peer,
             local,
+            proxied: None,
             _permit: permit,
         };
         match &tls {
@@ -175,6 +176,8 @@ struct Connection {
     drain: Drain,
     peer: SocketAddr,
     local: SocketAddr,
+    /// The port the client connected to, by its PROXY header (which named `peer`).
+    proxied: Option<u16>,
     /// Counts the connection against `--max-connections` until it ends.
     _permit: crate::resources::ConnectionPermit,
 }
@@ -196,10 +199,11 @@ impl Connection {
         }
         let read = super::proxy_protocol::read_header(stream);
         match tokio::time::timeout(settings.proxy_protocol_timeout, read).await {
-            Ok(Ok(Some(source))) => {
+            Ok(Ok(Some((source, destination)))) => {
                 let trusted = &snapshot.client.trusted;
                 if trusted.is_empty() || trusted.contains(self.peer.ip()) {
                     self.peer = source;
+                    self.proxied = Some(destination.port());
                 } else {
                     debug!(peer = %self.peer, %source, "PROXY header from a peer outside proxy-real-ip-cidr: the peer is the client");
                 }
@@ -223,7 +227,10 @@ impl Connection {
         }
         let _ = stream.set_nodelay(true);
         let _open = self.proxy.metrics().connection_opened(ListenerKind::Http);
-        let headers = ConnHeaders::new(self.peer, self.local, false, self.underscores());
+        let mut headers = ConnHeaders::new(self.peer, self.local, false, self.underscores());
+        if let Some(port) = self.proxied {
+            headers.proxied(port);
+        }
         // HTTP/1.1, or HTTP/2 with prior knowledge (h2c): the builder tells them apart.
         let builder = self.builder.clone();
         self.serve(builder, stream, headers, Inline).await;
@@ -253,6 +260,9 @@ impl Connection {
             Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
         };
         let mut headers = ConnHeaders::new(self.peer, self.local, true, self.underscores());
+        if let Some(port) = self.proxied {
+            headers.proxied(port);
+        }
         if !self.proxy.snapshot.load().client_auth.is_empty() {
             headers.sni = stream.get_ref().1.server_name().map(Box::from);
         }

@@ -34,9 +34,12 @@ pub enum Refused {
     Io(#[from] std::io::Error),
 }
 
-/// Reads the PROXY header at the start of `stream`: the client's address (`None` for a
-/// LOCAL or UNKNOWN header: the peer is the client), and nothing after the header consumed.
-pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, Refused> {
+/// Reads the PROXY header at the start of `stream`: the client's address and the address it
+/// connected to (`None` for a LOCAL or UNKNOWN header: the peer is the client), and nothing
+/// after the header consumed.
+pub async fn read_header(
+    stream: &mut TcpStream,
+) -> Result<Option<(SocketAddr, SocketAddr)>, Refused> {
     let mut head = [0u8; 16];
     // Every header is at least 15 bytes ("PROXY UNKNOWN\r\n"): the first 8 tell v1 from v2.
     stream.read_exact(&mut head[..8]).await?;
@@ -65,7 +68,9 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, R
         ..ParseConfig::default()
     };
     match ProxyHeader::parse(&bytes, config) {
-        Ok((header, used)) if used == bytes.len() => Ok(header.proxied_address().map(|a| a.source)),
+        Ok((header, used)) if used == bytes.len() => {
+            Ok(header.proxied_address().map(|a| (a.source, a.destination)))
+        }
         Ok(_) => Err(Refused::Malformed("trailing bytes".into())),
         Err(e) => Err(Refused::Malformed(format!("{e:?}"))),
     }

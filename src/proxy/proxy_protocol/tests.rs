@@ -23,7 +23,10 @@ async fn exchange(bytes: Vec<u8>) -> (Result<Option<SocketAddr>, String>, Vec<u8
         s
     });
     let (mut server, _) = listener.accept().await.unwrap();
-    let got = read_header(&mut server).await.map_err(|e| e.to_string());
+    let got = read_header(&mut server)
+        .await
+        .map(|a| a.map(|(source, _)| source))
+        .map_err(|e| e.to_string());
     let mut after = Vec::new();
     let _ = server.read_to_end(&mut after).await;
     drop(client.await);

@@ -289,7 +289,9 @@ pub fn encode_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if fields.forwarded_for && fwd.full_forwarded_for {
+    // The client's list only from a trusted peer that named the client (ingress-nginx's
+    // `$full_x_forwarded_for` needs use-forwarded-headers too); otherwise the address alone.
+    if fields.forwarded_for && fwd.full_forwarded_for && fwd.client.is_some() {
         write_forwarded_for(out, parts);
         out.extend_from_slice(b", ");
     }

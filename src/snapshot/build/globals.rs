@@ -574,8 +574,11 @@ pub fn parse(
             ));
         }
     }
-    // use-forwarded-headers turns the realip module on, as ingress-nginx's template does.
+    // use-forwarded-headers turns the realip module on, as ingress-nginx's template does;
+    // compute-full-forwarded-for counts only with it (`if and UseForwardedHeaders
+    // ComputeFullForwardedFor`).
     g.client.real_ip |= g.client.forwarded_headers;
+    g.client.full_forwarded_for &= g.client.forwarded_headers;
     if g.client.real_ip && g.client.trusted.is_empty() {
         let reason = "use-forwarded-headers or enable-real-ip without proxy-real-ip-cidr trusts no peer: the client address stays the peer's (ingress-nginx's default 0.0.0.0/0 would trust every peer; name the load balancers' addresses)";
         diagnostics.push(Diagnostic::warning(key, "data.proxy-real-ip-cidr", reason));

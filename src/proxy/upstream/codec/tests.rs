@@ -567,8 +567,20 @@ fn compute_full_forwarded_for_keeps_the_client_list_before_the_peer() {
             ("x-original-forwarded-for", "forged"),
         ],
     );
+    // Only when a trusted peer named the client: a client's own list is never kept.
+    let untrusted = Forwarding {
+        full_forwarded_for: true,
+        ..plain(&conn)
+    };
+    let head = encode(&p, RequestFraming::Empty, &untrusted);
+    assert!(head.contains("x-forwarded-for: 10.1.2.3\r\n"), "{head}");
+    let named = ClientForwarding {
+        tail: conn.forwarded_tail.to_vec(),
+        host: None,
+    };
     let fwd = Forwarding {
         full_forwarded_for: true,
+        client: Some(&named),
         ..plain(&conn)
     };
     let head = encode(&p, RequestFraming::Empty, &fwd);
