@@ -299,3 +299,45 @@ async fn blocked_fields() {
     assert_eq!(status(&env, "127.0.0.1", "/").await, OK);
     env.shutdown().await;
 }
+
+/// nginx matches locations on the decoded path, where an encoded slash (`%2F`) separates
+/// segments: `/allow%2Fsecret` is under `location /allow`, as `/%2fallow` is `/allow`. Portico
+/// routed them by the encoded form to the open `/` route, and a backend that decodes `%2F`
+/// (WSGI's PATH_INFO, many static servers) served the guarded path unguarded. The path goes
+/// upstream as it came (nginx's `proxy_pass` without a URI sends the request's).
+#[tokio::test]
+async fn an_encoded_slash_does_not_get_around_a_guarded_path() {
+    timeout(LIMIT, encoded_slash()).await.expect("bounded");
+}
+
+async fn encoded_slash() {
+    let web = support::Backend::start("web").await;
+    let guarded = support::raw::Upstream::start(|_conn| async {}).await;
+    let env = Env::start_with(
+        &files(web.addr, guarded.addr, "ssl-redirect: \"false\""),
+        &["--configmap", "ingress/portico"],
+    )
+    .await;
+    for path in [
+        "/allow%2Fsecret",
+        "/allow%2fsecret/x",
+        "/%2fallow",
+        "/%2Fallow/x",
+        "/allow%2F",
+        "/x/..%2F",
+    ] {
+        let want = if path == "/x/..%2F" {
+            StatusCode::BAD_REQUEST
+        } else {
+            FORBIDDEN
+        };
+        assert_eq!(status(&env, "127.0.0.1", path).await, want, "{path}");
+    }
+    // Allowed, it reaches the endpoint with the encoding kept.
+    let reply = get_from(&env, "127.0.0.2", "/allow%2Fsecret", &[]).await;
+    assert_eq!(reply.status, OK);
+    assert_eq!(reply.json()["path"], "/allow%2Fsecret");
+    // A path that only looks like one: still the open route.
+    assert_eq!(status(&env, "127.0.0.1", "/allowance%2Fx").await, OK);
+    env.shutdown().await;
+}

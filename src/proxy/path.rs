@@ -7,10 +7,13 @@
 //! - Runs of `/` are merged into one (nginx's `merge_slashes on`): a backend that merges them
 //!   itself would otherwise resolve `/public//../internal` to `/internal`.
 //! - `.` and `..` segments are resolved; a `..` above `/` is an error (400).
-//! - An encoded slash or backslash (`%2F`, `%5C`) is never a separator for routing and is
-//!   forwarded as it came, but a segment that such a character would split into a dot segment
-//!   (`..%2Finternal`) is an error (400): a backend that decodes it would climb out of the
-//!   route. So is an invalid percent-encoding and an encoded NUL (`%00`).
+//! - An encoded slash or backslash (`%2F`, `%5C`) is forwarded as it came, but a segment that
+//!   such a character would split into a dot segment (`..%2Finternal`) is an error (400): a
+//!   backend that decodes it would climb out of the route. So is an invalid percent-encoding
+//!   and an encoded NUL (`%00`).
+//! - Routing, as nginx matches locations on the decoded path, takes an encoded slash for a
+//!   separator ([`routing`]): `/admin%2Fx` is under `/admin`, whatever the endpoint makes of
+//!   the `%2F` it gets.
 //!
 //! A path without `%`, without `//` and without a segment starting with `.` is already
 //! normal: one pass over its bytes, no allocation.
@@ -59,6 +62,45 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
         return Ok(Cow::Borrowed(path));
     }
     slow(bytes).map(Cow::Owned)
+}
+
+/// The path routes and policies see for a normal `path` (nginx's `$uri`, where `%2F` is a
+/// `/`): its encoded slashes decoded, runs of `/` merged again. Borrowed when it has none.
+/// (A dot segment they would reveal was refused by [`normalize`].)
+#[inline]
+pub fn routing(path: &str) -> Cow<'_, str> {
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    encoded_slashes(path)
+}
+
+fn encoded_slashes(path: &str) -> Cow<'_, str> {
+    let bytes = path.as_bytes();
+    let slash_at = |i: usize| {
+        bytes[i] == b'%'
+            && bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.eq_ignore_ascii_case(b"2f"))
+    };
+    if !(0..bytes.len()).any(slash_at) {
+        return Cow::Borrowed(path);
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let (b, step) = if slash_at(i) {
+            (b'/', 3)
+        } else {
+            (bytes[i], 1)
+        };
+        if !(b == b'/' && out.last() == Some(&b'/')) {
+            out.push(b);
+        }
+        i += step;
+    }
+    // Only ASCII sequences were replaced: still UTF-8.
+    String::from_utf8(out).map_or(Cow::Borrowed(path), Cow::Owned)
 }
 
 /// Whether `b` is an unreserved character (RFC 3986 §2.3).

@@ -82,3 +82,41 @@ proptest! {
         let _ = normalize(&format!("/{path}"));
     }
 }
+
+/// Routing takes `%2F` for a separator, as nginx's location matching on the decoded path.
+#[test]
+fn routing_decodes_encoded_slashes() {
+    let cases = [
+        ("/plain/path", "/plain/path"),
+        ("/a%20b", "/a%20b"),
+        ("/admin%2Fsecret", "/admin/secret"),
+        ("/admin%2fsecret/x", "/admin/secret/x"),
+        ("/%2fadmin", "/admin"),
+        ("/%2F%2Fadmin", "/admin"),
+        ("/admin%2F", "/admin/"),
+        ("/a%2F/b", "/a/b"),
+        ("/a%252Fb", "/a%252Fb"),
+        ("/a%5Cb", "/a%5Cb"),
+        ("/caf%C3%A9%2Fx", "/caf%C3%A9/x"),
+    ];
+    for (path, want) in cases {
+        assert_eq!(routing(path), want, "{path}");
+    }
+    assert!(matches!(routing("/no/escapes"), Cow::Borrowed(_)));
+    assert!(matches!(routing("/a%20b"), Cow::Borrowed(_)));
+}
+
+proptest! {
+    /// Whatever the path, routing never panics, never holds `%2F` or `//`, and never changes
+    /// a path without an encoded slash.
+    #[test]
+    fn routing_is_total(path in "/[a-zA-Z0-9%/.2fF_-]{0,40}") {
+        let r = routing(&path);
+        let lower = r.to_ascii_lowercase();
+        prop_assert!(!lower.contains("%2f"));
+        prop_assert!(!r.contains("//") || path.contains("//"));
+        if !path.to_ascii_lowercase().contains("%2f") {
+            prop_assert_eq!(&*r, &*path);
+        }
+    }
+}
