@@ -284,7 +284,7 @@ async fn judged() {
 }
 
 #[tokio::test]
-async fn a_missing_or_invalid_ca_secret_fails_closed() {
+async fn a_missing_or_invalid_ca_secret_denies_the_host() {
     timeout(LIMIT, invalid()).await.expect("bounded");
 }
 
@@ -323,19 +323,25 @@ async fn invalid() {
                     "/elsewhere",
                     "web",
                     &[("auth-tls-secret", "other/ca")],
-                ),
+                )
+                + "---\n"
+                + &support::manifests::nginx_ingress("open", "a.example", "/", "web", &[])
+                + "---\n"
+                + &support::manifests::nginx_ingress("other", "b.example", "/", "web", &[]),
         ),
     ];
     let env = Env::start(&files).await;
-    for path in ["/missing", "/bad", "/elsewhere"] {
+    // As ingress-nginx (the server's `return 403` for an AuthTLSError): every path of the
+    // host, the other Ingresses' too, is refused; before, the paths of an Ingress without
+    // the annotation served clients with no certificate once the CA Secret broke.
+    for path in ["/missing", "/bad", "/elsewhere", "/", "/anything"] {
         let reply = client::h1(env.http(), client::get("a.example", path)).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{path}: {reply:?}"
-        );
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}: {reply:?}");
         assert_eq!(reply.served_by(), "", "{path}");
     }
+    // Another host is not concerned.
+    let reply = client::h1(env.http(), client::get("b.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::OK);
     env.shutdown().await;
 }
 

@@ -1247,6 +1247,11 @@ fn certificate_fields<'c>(
     host: &str,
 ) -> Result<SetFields, CertRefusal<'c>> {
     use crate::snapshot::client_auth::{CertNames, Verification, Verify, escaped_pem};
+    if ca.denied {
+        return Err(CertRefusal::Error(ProxyError::Refused(
+            StatusCode::FORBIDDEN,
+        )));
+    }
     // nginx: a host that verifies clients, asked on a connection negotiated for another
     // server name, is a 421 (a browser coalescing connections opens a new one).
     if let Some(sni) = conn.sni.as_deref().filter(|_| conn.tls)

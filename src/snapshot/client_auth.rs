@@ -66,6 +66,10 @@ pub struct ClientAuth {
     digest: [u8; 32],
     /// The handshake configuration of this host, made once by the listener.
     pub tls: OnceLock<Arc<rustls::ServerConfig>>,
+    /// The Ingress's `auth-tls-*` could not be honoured (a missing or unusable CA Secret, an
+    /// invalid value): every request to the host is refused, 403, as ingress-nginx's server
+    /// `return 403` for an `AuthTLSError`.
+    pub denied: bool,
 }
 
 impl fmt::Debug for ClientAuth {
@@ -88,6 +92,7 @@ impl PartialEq for ClientAuth {
             && self.match_cn.as_ref().map(regex::Regex::as_str)
                 == other.match_cn.as_ref().map(regex::Regex::as_str)
             && self.digest == other.digest
+            && self.denied == other.denied
     }
 }
 
@@ -96,8 +101,9 @@ impl Eq for ClientAuth {}
 impl Serialize for ClientAuth {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("ClientAuth", 6)?;
+        let mut st = s.serialize_struct("ClientAuth", 7)?;
         st.serialize_field("secret", &*self.source)?;
+        st.serialize_field("denied", &self.denied)?;
         st.serialize_field("verify", &self.verify)?;
         st.serialize_field("depth", &self.depth)?;
         st.serialize_field("pass_certificate", &self.pass_certificate)?;
@@ -195,7 +201,26 @@ impl ClientAuth {
             subjects,
             digest: d,
             tls: OnceLock::new(),
+            denied: false,
         })
+    }
+
+    /// The settings of a host whose `auth-tls-*` (from the Ingress `source`) could not be
+    /// honoured: no certificate asked, every request refused.
+    pub fn denied(source: &str) -> ClientAuth {
+        ClientAuth {
+            source: source.into(),
+            verify: Verify::Off,
+            depth: 0,
+            pass_certificate: false,
+            error_page: None,
+            match_cn: None,
+            anchors: Vec::new(),
+            subjects: Vec::new(),
+            digest: [0; 32],
+            tls: OnceLock::new(),
+            denied: true,
+        }
     }
 
     /// Verifies a client's chain (leaf first) against the CA, within the depth.

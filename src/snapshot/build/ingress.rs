@@ -211,6 +211,10 @@ impl Compiled {
         match self.client_auth(cx, annotations) {
             Ok(auth) => self.client_auth = auth,
             Err(()) => {
+                // Client certificates are a server setting in nginx: the whole host is
+                // refused (403), the other Ingresses' paths too, never served unverified.
+                let source = format!("{}/{}", self.key.namespace, self.key.name);
+                self.client_auth = Some(Arc::new(ClientAuth::denied(&source)));
                 let mut p = policy.as_deref().cloned().unwrap_or_default();
                 p.deny = Some(503);
                 policy = Some(Arc::new(p));
@@ -518,7 +522,15 @@ impl Compiled {
         let Some(reference) = get("auth-tls-secret").filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
-        let deny = |this: &mut Self, name: &str, reason: String| this.deny(name, reason);
+        let deny = |this: &mut Self, name: &str, reason: String| {
+            let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
+            let reason = format!(
+                "{reason}: every request to this Ingress's hosts, other Ingresses' paths included, is refused (403, as ingress-nginx)"
+            );
+            this.diagnostics
+                .push(Diagnostic::error(&this.key, field, reason));
+            Err(())
+        };
         let warn = |this: &mut Self, name: &str, reason: String| {
             let field = format!("metadata.annotations[{}{name}]", annotations::NGINX);
             this.diagnostics
