@@ -315,7 +315,30 @@ async fn fail_closed() {
         &format!("{N}/auth-type: basic"),
     );
     let open = ing("open", "app.example", false, "");
-    let env = env_with(&[guarded, auth, open], &backend).await;
+    // External auth whose request Portico cannot make as ingress-nginx would (the fields of a
+    // ConfigMap, nginx lines): never served without it.
+    let set_headers = ing(
+        "set-headers",
+        "sh.example",
+        false,
+        &format!(
+            "{N}/auth-url: http://auth.example/check, {N}/auth-proxy-set-headers: shop/auth-headers"
+        ),
+    );
+    let snippet = ing(
+        "auth-snippet",
+        "as.example",
+        false,
+        &format!(
+            "{N}/auth-url: http://auth.example/check, {N}/auth-snippet: \"proxy_set_header X-A b;\""
+        ),
+    );
+    let env = env_with(&[guarded, auth, open, set_headers, snippet], &backend).await;
+    for host in ["sh.example", "as.example"] {
+        let reply = h1(env.http(), get(host, "/")).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{host}");
+        assert_eq!(reply.served_by(), "", "{host}");
+    }
     // Client certificates are a server setting: a CA Secret that is missing denies the whole
     // host (403, ingress-nginx's `return 403`), the other Ingress's paths included.
     for path in ["/admin/users", "/public"] {

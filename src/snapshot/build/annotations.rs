@@ -85,7 +85,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         Support::Accepted("the ConfigMap's upstream-keepalive-timeout applies"),
     ),
     ("auth-method", Support::Honoured),
-    ("auth-proxy-set-headers", Support::Unsupported),
+    ("auth-proxy-set-headers", Support::FailsClosed),
     ("auth-realm", Support::Honoured),
     ("auth-request-redirect", Support::Honoured),
     (
@@ -98,7 +98,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("auth-secret-type", Support::Honoured),
     ("auth-signin", Support::Honoured),
     ("auth-signin-redirect-param", Support::Honoured),
-    ("auth-snippet", Support::Unsupported),
+    ("auth-snippet", Support::FailsClosed),
     ("auth-tls-error-page", Support::Honoured),
     ("auth-tls-match-cn", Support::Honoured),
     ("auth-tls-pass-certificate-to-upstream", Support::Honoured),

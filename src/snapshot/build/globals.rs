@@ -198,7 +198,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("global-auth-response-headers", KeySupport::Honoured),
     ("global-auth-signin", KeySupport::Honoured),
     ("global-auth-signin-redirect-param", KeySupport::Honoured),
-    ("global-auth-snippet", KeySupport::NotYet),
+    ("global-auth-snippet", KeySupport::Honoured),
     ("global-auth-url", KeySupport::Honoured),
     ("hide-headers", KeySupport::NotYet),
     ("hsts", KeySupport::Honoured),
@@ -292,6 +292,7 @@ pub fn parse(
     // Errors (invalid access lists and other guards).
     let mut errors: Vec<(&str, String)> = Vec::new();
     let mut auth = AuthValues::default();
+    let mut auth_snippet = false;
     let mut warn = |name: &str, reason: String| {
         diagnostics.push(Diagnostic::warning(key, format!("data.{name}"), reason));
     };
@@ -524,6 +525,9 @@ pub fn parse(
                 }
             }
             "global-auth-url" => auth.url = value.to_string(),
+            // Lines pasted into the global auth location: Portico cannot honour them, and the
+            // global auth they change guards every route (below).
+            "global-auth-snippet" => auth_snippet = !value.is_empty(),
             "global-auth-method" => auth.method = Some(value.to_string()),
             "global-auth-signin" => auth.signin = Some(value.to_string()),
             "global-auth-signin-redirect-param" => auth.signin_param = Some(value.to_string()),
@@ -537,17 +541,32 @@ pub fn parse(
             },
             "add-headers" => header_refs[0] = Some(value),
             "proxy-set-headers" => header_refs[1] = Some(value),
-            "annotations-risk-level" => match value {
-                "Low" => g.annotations_risk_level = RiskLevel::Low,
-                "Medium" => g.annotations_risk_level = RiskLevel::Medium,
-                "High" => g.annotations_risk_level = RiskLevel::High,
-                "Critical" => g.annotations_risk_level = RiskLevel::Critical,
-                _ => warn(name, bad("is not Low, Medium, High or Critical")),
+            // As ingress-nginx's `StringRiskToRisk`: any case; anything else is Low.
+            "annotations-risk-level" => match value.to_ascii_lowercase().as_str() {
+                "low" => g.annotations_risk_level = RiskLevel::Low,
+                "medium" => g.annotations_risk_level = RiskLevel::Medium,
+                "high" => g.annotations_risk_level = RiskLevel::High,
+                "critical" => g.annotations_risk_level = RiskLevel::Critical,
+                _ => {
+                    g.annotations_risk_level = RiskLevel::Low;
+                    let reason = format!(
+                        "{value:?} is not Low, Medium, High or Critical; Low, as ingress-nginx reads it"
+                    );
+                    warn(name, reason);
+                }
             },
             _ => {}
         }
     }
     g.hsts = hsts.value();
+    if auth_snippet && !auth.url.is_empty() {
+        g.guards.push("global-auth-snippet".into());
+        let reason = "configuration lines for the global authentication's request, which Portico cannot honour: every route that global authentication guards answers 503 rather than be asked differently".to_string();
+        diagnostics.push(Diagnostic::error(key, "data.global-auth-snippet", reason));
+    } else if auth_snippet {
+        let reason = "without global-auth-url it changes nothing; ignored";
+        diagnostics.push(Diagnostic::warning(key, "data.global-auth-snippet", reason));
+    }
     if !auth.url.is_empty() {
         let mut warnings = Vec::new();
         let parse_key = crate::snapshot::build::annotations::parse_hash_key;

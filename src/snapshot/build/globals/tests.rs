@@ -99,7 +99,6 @@ fn bad_values_keep_the_default_with_a_warning_naming_key_and_value() {
         ("ssl-redirect", "yes"),
         ("http-redirect-code", "303"),
         ("proxy-read-timeout", "60s"),
-        ("annotations-risk-level", "critical"),
         ("custom-http-errors", "404,abc"),
         ("custom-http-errors", "200"),
         ("custom-http-errors", ","),
@@ -506,4 +505,43 @@ fn hsts_keys_make_ingress_nginx_s_field() {
     ] {
         assert_eq!(value(&[(k, v)]), (default.clone(), 1), "{k}: {v}");
     }
+}
+
+/// `annotations-risk-level` in any case (ingress-nginx lower-cases it); anything else is Low,
+/// with a warning.
+#[test]
+fn the_risk_level_is_read_as_ingress_nginx_reads_it() {
+    for (v, want) in [
+        ("critical", RiskLevel::Critical),
+        ("CRITICAL", RiskLevel::Critical),
+        ("Medium", RiskLevel::Medium),
+        ("high", RiskLevel::High),
+    ] {
+        let (g, d) = parse_pairs(&[("annotations-risk-level", v)]);
+        assert_eq!(g.annotations_risk_level, want, "{v}");
+        assert!(d.is_empty(), "{d:?}");
+    }
+    let (g, d) = parse_pairs(&[("annotations-risk-level", "bogus")]);
+    assert_eq!(g.annotations_risk_level, RiskLevel::Low);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].reason.contains("\"bogus\""), "{d:?}");
+}
+
+/// A `global-auth-snippet` with `global-auth-url`: every route fails closed, with an error;
+/// without it, a warning.
+#[test]
+fn a_global_auth_snippet_fails_closed() {
+    let (g, d) = parse_pairs(&[
+        ("global-auth-url", "http://auth.example/check"),
+        ("global-auth-snippet", "proxy_set_header X-A b;"),
+    ]);
+    assert_eq!(g.guards, vec![Box::<str>::from("global-auth-snippet")]);
+    assert!(
+        d.iter()
+            .any(|d| d.severity == Severity::Error && d.field == "data.global-auth-snippet"),
+        "{d:?}"
+    );
+    let (g, d) = parse_pairs(&[("global-auth-snippet", "proxy_set_header X-A b;")]);
+    assert!(g.guards.is_empty());
+    assert_eq!(d[0].severity, Severity::Warning, "{d:?}");
 }
