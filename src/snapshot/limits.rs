@@ -185,43 +185,37 @@ impl Zone {
             last: now,
             ..Entry::default()
         });
-        if spec.connections > 0 && entry.conns >= spec.connections {
-            return Err(Refusal::Connections);
+        // nginx runs `limit_req` before `limit_conn` (both in the preaccess phase): the rates
+        // first, and a request the connection count then refuses has been counted in them.
+        // A new address's first request passes with an empty bucket.
+        if !new {
+            let elapsed = now.saturating_sub(entry.last);
+            let mult = u64::from(spec.burst_multiplier);
+            let next = |excess: u64, per_thousand_ms: u64, limit: u32| -> Option<u64> {
+                if limit == 0 {
+                    return Some(0);
+                }
+                // nginx: excess - rate * ms / 1000 + 1000, at least 0; over the burst: refused.
+                let drained = per_thousand_ms.saturating_mul(elapsed) / 1000;
+                let e = excess.saturating_add(1000).saturating_sub(drained);
+                let burst = u64::from(limit).saturating_mul(mult).saturating_mul(1000);
+                (e <= burst).then_some(e)
+            };
+            // Rates in thousandths of a request per second.
+            let rpm = next(entry.rpm_excess, u64::from(spec.rpm) * 1000 / 60, spec.rpm);
+            let rps = next(entry.rps_excess, u64::from(spec.rps) * 1000, spec.rps);
+            let (Some(rpm), Some(rps)) = (rpm, rps) else {
+                return Err(Refusal::Rate);
+            };
+            entry.rpm_excess = rpm;
+            entry.rps_excess = rps;
+            entry.last = now;
         }
-        // nginx: a new address's first request passes with an empty bucket.
-        if new {
-            if spec.connections == 0 {
-                return Ok(None);
-            }
-            entry.conns += 1;
-            return Ok(Some(ConnGuard {
-                zone: Arc::clone(self),
-                ip,
-            }));
-        }
-        let elapsed = now.saturating_sub(entry.last);
-        let mult = u64::from(spec.burst_multiplier);
-        let next = |excess: u64, per_thousand_ms: u64, limit: u32| -> Option<u64> {
-            if limit == 0 {
-                return Some(0);
-            }
-            // nginx: excess - rate * ms / 1000 + 1000, at least 0; over the burst: refused.
-            let drained = per_thousand_ms.saturating_mul(elapsed) / 1000;
-            let e = (excess + 1000).saturating_sub(drained);
-            let burst = u64::from(limit) * mult * 1000;
-            (e <= burst).then_some(e)
-        };
-        // Rates in thousandths of a request per second.
-        let rpm = next(entry.rpm_excess, u64::from(spec.rpm) * 1000 / 60, spec.rpm);
-        let rps = next(entry.rps_excess, u64::from(spec.rps) * 1000, spec.rps);
-        let (Some(rpm), Some(rps)) = (rpm, rps) else {
-            return Err(Refusal::Rate);
-        };
-        entry.rpm_excess = rpm;
-        entry.rps_excess = rps;
-        entry.last = now;
         if spec.connections == 0 {
             return Ok(None);
+        }
+        if entry.conns >= spec.connections {
+            return Err(Refusal::Connections);
         }
         entry.conns += 1;
         Ok(Some(ConnGuard {

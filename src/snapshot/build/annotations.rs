@@ -207,6 +207,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         "http2-push-preload",
         Support::Obsolete("removed in ingress-nginx 1.9"),
     ),
+    ("limit-allowlist", Support::Honoured),
     ("limit-burst-multiplier", Support::Honoured),
     ("limit-connections", Support::Honoured),
     ("limit-rate", Support::Honoured),
@@ -547,7 +548,10 @@ pub(super) fn parse(
         policy.access_log = false;
     }
     policy.cors = cors(&mut r);
-    policy.limits = limits(&mut r, globals);
+    match limits(&mut r, globals) {
+        Ok(limits) => policy.limits = limits,
+        Err(()) => policy.deny = Some(503),
+    }
     match bandwidth(&mut r) {
         Ok(b) => policy.bandwidth = b,
         Err(()) => policy.deny = Some(503),
@@ -692,44 +696,78 @@ fn bandwidth(r: &mut Reader<'_>) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// `limit-rps`, `limit-rpm`, `limit-burst-multiplier` (default 5), `limit-connections` and
-/// `limit-whitelist`: one zone for the Ingress, keyed by client address.
-fn limits(r: &mut Reader<'_>, globals: &Globals) -> Option<Arc<crate::snapshot::limits::Limits>> {
+/// `limit-allowlist` (or its older name `limit-whitelist`): one zone for the Ingress, keyed by
+/// client address. A value that is not a whole number fails closed (`Err`: ingress-nginx's
+/// validation refuses the Ingress); a negative limit is none (nginx renders no limit for it);
+/// a multiplier below 1 fails closed (nginx refuses `burst=0`).
+fn limits(
+    r: &mut Reader<'_>,
+    globals: &Globals,
+) -> Result<Option<Arc<crate::snapshot::limits::Limits>>, ()> {
     use crate::snapshot::limits::{LimitSpec, Limits, Zone};
-    let count = |r: &mut Reader<'_>, name: &str| -> u32 {
-        let Some(v) = r.get(name).map(str::to_string) else {
-            return 0;
-        };
-        match v.parse::<u32>() {
-            Ok(n) => n,
+    let mut failed = false;
+    let mut count = |r: &mut Reader<'_>, name: &str| -> Option<i64> {
+        let v = r.get(name).map(str::to_string)?;
+        match v.parse::<i64>() {
+            Ok(n) => Some(n),
             Err(_) => {
                 let shown = crate::redact::short_value(&v);
-                r.warn(
+                r.error(
                     name,
-                    format!("{shown} is not a whole number; no such limit"),
+                    format!("{shown} is not a whole number; every path of this Ingress answers 503 (ingress-nginx refuses the Ingress)"),
                 );
-                0
+                failed = true;
+                None
             }
         }
     };
-    let rps = count(r, "limit-rps");
-    let rpm = count(r, "limit-rpm");
-    let connections = count(r, "limit-connections");
-    if rps == 0 && rpm == 0 && connections == 0 {
-        return None;
-    }
-    let burst_multiplier = match r.get("limit-burst-multiplier") {
-        None => 5,
-        Some(_) => match count(r, "limit-burst-multiplier") {
-            0 => 5,
-            n => n,
-        },
+    let mut limit = |r: &mut Reader<'_>, name: &str| -> u32 {
+        match count(r, name) {
+            Some(n) if n < 0 => {
+                r.warn(
+                    name,
+                    format!("{n} is negative: no such limit, as nginx renders none"),
+                );
+                0
+            }
+            Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            None => 0,
+        }
     };
-    let exempt = match r.get("limit-whitelist").map(str::to_string) {
+    let rps = limit(r, "limit-rps");
+    let rpm = limit(r, "limit-rpm");
+    let connections = limit(r, "limit-connections");
+    let multiplier = count(r, "limit-burst-multiplier");
+    if failed {
+        return Err(());
+    }
+    if rps == 0 && rpm == 0 && connections == 0 {
+        return Ok(None);
+    }
+    let burst_multiplier = match multiplier {
+        None => 5,
+        Some(n) if n >= 1 => u32::try_from(n).unwrap_or(u32::MAX),
+        Some(n) if rps > 0 || rpm > 0 => {
+            r.error(
+                "limit-burst-multiplier",
+                format!("{n} makes a burst of {n} times the rate, which nginx refuses; every path of this Ingress answers 503"),
+            );
+            return Err(());
+        }
+        Some(_) => 5,
+    };
+    let exempt = match r
+        .get("limit-allowlist")
+        .map(|v| ("limit-allowlist", v.to_string()))
+        .or_else(|| {
+            r.get("limit-whitelist")
+                .map(|v| ("limit-whitelist", v.to_string()))
+        }) {
         None => crate::snapshot::access::IpSet::default(),
-        Some(v) => match parse_ranges(&v) {
+        Some((name, v)) => match parse_ranges(&v) {
             Ok(set) => set,
             Err(why) => {
-                r.warn("limit-whitelist", format!("{why}; nobody is exempt"));
+                r.warn(name, format!("{why}; nobody is exempt"));
                 crate::snapshot::access::IpSet::default()
             }
         },
@@ -743,7 +781,7 @@ fn limits(r: &mut Reader<'_>, globals: &Globals) -> Option<Arc<crate::snapshot::
         conn_status: globals.limit_conn_status,
     };
     let zone = Zone::for_ingress(&r.key.namespace, &r.key.name, &spec);
-    Some(Arc::new(Limits { spec, exempt, zone }))
+    Ok(Some(Arc::new(Limits { spec, exempt, zone })))
 }
 
 /// `enable-cors` and the `cors-*` annotations, with ingress-nginx's defaults; an invalid

@@ -100,3 +100,31 @@ fn the_zone_of_an_ingress_outlives_a_snapshot_while_its_limits_stay() {
     let d = Zone::for_ingress("shop", "limits-test", &s);
     assert!(d.is_empty(), "a zone nobody held is gone");
 }
+
+/// nginx runs `limit_req` before `limit_conn`: a request refused for its connections has been
+/// counted in the rate already, and one over both limits gets the rate's refusal.
+#[test]
+fn the_rate_is_judged_before_the_connections() {
+    let mut both = spec(0, 1, 1);
+    both.burst_multiplier = 1;
+    let zone = Arc::new(Zone::new(both, PER_SHARD));
+    let a = ip("192.0.2.9");
+    let first = zone.admit_at(a, 0).expect("the first passes");
+    assert!(first.is_some(), "counted as a connection");
+    // In flight: refused by the connection count, but counted in the rate (burst 1).
+    assert!(matches!(zone.admit_at(a, 0), Err(Refusal::Connections)));
+    drop(first);
+    // The rate's bucket is full: the rate refuses it, though no connection is left.
+    assert!(matches!(zone.admit_at(a, 0), Err(Refusal::Rate)));
+}
+
+/// Huge annotation values saturate instead of overflowing (a panic in debug builds).
+#[test]
+fn huge_limits_do_not_overflow() {
+    let mut huge = spec(u32::MAX, u32::MAX, 0);
+    huge.burst_multiplier = u32::MAX;
+    let zone = Arc::new(Zone::new(huge, PER_SHARD));
+    let a = ip("192.0.2.10");
+    assert_eq!(passing(&zone, a, 50, 0), 50);
+    assert_eq!(passing(&zone, a, 50, u64::MAX / 2), 50);
+}

@@ -1089,3 +1089,70 @@ fn canary_affinity_behaviour() {
     let (parsed, _) = parse_map(&[canary, ("affinity", "cookie")]);
     assert!(parsed.canary.unwrap().affinity.is_some());
 }
+
+/// The limit annotations as ingress-nginx reads them: whole numbers (anything else fails
+/// closed), negative = none, a multiplier below 1 fails closed, `limit-allowlist` before its
+/// older name.
+#[test]
+fn limit_annotations_follow_ingress_nginx() {
+    let limits = |pairs: &[(&str, &str)]| {
+        let (parsed, d) = parse_map(pairs);
+        let policy = parsed.policy.expect("a policy");
+        (policy.limits.clone(), policy.deny, d)
+    };
+    // Defaults: a burst of 5 times the rate.
+    let (l, deny, d) = limits(&[("limit-rps", "10")]);
+    let l = l.unwrap();
+    assert_eq!(
+        (l.spec.rps, l.spec.rpm, l.spec.burst_multiplier),
+        (10, 0, 5)
+    );
+    assert_eq!(deny, None);
+    assert!(d.is_empty(), "{d:?}");
+    let (l, _, d) = limits(&[
+        ("limit-rpm", "30"),
+        ("limit-connections", "2"),
+        ("limit-burst-multiplier", "3"),
+        ("limit-allowlist", "10.0.0.0/8"),
+        ("limit-whitelist", "192.0.2.1"),
+    ]);
+    let l = l.unwrap();
+    assert_eq!(
+        (l.spec.rpm, l.spec.connections, l.spec.burst_multiplier),
+        (30, 2, 3)
+    );
+    assert!(l.exempt.contains("10.1.2.3".parse().unwrap()));
+    assert!(
+        !l.exempt.contains("192.0.2.1".parse().unwrap()),
+        "allowlist wins"
+    );
+    assert!(d.is_empty(), "{d:?}");
+    let (l, _, _) = limits(&[("limit-rps", "1"), ("limit-whitelist", "192.0.2.1")]);
+    assert!(l.unwrap().exempt.contains("192.0.2.1".parse().unwrap()));
+    // Not whole numbers: 503 and an error naming the annotation and the value.
+    for (name, value) in [
+        ("limit-rps", "abc"),
+        ("limit-rps", "1.5"),
+        ("limit-rpm", "99999999999999999999"),
+        ("limit-connections", "1k"),
+    ] {
+        let (l, deny, d) = limits(&[(name, value)]);
+        assert!(l.is_none(), "{name}={value}");
+        assert_eq!(deny, Some(503), "{name}={value}");
+        assert_eq!(d[0].severity, Severity::Error, "{d:?}");
+        assert!(
+            d[0].field.contains(name) && d[0].reason.contains(value),
+            "{d:?}"
+        );
+    }
+    // Negative: no limit, a warning.
+    let (l, deny, d) = limits(&[("limit-rps", "-1"), ("enable-cors", "true")]);
+    assert!(l.is_none() && deny.is_none());
+    assert_eq!(d[0].severity, Severity::Warning, "{d:?}");
+    // A multiplier below 1, or not a number: 503.
+    for m in ["0", "-2", "x"] {
+        let (_, deny, d) = limits(&[("limit-rps", "1"), ("limit-burst-multiplier", m)]);
+        assert_eq!(deny, Some(503), "{m}");
+        assert_eq!(d[0].severity, Severity::Error, "{d:?}");
+    }
+}
