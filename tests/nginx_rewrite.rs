@@ -280,7 +280,7 @@ async fn queries_and_redirects() {
 }
 
 #[tokio::test]
-async fn a_regex_the_engine_cannot_run_is_left_out_with_an_error() {
+async fn a_regex_the_engine_cannot_run_answers_503_with_an_error() {
     timeout(LIMIT, unsupported_regex()).await.expect("bounded");
 }
 
@@ -301,10 +301,12 @@ async fn unsupported_regex() {
         None,
     );
     let env = env_with(&[bad], &a, &b).await;
-    let (by, _) = seen(&env, "re.example", "/ok/x").await;
-    assert_eq!(by, "b", "the other path of the host serves");
-    let reply = h1(env.http(), get("re.example", "/public")).await;
-    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    // Its literal prefix is `/`, tried before the shorter `/ok/(.*)` (as nginx tries the
+    // longer regex first, which would have taken `/ok/x` too): everything answers 503.
+    for path in ["/ok/x", "/public"] {
+        let reply = h1(env.http(), get("re.example", path)).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    }
     let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
         .await
         .json();
@@ -321,5 +323,52 @@ async fn unsupported_regex() {
         "{errors:?}"
     );
     assert!(errors[0].contains("look-around"), "{errors:?}");
+    env.shutdown().await;
+}
+
+/// A regex path the linear-time engine cannot run (PCRE's look-around, say) is not dropped
+/// so that its requests fall to another route of the host, unguarded: its place in the
+/// host's order answers 503 on the pattern's literal prefix (an error says why), so an
+/// allowlist or auth on it is never bypassed.
+#[tokio::test]
+async fn a_regex_portico_cannot_run_fails_closed() {
+    timeout(LIMIT, unrunnable()).await.expect("bounded");
+}
+
+async fn unrunnable() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let guarded = ingress_full(
+        "shop",
+        "guarded",
+        &[("pcre.example", vec![regex_path("/admin(?!/public)", "a")])],
+        &[],
+        &format!("{N}/use-regex: \"true\", {N}/whitelist-source-range: 10.0.0.0/8"),
+        None,
+    );
+    let site = ingress_full(
+        "shop",
+        "site",
+        &[("pcre.example", vec![prefix("/", "b", 80)])],
+        &[],
+        "",
+        None,
+    );
+    let env = env_with(&[guarded, site], &a, &b).await;
+    for path in ["/admin/secret", "/ADMIN", "/admin"] {
+        let reply = h1(env.http(), get("pcre.example", path)).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(reply.served_by(), "", "{path}");
+    }
+    assert_eq!(seen(&env, "pcre.example", "/other").await.0, "b");
+    let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
+        .await
+        .json();
+    let said = dump["diagnostics"].as_array().unwrap().iter().any(|d| {
+        d["severity"] == "error"
+            && d["reason"].as_str().unwrap().contains("/admin(?!/public)")
+            && d["reason"].as_str().unwrap().contains("503")
+    });
+    assert!(said, "{:#}", dump["diagnostics"]);
     env.shutdown().await;
 }

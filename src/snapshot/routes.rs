@@ -1458,14 +1458,27 @@ fn regex_host(kept: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRo
                 route.regex = Some(re);
                 routes.push(route);
             }
-            Err(why) => diagnostics.push(Diagnostic::error(
-                &c.object,
-                c.field.clone(),
-                format!(
-                    "path {:?} {why}; ignored (its host is in regex mode: use-regex or rewrite-target on an Ingress of the host)",
-                    c.path()
-                ),
-            )),
+            Err(why) => {
+                // Never dropped (its requests would fall to another route of the host,
+                // around its guards): its literal prefix, in its place, answers 503.
+                let literal = literal_prefix(c.path());
+                diagnostics.push(Diagnostic::error(
+                    &c.object,
+                    c.field.clone(),
+                    format!(
+                        "path {:?} {why}; requests under its literal prefix {literal:?} answer 503 rather than reach another route (its host is in regex mode: use-regex or rewrite-target on an Ingress of the host)",
+                        c.path()
+                    ),
+                ));
+                if let Ok(re) = PathRegex::compile(&regex::escape(literal)) {
+                    let mut route = c.route.clone();
+                    route.regex = Some(re);
+                    let mut policy = route.policy.as_deref().cloned().unwrap_or_default();
+                    policy.deny = Some(503);
+                    route.policy = Some(Arc::new(policy));
+                    routes.push(route);
+                }
+            }
         }
     }
     HostRoutes {
@@ -1477,6 +1490,14 @@ fn regex_host(kept: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRo
         fallback: None,
         regex: true,
     }
+}
+
+/// The start of a regex path before its first metacharacter: what every match begins with.
+pub(crate) fn literal_prefix(path: &str) -> &str {
+    let end = path
+        .find(|c: char| "\\.+*?()|[]{}^$".contains(c))
+        .unwrap_or(path.len());
+    &path[..end]
 }
 
 /// Precedence inside one matchit key: the longest declared path, then Exact over Prefix.
