@@ -1327,8 +1327,10 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
     for c in candidates {
         match kept.last() {
             Some(w) if w.path() == c.path() && w.path_type() == c.path_type() => {
-                // Claims that agree on the backend lose nothing: only a different one conflicts.
-                if w.route.backend != c.route.backend {
+                // Claims that agree on the backend and the policy lose nothing; otherwise the
+                // loser's are not applied (its guards above all: ingress-nginx's admission
+                // webhook refuses such an Ingress), an error says so.
+                if w.route.backend != c.route.backend || w.route.policy != c.route.policy {
                     diagnostics.push(conflict(&c, w));
                 }
             }
@@ -1507,11 +1509,17 @@ fn rank(c: &Candidate) -> (usize, bool) {
 
 fn conflict(loser: &Candidate, winner: &Candidate) -> Diagnostic {
     let host = loser.route.host.as_deref().unwrap_or("*");
+    let guards = |c: &Candidate| c.route.policy.as_deref().is_some_and(Policy::guards_access);
+    let unguarded = if guards(loser) && !guards(winner) {
+        ": its access guards (allowlist, auth, limits) do NOT apply, the path is served without them"
+    } else {
+        ""
+    };
     Diagnostic::error(
         &loser.object,
         loser.field.clone(),
         format!(
-            "host {host} path {} ({}) is already claimed by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored",
+            "host {host} path {} ({}) is already claimed by Ingress {}/{}, which takes precedence (older, or first by namespace/name); ignored{unguarded}",
             loser.path(),
             loser.path_type().as_str(),
             winner.route.ingress.namespace,

@@ -411,3 +411,32 @@ proptest::proptest! {
         }
     }
 }
+
+/// A claim that loses to an equal one with the same backend but another policy is an error:
+/// its annotations are not applied, and when they guard access the error says the path is
+/// served without them (ingress-nginx's admission webhook refuses such an Ingress).
+#[test]
+fn a_losing_claim_with_guards_is_an_error() {
+    let open = ing(
+        "a-open",
+        json!({"rules": [rule("h.com", &[("/admin", "Prefix", "s", 80)])]}),
+    );
+    let guarded = with_meta(
+        ing(
+            "b-guarded",
+            json!({"rules": [rule("h.com", &[("/admin", "Prefix", "s", 80)])]}),
+        ),
+        json!({"annotations": {"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"}}),
+    );
+    let built = build_of(vec![our_class(), svc("s"), open, guarded]);
+    let found = diags(&built, "do NOT apply");
+    assert_eq!(found.len(), 1, "{:?}", built.diagnostics);
+    assert!(
+        built
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.reason.contains("already claimed")),
+        "{:?}",
+        built.diagnostics
+    );
+}
