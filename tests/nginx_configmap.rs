@@ -182,3 +182,77 @@ async fn from_the_api() {
     assert!(everywhere.is_empty(), "{everywhere:?}");
     env.shutdown().await;
 }
+
+/// `no-tls-redirect-locations` and `no-auth-locations` (both `/.well-known/acme-challenge` by
+/// default, as ingress-nginx): an ACME HTTP-01 solver's path is never redirected to HTTPS
+/// and asks no authentication (here the global one, whose service is unreachable: asked, it
+/// would answer 500), so certificate issuance works; set empty, they apply again.
+#[tokio::test]
+async fn acme_challenges_are_not_redirected_or_authenticated() {
+    timeout(LIMIT, acme()).await.expect("bounded");
+}
+
+async fn acme() {
+    let backend = Backend::start("web").await;
+    let (secret, _) = tls_secret("shop", "cert", &["s.example"]);
+    let solver_path = "/.well-known/acme-challenge/TOKEN123";
+    let files = vec![
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[backend.addr], &[]),
+        ),
+        ("secret.yaml", secret),
+        (
+            "site.yaml",
+            ingress_full(
+                "shop",
+                "site",
+                &[("s.example", vec![prefix("/", "web", 80)])],
+                &[(&["s.example"], "cert")],
+                "",
+                None,
+            ),
+        ),
+        (
+            "solver.yaml",
+            ingress_full(
+                "shop",
+                "solver",
+                &[("s.example", vec![prefix(solver_path, "web", 80)])],
+                &[],
+                "",
+                None,
+            ),
+        ),
+        (
+            "configmap.yaml",
+            configmap("global-auth-url: \"http://127.0.0.1:1/check\""),
+        ),
+    ];
+    let env = Env::start_with(&files, &["--configmap", "ingress/portico"]).await;
+    let reply = h1(env.http(), get("s.example", solver_path)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.served_by(), "web");
+    let reply = h1(env.http(), get("s.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    env.apply(
+        "configmap.yaml",
+        &configmap(
+            "global-auth-url: \"http://127.0.0.1:1/check\", no-tls-redirect-locations: \"\", no-auth-locations: \"\"",
+        ),
+    )
+    .await;
+    let reply = h1(env.http(), get("s.example", solver_path)).await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT, "{reply:?}");
+    env.apply(
+        "configmap.yaml",
+        &configmap(
+            "global-auth-url: \"http://127.0.0.1:1/check\", no-auth-locations: \"\", ssl-redirect: \"false\"",
+        ),
+    )
+    .await;
+    let reply = h1(env.http(), get("s.example", solver_path)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+    env.shutdown().await;
+}

@@ -21,6 +21,10 @@ use crate::store::ObjectStore;
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
 
+/// ingress-nginx's default `no-tls-redirect-locations` and `no-auth-locations`: where ACME
+/// HTTP-01 solvers answer.
+pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge";
+
 /// The global settings of a build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Globals {
@@ -37,6 +41,12 @@ pub struct Globals {
     pub http_redirect_code: u16,
     /// `preserve-trailing-slash` (default false).
     pub preserve_trailing_slash: bool,
+    /// `no-tls-redirect-locations` (default `/.well-known/acme-challenge`): a route whose
+    /// path starts with one of them is never redirected to HTTPS (ACME HTTP-01 solvers).
+    pub no_tls_redirect_locations: Vec<Box<str>>,
+    /// `no-auth-locations` (default `/.well-known/acme-challenge`): a route whose path starts
+    /// with one of them asks no basic or external authentication.
+    pub no_auth_locations: Vec<Box<str>>,
     /// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout` (default: the
     /// command line's).
     pub timeouts: RouteTimeouts,
@@ -139,6 +149,8 @@ impl Default for Globals {
             force_ssl_redirect: false,
             http_redirect_code: 308,
             preserve_trailing_slash: false,
+            no_tls_redirect_locations: vec![ACME_CHALLENGE.into()],
+            no_auth_locations: vec![ACME_CHALLENGE.into()],
             timeouts: RouteTimeouts::default(),
             allow_snippet_annotations: false,
             annotations_risk_level: RiskLevel::High,
@@ -215,6 +227,8 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("load-balance", KeySupport::Honoured),
     ("log-format-upstream", KeySupport::NotYet),
     ("max-worker-connections", KeySupport::NotYet),
+    ("no-auth-locations", KeySupport::Honoured),
+    ("no-tls-redirect-locations", KeySupport::Honoured),
     ("preserve-trailing-slash", KeySupport::Honoured),
     ("proxy-body-size", KeySupport::Honoured),
     ("proxy-buffer-size", KeySupport::NotYet),
@@ -522,6 +536,19 @@ pub fn parse(
                             format!("{why}: every route answers 503 rather than serve unguarded"),
                         ));
                     }
+                }
+            }
+            "no-tls-redirect-locations" | "no-auth-locations" => {
+                let list = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(Box::from)
+                    .collect();
+                if name == "no-auth-locations" {
+                    g.no_auth_locations = list;
+                } else {
+                    g.no_tls_redirect_locations = list;
                 }
             }
             "global-auth-url" => auth.url = value.to_string(),

@@ -135,7 +135,12 @@ impl Compiled {
             })
             && (!tls_changed
                 || self.paths.iter().all(|(_, c)| {
-                    c.route.ssl_redirect == self.ssl_redirect(cx, c.route.host.as_deref())
+                    let exempt =
+                        c.route.path.as_deref().is_some_and(|p| {
+                            starts_with_any(p, &cx.globals.no_tls_redirect_locations)
+                        });
+                    c.route.ssl_redirect
+                        == (self.ssl_redirect(cx, c.route.host.as_deref()) && !exempt)
                 }))
     }
 
@@ -305,6 +310,23 @@ impl Compiled {
                         self.backend_tls(cx, protocol, tls, &backend, &backend_field);
                 }
                 let path_policy = route_policy(policy.as_ref(), &path);
+                // ingress-nginx's `no-auth-locations` (an ACME solver's path, by default):
+                // no basic or external authentication there.
+                let path_policy = match path_policy {
+                    Some(p)
+                        if (p.basic_auth.is_some() || p.external_auth.is_some())
+                            && starts_with_any(&path, &cx.globals.no_auth_locations) =>
+                    {
+                        let mut p = Policy::clone(&p);
+                        p.basic_auth = None;
+                        p.external_auth = None;
+                        (p != Policy::default()).then(|| Arc::new(p))
+                    }
+                    other => other,
+                };
+                // …and `no-tls-redirect-locations`: never redirected to HTTPS there.
+                let ssl_redirect =
+                    ssl_redirect && !starts_with_any(&path, &cx.globals.no_tls_redirect_locations);
                 let route = Route {
                     host: host.clone(),
                     path: Some(path),
@@ -1170,6 +1192,12 @@ const INVALID_SUFFIXES: [&str; 2] = ["/..", "/."];
 
 /// The policy of one path: the Ingress's, without a rewrite whose target is the path itself
 /// (ingress-nginx adds no rewrite then, and such a path does not put the host in regex mode).
+/// Whether `path` (an Ingress path) starts with one of `locations` (ingress-nginx's
+/// `isLocationInLocationList`).
+fn starts_with_any(path: &str, locations: &[Box<str>]) -> bool {
+    locations.iter().any(|l| path.starts_with(&**l))
+}
+
 fn route_policy(policy: Option<&Arc<Policy>>, path: &str) -> Option<Arc<Policy>> {
     let p = policy?;
     match &p.rewrite {
