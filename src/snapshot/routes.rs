@@ -287,10 +287,13 @@ impl NextUpstream {
         if words.is_empty() {
             return Err("names no condition".to_string());
         }
+        // nginx: `off` among other conditions wins (NGX_HTTP_UPSTREAM_FT_OFF).
+        if words.contains(&"off") {
+            *self = next;
+            return Ok(());
+        }
         for word in &words {
             match *word {
-                "off" if words.len() == 1 => {}
-                "off" => return Err("has \"off\" with other conditions".to_string()),
                 "error" => next.error = true,
                 "timeout" => next.timeout = true,
                 "invalid_header" => next.invalid_header = true,

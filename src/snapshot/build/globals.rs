@@ -367,10 +367,28 @@ pub fn parse(
                     ),
                 }
             }
-            "custom-http-errors" => match values::parse_codes(value) {
-                Ok(codes) => g.custom_http_errors = Some(codes),
-                Err(why) => warn(name, format!("{value:?} {why}; ignored")),
-            },
+            // As ingress-nginx's ConfigMap reader: an entry that is not a code is left out
+            // (a warning), the others stand.
+            "custom-http-errors" => {
+                let mut codes: Vec<u16> = Vec::new();
+                let mut bad_entry = false;
+                for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    match values::parse_codes(item) {
+                        Ok(one) => codes.extend_from_slice(&one),
+                        Err(why) => {
+                            bad_entry = true;
+                            warn(name, format!("{value:?} {why}; that entry is left out"));
+                        }
+                    }
+                }
+                codes.sort_unstable();
+                codes.dedup();
+                if !codes.is_empty() {
+                    g.custom_http_errors = Some(codes.into());
+                } else if !bad_entry {
+                    warn(name, format!("{value:?} lists no status code; ignored"));
+                }
+            }
             "proxy-next-upstream" | "proxy-next-upstream-tries" | "proxy-next-upstream-timeout" => {
                 let next = &mut g.next_upstream;
                 let read = match name.as_str() {

@@ -838,7 +838,6 @@ fn proxy_next_upstream_follows_nginx() {
     // Bad values: a warning naming the value; the default stays.
     for (name, value) in [
         ("proxy-next-upstream", "error http_418"),
-        ("proxy-next-upstream", "off error"),
         ("proxy-next-upstream", "sometimes"),
         ("proxy-next-upstream", ""),
         ("proxy-next-upstream-tries", "-1"),
@@ -850,6 +849,11 @@ fn proxy_next_upstream_follows_nginx() {
         assert_eq!(d.len(), 1, "{name}={value}: {d:?}");
         assert!(d[0].reason.contains(&format!("{value:?}")), "{d:?}");
     }
+    // `off` among other conditions wins, as in nginx.
+    let (parsed, d) = parse_map(&[("proxy-next-upstream", "error off timeout")]);
+    assert!(d.is_empty(), "{d:?}");
+    let off = parsed.policy.unwrap().next_upstream.unwrap();
+    assert!(!off.error && !off.timeout && off.statuses == 0);
     // The ConfigMap's settings are the start.
     let globals = Globals {
         next_upstream: NextUpstream {

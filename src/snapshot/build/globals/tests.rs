@@ -99,7 +99,6 @@ fn bad_values_keep_the_default_with_a_warning_naming_key_and_value() {
         ("ssl-redirect", "yes"),
         ("http-redirect-code", "303"),
         ("proxy-read-timeout", "60s"),
-        ("custom-http-errors", "404,abc"),
         ("custom-http-errors", "200"),
         ("custom-http-errors", ","),
         ("proxy-next-upstream", "error bogus"),
@@ -544,4 +543,14 @@ fn a_global_auth_snippet_fails_closed() {
     let (g, d) = parse_pairs(&[("global-auth-snippet", "proxy_set_header X-A b;")]);
     assert!(g.guards.is_empty());
     assert_eq!(d[0].severity, Severity::Warning, "{d:?}");
+}
+
+/// The ConfigMap's `custom-http-errors` leaves out an entry that is not a code (a warning) and
+/// keeps the others, as ingress-nginx's reader.
+#[test]
+fn a_bad_custom_http_errors_entry_is_left_out() {
+    let (g, d) = parse_pairs(&[("custom-http-errors", "404,abc,503")]);
+    assert_eq!(g.custom_http_errors.as_deref(), Some(&[404u16, 503][..]));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].reason.contains("abc"), "{d:?}");
 }
