@@ -158,3 +158,61 @@ async fn cors() {
     assert_eq!(reply.header("access-control-allow-origin"), "*");
     env.shutdown().await;
 }
+
+/// Within a location, nginx runs its rewrite-phase directives in template order: a denied
+/// location renders only `return 503` (no preflight, no CORS fields), and a preflight's
+/// `return 204` comes before `permanent-redirect`'s `return 301`.
+#[tokio::test]
+async fn a_preflight_is_answered_where_nginx_answers_it() {
+    timeout(LIMIT, preflight_order()).await.expect("bounded");
+}
+
+async fn preflight_order() {
+    let web = support::Backend::start("web").await;
+    let files = vec![
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[web.addr], &[]),
+        ),
+        (
+            "moved.yaml",
+            ing(
+                "moved",
+                "/moved",
+                &[
+                    ("enable-cors", "true"),
+                    ("permanent-redirect", "https://elsewhere.example/"),
+                ],
+            ),
+        ),
+        (
+            "denied.yaml",
+            ing(
+                "denied",
+                "/denied",
+                &[
+                    ("enable-cors", "true"),
+                    ("whitelist-source-range", "10.0.0.1, not-a-range"),
+                ],
+            ),
+        ),
+    ];
+    let env = Env::start(&files).await;
+    let origin = [("origin", "https://app.example")];
+    let reply = send(&env, Method::OPTIONS, "/moved", &origin).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let reply = send(&env, Method::GET, "/moved", &origin).await;
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY, "{reply:?}");
+    assert_eq!(reply.header("access-control-allow-origin"), "*");
+    for method in [Method::OPTIONS, Method::GET] {
+        let reply = send(&env, method.clone(), "/denied", &origin).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {reply:?}"
+        );
+        assert_eq!(reply.header("access-control-allow-origin"), "", "{method}");
+    }
+    env.shutdown().await;
+}

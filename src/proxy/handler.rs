@@ -218,8 +218,10 @@ impl Proxy {
             }
             // Client certificates (`auth-tls-*`): judged per host as soon as the request head
             // is read, before any location, as nginx does (plain HTTP after its redirect).
-            if conn.tls
-                && !snapshot.client_auth.is_empty()
+            // A host whose `auth-tls-*` could not be honoured is refused first, over plain
+            // HTTP too (ingress-nginx's server-level `return 403`).
+            if !snapshot.client_auth.is_empty()
+                && (conn.tls || host_denied(&snapshot, host_str))
                 && let Some(refused) = client_certificate(&snapshot, conn, host_str, &mut outcome)
             {
                 break 'forward refused;
@@ -274,22 +276,20 @@ impl Proxy {
                 if policy.bandwidth.is_some() {
                     outcome.extras.get_or_insert_default().bandwidth = policy.bandwidth;
                 }
-                // CORS: the fields go on every answer of the route to an allowed Origin.
-                if let Some(cors) = policy.cors.as_deref()
+                // CORS: the fields go on every answer of the route to an allowed Origin (a
+                // denied route's `return 503` has none: nginx renders nothing else there).
+                if let Some(cors) = policy.cors.as_deref().filter(|_| policy.deny.is_none())
                     && let Some(origin) = cors.allow_origin(parts.headers.get(http::header::ORIGIN))
                 {
                     outcome.extras.get_or_insert_default().cors = Some((cors, origin));
                 }
-                let early = or_break!('forward, policy_before_redirects(policy, &body, &vars));
-                if let Some(response) = early {
-                    break 'forward Ok(response);
-                }
-                // A preflight (OPTIONS from an allowed Origin) is answered here: 204, as
+                // A preflight (OPTIONS from an allowed Origin) is answered 204 in there, as
                 // ingress-nginx's `return 204` (before the HTTPS redirect and any access check).
-                if outcome.extras.as_ref().is_some_and(|e| e.cors.is_some())
-                    && parts.method == http::Method::OPTIONS
-                {
-                    break 'forward Ok(preflight());
+                let preflight = outcome.extras.as_ref().is_some_and(|e| e.cors.is_some())
+                    && parts.method == http::Method::OPTIONS;
+                let early = policy_before_redirects(policy, &body, &vars, preflight);
+                if let Some(response) = or_break!('forward, early) {
+                    break 'forward Ok(response);
                 }
                 if let Some(rw) = &policy.rewrite {
                     rewritten = Some(or_break!('forward, rewrite_uri(rw, &vars)));
@@ -1228,6 +1228,14 @@ fn client_certificate<'s>(
     }
 }
 
+/// Whether the host's `auth-tls-*` could not be honoured (every request refused).
+fn host_denied(snapshot: &Snapshot, host: &str) -> bool {
+    snapshot
+        .client_auth
+        .get(without_port(host))
+        .is_some_and(|ca| ca.denied)
+}
+
 /// Why a request's client certificate does not do.
 enum CertRefusal<'c> {
     /// This error (400, 403).
@@ -1438,12 +1446,15 @@ fn preflight() -> Response<ProxyBody> {
 
 /// The steps of a route's policy that come before the HTTPS redirect, in nginx's order: a
 /// Content-Length over `proxy-body-size` (413, judged when the location is found), `app-root`
-/// (302 for `/`, the server's rewrite phase), then `permanent-redirect`/`temporal-redirect`
-/// (the location's `return`). `Ok(None)`: go on.
+/// (302 for `/`, the server's rewrite phase), then the location's rewrite phase in template
+/// order: a denied location's `return 503` (nothing else is rendered there), a CORS
+/// `preflight`'s `return 204`, `permanent-redirect`/`temporal-redirect`'s `return`, a
+/// rewrite to another URL. `Ok(None)`: go on.
 fn policy_before_redirects(
     policy: &Policy,
     body: &Incoming,
     vars: &RequestVars<'_>,
+    preflight: bool,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
     if let Some(max) = policy.body_limit
         && http_body::Body::size_hint(body)
@@ -1457,6 +1468,13 @@ fn policy_before_redirects(
     {
         let location = format!("{}://{}{root}", vars.scheme, vars.http_host);
         return Ok(Some(redirect_to(StatusCode::FOUND, &location)));
+    }
+    if let Some(status) = policy.deny {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(ProxyError::Refused(status));
+    }
+    if preflight {
+        return Ok(Some(self::preflight()));
     }
     if let Some(r) = &policy.redirect {
         let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
