@@ -267,6 +267,7 @@ impl Proxy {
                     .and_then(|re| re.0.captures(&path));
                 let vars = RequestVars {
                     scheme: if conn.tls { "https" } else { "http" },
+                    pass_scheme: if https { "https" } else { "http" },
                     http_host: host_str,
                     path: &path,
                     raw_path: parts.uri.path(),
@@ -404,6 +405,7 @@ impl Proxy {
                     https,
                     vars: RequestVars {
                         scheme: if conn.tls { "https" } else { "http" },
+                        pass_scheme: if https { "https" } else { "http" },
                         http_host: host_str,
                         path: &path,
                         raw_path: parts.uri.path(),

@@ -871,6 +871,11 @@ pub enum UrlVar {
     /// `:port` of the Host when it names one, else nothing (not a name a template may use:
     /// the www redirect keeps the client's port with it).
     HostPort,
+    /// `$request_uri` without its last `/` (not a name a template may use: ingress-nginx's
+    /// www redirect strips it).
+    RequestUriTrimmed,
+    /// `$pass_access_scheme` (not a name a template may use: the www redirect's scheme).
+    PassScheme,
 }
 
 /// What a request offers a [`UrlTemplate`].
@@ -878,6 +883,9 @@ pub enum UrlVar {
 pub struct RequestVars<'a> {
     /// `http` or `https`.
     pub scheme: &'a str,
+    /// The scheme the client used as a trusted peer tells it (ingress-nginx's
+    /// `$pass_access_scheme`): `scheme` unless a trusted peer's X-Forwarded-Proto says else.
+    pub pass_scheme: &'a str,
     /// The Host as sent (`host[:port]`).
     pub http_host: &'a str,
     /// The path (normalised).
@@ -941,6 +949,14 @@ impl UrlVar {
                 let name = super::host::without_port(vars.http_host);
                 out.push_str(&vars.http_host[name.len()..]);
             }
+            UrlVar::RequestUriTrimmed => {
+                let start = out.len();
+                UrlVar::RequestUri.push(vars, out);
+                if out.len() > start && out.ends_with('/') {
+                    out.pop();
+                }
+            }
+            UrlVar::PassScheme => out.push_str(vars.pass_scheme),
         }
     }
 

@@ -391,11 +391,13 @@ impl Compiled {
             Some(apex) => apex.to_string(),
             None => format!("www.{name}"),
         };
+        // As ingress-nginx's redirect server: the scheme the client used (a trusted peer's
+        // X-Forwarded-Proto), the request URI without its last '/'.
         let url = UrlTemplate(Box::new([
-            UrlPart::Var(UrlVar::Scheme),
+            UrlPart::Var(UrlVar::PassScheme),
             UrlPart::Literal(format!("://{name}").into()),
             UrlPart::Var(UrlVar::HostPort),
-            UrlPart::Var(UrlVar::RequestUri),
+            UrlPart::Var(UrlVar::RequestUriTrimmed),
         ]));
         let policy = Policy {
             redirect: Some(Redirect {

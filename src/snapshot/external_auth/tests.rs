@@ -18,6 +18,7 @@ fn spec(v: &AuthValues) -> Result<AuthSpec, Invalid> {
 fn vars<'a>(host: &'a str, path: &'a str, query: Option<&'a str>) -> RequestVars<'a> {
     RequestVars {
         scheme: "http",
+        pass_scheme: "http",
         http_host: host,
         path,
         raw_path: path,

@@ -198,6 +198,7 @@ fn redirects_take_their_codes_and_temporal_wins() {
 fn vars() -> RequestVars<'static> {
     RequestVars {
         scheme: "http",
+        pass_scheme: "http",
         http_host: "Shop.Example:8080",
         path: "/a/b",
         raw_path: "/a/%62",
@@ -1159,4 +1160,35 @@ fn limit_annotations_follow_ingress_nginx() {
         assert_eq!(deny, Some(503), "{m}");
         assert_eq!(d[0].severity, Severity::Error, "{d:?}");
     }
+}
+
+/// The www redirect's own variables: the request URI without its last '/', the scheme a
+/// trusted peer says the client used.
+#[test]
+fn the_www_redirect_variables() {
+    let push = |var: UrlVar, vars: &RequestVars<'_>| {
+        let mut out = String::new();
+        var.push(vars, &mut out);
+        out
+    };
+    let base = vars();
+    assert_eq!(push(UrlVar::RequestUriTrimmed, &base), "/a/%62?x=1");
+    let slash = RequestVars {
+        raw_path: "/docs/",
+        query: None,
+        ..vars()
+    };
+    assert_eq!(push(UrlVar::RequestUriTrimmed, &slash), "/docs");
+    let root = RequestVars {
+        raw_path: "/",
+        query: None,
+        ..vars()
+    };
+    assert_eq!(push(UrlVar::RequestUriTrimmed, &root), "");
+    let forwarded = RequestVars {
+        pass_scheme: "https",
+        ..vars()
+    };
+    assert_eq!(push(UrlVar::PassScheme, &forwarded), "https");
+    assert_eq!(push(UrlVar::Scheme, &forwarded), "http");
 }
