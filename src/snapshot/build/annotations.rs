@@ -57,7 +57,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         ),
     ),
     ("allowlist-source-range", Support::Honoured),
-    ("app-root", Support::Honoured),
+    (
+        "app-root",
+        Support::Differs(
+            "a request for / gets 302 to $scheme://$http_host<app-root> when it reaches a path of this Ingress; ingress-nginx checks it for the whole host (a server-level if), so a / served by another Ingress of the host is redirected there and not here",
+        ),
+    ),
     ("auth-always-set-cookie", Support::Honoured),
     ("auth-cache-duration", Support::Honoured),
     (
@@ -228,7 +233,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("modsecurity-transaction-id", Support::Unsupported),
     ("opentelemetry-trust-incoming-span", Support::Unsupported),
     ("opentracing-trust-incoming-span", Support::Unsupported),
-    ("permanent-redirect", Support::Honoured),
+    (
+        "permanent-redirect",
+        Support::Differs(
+            "301 to the URL with nginx variables and captures expanded; ingress-nginx >= 1.12 validates the URL (no $, an http(s) scheme) and refuses or ignores what Portico accepts",
+        ),
+    ),
     ("permanent-redirect-code", Support::Honoured),
     ("preserve-trailing-slash", Support::Honoured),
     (
@@ -253,6 +263,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         "proxy-buffers-number",
         Support::Accepted("Portico streams responses; there are no response buffers to count"),
     ),
+    ("proxy-busy-buffers-size", Support::Unsupported),
     ("proxy-connect-timeout", Support::Honoured),
     ("proxy-cookie-domain", Support::Unsupported),
     ("proxy-cookie-path", Support::Unsupported),
@@ -306,10 +317,11 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         ),
     ),
     ("proxy-ssl-verify-depth", Support::Honoured),
+    ("relative-redirects", Support::Unsupported),
     (
         "rewrite-target",
         Support::Differs(
-            "as use-regex; the whole URI is replaced, captures $1–$9 and the query kept as nginx does, and the rewritten path is normalised again (a 400 if it climbs above /)",
+            "as use-regex; the whole URI is replaced, captures $1–$9 and the query kept as nginx does, and the rewritten path is normalised again (a 400 if it climbs above /). Differences: a target equal to its path changes nothing (nginx splits /foo into /foo/ and an Exact /foo, and rewrites /foo/bar to /foo); a ? produced by a variable splits the query (nginx escapes it as %3F); a target ingress-nginx >= 1.12 refuses (outside [-._~a-zA-Z0-9/:$], e.g. ? or %) is honoured",
         ),
     ),
     ("satisfy", Support::Unsupported),
@@ -322,13 +334,13 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "server-alias",
         Support::Differs(
-            "exact names only (wildcards are a warning); an alias that is the host of any rule is ignored, with a warning",
+            "exact names only (wildcards are a warning); an alias that is the host of any rule is ignored, with a warning; the alias serves the paths of its own Ingress only (nginx adds it to the server_name, so it serves every path of the host)",
         ),
     ),
     (
         "server-snippet",
         Support::Differs(
-            "as configuration-snippet, applied before it to the paths of its own Ingress (nginx applies it to every path of the host)",
+            "as configuration-snippet, applied before it to the paths of its own Ingress (nginx applies it to every path of the host); both snippets' operations add up, where nginx's add_header and proxy_set_header at server level are dropped for a location that has its own (every ingress-nginx location sets proxy_set_header, so a server-snippet's never reaches the endpoint there)",
         ),
     ),
     (
@@ -352,15 +364,26 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ),
     ("session-cookie-max-age", Support::Honoured),
     ("session-cookie-name", Support::Honoured),
+    ("session-cookie-partitioned", Support::Unsupported),
     ("session-cookie-path", Support::Honoured),
     ("session-cookie-samesite", Support::Honoured),
     ("session-cookie-secure", Support::Honoured),
     ("ssl-ciphers", Support::Unsupported),
     ("ssl-passthrough", Support::Unsupported),
     ("ssl-prefer-server-ciphers", Support::Unsupported),
-    ("ssl-redirect", Support::Honoured),
+    (
+        "ssl-redirect",
+        Support::Differs(
+            "308 to HTTPS for hosts in a spec.tls of an Ingress of the same namespace (a tenant's TLS entry never changes another namespace's site; ingress-nginx redirects any host with a certificate, whichever namespace set it), the Location without a trailing / (unless preserve-trailing-slash) and with the HTTPS listener's port when it is not 443; \"false\" turns it off",
+        ),
+    ),
     ("stream-snippet", Support::Unsupported),
-    ("temporal-redirect", Support::Honoured),
+    (
+        "temporal-redirect",
+        Support::Differs(
+            "302; wins over permanent-redirect; variables as permanent-redirect (ingress-nginx >= 1.12 validates the URL)",
+        ),
+    ),
     ("temporal-redirect-code", Support::Honoured),
     (
         "upstream-hash-by",

@@ -49,7 +49,8 @@ fn policy(pairs: &[(&str, &str)]) -> Policy {
 fn the_table_is_sorted_and_has_no_duplicates() {
     assert!(ANNOTATIONS.windows(2).all(|w| w[0].0 < w[1].0));
     assert_eq!(support("satisfy"), Some(Support::Unsupported));
-    assert_eq!(support("ssl-redirect"), Some(Support::Honoured));
+    assert_eq!(support("ssl-redirect-code"), None);
+    assert!(support("use-regex").is_some());
     assert_eq!(support("no-such-thing"), None);
 }
 
