@@ -75,7 +75,10 @@ async fn honoured() {
                    add_header X-On-Errors yes always;\n\
                    proxy_set_header X-Forwarded-Proto https;\n\
                    proxy_set_header X-Strip '';\n\
-                   proxy_set_header X-Uri $request_uri;";
+                   proxy_set_header X-Uri $request_uri;\n\
+                   proxy_set_header X-Real-IP $remote_addr;\n\
+                   proxy_set_header X-Team $http_x_team;\n\
+                   add_header X-Echoed-Agent $http_user_agent;";
     let env = env(
         true,
         &[snippet_ingress("snip", "/", snippet), plain()],
@@ -87,6 +90,11 @@ async fn honoured() {
         .insert("x-strip", "client".parse().unwrap());
     req.headers_mut()
         .insert("x-forwarded-proto", "forged".parse().unwrap());
+    req.headers_mut().insert("x-team", "blue".parse().unwrap());
+    req.headers_mut()
+        .insert("user-agent", "probe/1".parse().unwrap());
+    req.headers_mut()
+        .insert("x-real-ip", "6.6.6.6".parse().unwrap());
     let reply = h1(env.http(), req).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("x-frame-options"), "DENY");
@@ -100,6 +108,11 @@ async fn honoured() {
         "an empty value removes it: {seen}"
     );
     assert_eq!(seen["x-uri"], "/a?b=1");
+    // `$remote_addr` is the client address (not the client's X-Real-IP), `$http_NAME` the
+    // request's field of that name.
+    assert_eq!(seen["x-real-ip"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-team"], "blue");
+    assert_eq!(reply.header("x-echoed-agent"), "probe/1");
     // The other Ingress of the host has none of it.
     let reply = h1(env.http(), get("s.example", "/plain")).await;
     assert_eq!(reply.header("x-frame-options"), "");

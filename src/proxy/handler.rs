@@ -273,6 +273,8 @@ impl Proxy {
                     raw_path: parts.uri.path(),
                     query: parts.uri.query(),
                     captures: captures.as_ref(),
+                    client: Some(client),
+                    headers: Some(&parts.headers),
                 };
                 if policy.bandwidth.is_some() {
                     outcome.extras.get_or_insert_default().bandwidth = policy.bandwidth;
@@ -411,6 +413,8 @@ impl Proxy {
                         raw_path: parts.uri.path(),
                         query: parts.uri.query(),
                         captures: None,
+                        client: Some(client),
+                        headers: Some(&parts.headers),
                     },
                     request_id: fields.request_id.cloned(),
                     cert_fields: outcome

@@ -846,6 +846,9 @@ pub enum UrlPart {
     Var(UrlVar),
     /// `$1`…`$9`: a capture of the path regex (empty when there is none).
     Capture(u8),
+    /// `$http_NAME`: the request's fields of that name (lower-case, `_` as `-`), joined with
+    /// `, ` as nginx ≥ 1.23 joins them; empty when there is none.
+    Header(Box<str>),
 }
 
 /// The nginx variables a redirect URL may use.
@@ -876,6 +879,8 @@ pub enum UrlVar {
     RequestUriTrimmed,
     /// `$pass_access_scheme` (not a name a template may use: the www redirect's scheme).
     PassScheme,
+    /// `$remote_addr`: the client address (a trusted peer's word for it, as nginx's realip).
+    RemoteAddr,
 }
 
 /// What a request offers a [`UrlTemplate`].
@@ -896,13 +901,17 @@ pub struct RequestVars<'a> {
     pub query: Option<&'a str>,
     /// The path regex's captures, in regex mode.
     pub captures: Option<&'a regex::Captures<'a>>,
+    /// The client address (`$remote_addr`).
+    pub client: Option<std::net::IpAddr>,
+    /// The request's fields (`$http_NAME`).
+    pub headers: Option<&'a http::HeaderMap>,
 }
 
 // === impl UrlVar ===
 
 impl UrlVar {
     /// The names a template may use.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 12] = [
         "request_uri",
         "escaped_request_uri",
         "uri",
@@ -913,6 +922,8 @@ impl UrlVar {
         "http_host",
         "best_http_host",
         "scheme",
+        "remote_addr",
+        "http_NAME",
     ];
 
     /// Appends the variable's value for one request to `out`.
@@ -957,6 +968,12 @@ impl UrlVar {
                 }
             }
             UrlVar::PassScheme => out.push_str(vars.pass_scheme),
+            UrlVar::RemoteAddr => {
+                if let Some(ip) = vars.client {
+                    use std::fmt::Write;
+                    let _ = write!(out, "{}", ip.to_canonical());
+                }
+            }
         }
     }
 
@@ -971,6 +988,7 @@ impl UrlVar {
             "host" => UrlVar::Host,
             "http_host" | "best_http_host" => UrlVar::HttpHost,
             "scheme" => UrlVar::Scheme,
+            "remote_addr" => UrlVar::RemoteAddr,
             _ => return None,
         })
     }
@@ -1018,6 +1036,19 @@ impl UrlTemplate {
                     out.push_str(group.map_or("", |m| m.as_str()));
                 }
                 UrlPart::Var(var) => var.push(vars, &mut out),
+                UrlPart::Header(name) => {
+                    let Some(headers) = vars.headers else {
+                        continue;
+                    };
+                    let mut first = true;
+                    for v in headers.get_all(&**name) {
+                        if !first {
+                            out.push_str(", ");
+                        }
+                        first = false;
+                        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    }
+                }
             }
         }
         out

@@ -24,6 +24,8 @@ fn vars<'a>(host: &'a str, path: &'a str, query: Option<&'a str>) -> RequestVars
         raw_path: path,
         query,
         captures: None,
+        client: None,
+        headers: None,
     }
 }
 

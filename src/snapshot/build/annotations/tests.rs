@@ -205,6 +205,8 @@ fn vars() -> RequestVars<'static> {
         raw_path: "/a/%62",
         query: Some("x=1"),
         captures: None,
+        client: None,
+        headers: None,
     }
 }
 
@@ -1192,4 +1194,23 @@ fn the_www_redirect_variables() {
     };
     assert_eq!(push(UrlVar::PassScheme, &forwarded), "https");
     assert_eq!(push(UrlVar::Scheme, &forwarded), "http");
+}
+
+/// `$remote_addr` and `$http_NAME` in templates: the client address, and the request's
+/// fields of that name (`_` as `-`, any case, several joined with `, `); an invalid field
+/// name is an error; `$http_host` stays the Host variable.
+#[test]
+fn templates_read_the_client_address_and_request_fields() {
+    let mut headers = http::HeaderMap::new();
+    headers.append("x-team", "blue".parse().unwrap());
+    headers.append("x-team", "green".parse().unwrap());
+    let vars = RequestVars {
+        client: Some("::ffff:192.0.2.7".parse().unwrap()),
+        headers: Some(&headers),
+        ..vars()
+    };
+    let t = parse_template("$remote_addr|$http_X_Team|$http_missing|$http_host").unwrap();
+    assert_eq!(t.expand(&vars), "192.0.2.7|blue, green||Shop.Example:8080");
+    assert!(parse_template("$http_bad(name)").is_ok(), "ends at '('");
+    assert!(parse_template("${http_}").is_err());
 }

@@ -191,6 +191,21 @@ pub fn parse_field_template(value: &str) -> Result<UrlTemplate, String> {
         if name.is_empty() {
             return Err("has a '$' that starts no variable".to_string());
         }
+        if let Some(field) = name
+            .strip_prefix("http_")
+            .filter(|f| !f.is_empty() && UrlVar::named(name).is_none())
+        {
+            let field = field.to_ascii_lowercase().replace('_', "-");
+            if http::HeaderName::from_bytes(field.as_bytes()).is_err() {
+                return Err(format!("uses ${name}, whose field name is not valid"));
+            }
+            if !literal.is_empty() {
+                parts.push(UrlPart::Literal(std::mem::take(&mut literal).into()));
+            }
+            parts.push(UrlPart::Header(field.into()));
+            rest = &after[consumed..];
+            continue;
+        }
         let var = UrlVar::named(name).ok_or_else(|| {
             format!(
                 "uses ${name}, which Portico does not expand (known: {}, and the captures $1 to $9)",
