@@ -133,7 +133,9 @@ impl ClientAddress {
     /// The client address of a request from `peer` (a trusted one) with `values` of the
     /// forwarded-for field, as nginx's realip module with `real_ip_recursive on` finds it:
     /// right to left, the first address that is not trusted; all trusted, the leftmost; an
-    /// entry that is not an address ends the walk with what was found so far.
+    /// entry may carry a port (`192.0.2.1:5555`, `[2001:db8::1]:443`, as nginx's
+    /// `ngx_parse_addr_port` reads it); one that is not an address ends the walk with what
+    /// was found so far.
     pub fn walk<'v>(
         &self,
         peer: std::net::IpAddr,
@@ -146,10 +148,11 @@ impl ClientAddress {
                 if entry.is_empty() {
                     continue;
                 }
-                let Some(ip) = std::str::from_utf8(entry)
-                    .ok()
-                    .and_then(|e| e.parse::<std::net::IpAddr>().ok())
-                else {
+                let Some(ip) = std::str::from_utf8(entry).ok().and_then(|e| {
+                    e.parse::<std::net::IpAddr>()
+                        .ok()
+                        .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+                }) else {
                     return client;
                 };
                 client = ip.to_canonical();

@@ -447,10 +447,13 @@ fn the_realip_walk_is_nginx_s() {
         "empty entries skipped"
     );
     assert_eq!(walk(&["::ffff:1.2.3.4"]), "1.2.3.4");
+    // With a port, as load balancers (Azure Application Gateway) write them.
+    assert_eq!(walk(&["1.1.1.1:5555, 10.0.0.1:443"]), "1.1.1.1");
+    assert_eq!(walk(&["[2001:db8::1]:443"]), "2001:db8::1");
     assert_eq!(
-        walk(&["1.1.1.1:80"]),
+        walk(&["1.1.1.1:notaport"]),
         "127.0.0.1",
-        "an address with a port is junk"
+        "not an address: stops"
     );
 }
 
