@@ -419,14 +419,19 @@ impl BasicAuth {
 }
 
 /// The user and password of an `Authorization: Basic …` field value, as nginx reads it: the
-/// scheme in any case, spaces after it, standard base-64, split at the first ':'; `None`
-/// (401) for anything else, an empty user included.
+/// scheme in any case, spaces after it, standard base-64 up to the first `=` (padding
+/// optional, what follows it ignored, as `ngx_decode_base64`), split at the first ':';
+/// `None` (401) for anything else, an empty user included.
 pub fn decode_authorization(value: &[u8]) -> Option<(Vec<u8>, usize)> {
     if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"basic ") {
         return None;
     }
     let encoded = value[6..].trim_ascii();
-    let decoded = data_encoding::BASE64.decode(encoded).ok()?;
+    let body = encoded.split(|&b| b == b'=').next().unwrap_or_default();
+    if body.len() % 4 == 1 {
+        return None;
+    }
+    let decoded = data_encoding::BASE64_NOPAD.decode(body).ok()?;
     let colon = decoded.iter().position(|&b| b == b':')?;
     if colon == 0 {
         return None;

@@ -169,7 +169,12 @@ fn authorization_values_are_read_as_nginx_reads_them() {
     ok(&format!("Basic {}", b64("foo:bar")), "foo", "bar");
     ok(&format!("basic   {}", b64("foo:bar:baz")), "foo", "bar:baz");
     ok(&format!("BASIC {}", b64("foo:")), "foo", "");
+    // As ngx_decode_base64: padding optional, anything after the first '=' ignored.
+    ok("Basic YWxpY2U6cHc", "alice", "pw");
+    ok("Basic YWxpY2U6cHc=garbage", "alice", "pw");
     for bad in [
+        "Basic YWxpY2U6cHc!".to_string(),
+        "Basic YWxpY2U6c".to_string(),
         String::new(),
         "Basic".into(),
         "Bearer abc".into(),
