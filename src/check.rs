@@ -27,7 +27,9 @@ pub struct Migrated {
     /// Its value.
     pub value: String,
     /// `honoured`, `honoured, differs`, `accepted, no effect`, `fails closed`, `not yet`,
-    /// `obsolete` or `unknown`.
+    /// `obsolete` or `unknown`; `invalid` (a warning: the value is not used) or `error` (the
+    /// Ingress's paths answer 503, or it is left out) when its value could not be honoured;
+    /// `ignored on a canary` for what ingress-nginx ignores there.
     pub status: &'static str,
     /// The difference, the reason, or what replaced it.
     pub note: String,
@@ -43,9 +45,14 @@ pub struct MigrationEntry {
 }
 
 /// What Portico makes of the ingress-nginx annotations of the Ingresses it serves (those
-/// without any are left out).
-pub fn migration(store: &crate::store::ObjectStore, ours: &[ObjectKey]) -> Vec<MigrationEntry> {
+/// without any are left out), with what the build said about each (`diagnostics`).
+pub fn migration(
+    store: &crate::store::ObjectStore,
+    ours: &[ObjectKey],
+    diagnostics: &[crate::snapshot::Diagnostic],
+) -> Vec<MigrationEntry> {
     use crate::snapshot::annotations::{NGINX, Support, support};
+    use crate::snapshot::diagnostics::Severity;
     let mut out = Vec::new();
     for key in ours {
         let Some(ingress) = store
@@ -53,6 +60,26 @@ pub fn migration(store: &crate::store::ObjectStore, ours: &[ObjectKey]) -> Vec<M
             .get(&(key.namespace.clone(), key.name.clone()))
         else {
             continue;
+        };
+        let canary = ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&format!("{NGINX}canary")))
+            .is_some_and(|v| v.trim() == "true");
+        // What counts on a canary Ingress: its own rules, and its affinity (the legacy
+        // behaviour keeps it).
+        let counts_on_canary = |name: &str| {
+            name.starts_with("canary")
+                || name.starts_with("affinity")
+                || name.starts_with("session-cookie-")
+        };
+        let said = |name: &str| {
+            let field = format!("metadata.annotations[{NGINX}{name}]");
+            diagnostics
+                .iter()
+                .filter(|d| d.object == *key && d.field == field)
+                .max_by_key(|d| d.severity == Severity::Error)
         };
         let annotations: Vec<Migrated> = ingress
             .metadata
@@ -72,6 +99,16 @@ pub fn migration(store: &crate::store::ObjectStore, ours: &[ObjectKey]) -> Vec<M
                     Some(Support::Unsupported) => ("not yet", "ignored, with a warning".to_string()),
                     Some(Support::Obsolete(why)) => ("obsolete", why.to_string()),
                     None => ("unknown", "not an ingress-nginx annotation; ignored".to_string()),
+                };
+                let honoured = matches!(status, "honoured" | "honoured, differs");
+                let (status, note) = match said(name) {
+                    Some(d) if honoured && d.severity == Severity::Error => ("error", d.reason.clone()),
+                    Some(d) if honoured => ("invalid", d.reason.clone()),
+                    _ if honoured && canary && !counts_on_canary(name) => (
+                        "ignored on a canary",
+                        "ingress-nginx ignores it on a canary Ingress: the primary's applies".to_string(),
+                    ),
+                    _ => (status, note),
                 };
                 Migrated {
                     annotation: name.to_string(),
@@ -264,7 +301,7 @@ pub fn run(args: &crate::config::CheckArgs) -> Result<std::process::ExitCode, Ch
             (built, Vec::new(), store)
         }
     };
-    let migration = migration(&store, &built.ingresses);
+    let migration = migration(&store, &built.ingresses, &built.diagnostics);
     let report = report(&built, &problems);
     match args.format {
         crate::config::CheckFormat::Text => {

@@ -218,8 +218,39 @@ fn an_annotation_that_fails_closed_fails_the_check() {
     assert_eq!(code, 1, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["errors"], 1);
+    // The migration report says so too, with the reason.
+    let entry = &v["migration"][0]["annotations"][0];
+    assert_eq!(entry["status"], "error", "{entry}");
+    assert!(entry["note"].as_str().unwrap().contains("503"), "{entry}");
+}
+
+/// An invalid value is `invalid` in the migration report (not `honoured`), and what
+/// ingress-nginx ignores on a canary is `ignored on a canary`.
+#[test]
+fn the_migration_report_says_what_happens_to_each_value() {
+    let dir = tempfile::tempdir().unwrap();
+    migrating(
+        dir.path(),
+        "nginx.ingress.kubernetes.io/proxy-read-timeout: \"60s\", nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"10\", nginx.ingress.kubernetes.io/proxy-body-size: 1k",
+    );
+    let (_, out) = check_args(dir.path(), &["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let status = |name: &str| {
+        v["migration"][0]["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["annotation"] == name)
+            .map(|a| a["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("canary-weight").as_deref(), Some("honoured"), "{v}");
     assert_eq!(
-        v["migration"][0]["annotations"][0]["status"],
-        "honoured, differs"
+        status("proxy-body-size").as_deref(),
+        Some("ignored on a canary")
+    );
+    assert_eq!(
+        status("proxy-read-timeout").as_deref(),
+        Some("invalid"),
+        "{v}"
     );
 }
