@@ -181,24 +181,29 @@ pub enum Tokens {
     Expose,
 }
 
-/// Reads a comma-separated list of tokens; `None` when it does not pass ingress-nginx's
-/// check (the default applies).
+/// Reads a list of tokens; `None` when it does not pass ingress-nginx's check (the default
+/// applies). The checks are ingress-nginx's regexes, as written (cors/main.go): methods
+/// `^([A-Za-z]+,?\s?)+$`, headers `^[A-Za-z0-9\-\_, ]*$`, exposed headers
+/// `^(([A-Za-z0-9\-\_]+|\*),?\s?)+$`; the value is sent as written.
 pub fn token_list(value: &str, kind: Tokens) -> Option<HeaderValue> {
-    let token = |t: &str| match kind {
-        Tokens::Methods => t.bytes().all(|b| b.is_ascii_alphabetic()),
-        Tokens::Headers | Tokens::Expose => {
-            (kind == Tokens::Expose && t == "*")
-                || t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        }
+    use std::sync::LazyLock;
+    static METHODS: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"^([A-Za-z]+,?\s?)+$").expect("a valid regex"));
+    static HEADERS: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9\-_, ]*$").expect("a valid regex"));
+    static EXPOSE: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"^(([A-Za-z0-9\-_]+|\*),?\s?)+$").expect("a valid regex")
+    });
+    let value = value.trim();
+    let check = match kind {
+        Tokens::Methods => &METHODS,
+        Tokens::Headers => &HEADERS,
+        Tokens::Expose => &EXPOSE,
     };
-    let ok = !value.trim().is_empty()
-        && value.split(',').all(|t| {
-            let t = t.trim();
-            !t.is_empty() && token(t)
-        });
-    ok.then(|| HeaderValue::from_str(value.trim()).ok())
-        .flatten()
+    if value.is_empty() || value.len() > 4096 || !check.is_match(value) {
+        return None;
+    }
+    HeaderValue::from_str(value).ok()
 }
 
 #[cfg(test)]
