@@ -169,6 +169,16 @@ async fn redirects() {
             false,
             &format!("{N}/app-root: /app1"),
         ),
+        // app-root is a host setting: a `/` served by another Ingress of the host redirects.
+        ingress_full(
+            "shop",
+            "hostroot-app",
+            &[("hostroot.example", vec![prefix("/app", "web", 80)])],
+            &[],
+            &format!("{N}/app-root: /app"),
+            None,
+        ),
+        ing("hostroot-site", "hostroot.example", false, ""),
         // A redirect comes before the HTTPS redirect, as nginx's `return` runs first.
         ing(
             "tlsmoved",
@@ -199,6 +209,11 @@ async fn redirects() {
     let reply = h1(env.http(), get("tls.example", "/x")).await;
     assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(reply.header("location"), "https://elsewhere.example");
+    let reply = h1(env.http(), get("hostroot.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{reply:?}");
+    assert_eq!(reply.header("location"), "http://hostroot.example/app");
+    let reply = h1(env.http(), get("hostroot.example", "/other")).await;
+    assert_eq!(reply.served_by(), "web");
     env.shutdown().await;
 }
 

@@ -1388,6 +1388,7 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
         }
     }
     attach_canaries(&mut kept, canaries, diagnostics);
+    host_app_root(&mut kept);
     let regex_mode = kept.iter().any(|c| {
         let policy = c.route.policy.as_deref();
         policy.is_some_and(|p| p.use_regex || p.rewrite.is_some())
@@ -1408,6 +1409,29 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
         .iter()
         .position(|c| c.path_type() == PathType::Prefix && c.path() == "/");
     finish_host(kept, slots, root, diagnostics)
+}
+
+/// `app-root` is a host setting in ingress-nginx (a server-level `if ($uri = /)` before the
+/// locations, the first of the location order winning): every route of the host takes the
+/// app-root of its longest path that has one, so a `/` served by another Ingress of the host
+/// is redirected too.
+fn host_app_root(kept: &mut [Candidate]) {
+    let app_root = |c: &Candidate| c.route.policy.as_deref().and_then(|p| p.app_root.clone());
+    let Some(root) = kept
+        .iter()
+        .filter(|c| app_root(c).is_some())
+        .max_by(|a, b| a.path().len().cmp(&b.path().len()).then(b.age.cmp(&a.age)))
+        .and_then(app_root)
+    else {
+        return;
+    };
+    for c in kept.iter_mut() {
+        if app_root(c).as_deref() != Some(&*root) {
+            let mut policy = c.route.policy.as_deref().cloned().unwrap_or_default();
+            policy.app_root = Some(root.clone());
+            c.route.policy = Some(Arc::new(policy));
+        }
+    }
 }
 
 /// Canary Ingresses join the primary rule of the same path and (effective) type, the oldest

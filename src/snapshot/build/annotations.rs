@@ -60,7 +60,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "app-root",
         Support::Differs(
-            "a request for / gets 302 to $scheme://$http_host<app-root> when it reaches a path of this Ingress; ingress-nginx checks it for the whole host (a server-level if), so a / served by another Ingress of the host is redirected there and not here",
+            "a host setting, as ingress-nginx's server-level if ($uri = /): a request for / to any route of the host gets 302 to $scheme://$http_host<app-root> (with two, the one of the longest path); a host where no route matches / answers 404 there, where nginx redirects",
         ),
     ),
     ("auth-always-set-cookie", Support::Honoured),
