@@ -353,7 +353,7 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
     pub upstream_response_timeout: Option<Duration>,
     /// Idle pooled upstream connections are closed after this.
-    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
     /// A connection's first request head must be complete within this (the ConfigMap's
     /// `client-header-timeout` overrides it; the idle time between keep-alive requests is its

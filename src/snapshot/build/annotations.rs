@@ -1011,6 +1011,7 @@ fn next_upstream(r: &mut Reader<'_>, globals: &Globals) -> Option<NextUpstream> 
             r.warn(name, format!("{value:?} {why}; using the default"));
         }
     }
+    next.non_idempotent |= globals.retry_non_idempotent;
     (next != NextUpstream::DEFAULT).then_some(next)
 }
 

@@ -41,6 +41,9 @@ pub struct Globals {
     pub http_redirect_code: u16,
     /// `preserve-trailing-slash` (default false).
     pub preserve_trailing_slash: bool,
+    /// `retry-non-idempotent` (default false): every route's next-upstream conditions take
+    /// `non_idempotent`.
+    pub retry_non_idempotent: bool,
     /// `no-tls-redirect-locations` (default `/.well-known/acme-challenge`): a route whose
     /// path starts with one of them is never redirected to HTTPS (ACME HTTP-01 solvers).
     pub no_tls_redirect_locations: Vec<Box<str>>,
@@ -149,6 +152,7 @@ impl Default for Globals {
             force_ssl_redirect: false,
             http_redirect_code: 308,
             preserve_trailing_slash: false,
+            retry_non_idempotent: false,
             no_tls_redirect_locations: vec![ACME_CHALLENGE.into()],
             no_auth_locations: vec![ACME_CHALLENGE.into()],
             timeouts: RouteTimeouts::default(),
@@ -247,7 +251,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("proxy-request-buffering", KeySupport::NotYet),
     ("proxy-send-timeout", KeySupport::Honoured),
     ("proxy-set-headers", KeySupport::Honoured),
-    ("retry-non-idempotent", KeySupport::NotYet),
+    ("retry-non-idempotent", KeySupport::Honoured),
     ("server-tokens", KeySupport::Honoured),
     ("ssl-ciphers", KeySupport::NotYet),
     ("ssl-protocols", KeySupport::NotYet),
@@ -340,6 +344,12 @@ pub fn parse(
                 Ok(0) => g.body_limit = None,
                 Ok(n) => g.body_limit = Some(n),
                 Err(why) => warn(name, bad(why)),
+            },
+            // As ingress-nginx's `buildNextUpstream`: non_idempotent on every location,
+            // whatever its own proxy-next-upstream says.
+            "retry-non-idempotent" => match values::parse_bool(value) {
+                Some(b) => g.retry_non_idempotent = b,
+                None => warn(name, bad("is not a boolean (\"true\" or \"false\")")),
             },
             "ssl-redirect"
             | "force-ssl-redirect"

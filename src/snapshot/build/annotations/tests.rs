@@ -1214,3 +1214,24 @@ fn templates_read_the_client_address_and_request_fields() {
     assert!(parse_template("$http_bad(name)").is_ok(), "ends at '('");
     assert!(parse_template("${http_}").is_err());
 }
+
+/// The ConfigMap's `retry-non-idempotent` adds non_idempotent to every route's conditions,
+/// whatever its own proxy-next-upstream says (ingress-nginx's buildNextUpstream).
+#[test]
+fn retry_non_idempotent_applies_to_every_route() {
+    let globals = Globals {
+        retry_non_idempotent: true,
+        ..bare()
+    };
+    for pairs in [vec![], vec![("proxy-next-upstream", "error http_502")]] {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        let key = key();
+        let parsed = parse(&key, Some(&map), &globals, &mut d);
+        let next = parsed.policy.unwrap().next_upstream.unwrap();
+        assert!(next.non_idempotent, "{pairs:?}");
+    }
+}
