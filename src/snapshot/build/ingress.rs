@@ -471,6 +471,14 @@ impl Compiled {
         use crate::snapshot::basic_auth::{BasicAuth, SecretType};
         let get = |name: &str| annotation(annotations, name);
         let Some(kind) = get("auth-type") else {
+            // As ingress-nginx: no auth-type, no authentication. Said aloud, as it is the
+            // usual slip that publishes what the Secret was meant to guard.
+            if get("auth-secret").is_some_and(|s| !s.is_empty()) && get("auth-url").is_none() {
+                let field = format!("metadata.annotations[{}auth-secret]", annotations::NGINX);
+                let reason = "without auth-type no authentication is asked (as ingress-nginx): set auth-type: basic".to_string();
+                self.diagnostics
+                    .push(Diagnostic::warning(&self.key, field, reason));
+            }
             return Ok(None);
         };
         let deny = |this: &mut Self, name: &str, reason: String| this.deny(name, reason);

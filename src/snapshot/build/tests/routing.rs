@@ -440,3 +440,19 @@ fn a_losing_claim_with_guards_is_an_error() {
         built.diagnostics
     );
 }
+
+/// `auth-secret` without `auth-type` asks nothing (as ingress-nginx), and says so.
+#[test]
+fn an_auth_secret_without_auth_type_is_a_warning() {
+    let ingress = with_meta(
+        ing(
+            "web",
+            json!({"rules": [rule("h.com", &[("/", "Prefix", "s", 80)])]}),
+        ),
+        json!({"annotations": {"nginx.ingress.kubernetes.io/auth-secret": "users"}}),
+    );
+    let built = build_of(vec![our_class(), svc("s"), ingress]);
+    let found = diags(&built, "without auth-type");
+    assert_eq!(found.len(), 1, "{:?}", built.diagnostics);
+    assert_eq!(found[0].severity, Severity::Warning);
+}
