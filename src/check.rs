@@ -73,6 +73,8 @@ pub fn migration(
             name.starts_with("canary")
                 || name.starts_with("affinity")
                 || name.starts_with("session-cookie-")
+                || name == "load-balance"
+                || name == "upstream-hash-by"
         };
         let said = |name: &str| {
             let field = format!("metadata.annotations[{NGINX}{name}]");

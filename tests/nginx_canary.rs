@@ -404,3 +404,67 @@ async fn without_endpoints() {
     assert_eq!(served(&env, "dark.example", &[]).await, "canary");
     env.shutdown().await;
 }
+
+/// ingress-nginx honours `upstream-hash-by` on a canary Ingress (its own balancer): requests
+/// the canary takes are hashed by the canary's key over the canary's endpoints.
+#[tokio::test]
+async fn a_canary_hashes_by_its_own_key() {
+    timeout(LIMIT, canary_hash()).await.expect("bounded");
+}
+
+async fn canary_hash() {
+    let primary = Backend::start("primary").await;
+    let (one, two) = (Backend::start("c-one").await, Backend::start("c-two").await);
+    let ingresses = [
+        ingress_full(
+            "shop",
+            "ch-primary",
+            &[("ch.example", vec![prefix("/", "web", 80)])],
+            &[],
+            "",
+            None,
+        ),
+        ingress_full(
+            "shop",
+            "ch-canary",
+            &[("ch.example", vec![prefix("/", "canary", 80)])],
+            &[],
+            &format!(
+                "{N}/canary: \"true\", {N}/canary-weight: \"100\", {N}/upstream-hash-by: $arg_user"
+            ),
+            None,
+        ),
+    ];
+    let files = [
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80)
+                + &endpoints("shop", "web", &[primary.addr], &[])
+                + "---\n"
+                + &service("shop", "canary", 80)
+                + &endpoints("shop", "canary", &[one.addr, two.addr], &[]),
+        ),
+        ("ing.yaml", ingresses.join("---\n")),
+    ];
+    let env = Env::start(&files).await;
+    let mut by_user = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for user in 0..20 {
+            let reply = h1(
+                env.http(),
+                get("ch.example", &format!("/?user={user}&r={round}")),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK);
+            let now = reply.served_by();
+            assert!(now.starts_with("c-"), "the canary serves: {now}");
+            if let Some(was) = by_user.insert(user, now.clone()) {
+                assert_eq!(was, now, "user {user} moved");
+            }
+        }
+    }
+    let endpoints: std::collections::BTreeSet<_> = by_user.values().collect();
+    assert_eq!(endpoints.len(), 2, "20 keys over 2 endpoints: {by_user:?}");
+    env.shutdown().await;
+}

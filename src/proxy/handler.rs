@@ -542,6 +542,21 @@ impl Proxy {
                         && has_ready(&snapshot, &route.backend);
                     if to_canary {
                         outcome.labels = Some(&c.labels);
+                        // The canary's own balancer: its upstream-hash-by, not the primary's.
+                        hash = c.spec.hash_by.as_ref().map(|key| {
+                            let vars = RequestVars {
+                                scheme: if conn.tls { "https" } else { "http" },
+                                pass_scheme: if https { "https" } else { "http" },
+                                http_host: host_str,
+                                path: &path,
+                                raw_path: parts.uri.path(),
+                                query: parts.uri.query(),
+                                captures: None,
+                                client: Some(client),
+                                headers: Some(&parts.headers),
+                            };
+                            key.hash(&vars, client, &parts.headers)
+                        });
                         canary
                     } else {
                         primary

@@ -635,6 +635,9 @@ pub struct CanarySpec {
     pub affinity: Option<Arc<Affinity>>,
     /// `affinity-canary-behavior: legacy` on the canary Ingress.
     pub legacy: bool,
+    /// The canary Ingress's own `upstream-hash-by` (ingress-nginx honours it on a canary,
+    /// as `load-balance` and the affinity annotations).
+    pub hash_by: Option<HashKey>,
 }
 
 /// What a canary rule decided.

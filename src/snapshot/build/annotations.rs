@@ -223,7 +223,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "load-balance",
         Support::Differs(
-            "round_robin and ewma (peak-EWMA of the time to the response head, the better of two random endpoints, as ingress-nginx's ewma.lua; nginx counts until the last byte) for the Ingress's routes, over the Service's portico.dev/load-balancer; a canary keeps its Service's",
+            "round_robin and ewma (peak-EWMA of the time to the response head, the better of two random endpoints, as ingress-nginx's ewma.lua; nginx counts until the last byte) for the Ingress's routes, over the Service's portico.dev/load-balancer; honoured on a canary Ingress too (its own balancer), as ingress-nginx",
         ),
     ),
     ("mirror-host", Support::Unsupported),
@@ -388,7 +388,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "upstream-hash-by",
         Support::Differs(
-            "rendezvous hashing rather than ketama: a key keeps its endpoint and a change of endpoints moves only the keys it must, but which endpoint a key gets differs from nginx's; subsets are not supported",
+            "rendezvous hashing rather than ketama: a key keeps its endpoint and a change of endpoints moves only the keys it must, but which endpoint a key gets differs from nginx's; subsets are not supported; on a canary Ingress it hashes the requests the canary takes over the canary's endpoints, as ingress-nginx",
         ),
     ),
     ("upstream-hash-by-subset", Support::Unsupported),
@@ -609,6 +609,7 @@ pub(super) fn parse(
         // others there): the primary's policy applies to the rule.
         let mut spec = canary(&mut r);
         spec.affinity = policy.affinity.take();
+        spec.hash_by = policy.hash_by.take();
         parsed.canary = Some(Arc::new(spec));
         parsed.policy = None;
         return parsed;
@@ -991,6 +992,7 @@ fn canary(r: &mut Reader<'_>) -> CanarySpec {
         total,
         affinity: None,
         legacy,
+        hash_by: None,
     }
 }
 

@@ -182,9 +182,9 @@ impl Compiled {
         self.force_redirect = parsed.force_ssl_redirect;
         let mut policy = parsed.policy;
         let protocol = parsed.protocol;
-        // A canary keeps its Service's scheduler (its own annotations but canary's are
-        // ignored, as in ingress-nginx).
-        let balance = parsed.balance.filter(|_| parsed.canary.is_none());
+        // A canary's own `load-balance` counts (ingress-nginx honours it there, as
+        // `upstream-hash-by` and the affinity annotations).
+        let balance = parsed.balance;
         // A canary is spoken to as its primary (the primary's settings are copied when it
         // attaches), and ingress-nginx ignores its proxy-ssl annotations.
         let tls = if parsed.canary.is_some() {

@@ -890,6 +890,7 @@ fn canary_selection_order() {
         total: 100,
         affinity: None,
         legacy: false,
+        hash_by: None,
     };
     let headers = |pairs: &[(&str, &str)]| {
         let mut h = http::HeaderMap::new();
