@@ -211,14 +211,19 @@ async fn hash_by() {
         ("ing.yaml", ing),
     ];
     let env = Env::start(&files).await;
+    let by_user = hashed_by_user(&env, "hash.example").await;
+    let endpoints: std::collections::BTreeSet<_> = by_user.values().collect();
+    assert_eq!(endpoints.len(), 2, "20 keys over 2 endpoints: {by_user:?}");
+    env.shutdown().await;
+}
+
+/// Which backend served each of 20 users (`?user=N`), over three rounds: asserts that a user
+/// never moves.
+async fn hashed_by_user(env: &Env, host: &str) -> std::collections::BTreeMap<u32, String> {
     let mut by_user = std::collections::BTreeMap::new();
     for round in 0..3 {
         for user in 0..20 {
-            let reply = h1(
-                env.http(),
-                get("hash.example", &format!("/?user={user}&r={round}")),
-            )
-            .await;
+            let reply = h1(env.http(), get(host, &format!("/?user={user}&r={round}"))).await;
             assert_eq!(reply.status, StatusCode::OK);
             let now = reply.served_by();
             if let Some(was) = by_user.insert(user, now.clone()) {
@@ -226,9 +231,7 @@ async fn hash_by() {
             }
         }
     }
-    let endpoints: std::collections::BTreeSet<_> = by_user.values().collect();
-    assert_eq!(endpoints.len(), 2, "20 keys over 2 endpoints: {by_user:?}");
-    env.shutdown().await;
+    by_user
 }
 
 /// `service-upstream`: one endpoint per request, no other tried after a failed connect (as
@@ -448,21 +451,9 @@ async fn canary_hash() {
         ("ing.yaml", ingresses.join("---\n")),
     ];
     let env = Env::start(&files).await;
-    let mut by_user = std::collections::BTreeMap::new();
-    for round in 0..3 {
-        for user in 0..20 {
-            let reply = h1(
-                env.http(),
-                get("ch.example", &format!("/?user={user}&r={round}")),
-            )
-            .await;
-            assert_eq!(reply.status, StatusCode::OK);
-            let now = reply.served_by();
-            assert!(now.starts_with("c-"), "the canary serves: {now}");
-            if let Some(was) = by_user.insert(user, now.clone()) {
-                assert_eq!(was, now, "user {user} moved");
-            }
-        }
+    let by_user = hashed_by_user(&env, "ch.example").await;
+    for (user, by) in &by_user {
+        assert!(by.starts_with("c-"), "the canary serves user {user}: {by}");
     }
     let endpoints: std::collections::BTreeSet<_> = by_user.values().collect();
     assert_eq!(endpoints.len(), 2, "20 keys over 2 endpoints: {by_user:?}");

@@ -267,15 +267,8 @@ impl Proxy {
                     .filter(|_| policy.uses_captures())
                     .and_then(|re| re.0.captures(&path));
                 let vars = RequestVars {
-                    scheme: if conn.tls { "https" } else { "http" },
-                    pass_scheme: if https { "https" } else { "http" },
-                    http_host: host_str,
-                    path: &path,
-                    raw_path: parts.uri.path(),
-                    query: parts.uri.query(),
                     captures: captures.as_ref(),
-                    client: Some(client),
-                    headers: Some(&parts.headers),
+                    ..request_vars(conn, https, host_str, &path, &parts, client)
                 };
                 if policy.bandwidth.is_some() {
                     outcome.extras.get_or_insert_default().bandwidth = policy.bandwidth;
@@ -406,17 +399,7 @@ impl Proxy {
                     client_fwd: client_fwd.as_deref().map(|c| &c.2),
                     client,
                     https,
-                    vars: RequestVars {
-                        scheme: if conn.tls { "https" } else { "http" },
-                        pass_scheme: if https { "https" } else { "http" },
-                        http_host: host_str,
-                        path: &path,
-                        raw_path: parts.uri.path(),
-                        query: parts.uri.query(),
-                        captures: None,
-                        client: Some(client),
-                        headers: Some(&parts.headers),
-                    },
+                    vars: request_vars(conn, https, host_str, &path, &parts, client),
                     request_id: fields.request_id.cloned(),
                     cert_fields: outcome
                         .extras
@@ -545,17 +528,7 @@ impl Proxy {
                         outcome.labels = Some(&c.labels);
                         // The canary's own balancer: its upstream-hash-by, not the primary's.
                         hash = c.spec.hash_by.as_ref().map(|key| {
-                            let vars = RequestVars {
-                                scheme: if conn.tls { "https" } else { "http" },
-                                pass_scheme: if https { "https" } else { "http" },
-                                http_host: host_str,
-                                path: &path,
-                                raw_path: parts.uri.path(),
-                                query: parts.uri.query(),
-                                captures: None,
-                                client: Some(client),
-                                headers: Some(&parts.headers),
-                            };
+                            let vars = request_vars(conn, https, host_str, &path, &parts, client);
                             key.hash(&vars, client, &parts.headers)
                         });
                         canary
@@ -1744,6 +1717,29 @@ fn trusted_forwarding(
 }
 
 pub(super) mod external;
+
+/// What a request offers nginx-variable templates (no regex captures: the caller adds them
+/// in regex mode). `https`: the scheme the client used as a trusted peer tells it.
+fn request_vars<'a>(
+    conn: &ConnHeaders,
+    https: bool,
+    host: &'a str,
+    path: &'a str,
+    parts: &'a http::request::Parts,
+    client: IpAddr,
+) -> RequestVars<'a> {
+    RequestVars {
+        scheme: if conn.tls { "https" } else { "http" },
+        pass_scheme: if https { "https" } else { "http" },
+        http_host: host,
+        path,
+        raw_path: parts.uri.path(),
+        query: parts.uri.query(),
+        captures: None,
+        client: Some(client),
+        headers: Some(&parts.headers),
+    }
+}
 
 /// Whether `backend` has an endpoint to go to (an ExternalName always may).
 fn has_ready(snapshot: &Snapshot, backend: &Backend) -> bool {
