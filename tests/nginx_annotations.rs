@@ -496,7 +496,8 @@ async fn controller_class() {
     env.shutdown().await;
 }
 
-/// `server-alias` serves the rules under more names unless a rule names the alias;
+/// `server-alias` serves the host's whole server under more names (every Ingress's paths
+/// for the host, as nginx's `server_name`) unless a rule names the alias;
 /// `from-to-www-redirect` sends the www twin (or the apex) to the rule's host with
 /// http-redirect-code (308), the path, query and the Host's port kept.
 #[tokio::test]
@@ -512,6 +513,15 @@ async fn aliases() {
         &[("a.example", vec![prefix("/app", "web", 80)])],
         &[],
         &format!("{N}/server-alias: \"b.example, c.example\""),
+        None,
+    );
+    // Another Ingress's paths for a.example are the alias's too.
+    let more = ingress_full(
+        "shop",
+        "more",
+        &[("a.example", vec![prefix("/more", "web", 80)])],
+        &[],
+        "",
         None,
     );
     let own = ingress_full(
@@ -538,9 +548,17 @@ async fn aliases() {
         &format!("{N}/from-to-www-redirect: \"true\""),
         None,
     );
-    let env = env_with(&[aliased, own, www, apex], &backend).await;
+    let env = env_with(&[aliased, more, own, www, apex], &backend).await;
     let reply = h1(env.http(), get("b.example", "/app/x")).await;
     assert_eq!(reply.served_by(), "web", "the alias serves the rule");
+    let reply = h1(env.http(), get("b.example", "/more")).await;
+    assert_eq!(
+        reply.served_by(),
+        "web",
+        "and the other Ingress's paths of the host"
+    );
+    let reply = h1(env.http(), get("b.example", "/nothing")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let reply = h1(env.http(), get("c.example", "/app/x")).await;
     assert_eq!(
         reply.status,

@@ -36,8 +36,11 @@ fn client_cert(ca: &Ca, cn: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDe
     (vec![cert.der().clone()], der)
 }
 
-const HOSTS: [&str; 7] = [
+/// The names the site's certificate covers; alias.example is no rule's host, only the
+/// `server-alias` of on.example.
+const HOSTS: [&str; 8] = [
     "on.example",
+    "alias.example",
     "open.example",
     "optional.example",
     "noca.example",
@@ -68,7 +71,14 @@ fn files(web: std::net::SocketAddr, ca: &Ca) -> Vec<(&'static str, String)> {
         )
     };
     let ingresses = [
-        ing("required", "on.example", &[("auth-tls-secret", "shop/ca")]),
+        ing(
+            "required",
+            "on.example",
+            &[
+                ("auth-tls-secret", "shop/ca"),
+                ("server-alias", "alias.example"),
+            ],
+        ),
         ing("open", "open.example", &[]),
         ing(
             "optional",
@@ -190,6 +200,17 @@ async fn judged() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
     assert!(String::from_utf8_lossy(&reply.body).contains("No required SSL certificate was sent"));
     assert_eq!(reply.served_by(), "");
+    // The alias is another name of the same server: it asks for the certificate too, and
+    // its SNI gets the host's certificate (which covers it).
+    let reply = get(&env, "alias.example", "alias.example", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    let reply = get(&env, "alias.example", "alias.example", Some(&good), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let config = client::tls_config(&["http/1.1"]);
+    let (_, by_alias) = client::tls_connect(env.https(), Some("alias.example"), config).await;
+    let config = client::tls_config(&["http/1.1"]);
+    let (_, by_host) = client::tls_connect(env.https(), Some("on.example"), config).await;
+    assert_eq!(by_alias.cert, by_host.cert, "the host's certificate");
     // Signed by another CA: 400.
     let reply = get(&env, "on.example", "on.example", Some(&foreign), &[]).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);

@@ -11,7 +11,7 @@ pub mod globals;
 mod ingress;
 mod tls;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -21,7 +21,7 @@ pub use cache::BuildCache;
 use super::Snapshot;
 use super::diagnostics::Diagnostic;
 use super::services::{ServiceOptions, ServiceTable};
-use crate::snapshot::routes::HostPattern;
+use crate::snapshot::routes::{HostPattern, HostRoutes};
 use crate::source::ObjectKey;
 use crate::store::ObjectStore;
 
@@ -135,6 +135,71 @@ fn client_auth_table(
     )
 }
 
+/// `server-alias`: alias → the host pattern whose whole server it names too. As ingress-nginx
+/// (`createServers`): per host, the aliases of its oldest non-canary Ingress that has some
+/// (the others get a warning); an alias that a rule names as its host is dropped (a
+/// warning), and so is an alias two hosts claim, past the first (nginx would serve the first
+/// `server_name`).
+fn alias_table(
+    compiled: &[Arc<ingress::Compiled>],
+    hosts: &HashMap<HostPattern, Arc<cache::HostEntry>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<Arc<str>, HostPattern> {
+    let mut with: Vec<&ingress::Compiled> = compiled
+        .iter()
+        .filter(|c| !c.aliases.is_empty())
+        .map(|c| &**c)
+        .collect();
+    if with.is_empty() {
+        return BTreeMap::new();
+    }
+    with.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
+    let field = format!("metadata.annotations[{}server-alias]", annotations::NGINX);
+    let mut set_by: HashMap<&HostPattern, &ObjectKey> = HashMap::new();
+    let mut table: BTreeMap<Arc<str>, HostPattern> = BTreeMap::new();
+    for c in with {
+        let mut warned_hosts = Vec::new();
+        for (host, alias) in &c.aliases {
+            match set_by.get(host) {
+                Some(by) if **by != c.key => {
+                    if !warned_hosts.contains(&host) {
+                        warned_hosts.push(host);
+                        let reason = format!(
+                            "the host {host} already has the aliases of {}/{} (the older Ingress wins: nginx keeps one server-alias per host); ignored",
+                            by.namespace, by.name
+                        );
+                        diagnostics.push(Diagnostic::warning(&c.key, field.clone(), reason));
+                    }
+                    continue;
+                }
+                _ => drop(set_by.insert(host, &c.key)),
+            }
+            let own = HostPattern::Exact(Arc::from(&**alias));
+            if hosts.contains_key(&own) {
+                let reason = format!(
+                    "{alias} is the host of a rule already; the alias is ignored (as ingress-nginx removes an alias that names a server)"
+                );
+                diagnostics.push(Diagnostic::warning(&c.key, field.clone(), reason));
+                continue;
+            }
+            if !hosts.contains_key(host) {
+                // The host has no route of its own (its paths were all refused): nothing to name.
+                continue;
+            }
+            match table.get(&**alias) {
+                Some(other) if other != host => {
+                    let reason =
+                        format!("{alias} is already an alias of {other}; ignored for {host}");
+                    diagnostics.push(Diagnostic::warning(&c.key, field.clone(), reason));
+                }
+                Some(_) => {}
+                None => drop(table.insert(Arc::from(&**alias), host.clone())),
+            }
+        }
+    }
+    table
+}
+
 /// The result of one build.
 #[derive(Clone, Debug)]
 pub struct Built {
@@ -191,7 +256,7 @@ pub fn build_after(
         .filter(|(h, _)| **h != HostPattern::Any)
         .filter_map(|(h, e)| Some((h.to_string(), e.owner()?)))
         .collect();
-    let (certs, secrets) = tls::cert_table(
+    let (mut certs, secrets) = tls::cert_table(
         store,
         config,
         (&with_tls, &owners),
@@ -205,11 +270,54 @@ pub fn build_after(
         .collect();
     defaults.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
     let default_backend = ingress::default_backend(defaults, &mut diagnostics);
-    let client_auth = client_auth_table(&compiled, &mut diagnostics);
+    let aliases = alias_table(&compiled, &hosts, &mut diagnostics);
+    // An alias's SNI gets its host's certificate when it covers the alias (ingress-nginx
+    // checks the same before serving it under the alias).
+    for (alias, host) in &aliases {
+        let entry = certs.entry(&host.to_string()).cloned();
+        if let Some(entry) = entry.filter(|e| e.cert.covers(alias)) {
+            certs.insert(alias, entry);
+        }
+    }
+    let mut client_auth = client_auth_table(&compiled, &mut diagnostics);
+    client_auth.alias(&aliases);
     let changed_routes = rebuilt
         .iter()
         .map(|(h, e)| (h, e.as_ref().map(|e| &e.routes)));
     let routes = cache.routes.updated(changed_routes, default_backend);
+    // An alias shares its host's router (the very same one): a lookup under either name
+    // finds the same routes. Only the aliases whose router changed are written.
+    let alias_changes: Vec<(HostPattern, Option<&Arc<HostRoutes>>)> = cache
+        .aliases
+        .keys()
+        .chain(aliases.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|a| HostPattern::Exact(Arc::clone(a)))
+        .filter(|a| !hosts.contains_key(a))
+        .filter_map(|a| {
+            let HostPattern::Exact(name) = &a else {
+                return None;
+            };
+            let wanted = aliases
+                .get(name)
+                .and_then(|h| hosts.get(h))
+                .map(|e| &e.routes);
+            let now = routes.exact_routes(name);
+            let same = match (wanted, now) {
+                (Some(w), Some(n)) => Arc::ptr_eq(w, n),
+                (None, None) => true,
+                _ => false,
+            };
+            (!same).then_some((a, wanted))
+        })
+        .collect();
+    let routes = if alias_changes.is_empty() {
+        routes
+    } else {
+        let default_backend = routes.default_backend().cloned();
+        routes.updated(alias_changes.iter().map(|(a, r)| (a, *r)), default_backend)
+    };
     diagnostics.extend(compiled.iter().flat_map(|c| c.diagnostics.iter().cloned()));
     diagnostics.extend(hosts.values().flat_map(|e| e.diagnostics.iter().cloned()));
     diagnostics.sort();
@@ -234,6 +342,7 @@ pub fn build_after(
         hsts: globals.hsts.clone(),
         client_auth: Arc::new(client_auth),
         cache: Arc::new(BuildCache {
+            aliases,
             ingresses: compiled,
             hosts,
             routes,

@@ -359,6 +359,19 @@ pub fn escaped_pem(der: &[u8]) -> String {
 pub struct ClientAuthTable(pub HashMap<Box<str>, Arc<ClientAuth>>);
 
 impl ClientAuthTable {
+    /// `server-alias`: an alias asks what its host asks (nginx's `ssl_verify_client` is a
+    /// setting of the server, whose `server_name` the alias joins).
+    pub fn alias(
+        &mut self,
+        aliases: &std::collections::BTreeMap<Arc<str>, super::routes::HostPattern>,
+    ) {
+        for (alias, host) in aliases {
+            if let Some(auth) = self.0.get(host.to_string().as_str()).cloned() {
+                self.0.insert(Box::from(&**alias), auth);
+            }
+        }
+    }
+
     /// Whether no host asks.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -1276,6 +1276,11 @@ impl RouteTable {
         found.or(self.default_backend.as_ref())
     }
 
+    /// The router installed under an exact host name (a rule's host or an alias).
+    pub fn exact_routes(&self, host: &str) -> Option<&Arc<HostRoutes>> {
+        self.exact.get(host)
+    }
+
     fn host_rules(&self, host: &str) -> Option<&HostRoutes> {
         if let Some(rules) = self.exact.get(host) {
             return Some(rules);
@@ -1332,7 +1337,7 @@ pub struct Candidate {
     pub route: Route,
     /// From a canary Ingress: it joins the primary rule of the same path and type instead.
     pub canary: Option<Arc<CanarySpec>>,
-    /// From `server-alias` or `from-to-www-redirect`: used only when no rule names the host.
+    /// From `from-to-www-redirect`: used only when no rule names the host.
     pub secondary: bool,
     /// Precedence among equal claims: lower is older (creationTimestamp, namespace/name,
     /// then position in the Ingress).
@@ -1367,7 +1372,7 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
             if c.secondary && warned.insert((c.object.clone(), c.field.clone())) {
                 let host = c.route.host.as_deref().unwrap_or("*");
                 let reason = format!(
-                    "{host} is the host of a rule already; the alias (server-alias or from-to-www-redirect) is ignored"
+                    "{host} is the host of a rule already; from-to-www-redirect's redirect from it is ignored"
                 );
                 diagnostics.push(Diagnostic::warning(&c.object, c.field.clone(), reason));
             }

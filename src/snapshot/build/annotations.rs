@@ -334,7 +334,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "server-alias",
         Support::Differs(
-            "exact names only (wildcards are a warning); an alias that is the host of any rule is ignored, with a warning; the alias serves the paths of its own Ingress only (nginx adds it to the server_name, so it serves every path of the host)",
+            "another name of the host's whole server, as nginx's server_name (every Ingress's paths, client certificates, the certificate when it covers the alias); exact names only (a wildcard alias is a warning)",
         ),
     ),
     (

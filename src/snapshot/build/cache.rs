@@ -33,6 +33,8 @@ pub struct BuildCache {
     pub(super) tls_hosts: super::tls::TlsHosts,
     /// The Secrets parsed for certificates.
     pub(super) secrets: ParsedSecrets,
+    /// `server-alias`: alias → its host, as written into `routes`.
+    pub(super) aliases: BTreeMap<Arc<str>, HostPattern>,
     /// The keys of `ingresses` ([`super::Built::ingresses`]).
     pub(super) ours: Arc<Vec<ObjectKey>>,
 }

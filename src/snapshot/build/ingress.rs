@@ -64,6 +64,9 @@ pub(super) struct Compiled {
     auth_secrets: Vec<(crate::store::NsName, Option<Arc<Secret>>)>,
     /// `auth-tls-secret` and its companions: the client certificates its hosts ask for.
     pub client_auth: Option<Arc<ClientAuth>>,
+    /// `server-alias`: (a host of its rules, another name for that host's whole server), as
+    /// ingress-nginx adds the names to the host's `server_name`; judged among Ingresses later.
+    pub aliases: Vec<(HostPattern, Box<str>)>,
     /// Problems of this Ingress alone (precedence among Ingresses is judged later).
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -99,6 +102,7 @@ impl Compiled {
             lookups: Vec::new(),
             auth_secrets: Vec::new(),
             client_auth: None,
+            aliases: Vec::new(),
             diagnostics: Vec::new(),
         };
         c.compile(cx);
@@ -349,22 +353,27 @@ impl Compiled {
                 };
                 self.paths.push((pattern.clone(), candidate));
             }
+            // A canary's aliases count for nothing, as ingress-nginx skips canaries there.
+            if parsed_canary.is_none() && pattern != HostPattern::Any {
+                for alias in &parsed_aliases {
+                    if !self
+                        .aliases
+                        .iter()
+                        .any(|(h, a)| *h == pattern && a == alias)
+                    {
+                        self.aliases.push((pattern.clone(), alias.clone()));
+                    }
+                }
+            }
             if let HostPattern::Exact(name) = &pattern {
-                self.secondaries(cx, (ri, name), &parsed_aliases, parsed_www);
+                self.www_twin(cx, (ri, name), parsed_www);
             }
         }
     }
 
-    /// `server-alias` (the rule's paths under more names) and `from-to-www-redirect` (the
-    /// www twin of the rule's host redirects to it): candidates that give way to any rule
-    /// naming their host.
-    fn secondaries(
-        &mut self,
-        cx: &Context<'_>,
-        (ri, name): (usize, &str),
-        aliases: &[Box<str>],
-        www: bool,
-    ) {
+    /// `from-to-www-redirect`: the www twin of the rule's host (or the apex of a www host)
+    /// redirects to it; a candidate that gives way to any rule naming the twin.
+    fn www_twin(&mut self, cx: &Context<'_>, (ri, name): (usize, &str), www: bool) {
         let first = self.paths.len()
             - self
                 .paths
@@ -372,19 +381,8 @@ impl Compiled {
                 .rev()
                 .take_while(|(_, c)| c.age.1 == ri)
                 .count();
-        let rule_paths: Vec<Candidate> =
-            self.paths[first..].iter().map(|(_, c)| c.clone()).collect();
-        for alias in aliases {
-            for c in &rule_paths {
-                let mut c = c.clone();
-                c.route.host = Some(alias.clone());
-                c.secondary = true;
-                c.field = format!("metadata.annotations[{}server-alias]", annotations::NGINX);
-                self.paths
-                    .push((HostPattern::Exact(Arc::from(&**alias)), c));
-            }
-        }
-        let Some(c) = rule_paths.first().filter(|_| www) else {
+        let rule_paths = &self.paths[first..];
+        let Some((_, c)) = rule_paths.first().filter(|_| www) else {
             return;
         };
         let twin = match name.strip_prefix("www.") {

@@ -190,6 +190,28 @@ fn slots() -> Vec<Vec<Object>> {
                                        "nginx.ingress.kubernetes.io/canary-weight": "50"}}),
             ),
         ],
+        // server-alias: another name for the whole server of h.com (or g.com), whichever
+        // Ingress adds paths to it; k.com is a host of "three"'s rules in one version.
+        vec![
+            with_meta(
+                ing(
+                    "six",
+                    json!({"rules": [rule("h.com", &[("/six", "Prefix", "a", 80)])]}),
+                ),
+                json!({"annotations": {"nginx.ingress.kubernetes.io/server-alias": "al.com, k.com"}}),
+            ),
+            with_meta(
+                ing(
+                    "six",
+                    json!({"rules": [rule("g.com", &[("/six", "Prefix", "b", 80)])]}),
+                ),
+                json!({"annotations": {"nginx.ingress.kubernetes.io/server-alias": "al.com"}}),
+            ),
+            ing(
+                "six",
+                json!({"rules": [rule("h.com", &[("/six", "Prefix", "a", 80)])]}),
+            ),
+        ],
     ]
 }
 
@@ -206,6 +228,9 @@ fn probes() -> Vec<(&'static str, &'static str)> {
         ("g.com", "/g"),
         ("g.com", "/n"),
         ("k.com", "/"),
+        ("al.com", "/"),
+        ("al.com", "/six"),
+        ("al.com", "/g"),
         ("zzz", "/"),
     ]
 }
@@ -223,7 +248,7 @@ fn assert_same(incremental: &Built, full: &Built) -> Result<(), TestCaseError> {
     for (h, p) in probes() {
         prop_assert_eq!(served(incremental, h, p), served(full, h, p));
     }
-    for sni in ["h.com", "a.h.com", "g.com"] {
+    for sni in ["h.com", "a.h.com", "g.com", "al.com"] {
         let der = |b: &Built| b.snapshot.certs.resolve(Some(sni)).cert.clone();
         prop_assert_eq!(der(incremental), der(full));
     }
