@@ -256,3 +256,69 @@ async fn acme() {
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
     env.shutdown().await;
 }
+
+/// `annotations-risk-level`: an annotation ingress-nginx rates above the level (here
+/// `whitelist-source-range`, Medium, under `Low`) fails closed: its Ingress's paths answer
+/// 503 with an error, rather than vanish and let `/admin` fall to the open Ingress's `/`.
+/// Raised to the level, the annotation applies (403 for a client outside the list).
+#[tokio::test]
+async fn annotations_above_the_risk_level_fail_closed() {
+    timeout(LIMIT, risk_level()).await.expect("bounded");
+}
+
+async fn risk_level() {
+    let backend = Backend::start("web").await;
+    let files = vec![
+        ("class.yaml", class()),
+        (
+            "svc.yaml",
+            service("shop", "web", 80) + &endpoints("shop", "web", &[backend.addr], &[]),
+        ),
+        (
+            "open.yaml",
+            ingress_full(
+                "shop",
+                "open",
+                &[("r.example", vec![prefix("/", "web", 80)])],
+                &[],
+                "",
+                None,
+            ),
+        ),
+        (
+            "guarded.yaml",
+            ingress_full(
+                "shop",
+                "guarded",
+                &[("r.example", vec![prefix("/admin", "web", 80)])],
+                &[],
+                &format!("{N}/whitelist-source-range: \"10.0.0.0/8\""),
+                None,
+            ),
+        ),
+        ("configmap.yaml", configmap("annotations-risk-level: low")),
+    ];
+    let env = Env::start_with(&files, &["--configmap", "ingress/portico"]).await;
+    let reply = h1(env.http(), get("r.example", "/admin")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(reply.served_by(), "");
+    let reply = h1(env.http(), get("r.example", "/")).await;
+    assert_eq!(reply.served_by(), "web", "the other Ingress keeps serving");
+    let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
+        .await
+        .json();
+    let said = dump["diagnostics"].as_array().unwrap().iter().any(|d| {
+        d["object"]["name"] == "guarded"
+            && d["severity"] == "error"
+            && d["field"] == format!("metadata.annotations[{N}/whitelist-source-range]")
+    });
+    assert!(said, "{:#}", dump["diagnostics"]);
+    env.apply(
+        "configmap.yaml",
+        &configmap("annotations-risk-level: Medium"),
+    )
+    .await;
+    let reply = h1(env.http(), get("r.example", "/admin")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    env.shutdown().await;
+}

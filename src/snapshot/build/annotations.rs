@@ -192,6 +192,8 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("enable-opentracing", Support::Unsupported),
     ("enable-owasp-core-rules", Support::Unsupported),
     ("enable-rewrite-log", Support::Unsupported),
+    ("fastcgi-index", Support::Unsupported),
+    ("fastcgi-params-configmap", Support::Unsupported),
     (
         "force-ssl-redirect",
         Support::Differs(
@@ -231,6 +233,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     ("mirror-target", Support::Unsupported),
     ("modsecurity-snippet", Support::Unsupported),
     ("modsecurity-transaction-id", Support::Unsupported),
+    ("opentelemetry-operation-name", Support::Unsupported),
     ("opentelemetry-trust-incoming-span", Support::Unsupported),
     ("opentracing-trust-incoming-span", Support::Unsupported),
     (
@@ -398,6 +401,12 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         Support::Differs("a literal host[:port]; nginx variables in it are refused"),
     ),
     (
+        "use-port-in-redirects",
+        Support::Accepted(
+            "the HTTPS redirect names the HTTPS listener's port whenever it is not 443, as with use-port-in-redirects: \"true\"; Portico makes no other redirect that nginx's port_in_redirect touches",
+        ),
+    ),
+    (
         "use-regex",
         Support::Differs(
             "regexes run on the linear-time regex crate: look-around and back-references leave the path out (an error); they match the normalised path, where percent-encodings other than of unreserved characters stay encoded",
@@ -413,6 +422,81 @@ pub fn support(name: &str) -> Option<Support> {
         .binary_search_by(|(n, _)| (*n).cmp(name))
         .ok()
         .map(|i| ANNOTATIONS[i].1)
+}
+
+/// ingress-nginx's risk rating of every annotation rated above Low, sorted: its
+/// `annotations-risk.md`, generated from the parsers' `Risk` fields since 1.12. The older
+/// names `whitelist-source-range` and `limit-whitelist` take their successors' rating, as
+/// ingress-nginx checks them since 1.15. Anything else is Low.
+const RISKS: &[(&str, RiskLevel)] = &[
+    ("affinity-mode", RiskLevel::Medium),
+    ("allowlist-source-range", RiskLevel::Medium),
+    ("app-root", RiskLevel::Medium),
+    ("auth-cache-duration", RiskLevel::Medium),
+    ("auth-cache-key", RiskLevel::Medium),
+    ("auth-proxy-set-headers", RiskLevel::Medium),
+    ("auth-realm", RiskLevel::Medium),
+    ("auth-request-redirect", RiskLevel::Medium),
+    ("auth-response-headers", RiskLevel::Medium),
+    ("auth-secret", RiskLevel::Medium),
+    ("auth-signin", RiskLevel::High),
+    ("auth-signin-redirect-param", RiskLevel::Medium),
+    ("auth-snippet", RiskLevel::Critical),
+    ("auth-tls-error-page", RiskLevel::High),
+    ("auth-tls-match-cn", RiskLevel::High),
+    ("auth-tls-secret", RiskLevel::Medium),
+    ("auth-tls-verify-client", RiskLevel::Medium),
+    ("auth-url", RiskLevel::High),
+    ("canary-by-cookie", RiskLevel::Medium),
+    ("canary-by-header", RiskLevel::Medium),
+    ("canary-by-header-pattern", RiskLevel::Medium),
+    ("canary-by-header-value", RiskLevel::Medium),
+    ("configuration-snippet", RiskLevel::Critical),
+    ("cors-allow-headers", RiskLevel::Medium),
+    ("cors-allow-methods", RiskLevel::Medium),
+    ("cors-allow-origin", RiskLevel::Medium),
+    ("cors-expose-headers", RiskLevel::Medium),
+    ("custom-headers", RiskLevel::Medium),
+    ("denylist-source-range", RiskLevel::Medium),
+    ("fastcgi-index", RiskLevel::Medium),
+    ("fastcgi-params-configmap", RiskLevel::Medium),
+    ("force-ssl-redirect", RiskLevel::Medium),
+    ("mirror-host", RiskLevel::High),
+    ("mirror-target", RiskLevel::High),
+    ("modsecurity-snippet", RiskLevel::Critical),
+    ("modsecurity-transaction-id", RiskLevel::High),
+    ("opentelemetry-operation-name", RiskLevel::Medium),
+    ("permanent-redirect", RiskLevel::Medium),
+    ("preserve-trailing-slash", RiskLevel::Medium),
+    ("proxy-body-size", RiskLevel::Medium),
+    ("proxy-cookie-domain", RiskLevel::Medium),
+    ("proxy-cookie-path", RiskLevel::Medium),
+    ("proxy-next-upstream", RiskLevel::Medium),
+    ("proxy-redirect-from", RiskLevel::Medium),
+    ("proxy-redirect-to", RiskLevel::Medium),
+    ("proxy-ssl-ciphers", RiskLevel::Medium),
+    ("proxy-ssl-name", RiskLevel::High),
+    ("proxy-ssl-secret", RiskLevel::Medium),
+    ("rewrite-target", RiskLevel::Medium),
+    ("server-alias", RiskLevel::High),
+    ("server-snippet", RiskLevel::Critical),
+    ("session-cookie-domain", RiskLevel::Medium),
+    ("session-cookie-expires", RiskLevel::Medium),
+    ("session-cookie-max-age", RiskLevel::Medium),
+    ("session-cookie-name", RiskLevel::Medium),
+    ("session-cookie-path", RiskLevel::Medium),
+    ("stream-snippet", RiskLevel::Critical),
+    ("temporal-redirect", RiskLevel::Medium),
+    ("upstream-hash-by", RiskLevel::High),
+    ("whitelist-source-range", RiskLevel::Medium),
+    ("x-forwarded-prefix", RiskLevel::Medium),
+];
+
+/// ingress-nginx's risk rating of an annotation (its name without the prefix).
+pub fn risk(name: &str) -> RiskLevel {
+    RISKS
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .map_or(RiskLevel::Low, |i| RISKS[i].1)
 }
 
 /// What an Ingress's annotations ask of its routes.
@@ -594,6 +678,10 @@ pub(super) fn parse(
     if r.boolean("enable-global-auth") == Some(false) {
         parsed.global_auth = false;
     }
+    let too_risky = r.too_risky(globals.annotations_risk_level);
+    if too_risky {
+        policy.deny = Some(503);
+    }
     let guards = r.unsupported_and_guards();
     if !guards.is_empty() {
         policy.deny = Some(503);
@@ -605,6 +693,8 @@ pub(super) fn parse(
             .push(Diagnostic::error(key, "metadata.annotations", reason));
     }
     if r.boolean("canary") == Some(true) {
+        // A canary ingress-nginx would reject takes nothing.
+        parsed.left_out |= too_risky;
         // Only the canary annotations count on a canary Ingress (ingress-nginx ignores the
         // others there): the primary's policy applies to the rule.
         let mut spec = canary(&mut r);
@@ -1489,6 +1579,29 @@ impl Reader<'_> {
             return None;
         }
         Some(value.to_ascii_lowercase().into())
+    }
+
+    /// `annotations-risk-level`: an error for each annotation ingress-nginx rates above the
+    /// ConfigMap's level (its `CheckAnnotationRisk`: strictly above). ingress-nginx rejects
+    /// such an Ingress; Portico fails closed instead (true: its routes answer 503), so a
+    /// guarded path never falls to another Ingress's route. `server-snippet` and
+    /// `configuration-snippet` are judged by the snippet reader (they need Critical).
+    fn too_risky(&mut self, level: RiskLevel) -> bool {
+        let risky: Vec<(String, RiskLevel)> = self
+            .annotations
+            .keys()
+            .filter_map(|k| k.strip_prefix(NGINX))
+            .filter(|n| !matches!(*n, "server-snippet" | "configuration-snippet"))
+            .map(|n| (n.to_string(), risk(n)))
+            .filter(|(_, r)| *r > level)
+            .collect();
+        for (name, rated) in &risky {
+            let reason = format!(
+                "rated {rated:?} by ingress-nginx, above the ConfigMap's annotations-risk-level ({level:?}): ingress-nginx 1.12 and later rejects this Ingress; its paths answer 503 until the level allows it or the annotation goes"
+            );
+            self.error(name, reason);
+        }
+        !risky.is_empty()
     }
 
     /// Warnings for unsupported and obsolete annotations (and unknown ones under the prefix);

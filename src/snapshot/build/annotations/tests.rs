@@ -1236,3 +1236,68 @@ fn retry_non_idempotent_applies_to_every_route() {
         assert!(next.non_idempotent, "{pairs:?}");
     }
 }
+
+/// `annotations-risk-level` as ingress-nginx 1.12+ applies it: an annotation rated strictly
+/// above the level is an error, and Portico fails closed where ingress-nginx rejects the
+/// Ingress (its paths answer 503; a canary takes nothing). At the default (High), only the
+/// Critical ones are refused.
+#[test]
+fn annotations_above_the_risk_level_fail_closed() {
+    assert!(RISKS.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+    for (name, _) in RISKS {
+        assert!(support(name).is_some(), "{name} is in the annotation table");
+    }
+    assert_eq!(risk("auth-url"), RiskLevel::High);
+    assert_eq!(risk("whitelist-source-range"), RiskLevel::Medium);
+    assert_eq!(risk("use-regex"), RiskLevel::Low);
+    assert_eq!(risk("no-such-thing"), RiskLevel::Low);
+    let parse_at = |level: RiskLevel, pairs: &[(&str, &str)]| {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+            .collect();
+        let globals = Globals {
+            annotations_risk_level: level,
+            ..bare()
+        };
+        let mut d = Vec::new();
+        let parsed = parse(&key(), Some(&map), &globals, &mut d);
+        (parsed, d)
+    };
+    let risky_errors = |d: &[Diagnostic]| {
+        d.iter()
+            .filter(|d| {
+                d.severity == Severity::Error && d.reason.contains("annotations-risk-level")
+            })
+            .map(|d| d.field.clone())
+            .collect::<Vec<_>>()
+    };
+    let auth = [
+        ("auth-url", "http://auth.example/check"),
+        ("rewrite-target", "/"),
+        ("use-regex", "true"),
+    ];
+    // High allows High.
+    let (parsed, d) = parse_at(RiskLevel::High, &auth);
+    assert!(risky_errors(&d).is_empty(), "{d:?}");
+    assert_eq!(parsed.policy.unwrap().deny, None);
+    // Medium refuses auth-url (High) only; Low refuses rewrite-target (Medium) too.
+    let (parsed, d) = parse_at(RiskLevel::Medium, &auth);
+    assert_eq!(
+        risky_errors(&d),
+        [format!("metadata.annotations[{NGINX}auth-url]")]
+    );
+    assert_eq!(parsed.policy.unwrap().deny, Some(503));
+    let (_, d) = parse_at(RiskLevel::Low, &auth);
+    assert_eq!(risky_errors(&d).len(), 2, "{d:?}");
+    // The default refuses the Critical ones: here a stream-snippet.
+    let (parsed, d) = parse_at(RiskLevel::High, &[("stream-snippet", "x")]);
+    assert_eq!(risky_errors(&d).len(), 1, "{d:?}");
+    assert_eq!(parsed.policy.unwrap().deny, Some(503));
+    // A canary that ingress-nginx would reject takes nothing.
+    let canary = [("canary", "true"), ("canary-by-header", "x")];
+    let (parsed, _) = parse_at(RiskLevel::Medium, &canary);
+    assert!(!parsed.left_out && parsed.canary.is_some());
+    let (parsed, d) = parse_at(RiskLevel::Low, &canary);
+    assert!(parsed.left_out, "{d:?}");
+}
