@@ -210,5 +210,25 @@ async fn trusted() {
     );
     let [xff, real, _, _] = seen(&get_from(&env, "127.0.0.1", &fields).await);
     assert_eq!((xff.as_str(), real.as_str()), ("127.0.0.1", "127.0.0.1"));
+    // forwarded-for-header names the field a trusted peer's client address comes in; the
+    // client's field of that name goes as X-Original-Forwarded-For (ingress-nginx's
+    // `$http_<forwarded-for-header>`).
+    env.apply(
+        "configmap.yaml",
+        &configmap(
+            "use-forwarded-headers: \"true\", forwarded-for-header: CF-Connecting-IP, proxy-real-ip-cidr: \"127.0.0.2/32\", ssl-redirect: \"false\"",
+        ),
+    )
+    .await;
+    let fields = [
+        ("cf-connecting-ip", "198.51.100.9"),
+        ("x-forwarded-for", "10.0.0.1"),
+    ];
+    let [xff, real, original, _] = seen(&get_from(&env, "127.0.0.2", &fields).await);
+    assert_eq!(
+        (xff.as_str(), real.as_str()),
+        ("198.51.100.9", "198.51.100.9")
+    );
+    assert_eq!(original, "198.51.100.9");
     env.shutdown().await;
 }

@@ -285,9 +285,10 @@ async fn judged() {
     let verify = reply.json()["headers"]["ssl-client-verify"].clone();
     assert!(verify.as_str().unwrap().starts_with("FAILED:"), "{verify}");
 
-    // match-cn: a good certificate with another CN is 403.
+    // match-cn: a good certificate with another CN is 403, with nginx's text.
     let reply = get(&env, "cn.example", "cn.example", Some(&good), &[]).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&reply.body).contains("client certificate unauthorized"));
     let client3 = client_cert(&ca_, "client3");
     let reply = get(&env, "cn.example", "cn.example", Some(&client3), &[]).await;
     assert_eq!(reply.status, StatusCode::OK);

@@ -72,6 +72,10 @@ pub enum ProxyError {
     /// The external auth service refused the request: its 401 or 403 goes to the client.
     #[error("refused by the auth service")]
     AuthDenied(StatusCode),
+    /// The client certificate's subject does not match `auth-tls-match-cn` (403 "client
+    /// certificate unauthorized", nginx's text).
+    #[error("client certificate unauthorized")]
+    CertUnauthorized,
 }
 
 // === impl ProxyError ===
@@ -98,6 +102,7 @@ impl ProxyError {
             ProxyError::AuthError => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::AuthDenied(status) => *status,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::CertUnauthorized => StatusCode::FORBIDDEN,
             ProxyError::Limited(status) => *status,
         }
     }
@@ -192,6 +197,7 @@ fn static_reason(e: &ProxyError) -> &'static str {
         ProxyError::AuthDenied(s) if *s == StatusCode::FORBIDDEN => "forbidden",
         ProxyError::AuthDenied(_) => "authorization required",
         ProxyError::Misdirected => "misdirected request",
+        ProxyError::CertUnauthorized => "client certificate unauthorized",
         ProxyError::Limited(_) => "too many requests",
         ProxyError::ExternalNameRefused => {
             "ExternalName refused: it resolves to a loopback, link-local or node address"

@@ -616,6 +616,7 @@ impl Proxy {
                 upgrade,
                 client: client_fwd.as_deref().map(|c| &c.2),
                 full_forwarded_for: snapshot.client.full_forwarded_for,
+                original_from: snapshot.client.original_from(),
             };
             // `proxy-next-upstream`: what a failed attempt may go on to another endpoint
             // with (boxed: rare; the first attempt is here).
@@ -1095,6 +1096,7 @@ impl Proxy {
             upgrade: false,
             client: None,
             full_forwarded_for: snapshot.client.full_forwarded_for,
+            original_from: snapshot.client.original_from(),
         };
         let exchange = pooled.prepare(parts, RequestBody::Empty, &fwd);
         let sent = match self.deadlines.run(pin!(exchange.send())).await {
@@ -1290,9 +1292,7 @@ fn certificate_fields<'c>(
     if let Some(re) = &ca.match_cn
         && !re.is_match(names.as_ref().map_or("", |n| n.subject.as_str()))
     {
-        return Err(CertRefusal::Error(ProxyError::AuthDenied(
-            StatusCode::FORBIDDEN,
-        )));
+        return Err(CertRefusal::Error(ProxyError::CertUnauthorized));
     }
     let text = |s: &str| HeaderValue::from_str(s).ok().filter(|_| !s.is_empty());
     let mut fields = vec![
@@ -1816,10 +1816,11 @@ mod tests {
     /// box with TLS to endpoints took 160 off (2800); a pick's load guard carries the start
     /// of an `ewma` sample (+16 per pick held: 2848); an upstream body's HTTP/2 stream (one
     /// boxed pointer per response held: 2888); the routing path beside the forwarded one
-    /// (`%2F` decoded for routing: +24, 2912).
+    /// (`%2F` decoded for routing: +24, 2912); the field X-Original-Forwarded-For comes from
+    /// (`forwarded-for-header`: +16, 2928).
     #[test]
     fn a_request_future_stays_small() {
         let size = handle_future_size(Proxy::handle);
-        assert!(size <= 2912, "Proxy::handle's future is {size} bytes");
+        assert!(size <= 2928, "Proxy::handle's future is {size} bytes");
     }
 }

@@ -112,6 +112,14 @@ pub struct ClientAddress {
     pub trusted: super::access::IpSet,
 }
 
+impl ClientAddress {
+    /// `forwarded-for-header` when it is not X-Forwarded-For: the field sent upstream as
+    /// X-Original-Forwarded-For.
+    pub fn original_from(&self) -> Option<&str> {
+        (&*self.header != "x-forwarded-for").then_some(&*self.header)
+    }
+}
+
 impl Default for ClientAddress {
     fn default() -> Self {
         ClientAddress {

@@ -312,6 +312,7 @@ impl Proxy {
             upgrade: false,
             client: a.client_fwd,
             full_forwarded_for: snapshot.client.full_forwarded_for,
+            original_from: snapshot.client.original_from(),
         };
         let exchange = pooled
             .prepare(&sub, RequestBody::Empty, &fwd)

@@ -68,6 +68,10 @@ pub struct Forwarding<'a> {
     /// that ends it; otherwise that address alone (the client's list goes as
     /// X-Original-Forwarded-For either way).
     pub full_forwarded_for: bool,
+    /// The ConfigMap's `forwarded-for-header` when it is not X-Forwarded-For: the client's
+    /// field of that name goes as X-Original-Forwarded-For (ingress-nginx's
+    /// `proxy_set_header X-Original-Forwarded-For $http_<that header>`).
+    pub original_from: Option<&'a str>,
 }
 
 /// The forwarding values of one request whose client a trusted peer named.
@@ -229,6 +233,22 @@ fn write_forwarded_for(out: &mut Vec<u8>, parts: &Parts) {
     }
 }
 
+/// `name: ` every value of the client's field `from`, joined by ", " (nothing when absent).
+fn write_joined(out: &mut Vec<u8>, name: &[u8], parts: &Parts, from: &str) {
+    let mut values = parts.headers.get_all(from).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(first.as_bytes());
+    for value in values {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -283,10 +303,14 @@ pub fn encode_head(
     // The client's X-Forwarded-For is kept as X-Original-Forwarded-For (ingress-nginx's);
     // X-Forwarded-For is the client address (or, with compute-full-forwarded-for, the
     // client's list and then the peer), never a list a client made up alone.
-    if fields.forwarded_for {
-        out.extend_from_slice(b"x-original-forwarded-for: ");
-        write_forwarded_for(out, parts);
-        out.extend_from_slice(b"\r\n");
+    match fwd.original_from {
+        None if fields.forwarded_for => {
+            out.extend_from_slice(b"x-original-forwarded-for: ");
+            write_forwarded_for(out, parts);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => {}
+        Some(name) => write_joined(out, b"x-original-forwarded-for", parts, name),
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     // The client's list only from a trusted peer that named the client (ingress-nginx's

@@ -122,6 +122,7 @@ async fn send(pooled: Pooled, path: &str) -> Result<Response<UpstreamBody>, Send
         upgrade: false,
         client: None,
         full_forwarded_for: false,
+        original_from: None,
     };
     let (parts, _) = request(path).await.into_parts();
     pooled

@@ -659,7 +659,7 @@ pub(super) fn parse(
         Ok(limits) => policy.limits = limits,
         Err(()) => policy.deny = Some(503),
     }
-    match bandwidth(&mut r) {
+    match bandwidth(&mut r, globals) {
         Ok(b) => policy.bandwidth = b,
         Err(()) => policy.deny = Some(503),
     }
@@ -787,10 +787,10 @@ fn external_auth(r: &mut Reader<'_>) -> Option<Result<Arc<AuthSpec>, ()>> {
 /// `limit-rate` (KiB per second; 0: none) and `limit-rate-after` (KiB sent before it
 /// applies), as ingress-nginx renders `limit_rate Nk` / `limit_rate_after Nk`. An invalid
 /// value fails closed: the Ingress asked for a throttle Portico cannot read.
-fn bandwidth(r: &mut Reader<'_>) -> Result<Option<(u64, u64)>, ()> {
-    let kib = |r: &mut Reader<'_>, name: &str| -> Result<u64, ()> {
+fn bandwidth(r: &mut Reader<'_>, globals: &Globals) -> Result<Option<(u64, u64)>, ()> {
+    let kib = |r: &mut Reader<'_>, name: &str, global: u64| -> Result<u64, ()> {
         let Some(v) = r.get(name).map(str::to_string) else {
-            return Ok(0);
+            return Ok(global);
         };
         match v.parse::<u64>() {
             Ok(n) if n <= u64::MAX / 1024 => Ok(n * 1024),
@@ -801,8 +801,9 @@ fn bandwidth(r: &mut Reader<'_>) -> Result<Option<(u64, u64)>, ()> {
             }
         }
     };
-    let rate = kib(r, "limit-rate");
-    let after = kib(r, "limit-rate-after");
+    // Each falls back to the ConfigMap's on its own, as ingress-nginx's parser.
+    let rate = kib(r, "limit-rate", globals.limit_rate.0);
+    let after = kib(r, "limit-rate-after", globals.limit_rate.1);
     match (rate?, after?) {
         (0, _) => Ok(None),
         (rate, after) => Ok(Some((rate, after))),

@@ -87,6 +87,9 @@ pub struct Globals {
     /// `limit-conn-status-code` (default 503): the status of a request over
     /// `limit-connections`.
     pub limit_conn_status: u16,
+    /// `limit-rate` and `limit-rate-after` (KiB, as the annotations; default 0: none), in
+    /// bytes: the response bandwidth of every route whose Ingress does not set its own.
+    pub limit_rate: (u64, u64),
     /// `hsts`, `hsts-max-age`, `hsts-include-subdomains`, `hsts-preload`: the
     /// Strict-Transport-Security value of HTTPS responses for hosts with a certificate
     /// (default `max-age=31536000; includeSubDomains`; `None` with `hsts: "false"`).
@@ -171,6 +174,7 @@ impl Default for Globals {
             hsts: Hsts::DEFAULT.value(),
             limit_req_status: 503,
             limit_conn_status: 503,
+            limit_rate: (0, 0),
             global_auth: None,
         }
     }
@@ -229,8 +233,8 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("keep-alive-requests", KeySupport::Honoured),
     ("large-client-header-buffers", KeySupport::NotYet),
     ("limit-conn-status-code", KeySupport::Honoured),
-    ("limit-rate", KeySupport::NotYet),
-    ("limit-rate-after", KeySupport::NotYet),
+    ("limit-rate", KeySupport::Honoured),
+    ("limit-rate-after", KeySupport::Honoured),
     ("limit-req-status-code", KeySupport::Honoured),
     ("load-balance", KeySupport::Honoured),
     ("log-format-upstream", KeySupport::NotYet),
@@ -471,6 +475,17 @@ pub fn parse(
             "hsts-max-age" => match value.parse::<u64>() {
                 Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => hsts.max_age = n,
                 _ => warn(name, bad("is not whole seconds (as \"31536000\")")),
+            },
+            // As ingress-nginx, the same unit as the annotations: KiB per second, KiB.
+            "limit-rate" | "limit-rate-after" => match value.parse::<u64>() {
+                Ok(n) if n <= u64::MAX / 1024 => {
+                    if name == "limit-rate" {
+                        g.limit_rate.0 = n * 1024;
+                    } else {
+                        g.limit_rate.1 = n * 1024;
+                    }
+                }
+                _ => warn(name, bad("is not a whole number of KiB; none")),
             },
             "limit-req-status-code" | "limit-conn-status-code" => match value.parse::<u16>() {
                 Ok(code @ 400..=599) => {

@@ -38,6 +38,7 @@ fn plain(conn: &ConnHeaders) -> Forwarding<'_> {
         upgrade: false,
         client: None,
         full_forwarded_for: false,
+        original_from: None,
     }
 }
 
@@ -601,6 +602,46 @@ fn compute_full_forwarded_for_keeps_the_client_list_before_the_peer() {
     let head = encode(&p, RequestFraming::Empty, &fwd);
     assert!(!head.contains("x-original-forwarded-for"), "{head}");
     assert!(head.contains("x-forwarded-for: 10.1.2.3\r\n"), "{head}");
+}
+
+/// With `forwarded-for-header: CF-Connecting-IP`, X-Original-Forwarded-For carries the
+/// client's field of that name (ingress-nginx's `$http_cf_connecting_ip`), every value, and
+/// never the client's own X-Original-Forwarded-For.
+#[test]
+fn the_original_forwarded_for_comes_from_the_forwarded_for_header() {
+    let conn = conn();
+    let p = parts(
+        "GET",
+        "/",
+        &[
+            ("host", "a.com"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("cf-connecting-ip", "2.2.2.2"),
+            ("cf-connecting-ip", "3.3.3.3"),
+            ("x-original-forwarded-for", "forged"),
+        ],
+    );
+    let fwd = Forwarding {
+        original_from: Some("cf-connecting-ip"),
+        ..plain(&conn)
+    };
+    let head = encode(&p, RequestFraming::Empty, &fwd);
+    assert!(
+        head.contains("x-original-forwarded-for: 2.2.2.2, 3.3.3.3\r\n"),
+        "{head}"
+    );
+    assert!(
+        !head.contains("forged") && !head.contains("1.1.1.1"),
+        "{head}"
+    );
+    assert!(head.contains("x-forwarded-for: 10.1.2.3\r\n"), "{head}");
+    let p = parts(
+        "GET",
+        "/",
+        &[("host", "a.com"), ("x-forwarded-for", "1.1.1.1")],
+    );
+    let head = encode(&p, RequestFraming::Empty, &fwd);
+    assert!(!head.contains("x-original-forwarded-for"), "{head}");
 }
 
 #[test]

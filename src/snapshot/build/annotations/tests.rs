@@ -1301,3 +1301,29 @@ fn annotations_above_the_risk_level_fail_closed() {
     let (parsed, d) = parse_at(RiskLevel::Low, &canary);
     assert!(parsed.left_out, "{d:?}");
 }
+
+/// The ConfigMap's `limit-rate` / `limit-rate-after` apply where the Ingress says nothing,
+/// each on its own; the annotation wins, and `limit-rate: "0"` turns the throttle off.
+#[test]
+fn the_configmap_s_bandwidth_is_the_default() {
+    let globals = Globals {
+        limit_rate: (4096, 1024),
+        ..bare()
+    };
+    let parse_with = |pairs: &[(&str, &str)]| {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        let parsed = parse(&key(), Some(&map), &globals, &mut d);
+        parsed.policy.and_then(|p| p.bandwidth)
+    };
+    assert_eq!(parse_with(&[]), Some((4096, 1024)));
+    assert_eq!(
+        parse_with(&[("limit-rate-after", "10")]),
+        Some((4096, 10240))
+    );
+    assert_eq!(parse_with(&[("limit-rate", "1")]), Some((1024, 1024)));
+    assert_eq!(parse_with(&[("limit-rate", "0")]), None);
+}

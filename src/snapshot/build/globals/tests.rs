@@ -557,3 +557,14 @@ fn a_bad_custom_http_errors_entry_is_left_out() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert!(d[0].reason.contains("abc"), "{d:?}");
 }
+
+/// `limit-rate` and `limit-rate-after` in KiB, as the annotations; garbage is a warning.
+#[test]
+fn the_response_bandwidth_keys_are_kib() {
+    let (g, d) = parse_pairs(&[("limit-rate", "100"), ("limit-rate-after", "8")]);
+    assert_eq!(g.limit_rate, (100 * 1024, 8 * 1024));
+    assert!(d.is_empty(), "{d:?}");
+    let (g, d) = parse_pairs(&[("limit-rate", "fast"), ("limit-rate-after", "-1")]);
+    assert_eq!(g.limit_rate, (0, 0));
+    assert_eq!(d.len(), 2, "{d:?}");
+}
