@@ -13,6 +13,7 @@ pub mod echo;
 pub mod egress;
 pub mod health;
 pub mod l4;
+pub mod lru;
 pub mod metrics;
 pub mod proxy;
 pub mod redact;

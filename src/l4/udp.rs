@@ -9,8 +9,6 @@
 //! (`portico_udp_flows_evicted_total`); a listener without flows of its own drops the datagram
 //! (`portico_udp_flows_refused_total`).
 
-mod table;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,11 +20,14 @@ use tracing::{debug, warn};
 
 use super::listener::{L4Config, Target};
 use super::scheduler;
+use crate::lru::LruTable;
 use crate::metrics::UdpFlowMetrics;
 use crate::snapshot::SnapshotHandle;
 use crate::snapshot::services::Protocol;
 use crate::snapshot::services::state::LoadGuard;
-use table::FlowTable;
+
+/// A listener's flows by client.
+type FlowTable<V> = LruTable<SocketAddr, V>;
 
 /// The largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;

@@ -7,9 +7,11 @@
 //! are per controller replica.
 //!
 //! Memory is bounded: a zone holds at most [`SHARDS`] × [`PER_SHARD`] addresses. A full
-//! shard first drops the addresses whose buckets have drained and that have no request in
-//! flight (they hold nothing a new entry would not), then, if none has, the one seen least
-//! recently, as nginx drops its least recently used states.
+//! shard drops the address seen least recently that has no request in flight, as nginx drops
+//! its least recently used states; the shard keeps its addresses in use order
+//! ([`LruTable`]), so making room costs the same with any number of addresses (a client
+//! sending from many addresses, as IPv6 makes cheap, does not make each request scan the
+//! shard).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,6 +21,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::access::IpSet;
+use crate::lru::LruTable;
 
 /// Shards of a zone (one lock each).
 pub const SHARDS: usize = 16;
@@ -88,7 +91,7 @@ pub enum Refusal {
 
 /// The counters of one Ingress, keyed by client address.
 pub struct Zone {
-    shards: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
+    shards: Box<[Mutex<LruTable<IpAddr, Entry>>]>,
     per_shard: usize,
     epoch: Instant,
     spec: LimitSpec,
@@ -129,7 +132,9 @@ impl Zone {
     /// An empty zone holding at most `per_shard` addresses per shard.
     pub fn new(spec: LimitSpec, per_shard: usize) -> Zone {
         Zone {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruTable::default()))
+                .collect(),
             per_shard: per_shard.max(1),
             epoch: Instant::now(),
             spec,
@@ -149,16 +154,8 @@ impl Zone {
         self.len() == 0
     }
 
-    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
-        let h = match ip {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
-                let v = u128::from(a);
-                (v as u64) ^ ((v >> 64) as u64)
-            }
-        };
-        let mixed = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-        &self.shards[mixed as usize % SHARDS]
+    fn shard(&self, ip: IpAddr) -> &Mutex<LruTable<IpAddr, Entry>> {
+        &self.shards[shard_index(ip)]
     }
 
     /// Counts a request from `ip` now: `Ok` with a guard to hold while the request is in
@@ -177,14 +174,21 @@ impl Zone {
         let Ok(mut shard) = self.shard(ip).lock() else {
             return Ok(None);
         };
-        let new = !shard.contains_key(&ip);
-        if new && shard.len() >= self.per_shard {
-            evict(&mut shard, spec, now);
-        }
-        let entry = shard.entry(ip).or_insert(Entry {
-            last: now,
-            ..Entry::default()
-        });
+        let shard = &mut *shard;
+        let (entry, new) = match shard.touch(&ip) {
+            Some(entry) => (entry, false),
+            None => {
+                if shard.len() >= self.per_shard {
+                    // The least recently seen address without a request in flight.
+                    shard.pop_oldest_where(|e| e.conns == 0);
+                }
+                let entry = Entry {
+                    last: now,
+                    ..Entry::default()
+                };
+                (shard.insert(ip, entry), true)
+            }
+        };
         // nginx runs `limit_req` before `limit_conn` (both in the preaccess phase): the rates
         // first, and a request the connection count then refuses has been counted in them.
         // A new address's first request passes with an empty bucket.
@@ -225,31 +229,17 @@ impl Zone {
     }
 }
 
-/// Makes room in a full shard: the drained, idle addresses go; if none, the least recently
-/// seen one.
-fn evict(shard: &mut HashMap<IpAddr, Entry>, spec: &LimitSpec, now: u64) {
-    let drained = |e: &Entry| {
-        let elapsed = now.saturating_sub(e.last);
-        // Drained: the next request would find an empty bucket, as a new address does.
-        let rps_gone =
-            spec.rps == 0 || u64::from(spec.rps).saturating_mul(elapsed) >= e.rps_excess + 1000;
-        let rpm_gone = spec.rpm == 0
-            || u64::from(spec.rpm).saturating_mul(elapsed) / 60 >= e.rpm_excess + 1000;
-        e.conns == 0 && rps_gone && rpm_gone
+/// The shard of an address: a multiplicative mix of its bits.
+fn shard_index(ip: IpAddr) -> usize {
+    let h = match ip {
+        IpAddr::V4(a) => u64::from(u32::from(a)),
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            (v as u64) ^ ((v >> 64) as u64)
+        }
     };
-    let before = shard.len();
-    shard.retain(|_, e| !drained(e));
-    if shard.len() < before {
-        return;
-    }
-    if let Some(oldest) = shard
-        .iter()
-        .filter(|(_, e)| e.conns == 0)
-        .min_by_key(|(_, e)| e.last)
-        .map(|(ip, _)| *ip)
-    {
-        shard.remove(&oldest);
-    }
+    let mixed = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    mixed as usize % SHARDS
 }
 
 /// A request in flight under `limit-connections`: released when dropped (when the response

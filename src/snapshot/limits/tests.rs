@@ -68,7 +68,7 @@ fn connections_count_requests_in_flight() {
 #[test]
 fn a_hundred_thousand_addresses_stay_bounded() {
     // A small zone (16 × 64), 100,000 distinct addresses, one request each, 1 ms apart:
-    // the zone never holds more than it may, and drained addresses make room.
+    // the zone never holds more than it may; the least recently seen make room.
     let per_shard = 64;
     let zone = Arc::new(Zone::new(spec(10, 0, 0), per_shard));
     for i in 0..100_000u32 {
@@ -76,8 +76,8 @@ fn a_hundred_thousand_addresses_stay_bounded() {
         assert!(zone.admit_at(addr, u64::from(i)).is_ok(), "{addr}");
     }
     assert!(zone.len() <= SHARDS * per_shard, "{}", zone.len());
-    // Busy addresses (not drained) are evicted least recently seen first when none drained:
-    // a new address is still admitted.
+    // Busy addresses (their buckets not drained) are evicted least recently seen first: a new
+    // address is still admitted.
     let zone = Arc::new(Zone::new(spec(1, 0, 0), 1));
     for i in 0..1000u32 {
         let addr = IpAddr::V4((0x0b00_0000 + i).into());
@@ -86,6 +86,44 @@ fn a_hundred_thousand_addresses_stay_bounded() {
         }
     }
     assert!(zone.len() <= SHARDS);
+}
+
+/// An address with a request in flight keeps its count however many addresses come after it
+/// (its entry is never the one dropped), and the least recently seen idle one goes first.
+#[test]
+fn eviction_spares_requests_in_flight_and_takes_the_least_recently_seen() {
+    let zone = Arc::new(Zone::new(spec(0, 0, 1), 1));
+    let busy = ip("192.0.2.1");
+    let guard = zone.admit_at(busy, 0).unwrap();
+    for i in 0..1000u32 {
+        let addr = IpAddr::V4((0x0c00_0000 + i).into());
+        drop(zone.admit_at(addr, 0).unwrap());
+    }
+    assert_eq!(
+        zone.admit_at(busy, 0).unwrap_err(),
+        Refusal::Connections,
+        "still counted"
+    );
+    drop(guard);
+    assert!(zone.len() <= SHARDS + 1, "{}", zone.len());
+    // Least recently seen first: with room for two per shard, an address seen again stays
+    // while an older one of its shard goes.
+    let zone = Arc::new(Zone::new(spec(1, 0, 0), 2));
+    let same: Vec<IpAddr> = (0..10_000u32)
+        .map(|i| IpAddr::V4((0x0d00_0000 + i).into()))
+        .filter(|a| super::shard_index(*a) == super::shard_index(busy))
+        .take(3)
+        .collect();
+    let (a, b, c) = (same[0], same[1], same[2]);
+    zone.admit_at(a, 0).unwrap();
+    zone.admit_at(b, 0).unwrap();
+    // a again, over its rate (1 per second, burst 5 would pass: use up the burst).
+    for _ in 0..5 {
+        let _ = zone.admit_at(a, 0);
+    }
+    assert_eq!(zone.admit_at(a, 0).unwrap_err(), Refusal::Rate);
+    zone.admit_at(c, 0).unwrap(); // b goes, not a
+    assert_eq!(zone.admit_at(a, 0).unwrap_err(), Refusal::Rate, "a kept");
 }
 
 #[test]

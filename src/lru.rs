@@ -1,17 +1,20 @@
-//! The flow table of one UDP listener: flows by client address, in least-recently-used order,
-//! so that the flow idle the longest is found in O(1) when one must make room.
+//! A table in least-recently-used order: values by key, where the one used the longest ago is
+//! found in O(1) when one must make room (a UDP listener's flows by client, a limit zone's
+//! buckets by client address: tables a client fills with addresses of its choosing).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::hash::Hash;
 
 use slab::Slab;
 
-/// Flows by client, with their use order: an intrusive doubly linked list through a slab, so
-/// that touching a flow (every datagram) is a few index writes, and the oldest is the head.
+/// Values by key, with their use order: an intrusive doubly linked list through a slab, so
+/// that touching a value (every datagram, every request) is a few index writes, and the
+/// oldest is the head. The index is std's `HashMap` (SipHash, keyed per process): its keys
+/// come from clients.
 #[derive(Debug)]
-pub(super) struct FlowTable<V> {
-    by_client: HashMap<SocketAddr, usize>,
-    nodes: Slab<Node<V>>,
+pub struct LruTable<K, V> {
+    index: HashMap<K, usize>,
+    nodes: Slab<Node<K, V>>,
     /// The least recently used flow.
     oldest: Option<usize>,
     /// The most recently used flow.
@@ -19,17 +22,17 @@ pub(super) struct FlowTable<V> {
 }
 
 #[derive(Debug)]
-struct Node<V> {
-    client: SocketAddr,
+struct Node<K, V> {
+    key: K,
     value: V,
     older: Option<usize>,
     newer: Option<usize>,
 }
 
-impl<V> Default for FlowTable<V> {
+impl<K, V> Default for LruTable<K, V> {
     fn default() -> Self {
-        FlowTable {
-            by_client: HashMap::new(),
+        LruTable {
+            index: HashMap::new(),
             nodes: Slab::new(),
             oldest: None,
             newest: None,
@@ -37,60 +40,83 @@ impl<V> Default for FlowTable<V> {
     }
 }
 
-// === impl FlowTable ===
+// === impl LruTable ===
 
-impl<V> FlowTable<V> {
-    /// How many flows there are.
-    #[cfg(test)]
+impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
+    /// How many values there are.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
-    /// The flow of `client`, marked as the most recently used.
-    pub fn touch(&mut self, client: &SocketAddr) -> Option<&mut V> {
-        let key = *self.by_client.get(client)?;
-        self.unlink(key);
-        self.link_newest(key);
-        Some(&mut self.nodes[key].value)
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
-    /// Adds the flow of a client that has none, as the most recently used.
-    pub fn insert(&mut self, client: SocketAddr, value: V) -> &mut V {
-        debug_assert!(!self.by_client.contains_key(&client), "one flow per client");
-        let key = self.nodes.insert(Node {
-            client,
+    /// The value of `key`, marked as the most recently used.
+    pub fn touch(&mut self, key: &K) -> Option<&mut V> {
+        let at = *self.index.get(key)?;
+        self.unlink(at);
+        self.link_newest(at);
+        Some(&mut self.nodes[at].value)
+    }
+
+    /// The value of `key`, its place in the order unchanged.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let at = *self.index.get(key)?;
+        Some(&mut self.nodes[at].value)
+    }
+
+    /// Adds the value of a key that has none, as the most recently used.
+    pub fn insert(&mut self, key: K, value: V) -> &mut V {
+        debug_assert!(!self.index.contains_key(&key), "one value per key");
+        let at = self.nodes.insert(Node {
+            key,
             value,
             older: None,
             newer: None,
         });
-        self.by_client.insert(client, key);
-        self.link_newest(key);
-        &mut self.nodes[key].value
+        self.index.insert(key, at);
+        self.link_newest(at);
+        &mut self.nodes[at].value
     }
 
-    /// Removes and returns the least recently used flow.
-    pub fn pop_oldest(&mut self) -> Option<(SocketAddr, V)> {
-        let key = self.oldest?;
-        Some(self.remove(key))
+    /// Removes and returns the least recently used value.
+    pub fn pop_oldest(&mut self) -> Option<(K, V)> {
+        let at = self.oldest?;
+        Some(self.remove(at))
     }
 
-    /// Keeps the flows for which `keep` says true, in use order.
-    pub fn retain(&mut self, mut keep: impl FnMut(&SocketAddr, &mut V) -> bool) {
+    /// Removes and returns the least recently used value for which `take` says true (the
+    /// walk stops at the first).
+    pub fn pop_oldest_where(&mut self, mut take: impl FnMut(&V) -> bool) -> Option<(K, V)> {
         let mut at = self.oldest;
-        while let Some(key) = at {
-            let node = &mut self.nodes[key];
+        while let Some(i) = at {
+            if take(&self.nodes[i].value) {
+                return Some(self.remove(i));
+            }
+            at = self.nodes[i].newer;
+        }
+        None
+    }
+
+    /// Keeps the values for which `keep` says true, in use order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let mut at = self.oldest;
+        while let Some(i) = at {
+            let node = &mut self.nodes[i];
             at = node.newer;
-            if !keep(&node.client, &mut node.value) {
-                self.remove(key);
+            if !keep(&node.key, &mut node.value) {
+                self.remove(i);
             }
         }
     }
 
-    fn remove(&mut self, key: usize) -> (SocketAddr, V) {
-        self.unlink(key);
-        let node = self.nodes.remove(key);
-        self.by_client.remove(&node.client);
-        (node.client, node.value)
+    fn remove(&mut self, at: usize) -> (K, V) {
+        self.unlink(at);
+        let node = self.nodes.remove(at);
+        self.index.remove(&node.key);
+        (node.key, node.value)
     }
 
     fn unlink(&mut self, key: usize) {
@@ -119,7 +145,11 @@ impl<V> FlowTable<V> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+
+    type FlowTable<V> = LruTable<SocketAddr, V>;
 
     fn client(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -157,10 +187,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Against a model (a vector in use order): any sequence of touches, inserts, pops and
-        /// removals leaves the same flows in the same order.
+        /// Against a model (a vector in use order): any sequence of touches, inserts, pops
+        /// (of the oldest, of the oldest even one) and removals leaves the same values in the
+        /// same order.
         #[test]
-        fn matches_a_model(ops in proptest::collection::vec((0u8..4, 0u16..8), 0..200)) {
+        fn matches_a_model(ops in proptest::collection::vec((0u8..5, 0u16..8), 0..200)) {
             let mut table = FlowTable::default();
             let mut model: Vec<u16> = Vec::new();
             for (op, port) in ops {
@@ -183,9 +214,15 @@ mod tests {
                         let want = (!model.is_empty()).then(|| model.remove(0));
                         proptest::prop_assert_eq!(popped, want);
                     }
-                    _ => {
+                    3 => {
                         table.retain(|c, _| c.port() != port);
                         model.retain(|&p| p != port);
+                    }
+                    _ => {
+                        // The oldest of an even port.
+                        let popped = table.pop_oldest_where(|v| v % 2 == 0).map(|(_, v)| v);
+                        let at = model.iter().position(|p| p % 2 == 0);
+                        proptest::prop_assert_eq!(popped, at.map(|at| model.remove(at)));
                     }
                 }
                 proptest::prop_assert_eq!(table.len(), model.len());
