@@ -179,6 +179,15 @@ async fn redirects() {
             None,
         ),
         ing("hostroot-site", "hostroot.example", false, ""),
+        // A host where no route takes `/`: nginx redirects before looking for a location.
+        ingress_full(
+            "shop",
+            "onlyapp",
+            &[("onlyapp.example", vec![prefix("/app", "web", 80)])],
+            &[],
+            &format!("{N}/app-root: /app"),
+            None,
+        ),
         // A redirect comes before the HTTPS redirect, as nginx's `return` runs first.
         ing(
             "tlsmoved",
@@ -214,6 +223,11 @@ async fn redirects() {
     assert_eq!(reply.header("location"), "http://hostroot.example/app");
     let reply = h1(env.http(), get("hostroot.example", "/other")).await;
     assert_eq!(reply.served_by(), "web");
+    let reply = h1(env.http(), get("onlyapp.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{reply:?}");
+    assert_eq!(reply.header("location"), "http://onlyapp.example/app");
+    let reply = h1(env.http(), get("onlyapp.example", "/other")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "nothing else is added");
     env.shutdown().await;
 }
 

@@ -1396,12 +1396,59 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
         }
     }
     attach_canaries(&mut kept, canaries, diagnostics);
-    host_app_root(&mut kept);
-    let regex_mode = kept.iter().any(|c| {
+    let Some(root) = host_app_root(&mut kept) else {
+        return route_host(kept, diagnostics);
+    };
+    // nginx redirects `/` before it looks for a location: when no route of the host takes `/`,
+    // an Exact `/` route that only redirects does.
+    let twin = kept.iter().find(|c| {
+        c.route
+            .policy
+            .as_deref()
+            .is_some_and(|p| p.app_root.is_some())
+    });
+    // In regex mode every path is a regex anchored at the start: `/$` takes `/` alone.
+    let regex = regex_mode(&kept);
+    let redirect = twin.map(|c| {
+        let mut c = c.clone();
+        c.route.path = Some(if regex { "/$" } else { "/" }.into());
+        c.route.path_type = Some(if regex {
+            PathType::ImplementationSpecific
+        } else {
+            PathType::Exact
+        });
+        c.route.canary = None;
+        c.route.policy = Some(Arc::new(Policy {
+            app_root: Some(root),
+            ..Policy::default()
+        }));
+        c
+    });
+    let mut scratch = Vec::new();
+    let built = route_host(kept.clone(), &mut scratch);
+    match redirect {
+        Some(redirect) if built.lookup("/").is_none() => {
+            kept.push(redirect);
+            route_host(kept, diagnostics)
+        }
+        _ => {
+            diagnostics.extend(scratch);
+            built
+        }
+    }
+}
+
+/// Whether a host is in regex mode: one of its routes asks for `use-regex` or a rewrite.
+fn regex_mode(kept: &[Candidate]) -> bool {
+    kept.iter().any(|c| {
         let policy = c.route.policy.as_deref();
         policy.is_some_and(|p| p.use_regex || p.rewrite.is_some())
-    });
-    if regex_mode {
+    })
+}
+
+/// The router of a host's kept candidates (precedence applied, canaries attached).
+fn route_host(kept: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+    if regex_mode(&kept) {
         return regex_host(kept, diagnostics);
     }
     let mut slots: BTreeMap<String, usize> = BTreeMap::new();
@@ -1423,16 +1470,13 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
 /// locations, the first of the location order winning): every route of the host takes the
 /// app-root of its longest path that has one, so a `/` served by another Ingress of the host
 /// is redirected too.
-fn host_app_root(kept: &mut [Candidate]) {
+fn host_app_root(kept: &mut [Candidate]) -> Option<Box<str>> {
     let app_root = |c: &Candidate| c.route.policy.as_deref().and_then(|p| p.app_root.clone());
-    let Some(root) = kept
+    let root = kept
         .iter()
         .filter(|c| app_root(c).is_some())
         .max_by(|a, b| a.path().len().cmp(&b.path().len()).then(b.age.cmp(&a.age)))
-        .and_then(app_root)
-    else {
-        return;
-    };
+        .and_then(app_root)?;
     for c in kept.iter_mut() {
         if app_root(c).as_deref() != Some(&*root) {
             let mut policy = c.route.policy.as_deref().cloned().unwrap_or_default();
@@ -1440,6 +1484,7 @@ fn host_app_root(kept: &mut [Candidate]) {
             c.route.policy = Some(Arc::new(policy));
         }
     }
+    Some(root)
 }
 
 /// Canary Ingresses join the primary rule of the same path and (effective) type, the oldest

@@ -57,12 +57,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
         ),
     ),
     ("allowlist-source-range", Support::Honoured),
-    (
-        "app-root",
-        Support::Differs(
-            "a host setting, as ingress-nginx's server-level if ($uri = /): a request for / to any route of the host gets 302 to $scheme://$http_host<app-root> (with two, the one of the longest path); a host where no route matches / answers 404 there, where nginx redirects",
-        ),
-    ),
+    ("app-root", Support::Honoured),
     ("auth-always-set-cookie", Support::Honoured),
     ("auth-cache-duration", Support::Honoured),
     (

@@ -163,3 +163,34 @@ proptest! {
         prop_assert_eq!(found.is_some(), any_matches, "{:?} {:?}", paths, probe);
     }
 }
+
+/// `app-root` on a host where no route takes `/`: an added route takes `/` alone (and
+/// redirects), in regex mode as in prefix mode; every other path is as before.
+#[test]
+fn app_root_takes_the_root_when_no_route_does() {
+    for regex in [false, true] {
+        let mut annotations = json!({ "nginx.ingress.kubernetes.io/app-root": "/app" });
+        if regex {
+            annotations[USE_REGEX] = json!("true");
+        }
+        let built = build_of(vec![
+            our_class(),
+            svc("a"),
+            annotated(
+                "root",
+                json!({"rules": [rule("h.com", &[("/app", "Prefix", "a", 80)])]}),
+                annotations,
+            ),
+        ]);
+        assert_eq!(errors(&built), 0, "{:?}", built.diagnostics);
+        let root = built
+            .snapshot
+            .routes
+            .route("h.com", "/")
+            .expect("a route for /");
+        let policy = root.policy.as_deref().unwrap();
+        assert_eq!(policy.app_root.as_deref(), Some("/app"), "regex {regex}");
+        assert_eq!(served(&built, "h.com", "/other"), "404", "regex {regex}");
+        assert_eq!(served(&built, "h.com", "/app/x"), "a:80", "regex {regex}");
+    }
+}
