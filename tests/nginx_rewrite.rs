@@ -249,6 +249,13 @@ async fn queries_and_redirects() {
             "/r/(.*)",
             format!("{N}/rewrite-target: /x/$1/../y"),
         ),
+        // A '?' a variable produces is no argument separator: nginx splits at its text's.
+        rule(
+            "varq",
+            "varq.example",
+            "/v/(.*)",
+            format!("{N}/rewrite-target: \"/new$http_x_sub?t=1\""),
+        ),
     ];
     let env = env_with(&ingresses, &a, &b).await;
     // The target's own arguments first, then the request's.
@@ -276,6 +283,12 @@ async fn queries_and_redirects() {
     assert_eq!(path, "/x/y");
     let reply = h1(env.http(), get("dots.example", "/r/")).await;
     assert_eq!(reply.status, StatusCode::OK);
+    let mut req = get("varq.example", "/v/z?x=1");
+    req.headers_mut()
+        .insert("x-sub", http::HeaderValue::from_static("/p?q=1#f"));
+    let reply = h1(env.http(), req).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.json()["path"], "/new/p%3Fq=1%23f?t=1&x=1");
     env.shutdown().await;
 }
 

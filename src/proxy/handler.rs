@@ -1560,20 +1560,27 @@ fn apply_response_ops(
 /// The X-Forwarded-Prefix field (`x-forwarded-prefix`, sent with a rewrite).
 static X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");
 
-/// nginx's `rewrite` of the whole URI, split: the target's path, its own arguments, and the
-/// request's arguments that follow them (`&`-joined), unless the target ends with `?`, which
-/// drops them.
+/// nginx's `rewrite` of the whole URI, split at the first `?` of the target's own text: the
+/// path, its own arguments, and the request's arguments that follow them (`&`-joined),
+/// unless the target's text ends with `?`, which drops them. A `?` a variable or capture
+/// produced stays in the path (escaped there, as nginx sends it).
 fn split_target<'a>(
-    expanded: &'a str,
+    rw: &Rewrite,
+    (expanded, split): (&'a str, Option<usize>),
     vars: &RequestVars<'a>,
 ) -> (&'a str, Option<&'a str>, Option<&'a str>) {
-    let (body, keep) = match expanded.strip_suffix('?') {
-        Some(body) => (body, false),
-        None => (expanded, true),
-    };
-    let (target, args) = match body.split_once('?') {
-        Some((t, a)) => (t, Some(a).filter(|a| !a.is_empty())),
-        None => (body, None),
+    let keep = !rw.target.ends_with_question_mark();
+    let (target, args) = match split {
+        Some(at) => {
+            let args = &expanded[at + 1..];
+            let args = if keep {
+                args
+            } else {
+                args.strip_suffix('?').unwrap_or(args)
+            };
+            (&expanded[..at], Some(args).filter(|a| !a.is_empty()))
+        }
+        None => (expanded, None),
     };
     let original = vars.query.filter(|q| keep && !q.is_empty());
     (target, args, original)
@@ -1584,17 +1591,17 @@ fn push_query(out: &mut String, args: Option<&str>, original: Option<&str>) {
     let mut sep = '?';
     for part in [args, original].into_iter().flatten() {
         out.push(sep);
-        escape_into(out, part);
+        escape_into(out, part, b"");
         sep = '&';
     }
 }
 
 /// A `rewrite-target` that is a URL: the Location of its 302.
 fn rewrite_location(rw: &Rewrite, vars: &RequestVars<'_>) -> String {
-    let expanded = rw.target.expand(vars);
-    let (target, args, original) = split_target(&expanded, vars);
+    let (expanded, split) = rw.target.expand_split(vars);
+    let (target, args, original) = split_target(rw, (&expanded, split), vars);
     let mut out = String::with_capacity(expanded.len() + original.map_or(0, str::len) + 2);
-    escape_into(&mut out, target);
+    escape_into(&mut out, target, b"?");
     push_query(&mut out, args, original);
     out
 }
@@ -1603,13 +1610,13 @@ fn rewrite_location(rw: &Rewrite, vars: &RequestVars<'_>) -> String {
 /// a request target may not hold a byte, and normalised again (dot segments, as every
 /// forwarded path): 400 when it cannot be. One buffer, as a rewrite is on the request path.
 fn rewrite_uri(rw: &Rewrite, vars: &RequestVars<'_>) -> Result<String, ProxyError> {
-    let expanded = rw.target.expand(vars);
-    let (target, args, original) = split_target(&expanded, vars);
+    let (expanded, split) = rw.target.expand_split(vars);
+    let (target, args, original) = split_target(rw, (&expanded, split), vars);
     let mut out = String::with_capacity(expanded.len() + original.map_or(0, str::len) + 3);
     if !target.starts_with('/') {
         out.push('/');
     }
-    escape_into(&mut out, target);
+    escape_into(&mut out, target, b"?#");
     match super::path::normalize(&out) {
         Ok(Cow::Borrowed(_)) => {}
         Ok(Cow::Owned(normal)) => out = normal,
@@ -1620,10 +1627,11 @@ fn rewrite_uri(rw: &Rewrite, vars: &RequestVars<'_>) -> Result<String, ProxyErro
 }
 
 /// Appends `s` to `out`, percent-encoding the bytes a request target or Location may not
-/// carry as they are (controls, space, non-ASCII, and `"<>\\^`{|}`), as nginx escapes a
-/// rewritten URI.
-fn escape_into(out: &mut String, s: &str) {
-    let unsafe_byte = |b: u8| !b.is_ascii_graphic() || b"\"<>\\^`{|}".contains(&b);
+/// carry as they are (controls, space, non-ASCII, and `"<>\\^`{|}`), and `also` (a path's
+/// `?` and `#`), as nginx escapes a rewritten URI.
+fn escape_into(out: &mut String, s: &str, also: &[u8]) {
+    let unsafe_byte =
+        |b: u8| !b.is_ascii_graphic() || b"\"<>\\^`{|}".contains(&b) || also.contains(&b);
     if !s.bytes().any(unsafe_byte) {
         out.push_str(s);
         return;

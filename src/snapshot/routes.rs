@@ -1030,10 +1030,29 @@ impl UrlTemplate {
 
     /// The URL for one request.
     pub fn expand(&self, vars: &RequestVars<'_>) -> String {
+        self.expand_split(vars).0
+    }
+
+    /// Whether the template's own text ends with `?` (nginx's rewrite then drops the
+    /// request's arguments).
+    pub fn ends_with_question_mark(&self) -> bool {
+        matches!(self.0.last(), Some(UrlPart::Literal(t)) if t.ends_with('?'))
+    }
+
+    /// The URL for one request, and where the first `?` of the template's own text landed in
+    /// it: nginx splits a rewrite's replacement into path and arguments at a `?` written in
+    /// it, never at one a variable or capture produced.
+    pub fn expand_split(&self, vars: &RequestVars<'_>) -> (String, Option<usize>) {
         let mut out = String::new();
+        let mut split = None;
         for part in &*self.0 {
             match part {
-                UrlPart::Literal(text) => out.push_str(text),
+                UrlPart::Literal(text) => {
+                    if split.is_none() {
+                        split = text.find('?').map(|i| out.len() + i);
+                    }
+                    out.push_str(text)
+                }
                 UrlPart::Capture(n) => {
                     let group = vars.captures.and_then(|c| c.get(usize::from(*n)));
                     out.push_str(group.map_or("", |m| m.as_str()));
@@ -1054,7 +1073,7 @@ impl UrlTemplate {
                 }
             }
         }
-        out
+        (out, split)
     }
 }
 

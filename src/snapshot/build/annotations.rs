@@ -319,7 +319,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "rewrite-target",
         Support::Differs(
-            "as use-regex; the whole URI is replaced, captures $1–$9 and the query kept as nginx does, and the rewritten path is normalised again (a 400 if it climbs above /). Differences: a target equal to its path changes nothing (nginx splits /foo into /foo/ and an Exact /foo, and rewrites /foo/bar to /foo); a ? produced by a variable splits the query (nginx escapes it as %3F); a target ingress-nginx >= 1.12 refuses (outside [-._~a-zA-Z0-9/:$], e.g. ? or %) is honoured",
+            "as use-regex; the whole URI is replaced, captures $1–$9 and the query kept as nginx does, and the rewritten path is normalised again (a 400 if it climbs above /). Differences: a target equal to its path changes nothing (nginx splits /foo into /foo/ and an Exact /foo, and rewrites /foo/bar to /foo); a target ingress-nginx >= 1.12 refuses (outside [-._~a-zA-Z0-9/:$], e.g. ? or %) is honoured",
         ),
     ),
     ("satisfy", Support::Unsupported),
