@@ -103,7 +103,18 @@ pub fn migration(
                     None => ("unknown", "not an ingress-nginx annotation; ignored".to_string()),
                 };
                 let honoured = matches!(status, "honoured" | "honoured, differs");
+                // Above the ConfigMap's annotations-risk-level: refused whatever its support.
+                let field = format!("metadata.annotations[{NGINX}{name}]");
+                let too_risky = diagnostics.iter().find(|d| {
+                    d.object == *key
+                        && d.field == field
+                        && d.severity == Severity::Error
+                        && d.reason.contains("annotations-risk-level")
+                });
                 let (status, note) = match said(name) {
+                    _ if too_risky.is_some() => {
+                        ("error", too_risky.map(|d| d.reason.clone()).unwrap_or_default())
+                    }
                     Some(d) if honoured && d.severity == Severity::Error => ("error", d.reason.clone()),
                     Some(d) if honoured => ("invalid", d.reason.clone()),
                     _ if honoured && canary && !counts_on_canary(name) => (

@@ -254,3 +254,41 @@ fn the_migration_report_says_what_happens_to_each_value() {
         "{v}"
     );
 }
+
+/// An annotation ingress-nginx rates above `annotations-risk-level` (default High) is an
+/// error in the migration report whatever Portico's support for it, and fails the check.
+#[test]
+fn an_annotation_above_the_risk_level_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    migrating(
+        dir.path(),
+        "nginx.ingress.kubernetes.io/stream-snippet: \"x\", nginx.ingress.kubernetes.io/auth-url: \"http://127.0.0.1:1/\"",
+    );
+    let (code, out) = check_args(dir.path(), &["--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let entry = |name: &str| {
+        v["migration"][0]["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["annotation"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let snippet = entry("stream-snippet");
+    assert_eq!(snippet["status"], "error", "{snippet}");
+    assert!(
+        snippet["note"].as_str().unwrap().contains("Critical"),
+        "{snippet}"
+    );
+    // auth-url (High) is allowed at the default level: its own verdict stands.
+    let auth = entry("auth-url");
+    assert!(
+        !auth["note"]
+            .as_str()
+            .unwrap()
+            .contains("annotations-risk-level"),
+        "{auth}"
+    );
+}
