@@ -55,6 +55,10 @@ GRPC_PATH = "/bench.Echo/Unary"
 # A framed gRPC message (uncompressed, 5-byte prefix): field 1, "hello".
 GRPC_MESSAGE = b"\x00\x00\x00\x00\x07\x0a\x05hello"
 LIMIT_RPS = 1000000
+# What every location of ingress-nginx's configuration sets besides X-Real-IP, X-Forwarded-For
+# and X-Forwarded-Proto, and Portico sends as ingress-nginx does: nginx configured alike.
+INGRESS_NGINX_HEADERS = ("proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Port $server_port; "
+                         "proxy_set_header X-Request-ID $request_id;")
 AUTH_USER, AUTH_PASSWORD = "bench", "benchpass"
 AUTH_HASH = "$2b$10$HRdGit8tCmXUNbpK5iRRnuC3.4oN3XddLt9k5YvQwnqxIMP.3Xn3u"
 AUTH_HEADER = "Authorization: Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
@@ -480,7 +484,9 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
         self.ports["nginx"] = (http, https)
 
     def nginx_block(self, http, https):
-        """nginx's proxy configuration: the same rules as Portico's."""
+        """nginx's proxy configuration: the same rules as Portico's, and the fields every
+        location of ingress-nginx's configuration sets, which Portico sends too (a request ID,
+        X-Forwarded-Host, X-Forwarded-Port)."""
         servers = "".join(f"server 127.0.0.1:{p}; " for p in self.backends)
         tls_servers = "".join(f"server 127.0.0.1:{p}; " for p in self.tls_backends)
         grpc_servers = "".join(f"server 127.0.0.1:{p}; " for p in self.grpc_backends)
@@ -506,6 +512,7 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
       proxy_ssl_session_reuse on;
       proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+      {INGRESS_NGINX_HEADERS}
     }}
   }}
   limit_req_zone $binary_remote_addr zone=bench_rps:5m rate={LIMIT_RPS}r/s;
@@ -517,6 +524,7 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
       proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+      {INGRESS_NGINX_HEADERS}
     }}
   }}
   server {{
@@ -529,6 +537,7 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
       proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+      {INGRESS_NGINX_HEADERS}
     }}
   }}
   server {{
@@ -540,6 +549,7 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
       proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header Authorization "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+      {INGRESS_NGINX_HEADERS}
     }}
   }}
   server {{
@@ -551,6 +561,7 @@ endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: {ready}}}}}]
       proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+      {INGRESS_NGINX_HEADERS}
     }}
   }}"""
 
@@ -585,6 +596,10 @@ frontend fe
   bind 127.0.0.1:{https} ssl crt {self.work}/tls.pem alpn h2,http/1.1
   option forwardfor
   http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Request-ID %[uuid]
   acl bench hdr(host) -i {HOST}
   acl rewrite hdr(host) -i {REWRITE_HOST}
   acl auth hdr(host) -i {AUTH_HOST}
@@ -1188,7 +1203,9 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
               "figures are medians with min-max over the rounds.",
               "- Same setup for all three: host rule `bench.local`, round robin over two nginx backends on loopback, "
               "upstream keep-alive, one worker (nginx `worker_processes 1`, HAProxy `nbthread 1`, Portico `--threads 1`), "
-              "access logs off, the same RSA 2048 certificate, TLS 1.2+1.3 with session cache and tickets.",
+              "access logs off, the same RSA 2048 certificate, TLS 1.2+1.3 with session cache and tickets, "
+              "and the fields ingress-nginx sets on every proxied request (X-Request-ID, X-Real-IP, "
+              "X-Forwarded-For, -Host, -Port, -Proto), which Portico sends as ingress-nginx does.",
               "- Load generator, backends and proxy share the machine's CPUs: absolute figures are low; the ratios are the point.",
               ""]
     for name in chosen:
