@@ -58,7 +58,8 @@ LIMIT_RPS = 1000000
 # What every location of ingress-nginx's configuration sets besides X-Real-IP, X-Forwarded-For
 # and X-Forwarded-Proto, and Portico sends as ingress-nginx does: nginx configured alike.
 INGRESS_NGINX_HEADERS = ("proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Port $server_port; "
-                         "proxy_set_header X-Request-ID $request_id;")
+                         "proxy_set_header X-Request-ID $request_id; proxy_set_header X-Scheme $scheme; "
+                         "proxy_set_header Proxy \"\";")
 AUTH_USER, AUTH_PASSWORD = "bench", "benchpass"
 AUTH_HASH = "$2b$10$HRdGit8tCmXUNbpK5iRRnuC3.4oN3XddLt9k5YvQwnqxIMP.3Xn3u"
 AUTH_HEADER = "Authorization: Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
@@ -600,6 +601,9 @@ frontend fe
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Port %[dst_port]
   http-request set-header X-Request-ID %[uuid]
+  http-request set-header X-Scheme http if !{{ ssl_fc }}
+  http-request set-header X-Scheme https if {{ ssl_fc }}
+  http-request del-header Proxy
   acl bench hdr(host) -i {HOST}
   acl rewrite hdr(host) -i {REWRITE_HOST}
   acl auth hdr(host) -i {AUTH_HOST}
@@ -1205,7 +1209,7 @@ def render(args, chosen, all_scenarios, proxies, results, commands, rss, l4, pro
               "upstream keep-alive, one worker (nginx `worker_processes 1`, HAProxy `nbthread 1`, Portico `--threads 1`), "
               "access logs off, the same RSA 2048 certificate, TLS 1.2+1.3 with session cache and tickets, "
               "and the fields ingress-nginx sets on every proxied request (X-Request-ID, X-Real-IP, "
-              "X-Forwarded-For, -Host, -Port, -Proto), which Portico sends as ingress-nginx does.",
+              "X-Forwarded-For, -Host, -Port, -Proto, X-Scheme; Proxy cleared), which Portico sends as ingress-nginx does.",
               "- Load generator, backends and proxy share the machine's CPUs: absolute figures are low; the ratios are the point.",
               ""]
     for name in chosen:

@@ -159,6 +159,36 @@ async fn requests_reach_the_backend_byte_for_byte() {
     }
 }
 
+/// What every location of ingress-nginx sets replaces what a client sends: `Proxy` is
+/// cleared (httpoxy: a CGI-style application would take it for its HTTP_PROXY), X-Scheme is
+/// the scheme Portico saw (an application trusting it would believe a plain request came
+/// over HTTPS), and the client's X-Forwarded-Host goes as X-Original-Forwarded-Host.
+#[tokio::test]
+async fn the_fields_ingress_nginx_sets_replace_the_clients() {
+    let (env, _a, _b) = shop(false).await;
+    let request = "GET /a HTTP/1.1\r\nHost: a.com\r\nProxy: http://attacker.example:3128\r\n\
+        X-Scheme: https\r\nX-Forwarded-Host: evil.example\r\nX-Original-Forwarded-Host: forged\r\n\
+        Connection: close\r\n\r\n";
+    let raw = client::raw(env.http(), request.as_bytes()).await;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = &echo["headers"];
+    assert!(h.get("proxy").is_none(), "Proxy must not be forwarded: {h}");
+    assert_eq!(h["x-scheme"], "http", "{h}");
+    assert_eq!(h["x-forwarded-host"], "a.com", "{h}");
+    assert_eq!(h["x-original-forwarded-host"], "evil.example", "{h}");
+    // Without a client X-Forwarded-Host there is no X-Original-Forwarded-Host (nginx sends
+    // no field whose value is empty).
+    let request = "GET /a HTTP/1.1\r\nHost: a.com\r\nX-Original-Forwarded-Host: forged\r\nConnection: close\r\n\r\n";
+    let raw = client::raw(env.http(), request.as_bytes()).await;
+    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = &echo["headers"];
+    assert!(h.get("x-original-forwarded-host").is_none(), "{h}");
+    assert_eq!(h["x-scheme"], "http", "{h}");
+}
+
 #[tokio::test]
 async fn request_ids_are_kept_and_methods_and_bodies_pass() {
     let (env, _a, _b) = shop(false).await;

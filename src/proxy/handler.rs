@@ -1720,7 +1720,7 @@ fn trusted_forwarding(
             .cloned();
     }
     let last = if who.full_forwarded_for { peer } else { client };
-    let tail = headers::client_tail(last.to_canonical(), client, https, port);
+    let tail = headers::forwarding_tail(last.to_canonical(), client, https, port);
     Some(Box::new((client, https, ClientForwarding { tail, host })))
 }
 

@@ -42,6 +42,13 @@ pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `X-Original-Forwarded-For`.
 pub static X_ORIGINAL_FORWARDED_FOR: HeaderName =
     HeaderName::from_static("x-original-forwarded-for");
+/// `X-Original-Forwarded-Host`.
+pub static X_ORIGINAL_FORWARDED_HOST: HeaderName =
+    HeaderName::from_static("x-original-forwarded-host");
+/// `X-Scheme`.
+pub static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+/// `Proxy`: no standard field; ingress-nginx clears it (httpoxy).
+pub static PROXY: HeaderName = HeaderName::from_static("proxy");
 /// `X-Real-IP`.
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
@@ -61,8 +68,9 @@ pub struct ConnHeaders {
     /// The client's address.
     pub peer: SocketAddr,
     /// What ends `X-Forwarded-For` and follows it in every request head of this connection,
-    /// written once here: the client IP, CRLF, then `X-Forwarded-Proto` (http or https),
-    /// `X-Forwarded-Port` (the port the client connected to) and `X-Real-IP` fields.
+    /// written once here ([`forwarding_tail`]): the client IP, CRLF, then `X-Forwarded-Proto`
+    /// (http or https), `X-Forwarded-Port` (the port the client connected to), `X-Real-IP`
+    /// and `X-Scheme` fields.
     pub forwarded_tail: Box<[u8]>,
     /// Whether the connection is TLS.
     pub tls: bool,
@@ -90,15 +98,11 @@ pub struct ConnHeaders {
 impl ConnHeaders {
     /// The values for a connection from `peer` to `local`.
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, underscores: bool) -> Self {
-        let ip = peer.ip().to_canonical().to_string();
-        let proto = if tls { "https" } else { "http" };
+        let ip = peer.ip().to_canonical();
         let port = local.port();
-        let tail = format!(
-            "{ip}\r\nx-forwarded-proto: {proto}\r\nx-forwarded-port: {port}\r\nx-real-ip: {ip}\r\n"
-        );
         ConnHeaders {
             peer,
-            forwarded_tail: tail.into_bytes().into_boxed_slice(),
+            forwarded_tail: forwarding_tail(ip, ip, tls, port).into_boxed_slice(),
             tls,
             https: tls,
             proxied: false,
@@ -117,12 +121,8 @@ impl ConnHeaders {
         self.proxied = true;
         if port == 443 && !self.https {
             self.https = true;
-            let ip = self.peer.ip().to_canonical().to_string();
-            let tail = format!(
-                "{ip}\r\nx-forwarded-proto: https\r\nx-forwarded-port: {}\r\nx-real-ip: {ip}\r\n",
-                self.port
-            );
-            self.forwarded_tail = tail.into_bytes().into_boxed_slice();
+            let ip = self.peer.ip().to_canonical();
+            self.forwarded_tail = forwarding_tail(ip, ip, true, self.port).into_boxed_slice();
         }
     }
 }
@@ -319,10 +319,12 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The forwarding values of a request whose client a trusted peer named: X-Forwarded-For ends
-/// with `last` (the client, or the peer with compute-full-forwarded-for), X-Real-IP is
-/// `client`, and the scheme and port are the peer's forwarded ones when given.
-pub fn client_tail(
+/// The forwarding values that end a request head, after `x-forwarded-for: `: `last` (what
+/// ends X-Forwarded-For: the client, or the peer with compute-full-forwarded-for), then
+/// X-Forwarded-Proto, X-Forwarded-Port, X-Real-IP (`client`) and X-Scheme, as every location
+/// of ingress-nginx sets them (`$pass_access_scheme` for both schemes, `$pass_port`). For a
+/// connection's own client, or for one a trusted peer named with its forwarded scheme and port.
+pub fn forwarding_tail(
     last: std::net::IpAddr,
     client: std::net::IpAddr,
     https: bool,
@@ -330,7 +332,7 @@ pub fn client_tail(
 ) -> Vec<u8> {
     let proto = if https { "https" } else { "http" };
     format!(
-        "{last}\r\nx-forwarded-proto: {proto}\r\nx-forwarded-port: {port}\r\nx-real-ip: {client}\r\n"
+        "{last}\r\nx-forwarded-proto: {proto}\r\nx-forwarded-port: {port}\r\nx-real-ip: {client}\r\nx-scheme: {proto}\r\n"
     )
     .into_bytes()
 }

@@ -96,14 +96,19 @@ enum Field {
     Upgrade,
     /// X-Forwarded-For: the values are joined, with the client's address added, at the end.
     ForwardedFor,
+    /// X-Forwarded-Host: replaced by Portico's; the client's goes as
+    /// X-Original-Forwarded-Host.
+    ForwardedHost,
     /// X-Request-ID: written as it is; naming it in Connection does not remove it.
     RequestId,
     /// Connection: hop-by-hop, and it may name other fields that are.
     Connection,
     /// Cookie: an HTTP/2 request's fields are joined into one (RFC 9113 §8.2.3).
     Cookie,
-    /// Hop-by-hop, framing (Transfer-Encoding), or replaced by Portico's own value (Host,
-    /// X-Forwarded-Host/-Proto/-Port, X-Real-IP).
+    /// Hop-by-hop, framing (Transfer-Encoding), replaced by Portico's own value (Host,
+    /// X-Forwarded-Proto/-Port, X-Real-IP, X-Scheme, X-Original-Forwarded-For/-Host), or
+    /// `Proxy`, which ingress-nginx clears (httpoxy: CGI-style applications read it as their
+    /// HTTP_PROXY).
     Dropped,
 }
 
@@ -125,17 +130,23 @@ fn classify(name: &HeaderName) -> Field {
             Field::ForwardedFor
         } else if name == headers::X_REQUEST_ID {
             Field::RequestId
+        } else if name == headers::X_FORWARDED_HOST {
+            Field::ForwardedHost
         } else if name == headers::X_FORWARDED_PROTO
             || name == headers::X_FORWARDED_PORT
-            || name == headers::X_FORWARDED_HOST
             || name == headers::X_REAL_IP
+            || name == headers::X_SCHEME
             || name == headers::X_ORIGINAL_FORWARDED_FOR
+            || name == headers::X_ORIGINAL_FORWARDED_HOST
         {
             Field::Dropped
         } else {
             Field::Pass
         }
-    } else if name == headers::KEEP_ALIVE || name == headers::PROXY_CONNECTION {
+    } else if name == headers::KEEP_ALIVE
+        || name == headers::PROXY_CONNECTION
+        || name == headers::PROXY
+    {
         Field::Dropped
     } else {
         Field::Pass
@@ -148,6 +159,8 @@ struct Written {
     cookie: bool,
     has_length: bool,
     forwarded_for: bool,
+    /// The client sent X-Forwarded-Host.
+    forwarded_host: bool,
     /// Connection lists options other than close, keep-alive and upgrade: field names.
     connection_options: bool,
 }
@@ -166,6 +179,7 @@ fn write_fields(
         cookie: false,
         has_length: false,
         forwarded_for: false,
+        forwarded_host: false,
         connection_options: false,
     };
     for (name, value) in &parts.headers {
@@ -182,6 +196,10 @@ fn write_fields(
             Field::Upgrade => fwd.upgrade,
             Field::ForwardedFor => {
                 seen.forwarded_for = true;
+                false
+            }
+            Field::ForwardedHost => {
+                seen.forwarded_host = true;
                 false
             }
             Field::Connection => {
@@ -327,6 +345,16 @@ pub fn encode_head(
     }
     if let Some(host) = fwd.client.and_then(|c| c.host.as_ref()).or(fwd.host) {
         write_field(out, b"x-forwarded-host", host.as_bytes());
+    }
+    // The client's X-Forwarded-Host, as ingress-nginx's `X-Original-Forwarded-Host
+    // $http_x_forwarded_host` (no field when the client sent none).
+    if fields.forwarded_host {
+        write_joined(
+            out,
+            b"x-original-forwarded-host",
+            parts,
+            headers::X_FORWARDED_HOST.as_str(),
+        );
     }
     if let Some(id) = fwd.request_id {
         write_field(out, b"x-request-id", id);

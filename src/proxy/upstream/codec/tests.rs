@@ -57,6 +57,9 @@ fn request_heads_carry_the_forwarding_fields() {
             ("x-forwarded-for", "2.2.2.2"),
             ("x-forwarded-proto", "http"),
             ("x-real-ip", "6.6.6.6"),
+            ("x-scheme", "ftp"),
+            ("proxy", "http://attacker:3128"),
+            ("x-original-forwarded-host", "forged"),
         ],
     );
     let fwd = Forwarding {
@@ -74,6 +77,7 @@ fn request_heads_carry_the_forwarding_fields() {
          x-forwarded-proto: https\r\n\
          x-forwarded-port: 8443\r\n\
          x-real-ip: 10.1.2.3\r\n\
+         x-scheme: https\r\n\
          x-forwarded-host: a.com\r\n\
          x-request-id: id-1\r\n\
          \r\n"
@@ -116,6 +120,7 @@ fn hop_by_hop_fields_stay_behind() {
             "x-forwarded-proto",
             "x-forwarded-port",
             "x-real-ip",
+            "x-scheme",
             "content-length"
         ]
     );
@@ -653,7 +658,7 @@ fn a_trusted_client_s_values_replace_the_connection_s() {
         &[("host", "a.com"), ("x-forwarded-host", "evil")],
     );
     let client = ClientForwarding {
-        tail: crate::proxy::headers::client_tail(
+        tail: crate::proxy::headers::forwarding_tail(
             "192.0.2.1".parse().unwrap(),
             "192.0.2.1".parse().unwrap(),
             false,
@@ -668,11 +673,16 @@ fn a_trusted_client_s_values_replace_the_connection_s() {
     let head = encode(&p, RequestFraming::Empty, &fwd);
     assert!(
         head.contains(
-            "x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-port: 8080\r\nx-real-ip: 192.0.2.1\r\nx-forwarded-host: lb.example\r\n"
+            "x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-port: 8080\r\nx-real-ip: 192.0.2.1\r\nx-scheme: http\r\nx-forwarded-host: lb.example\r\n"
         ),
         "{head}"
     );
-    assert!(!head.contains("evil"), "{head}");
+    // The client's own field goes aside, as ingress-nginx's X-Original-Forwarded-Host.
+    assert!(
+        head.contains("x-original-forwarded-host: evil\r\n"),
+        "{head}"
+    );
+    assert_eq!(head.matches("evil").count(), 1, "{head}");
 }
 
 #[test]
