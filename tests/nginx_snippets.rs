@@ -174,6 +174,99 @@ async fn other_directive() {
     env.shutdown().await;
 }
 
+/// `server-snippet` is the server's, as in ingress-nginx: the host's oldest Ingress with one
+/// sets it for every path of the host, from every Ingress (a newer Ingress's is ignored with a
+/// warning); its more_set_headers run on every path, its add_header only where the path's own
+/// configuration-snippet has none, and its proxy_set_header never (every ingress-nginx
+/// location sets proxy_set_header, so nginx takes none of the server's).
+#[tokio::test]
+async fn a_server_snippet_is_the_whole_hosts() {
+    timeout(LIMIT, server_level()).await.expect("bounded");
+}
+
+async fn server_level() {
+    let backend = Backend::start("web").await;
+    let older = ingress_full(
+        "shop",
+        "a-older",
+        &[("s.example", vec![prefix("/a", "web", 80)])],
+        &[],
+        &format!(
+            "{N}/server-snippet: {:?}",
+            "more_set_headers 'X-Server: a';\nadd_header X-Server-Added yes;\nproxy_set_header X-From-Server a;"
+        ),
+        None,
+    );
+    let newer = ingress_full(
+        "shop",
+        "b-newer",
+        &[("s.example", vec![prefix("/b", "web", 80)])],
+        &[],
+        &format!(
+            "{N}/server-snippet: {:?}, {N}/configuration-snippet: {:?}",
+            "more_set_headers 'X-Server: b';", "add_header X-Own b;"
+        ),
+        None,
+    );
+    let env = env(true, &[older, newer, plain()], &backend).await;
+    for path in ["/a", "/plain"] {
+        let reply = h1(env.http(), get("s.example", path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.header("x-server"), "a", "{path}");
+        assert_eq!(reply.header("x-server-added"), "yes", "{path}");
+        let seen = &reply.json()["headers"];
+        assert!(seen.get("x-from-server").is_none(), "{path}: {seen}");
+    }
+    let reply = h1(env.http(), get("s.example", "/b")).await;
+    assert_eq!(
+        reply.header("x-server"),
+        "a",
+        "the older Ingress's server-snippet"
+    );
+    assert_eq!(reply.header("x-own"), "b");
+    assert_eq!(
+        reply.header("x-server-added"),
+        "",
+        "a location with an add_header of its own inherits none"
+    );
+    let warnings = warnings_of(&env).await;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("shop/b-newer") && w.contains("server-snippet of shop/a-older")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("shop/a-older") && w.contains("proxy_set_header never")),
+        "{warnings:?}"
+    );
+    env.shutdown().await;
+}
+
+async fn warnings_of(env: &Env) -> Vec<String> {
+    let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
+        .await
+        .json();
+    dump["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "warning")
+        .map(|d| {
+            let o = &d["object"];
+            format!(
+                "{}/{}: {}: {}",
+                o["namespace"].as_str().unwrap_or(""),
+                o["name"].as_str().unwrap_or(""),
+                d["field"],
+                d["reason"]
+            )
+        })
+        .collect()
+}
+
 async fn errors_of(env: &Env, ingress: &str) -> Vec<String> {
     let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
         .await

@@ -460,9 +460,45 @@ pub struct HeaderOps {
     pub request_fixed: Option<Vec<(http::HeaderName, Option<http::HeaderValue>)>>,
     /// Whether a response value uses variables (then they are expanded per request).
     pub response_vars: bool,
+    /// How many of `response`, at the front, are the http level's (the ConfigMap's
+    /// `add-headers`): a server's operations go after them, before the location's.
+    #[serde(skip)]
+    pub inherited: usize,
 }
 
 impl HeaderOps {
+    /// A location's operations (these) under its server's (`server-snippet`), in nginx's
+    /// order: the http level's, then the server's `more_set_headers`/`more_clear_headers`
+    /// (headers-more merges a level's commands after its parent's), then the location's. The
+    /// server's `add_header` only when the location has none of its own: nginx inherits
+    /// `add_header` only into a level that sets none. The server's request fields never
+    /// come (dropped when read: every ingress-nginx location sets `proxy_set_header`).
+    pub fn under_server(&self, server: &HeaderOps) -> HeaderOps {
+        let (http, location) = self
+            .response
+            .split_at(self.inherited.min(self.response.len()));
+        let own_add = location
+            .iter()
+            .any(|op| matches!(op, ResponseOp::Add { .. }));
+        let mut response = http.to_vec();
+        response.extend(
+            server
+                .response
+                .iter()
+                .filter(|op| !(own_add && matches!(op, ResponseOp::Add { .. })))
+                .cloned(),
+        );
+        response.extend_from_slice(location);
+        let mut ops = HeaderOps {
+            request: self.request.clone(),
+            response,
+            inherited: self.inherited,
+            ..HeaderOps::default()
+        };
+        ops.finish();
+        ops
+    }
+
     /// Fills in what is computed once: the literal request fields, and whether the response
     /// operations need the request's variables.
     pub fn finish(&mut self) {
@@ -1358,6 +1394,9 @@ pub struct Candidate {
     pub canary: Option<Arc<CanarySpec>>,
     /// From `from-to-www-redirect`: used only when no rule names the host.
     pub secondary: bool,
+    /// The Ingress's `server-snippet` operations (the host's oldest Ingress with one sets
+    /// them for every route of the host).
+    pub server_snippet: Option<Arc<HeaderOps>>,
     /// Precedence among equal claims: lower is older (creationTimestamp, namespace/name,
     /// then position in the Ingress).
     pub age: (usize, usize, usize),
@@ -1398,6 +1437,7 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
             !c.secondary
         });
     }
+    let server = host_server_snippet(&candidates, diagnostics);
     candidates
         .sort_by(|a, b| (a.path(), a.path_type(), a.age).cmp(&(b.path(), b.path_type(), b.age)));
     let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());
@@ -1415,6 +1455,16 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
         }
     }
     attach_canaries(&mut kept, canaries, diagnostics);
+    if let Some(server) = server {
+        for c in kept.iter_mut() {
+            let mut policy = c.route.policy.as_deref().cloned().unwrap_or_default();
+            policy.headers = Some(Arc::new(match policy.headers.as_deref() {
+                Some(own) => own.under_server(&server),
+                None => HeaderOps::default().under_server(&server),
+            }));
+            c.route.policy = Some(Arc::new(policy));
+        }
+    }
     let Some(root) = host_app_root(&mut kept) else {
         return route_host(kept, diagnostics);
     };
@@ -1504,6 +1554,32 @@ fn host_app_root(kept: &mut [Candidate]) -> Option<Box<str>> {
         }
     }
     Some(root)
+}
+
+/// `server-snippet` is a server's: as ingress-nginx (`createServers`), the host's oldest
+/// non-canary Ingress with one sets it for the whole host; the others' are ignored, with a
+/// warning each.
+fn host_server_snippet(
+    candidates: &[Candidate],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Arc<HeaderOps>> {
+    let chosen = candidates
+        .iter()
+        .filter(|c| c.server_snippet.is_some())
+        .min_by_key(|c| c.age)?;
+    let mut warned = std::collections::BTreeSet::new();
+    for c in candidates {
+        if c.server_snippet.is_some() && c.object != chosen.object && warned.insert(&c.object) {
+            let host = c.route.host.as_deref().unwrap_or("*");
+            let reason = format!(
+                "the host {host} already has the server-snippet of {}/{} (the older Ingress wins: nginx keeps one per server); ignored",
+                chosen.object.namespace, chosen.object.name
+            );
+            let field = "metadata.annotations[nginx.ingress.kubernetes.io/server-snippet]";
+            diagnostics.push(Diagnostic::warning(&c.object, field.to_string(), reason));
+        }
+    }
+    chosen.server_snippet.clone()
 }
 
 /// Canary Ingresses join the primary rule of the same path and (effective) type, the oldest

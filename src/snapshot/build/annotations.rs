@@ -338,7 +338,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "server-snippet",
         Support::Differs(
-            "as configuration-snippet, applied before it to the paths of its own Ingress (nginx applies it to every path of the host); both snippets' operations add up, where nginx's add_header and proxy_set_header at server level are dropped for a location that has its own (every ingress-nginx location sets proxy_set_header, so a server-snippet's never reaches the endpoint there)",
+            "the same directives as configuration-snippet, at server level as nginx: the host's oldest Ingress with one sets it (the others' are ignored, a warning) for every path of the host, from every Ingress; its more_set_headers and more_clear_headers run before a location's own, its add_header only on a path whose configuration-snippet has none, its proxy_set_header never (every ingress-nginx location sets proxy_set_header; a warning). Not on answers for paths no rule takes (404)",
         ),
     ),
     (
@@ -510,6 +510,9 @@ pub(super) struct Parsed {
     pub canary: Option<Arc<CanarySpec>>,
     /// `server-alias`: more names for the Ingress's hosts (lower-case, validated).
     pub aliases: Vec<Box<str>>,
+    /// `server-snippet`'s response operations: the server's, for every route of the host
+    /// when this is its oldest Ingress with one.
+    pub server_snippet: Option<Arc<HeaderOps>>,
     /// `from-to-www-redirect`: the www twin of each host redirects to it.
     pub from_to_www: bool,
     /// `auth-url` and its companions, parsed (`Err`: invalid, the Ingress's routes answer
@@ -663,8 +666,9 @@ pub(super) fn parse(
         // ingress-nginx denies the location whose list is invalid.
         Err(()) => policy.deny = Some(503),
     }
-    if !snippet_headers(&mut r, globals, &mut policy) {
-        parsed.left_out = true;
+    match snippet_headers(&mut r, globals, &mut policy) {
+        Ok(server) => parsed.server_snippet = server,
+        Err(()) => parsed.left_out = true,
     }
     parsed.external_auth = external_auth(&mut r);
     if let Some(Err(())) = parsed.external_auth {
@@ -1322,29 +1326,40 @@ fn rewrite(r: &mut Reader<'_>) -> Option<Rewrite> {
     })
 }
 
-/// `server-snippet` then `configuration-snippet` (server level first, as nginx applies them)
-/// into the policy's header operations; false when the Ingress must be left out (a snippet
-/// refused by the ConfigMap's settings, or one Portico cannot run), with an error.
-fn snippet_headers(r: &mut Reader<'_>, globals: &Globals, policy: &mut Policy) -> bool {
+/// `configuration-snippet` into the policy's header operations (after the ConfigMap's, as
+/// nginx runs the http level's directives before a location's), and `server-snippet` into
+/// the server's, which the host's build puts under every route of the host when this is the
+/// host's oldest Ingress with one (`routes::build_host`). `Err` when the Ingress must be left
+/// out (a snippet refused by the ConfigMap's settings, or one Portico cannot run), with an
+/// error.
+fn snippet_headers(
+    r: &mut Reader<'_>,
+    globals: &Globals,
+    policy: &mut Policy,
+) -> Result<Option<Arc<HeaderOps>>, ()> {
     let names = ["server-snippet", "configuration-snippet"];
     let present: Vec<&str> = names.into_iter().filter(|n| r.get(n).is_some()).collect();
     if present.is_empty() {
-        return true;
+        return Ok(None);
     }
     if !globals.allow_snippet_annotations || globals.annotations_risk_level != RiskLevel::Critical {
         for name in present {
             let reason = "snippets are refused: the controller ConfigMap must set allow-snippet-annotations: \"true\" and annotations-risk-level: Critical (as in ingress-nginx 1.12 and later); the Ingress is left out, as ingress-nginx's admission webhook would reject it";
             r.error(name, reason.to_string());
         }
-        return false;
+        return Err(());
     }
-    // The ConfigMap's add-headers and proxy-set-headers first, as nginx runs the http level's
-    // directives before a location's.
-    let mut ops = policy.headers.as_deref().cloned().unwrap_or_default();
+    let mut server = HeaderOps::default();
+    let mut location = policy.headers.as_deref().cloned().unwrap_or_default();
     let mut ok = true;
     for name in present {
         let text = r.get(name).unwrap_or_default().to_string();
-        if let Err(why) = snippets::parse(&text, &mut ops) {
+        let ops = if name == "server-snippet" {
+            &mut server
+        } else {
+            &mut location
+        };
+        if let Err(why) = snippets::parse(&text, ops) {
             let reason = format!(
                 "{why}; the Ingress is left out, as ingress-nginx's admission webhook would reject it"
             );
@@ -1352,11 +1367,23 @@ fn snippet_headers(r: &mut Reader<'_>, globals: &Globals, policy: &mut Policy) -
             ok = false;
         }
     }
-    if ok && ops != HeaderOps::default() {
-        ops.finish();
-        policy.headers = Some(Arc::new(ops));
+    if !ok {
+        return Err(());
     }
-    ok
+    if !server.request.is_empty() {
+        let reason = "its proxy_set_header never reaches the endpoint: every ingress-nginx location sets proxy_set_header, and nginx then takes none of the server's; ignored, as there".to_string();
+        r.warn("server-snippet", reason);
+        server.request.clear();
+    }
+    if location != HeaderOps::default() {
+        location.finish();
+        policy.headers = Some(Arc::new(location));
+    }
+    if server.response.is_empty() {
+        return Ok(None);
+    }
+    server.finish();
+    Ok(Some(Arc::new(server)))
 }
 
 /// Reads annotations by name, with diagnostics naming the annotation and the value.

@@ -722,6 +722,8 @@ pub fn parse(
         }
     }
     if ops != HeaderOps::default() {
+        // The http level's: a server's and a location's operations come after these.
+        ops.inherited = ops.response.len();
         ops.finish();
         g.headers = Some(Arc::new(ops));
     }

@@ -256,6 +256,7 @@ impl Compiled {
         }
         let parsed_canary = parsed.canary;
         let parsed_aliases = parsed.aliases;
+        let parsed_server_snippet = parsed.server_snippet;
         let parsed_www = parsed.from_to_www;
         let regex = policy
             .as_deref()
@@ -347,6 +348,7 @@ impl Compiled {
                     route,
                     canary: parsed_canary.clone(),
                     secondary: false,
+                    server_snippet: parsed_server_snippet.clone(),
                     age: (0, ri, pi),
                     object: self.key.clone(),
                     field,
@@ -412,6 +414,7 @@ impl Compiled {
         c.route.ssl_redirect = false;
         c.route.canary = None;
         c.secondary = true;
+        c.server_snippet = None;
         c.field = format!(
             "metadata.annotations[{}from-to-www-redirect]",
             annotations::NGINX

@@ -134,3 +134,43 @@ proptest! {
         let _ = ops(&format!("{d} {};", quoted.join(" ")));
     }
 }
+
+/// A location's operations under its server's: the http level's first, then the server's
+/// more_set_headers/more_clear_headers, then the location's own; the server's add_header only
+/// when the location has none (nginx inherits add_header only into a level that sets none).
+#[test]
+fn a_servers_operations_go_between_the_http_levels_and_the_locations() {
+    let names = |o: &HeaderOps| -> Vec<String> {
+        o.response
+            .iter()
+            .map(|op| match op {
+                ResponseOp::Set { name, .. } => format!("set {}", name.0),
+                ResponseOp::Add { name, .. } => format!("add {}", name.0),
+                ResponseOp::Clear { pattern, .. } => format!("clear {pattern}"),
+            })
+            .collect()
+    };
+    let server =
+        ops("more_set_headers 'X-S: 1'; add_header X-Sa 1; more_clear_headers X-C;").unwrap();
+    let mut http = ops("more_set_headers 'X-Http: 1';").unwrap();
+    http.inherited = http.response.len();
+    let mut location = http.clone();
+    parse("more_set_headers 'X-L: 1';", &mut location).unwrap();
+    assert_eq!(
+        names(&location.under_server(&server)),
+        ["set x-http", "set x-s", "add x-sa", "clear x-c", "set x-l"]
+    );
+    let mut with_add = http.clone();
+    parse("add_header X-La 1;", &mut with_add).unwrap();
+    assert_eq!(
+        names(&with_add.under_server(&server)),
+        ["set x-http", "set x-s", "clear x-c", "add x-la"]
+    );
+    // No http level, no location: the server's alone.
+    assert_eq!(
+        names(&HeaderOps::default().under_server(&server)),
+        ["set x-s", "add x-sa", "clear x-c"]
+    );
+    // Computed once again: literal values, no per-request expansion.
+    assert!(!location.under_server(&server).response_vars);
+}
