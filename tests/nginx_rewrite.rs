@@ -289,6 +289,20 @@ async fn queries_and_redirects() {
     let reply = h1(env.http(), req).await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.json()["path"], "/new/p%3Fq=1%23f?t=1&x=1");
+    // A '%' a client's field brings is a byte of the path, escaped as nginx escapes the
+    // rewritten URI it proxies: an encoded slash in a header never becomes a separator the
+    // endpoint decodes.
+    let mut req = get("varq.example", "/v/z?x=1");
+    req.headers_mut().insert(
+        "x-sub",
+        http::HeaderValue::from_static("/..%2F..%2Fadmin%zz"),
+    );
+    let reply = h1(env.http(), req).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(
+        reply.json()["path"],
+        "/new/..%252F..%252Fadmin%25zz?t=1&x=1"
+    );
     env.shutdown().await;
 }
 

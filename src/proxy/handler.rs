@@ -1610,7 +1610,7 @@ fn rewrite_location(rw: &Rewrite, vars: &RequestVars<'_>) -> String {
 /// a request target may not hold a byte, and normalised again (dot segments, as every
 /// forwarded path): 400 when it cannot be. One buffer, as a rewrite is on the request path.
 fn rewrite_uri(rw: &Rewrite, vars: &RequestVars<'_>) -> Result<String, ProxyError> {
-    let (expanded, split) = rw.target.expand_split(vars);
+    let (expanded, split) = rw.target.expand_rewrite(vars);
     let (target, args, original) = split_target(rw, (&expanded, split), vars);
     let mut out = String::with_capacity(expanded.len() + original.map_or(0, str::len) + 3);
     if !target.starts_with('/') {

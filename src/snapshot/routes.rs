@@ -1079,34 +1079,63 @@ impl UrlTemplate {
     /// it: nginx splits a rewrite's replacement into path and arguments at a `?` written in
     /// it, never at one a variable or capture produced.
     pub fn expand_split(&self, vars: &RequestVars<'_>) -> (String, Option<usize>) {
+        self.expand_parts(vars, false)
+    }
+
+    /// [`Self::expand_split`] for a rewrite's replacement: a `%` that a field of the request
+    /// brings into the path (`$http_NAME`, `$request_uri`, `$args`…) is a byte of the path,
+    /// written `%25`, as nginx escapes the rewritten URI it proxies (its captures and `$uri`
+    /// come decoded and go back escaped; Portico's are still escaped, and stay as they are).
+    /// A `%2F` a client sends in a header never becomes a separator the endpoint decodes.
+    pub fn expand_rewrite(&self, vars: &RequestVars<'_>) -> (String, Option<usize>) {
+        self.expand_parts(vars, true)
+    }
+
+    fn expand_parts(&self, vars: &RequestVars<'_>, raw_percent: bool) -> (String, Option<usize>) {
         let mut out = String::new();
         let mut split = None;
         for part in &*self.0 {
-            match part {
+            let start = out.len();
+            let raw = match part {
                 UrlPart::Literal(text) => {
                     if split.is_none() {
                         split = text.find('?').map(|i| out.len() + i);
                     }
-                    out.push_str(text)
+                    out.push_str(text);
+                    false
                 }
                 UrlPart::Capture(n) => {
                     let group = vars.captures.and_then(|c| c.get(usize::from(*n)));
                     out.push_str(group.map_or("", |m| m.as_str()));
+                    false
                 }
-                UrlPart::Var(var) => var.push(vars, &mut out),
+                UrlPart::Var(var) => {
+                    var.push(vars, &mut out);
+                    matches!(
+                        var,
+                        UrlVar::RequestUri
+                            | UrlVar::EscapedRequestUri
+                            | UrlVar::Args
+                            | UrlVar::RequestUriTrimmed
+                    )
+                }
                 UrlPart::Header(name) => {
-                    let Some(headers) = vars.headers else {
-                        continue;
-                    };
-                    let mut first = true;
-                    for v in headers.get_all(&**name) {
-                        if !first {
-                            out.push_str(", ");
+                    if let Some(headers) = vars.headers {
+                        let mut first = true;
+                        for v in headers.get_all(&**name) {
+                            if !first {
+                                out.push_str(", ");
+                            }
+                            first = false;
+                            out.push_str(&String::from_utf8_lossy(v.as_bytes()));
                         }
-                        first = false;
-                        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
                     }
+                    true
                 }
+            };
+            if raw_percent && raw && split.is_none() && out[start..].contains('%') {
+                let value = out.split_off(start);
+                out.push_str(&value.replace('%', "%25"));
             }
         }
         (out, split)

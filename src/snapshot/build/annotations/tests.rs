@@ -1216,6 +1216,27 @@ fn templates_read_the_client_address_and_request_fields() {
     assert!(parse_template("${http_}").is_err());
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A rewrite's replacement: every `%` a request field brings into the path is written
+    /// `%25` (a byte of the path, as nginx escapes the rewritten URI), the template's own
+    /// text and the arguments part stay as they are, and the split lands on the template's
+    /// own `?`; redirect URLs (`expand`) are not touched.
+    #[test]
+    fn a_rewrite_escapes_the_percent_signs_request_fields_bring(value in "[ -~]{0,24}") {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-v", http::HeaderValue::from_str(&value).unwrap());
+        let vars = RequestVars { headers: Some(&headers), ..vars() };
+        let t = parse_template("/p%41$http_x_v?a=$http_x_v").unwrap();
+        let (out, split) = t.expand_rewrite(&vars);
+        let path = format!("/p%41{}", value.replace('%', "%25"));
+        prop_assert_eq!(split, Some(path.len()));
+        prop_assert_eq!(out, format!("{path}?a={value}"));
+        prop_assert_eq!(t.expand(&vars), format!("/p%41{value}?a={value}"));
+    }
+}
+
 /// The ConfigMap's `retry-non-idempotent` adds non_idempotent to every route's conditions,
 /// whatever its own proxy-next-upstream says (ingress-nginx's buildNextUpstream).
 #[test]
