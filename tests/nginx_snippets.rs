@@ -245,37 +245,36 @@ async fn server_level() {
     env.shutdown().await;
 }
 
-async fn warnings_of(env: &Env) -> Vec<String> {
+/// The snapshot's diagnostics of this severity.
+async fn diagnostics(env: &Env, severity: &str) -> Vec<serde_json::Value> {
     let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
         .await
         .json();
-    dump["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["severity"] == "warning")
-        .map(|d| {
-            let o = &d["object"];
-            format!(
-                "{}/{}: {}: {}",
-                o["namespace"].as_str().unwrap_or(""),
-                o["name"].as_str().unwrap_or(""),
-                d["field"],
-                d["reason"]
-            )
-        })
-        .collect()
+    let all = dump["diagnostics"].as_array().unwrap().iter();
+    all.filter(|d| d["severity"] == severity).cloned().collect()
+}
+
+/// Every warning, as `namespace/name: field: reason`.
+async fn warnings_of(env: &Env) -> Vec<String> {
+    let warnings = diagnostics(env, "warning").await;
+    let line = |d: &serde_json::Value| {
+        let (o, text) = (&d["object"], |v: &serde_json::Value| {
+            v.as_str().unwrap_or("").to_string()
+        });
+        format!(
+            "{}/{}: {}: {}",
+            text(&o["namespace"]),
+            text(&o["name"]),
+            d["field"],
+            d["reason"]
+        )
+    };
+    warnings.iter().map(line).collect()
 }
 
 async fn errors_of(env: &Env, ingress: &str) -> Vec<String> {
-    let dump = h1(env.admin(), get("localhost", "/debug/snapshot"))
-        .await
-        .json();
-    dump["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["severity"] == "error" && d["object"]["name"] == ingress)
-        .map(|d| format!("{}: {}", d["field"], d["reason"]))
+    let errors = diagnostics(env, "error").await;
+    let ours = errors.iter().filter(|d| d["object"]["name"] == ingress);
+    ours.map(|d| format!("{}: {}", d["field"], d["reason"]))
         .collect()
 }
