@@ -1,7 +1,8 @@
 //! HSTS from the ConfigMap (issue: ingress-nginx compatibility II, browsers): `hsts` (on by
 //! default), `hsts-max-age` (31536000), `hsts-include-subdomains` (true), `hsts-preload`
-//! (false), on HTTPS responses for hosts with a certificate of their own, replacing the
-//! endpoint's field, as ingress-nginx's e2e tests (`test/e2e/settings/tls.go`) expect.
+//! (false), on HTTPS responses for hosts with a certificate of their own or named by a TLS
+//! section of their own namespace, replacing the endpoint's field, as ingress-nginx's e2e
+//! tests (`test/e2e/settings/tls.go`) expect.
 
 mod support;
 
@@ -41,8 +42,9 @@ async fn hsts() {
         &[
             ("a.example", vec![prefix("/", "web", 80)]),
             ("b.example", vec![prefix("/", "web", 80)]),
+            ("c.example", vec![prefix("/", "web", 80)]),
         ],
-        &[(&["a.example"], "cert")],
+        &[(&["a.example"], "cert"), (&["c.example"], "")],
         "",
         None,
     );
@@ -54,6 +56,21 @@ async fn hsts() {
         ),
         ("secret.yaml", secret),
         ("ing.yaml", ing),
+        // Another namespace's TLS section naming shop's b.example changes nothing for it.
+        (
+            "other.yaml",
+            service("other", "web", 80)
+                + &endpoints("other", "web", &[upstream.addr], &[])
+                + "---\n"
+                + &ingress_full(
+                    "other",
+                    "claims",
+                    &[("x.example", vec![prefix("/", "web", 80)])],
+                    &[(&["b.example"], "")],
+                    "",
+                    None,
+                ),
+        ),
         ("configmap.yaml", configmap("ssl-redirect: \"false\"")),
     ];
     let env = Env::start_with(&files, &["--configmap", "ingress/portico"]).await;
@@ -90,6 +107,19 @@ async fn hsts() {
     .await;
     assert_eq!(reply.status, http::StatusCode::OK);
     assert_eq!(sts(&reply.headers), ["max-age=5"]);
+    // A host a TLS section names without a Secret is served the default certificate and,
+    // as in ingress-nginx (its server has a certificate, the default one), gets HSTS: with a
+    // wildcard `--default-ssl-certificate` that is how many sites run.
+    let (reply, _) = https(
+        env.https(),
+        Some("c.example"),
+        &["http/1.1"],
+        "c.example",
+        "/",
+    )
+    .await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    assert_eq!(sts(&reply.headers), ["max-age=31536000; includeSubDomains"]);
     // max-age, includeSubDomains off, preload on: ingress-nginx's e2e values.
     env.apply(
         "configmap.yaml",

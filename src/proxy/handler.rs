@@ -212,8 +212,8 @@ impl Proxy {
                 outcome.client = Some(client);
             }
             let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-            // HSTS on HTTPS for hosts with a certificate of their own (ingress-nginx sends it for
-            // default-certificate hosts too: a difference kept on purpose, see the README).
+            // HSTS on HTTPS for hosts with a certificate in ingress-nginx's sense: their own,
+            // or named by a TLS section of their namespace (`CertTable::configured`).
             if conn.tls && snapshot.hsts.is_some() && snapshot.certs.configured(host_str) {
                 outcome.hsts = true;
             }

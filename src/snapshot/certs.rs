@@ -208,6 +208,10 @@ pub struct CertTable {
     /// Exact hosts that get the default certificate though a wildcard entry matches them
     /// (the wildcard is another namespace's).
     pinned: std::collections::BTreeSet<String>,
+    /// Host patterns a TLS section of their owner's namespace names (exact names, and
+    /// wildcards by suffix): configured whatever certificate they are served.
+    listed: std::collections::BTreeSet<Box<str>>,
+    listed_wildcard: std::collections::BTreeSet<Box<str>>,
 }
 
 impl PartialEq for CertTable {
@@ -218,6 +222,8 @@ impl PartialEq for CertTable {
         self.default.cert == other.default.cert
             && default_secret(self) == default_secret(other)
             && self.pinned == other.pinned
+            && self.listed == other.listed
+            && self.listed_wildcard == other.listed_wildcard
             && self.entries.len() == other.entries.len()
             && self
                 .entries
@@ -239,6 +245,8 @@ impl CertTable {
             default_entry: None,
             entries: BTreeMap::new(),
             pinned: std::collections::BTreeSet::new(),
+            listed: std::collections::BTreeSet::new(),
+            listed_wildcard: std::collections::BTreeSet::new(),
         }
     }
 
@@ -294,17 +302,30 @@ impl CertTable {
         found.unwrap_or(&self.default)
     }
 
-    /// Whether a certificate of its own is installed for this host (exact or wildcard): not
-    /// the default one, nor the default pinned for it.
+    /// A host pattern (`name` or `*.suffix`) a TLS section of its owner's namespace names:
+    /// [`Self::configured`] whatever certificate it is served.
+    pub fn list(&mut self, pattern: &str) {
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => self.listed_wildcard.insert(suffix.into()),
+            None => self.listed.insert(pattern.into()),
+        };
+    }
+
+    /// Whether the host has a certificate in ingress-nginx's sense (its server's, so HSTS
+    /// goes with its HTTPS answers): one of its own is installed (exact or wildcard; not the
+    /// default, nor the default pinned for it), or a TLS section of its namespace names it
+    /// (then the default one may be what is served, as ingress-nginx does).
     pub fn configured(&self, host: &str) -> bool {
         let mut buf = [0u8; MAX_HOST];
         let Some(h) = host::normalize(host, &mut buf) else {
             return false;
         };
-        match self.exact.get(h) {
+        let own = match self.exact.get(h) {
             Some(key) => !Arc::ptr_eq(key, &self.default),
             None => host::wildcard_suffix(h).is_some_and(|s| self.wildcard.contains_key(s)),
-        }
+        };
+        own || self.listed.contains(h)
+            || host::wildcard_suffix(h).is_some_and(|s| self.listed_wildcard.contains(s))
     }
 
     /// The default certificate.

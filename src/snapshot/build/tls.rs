@@ -61,6 +61,18 @@ pub(super) fn cert_table(
     for our in ours {
         add_ingress_certs(store, (our, owners), &mut parsed, &mut table, diagnostics);
     }
+    // A host a TLS section of its own namespace names has a certificate in ingress-nginx's
+    // sense whatever is served (the default one when the Secret is unnamed or missing), and
+    // so gets HSTS there; a tenant's TLS entry never does it for another namespace's host.
+    for our in ours {
+        for tls in tls_entries(our) {
+            for host in hosts_of(our, tls) {
+                if owners.get(&host).is_some_and(|o| *o == our.namespace) {
+                    table.list(&host);
+                }
+            }
+        }
+    }
     // A wildcard from one namespace must not cover a host another namespace owns: such a
     // host gets the default certificate (or its owner's own, installed above).
     for (host, owner) in owners {
