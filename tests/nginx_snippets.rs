@@ -208,7 +208,35 @@ async fn server_level() {
         ),
         None,
     );
-    let env = env(true, &[older, newer, plain()], &backend).await;
+    // t.example belongs to shop (its oldest rule); another namespace's server-snippet for it
+    // would change shop's paths: ignored, with a warning.
+    let owned = ingress_full(
+        "shop",
+        "t-owned",
+        &[("t.example", vec![prefix("/", "web", 80)])],
+        &[],
+        "",
+        None,
+    );
+    let foreign = ingress_full(
+        "zzz",
+        "foreign",
+        &[("t.example", vec![prefix("/z", "web", 80)])],
+        &[],
+        &format!(
+            "{N}/server-snippet: {:?}",
+            "more_set_headers 'X-Foreign: yes';"
+        ),
+        None,
+    );
+    let env = env(true, &[older, newer, plain(), owned, foreign], &backend).await;
+    let reply = h1(env.http(), get("t.example", "/")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("x-foreign"),
+        "",
+        "another namespace's server-snippet"
+    );
     for path in ["/a", "/plain"] {
         let reply = h1(env.http(), get("s.example", path)).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
@@ -240,6 +268,12 @@ async fn server_level() {
         warnings
             .iter()
             .any(|w| w.starts_with("shop/a-older") && w.contains("proxy_set_header never")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("zzz/foreign") && w.contains("belongs to the namespace shop")),
         "{warnings:?}"
     );
     env.shutdown().await;

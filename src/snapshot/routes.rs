@@ -1450,6 +1450,11 @@ impl Candidate {
 /// goes to the longest declared path, Exact before Prefix on equal length. Only the order of
 /// the candidates' ages matters, not their values.
 pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+    // The namespace that owns the host: that of its oldest claim.
+    let owner = candidates
+        .iter()
+        .min_by_key(|c| c.age)
+        .map(|c| c.object.namespace.clone());
     let (canaries, mut candidates): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| c.canary.is_some());
     // An alias (or www twin) gives way to any rule that names the host, as in ingress-nginx.
@@ -1466,7 +1471,7 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
             !c.secondary
         });
     }
-    let server = host_server_snippet(&candidates, diagnostics);
+    let server = host_server_snippet(&candidates, owner.as_deref(), diagnostics);
     candidates
         .sort_by(|a, b| (a.path(), a.path_type(), a.age).cmp(&(b.path(), b.path_type(), b.age)));
     let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());
@@ -1587,28 +1592,42 @@ fn host_app_root(kept: &mut [Candidate]) -> Option<Box<str>> {
 
 /// `server-snippet` is a server's: as ingress-nginx (`createServers`), the host's oldest
 /// non-canary Ingress with one sets it for the whole host; the others' are ignored, with a
-/// warning each.
+/// warning each. Only an Ingress of the namespace that owns the host (that of its oldest
+/// claim) may set it: a tenant's snippet never changes another namespace's paths (ingress-nginx
+/// would apply it to the whole host).
 fn host_server_snippet(
     candidates: &[Candidate],
+    owner: Option<&str>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Arc<HeaderOps>> {
-    let chosen = candidates
+    let field = "metadata.annotations[nginx.ingress.kubernetes.io/server-snippet]";
+    let with: Vec<&Candidate> = candidates
         .iter()
         .filter(|c| c.server_snippet.is_some())
-        .min_by_key(|c| c.age)?;
+        .collect();
+    let chosen = with
+        .iter()
+        .filter(|c| Some(c.object.namespace.as_str()) == owner)
+        .min_by_key(|c| c.age);
     let mut warned = std::collections::BTreeSet::new();
-    for c in candidates {
-        if c.server_snippet.is_some() && c.object != chosen.object && warned.insert(&c.object) {
-            let host = c.route.host.as_deref().unwrap_or("*");
-            let reason = format!(
-                "the host {host} already has the server-snippet of {}/{} (the older Ingress wins: nginx keeps one per server); ignored",
-                chosen.object.namespace, chosen.object.name
-            );
-            let field = "metadata.annotations[nginx.ingress.kubernetes.io/server-snippet]";
-            diagnostics.push(Diagnostic::warning(&c.object, field.to_string(), reason));
+    for c in &with {
+        if chosen.is_some_and(|k| k.object == c.object) || !warned.insert(&c.object) {
+            continue;
         }
+        let host = c.route.host.as_deref().unwrap_or("*");
+        let reason = match chosen {
+            Some(k) if Some(c.object.namespace.as_str()) == owner => format!(
+                "the host {host} already has the server-snippet of {}/{} (the older Ingress wins: nginx keeps one per server); ignored",
+                k.object.namespace, k.object.name
+            ),
+            _ => format!(
+                "the host {host} belongs to the namespace {} (that of its oldest rule): a server-snippet from another namespace would change its paths, and is ignored (ingress-nginx would apply it to the whole host)",
+                owner.unwrap_or("?")
+            ),
+        };
+        diagnostics.push(Diagnostic::warning(&c.object, field.to_string(), reason));
     }
-    chosen.server_snippet.clone()
+    chosen.and_then(|c| c.server_snippet.clone())
 }
 
 /// Canary Ingresses join the primary rule of the same path and (effective) type, the oldest
