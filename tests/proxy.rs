@@ -101,19 +101,32 @@ async fn routing_over_every_protocol() {
     }
 }
 
+/// As ingress-nginx's `createServers`: an Ingress with rules gives its `spec.defaultBackend` to
+/// the paths no rule of its hosts takes ("Using its backend as default upstream for all its
+/// rules"), not to hosts no rule names; an Ingress with no rules is the catch-all.
 #[tokio::test]
 async fn default_backend_takes_unmatched_paths_of_matched_hosts() {
-    let (env, _a, _b) = shop(true).await;
+    let (env, _a, b) = shop(true).await;
     let reply = client::h1(env.http(), get("x.b.com", "/nothing")).await;
     assert_eq!(
         (reply.status, reply.served_by().as_str()),
         (StatusCode::OK, "a")
     );
     let reply = client::h1(env.http(), get("nobody.org", "/")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    // An Ingress with a default backend and no rules serves the hosts no rule names.
+    let catch_all = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: all, namespace: shop}\n\
+        spec: {ingressClassName: portico, defaultBackend: {service: {name: b, port: {number: 80}}}}\n";
+    env.apply("all.yaml", catch_all).await;
+    let reply = client::h1(env.http(), get("nobody.org", "/")).await;
     assert_eq!(
         (reply.status, reply.served_by().as_str()),
-        (StatusCode::OK, "a")
+        (StatusCode::OK, "b")
     );
+    // The hosts of the Ingress with rules keep their own.
+    let reply = client::h1(env.http(), get("x.b.com", "/nothing")).await;
+    assert_eq!(reply.served_by(), "a");
+    drop(b);
 }
 
 #[tokio::test]

@@ -146,3 +146,124 @@ async fn host_ownership_by_namespace_refuses_other_namespaces_paths() {
         assert_eq!(reply.served_by(), login_served_by, "{flags:?}");
     }
 }
+
+/// With `--host-ownership=namespace`, another namespace's Ingress that names the victim's
+/// host changes nothing of it through the host-wide annotations either: its
+/// `auth-tls-secret` does not make the victim's host ask for client certificates (every
+/// client without one would get 400), its `server-alias` does not make the victim's site
+/// answer under another name, and its `server-snippet` does not touch the victim's answers.
+#[tokio::test]
+async fn host_wide_annotations_of_another_namespace_change_nothing_of_a_site() {
+    let shop = Backend::start("shop").await;
+    let evil = Backend::start("evil").await;
+    let ca = support::pki::ca("attacker-ca");
+    let indent: String = ca.pem.lines().map(|l| format!("    {l}\n")).collect();
+    let ca_secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: ca, namespace: z-attacker}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indent}"
+    );
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: portico, namespace: ingress}\ndata: {allow-snippet-annotations: \"true\", annotations-risk-level: Critical}\n";
+    let n = "nginx.ingress.kubernetes.io";
+    let mut files = victim(&shop);
+    files.extend([
+        ("cm.yaml", cm.to_string()),
+        ("evil-ca.yaml", ca_secret),
+        ("evil-svc.yaml", service("z-attacker", "evil", 80)),
+        (
+            "evil-eps.yaml",
+            endpoints("z-attacker", "evil", &[evil.addr], &[]),
+        ),
+        (
+            "evil-ing.yaml",
+            ingress_full(
+                "z-attacker",
+                "hostwide",
+                &[("shop.test", vec![prefix("/login", "evil", 80)])],
+                &[],
+                &format!(
+                    "{n}/auth-tls-secret: z-attacker/ca, {n}/server-alias: alias.test, {n}/server-snippet: {:?}",
+                    "more_set_headers 'X-Evil: yes';"
+                ),
+                None,
+            ),
+        ),
+    ]);
+    let flags = [
+        "--host-ownership",
+        "namespace",
+        "--configmap",
+        "ingress/portico",
+    ];
+    let env = Env::start_with(&files, &flags).await;
+    let (reply, _) = client::https(
+        env.https(),
+        Some("shop.test"),
+        &["http/1.1"],
+        "shop.test",
+        "/",
+    )
+    .await;
+    assert_eq!(
+        reply.status, 200,
+        "the victim's host asked for a client certificate"
+    );
+    assert_eq!(reply.served_by(), "shop");
+    assert_eq!(reply.header("x-evil"), "");
+    let reply = client::h1(env.http(), get("alias.test", "/")).await;
+    assert_ne!(
+        reply.served_by(),
+        "shop",
+        "the victim's site answered under the attacker's alias"
+    );
+}
+
+/// Another namespace's `spec.defaultBackend` never gets the requests of a host it does not own:
+/// the paths no rule of the victim's host takes are the victim's 404 (ingress-nginx gives them
+/// the default backend of the host's oldest Ingress), whether the attacker's Ingress has rules
+/// or is the catch-all for hosts no rule names. Before, the oldest default backend anywhere
+/// took them, with the victim's cookies and credentials.
+#[tokio::test]
+async fn another_namespaces_default_backend_gets_nothing_of_a_site() {
+    let shop = Backend::start("shop").await;
+    let evil = Backend::start("evil").await;
+    let default_backend = |name: &str, rules: bool| {
+        let rules = if rules {
+            ", rules: [{host: evil.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: evil, port: {number: 80}}}}]}}]"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: a-attacker}}\nspec: {{ingressClassName: portico, defaultBackend: {{service: {{name: evil, port: {{number: 80}}}}}}{rules}}}\n"
+        )
+    };
+    let files = vec![
+        ("class.yaml", class()),
+        ("shop-svc.yaml", service("z-shop", "shop", 80)),
+        (
+            "shop-eps.yaml",
+            endpoints("z-shop", "shop", &[shop.addr], &[]),
+        ),
+        (
+            "shop-ing.yaml",
+            ingress(
+                "z-shop",
+                "site",
+                &[("app.test", vec![prefix("/app", "shop", 80)])],
+            ),
+        ),
+        ("evil-svc.yaml", service("a-attacker", "evil", 80)),
+        (
+            "evil-eps.yaml",
+            endpoints("a-attacker", "evil", &[evil.addr], &[]),
+        ),
+        ("evil-ing.yaml", default_backend("with-rules", true)),
+        ("evil-all.yaml", default_backend("catch-all", false)),
+    ];
+    let env = Env::start(&files).await;
+    let reply = client::h1(env.http(), get("app.test", "/app/x")).await;
+    assert_eq!(reply.served_by(), "shop");
+    let reply = client::h1(env.http(), get("app.test", "/login")).await;
+    assert_eq!(reply.status, 404, "served by {:?}", reply.served_by());
+    // The catch-all still serves the hosts no rule names.
+    let reply = client::h1(env.http(), get("unknown.test", "/")).await;
+    assert_eq!(reply.served_by(), "evil");
+}

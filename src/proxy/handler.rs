@@ -1069,7 +1069,15 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let route = asked.route;
         let fallback = route.policy.as_deref().and_then(|p| p.fallback.as_ref());
-        let backend = match fallback.or(snapshot.routes.default_backend().map(|r| &r.backend)) {
+        // The catch-all default backend stands in for ingress-nginx's own default backend,
+        // for routes of its namespace only: another namespace's Service never gets this
+        // request's fields.
+        let catch_all = snapshot
+            .routes
+            .default_backend()
+            .filter(|d| d.ingress.namespace == route.ingress.namespace)
+            .map(|r| &r.backend);
+        let backend = match fallback.or(catch_all) {
             Some(backend) => backend,
             None => return original,
         };

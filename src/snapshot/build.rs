@@ -89,8 +89,13 @@ impl BuildConfig {
 /// The hosts whose Ingresses set `auth-tls-secret`: nginx's `ssl_verify_client` is a server
 /// setting, so it applies to every path of the host, whichever Ingress set it; when two
 /// Ingresses of a host set it, the oldest wins and the other gets a warning.
+///
+/// With `--host-ownership=namespace` only an Ingress of the namespace that owns a host counts
+/// for it: another namespace's rules for the host are refused, and so is this host-wide
+/// setting (it would make the owner's site ask every client for a certificate).
 fn client_auth_table(
     compiled: &[Arc<ingress::Compiled>],
+    owners: Option<&HashMap<String, &str>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> crate::snapshot::client_auth::ClientAuthTable {
     let mut with: Vec<&ingress::Compiled> = compiled
@@ -112,6 +117,9 @@ fn client_auth_table(
                 HostPattern::Any => continue,
                 other => other.to_string().into(),
             };
+            if owners.is_some_and(|o| o.get(&*key).copied() != Some(c.key.namespace.as_str())) {
+                continue;
+            }
             match table.get(&key) {
                 Some((kept, by)) if **kept != **auth => {
                     let reason = format!(
@@ -139,10 +147,13 @@ fn client_auth_table(
 /// (`createServers`): per host, the aliases of its oldest non-canary Ingress that has some
 /// (the others get a warning); an alias that a rule names as its host is dropped (a
 /// warning), and so is an alias two hosts claim, past the first (nginx would serve the first
-/// `server_name`).
+/// `server_name`). With `exclusive` (`--host-ownership=namespace`) only an Ingress of the
+/// namespace that owns a host names it (another namespace's would make the owner's site answer
+/// under a name of its choosing).
 fn alias_table(
     compiled: &[Arc<ingress::Compiled>],
     hosts: &HashMap<HostPattern, Arc<cache::HostEntry>>,
+    exclusive: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> BTreeMap<Arc<str>, HostPattern> {
     let mut with: Vec<&ingress::Compiled> = compiled
@@ -160,6 +171,10 @@ fn alias_table(
     for c in with {
         let mut warned_hosts = Vec::new();
         for (host, alias) in &c.aliases {
+            let owner = hosts.get(host).and_then(|e| e.owner());
+            if exclusive && owner != Some(c.key.namespace.as_str()) {
+                continue;
+            }
             match set_by.get(host) {
                 Some(by) if **by != c.key => {
                     if !warned_hosts.contains(&host) {
@@ -265,12 +280,12 @@ pub fn build_after(
     );
     let mut defaults: Vec<&ingress::Compiled> = compiled
         .iter()
-        .filter(|c| c.default_backend.is_some())
+        .filter(|c| c.default_backend.is_some() && c.no_rules)
         .map(|c| &**c)
         .collect();
     defaults.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
     let default_backend = ingress::default_backend(defaults, &mut diagnostics);
-    let aliases = alias_table(&compiled, &hosts, &mut diagnostics);
+    let aliases = alias_table(&compiled, &hosts, exclusive, &mut diagnostics);
     // An alias's SNI gets its host's certificate when it covers the alias (ingress-nginx
     // checks the same before serving it under the alias).
     for (alias, host) in &aliases {
@@ -279,7 +294,8 @@ pub fn build_after(
             certs.insert(alias, entry);
         }
     }
-    let mut client_auth = client_auth_table(&compiled, &mut diagnostics);
+    let mut client_auth =
+        client_auth_table(&compiled, exclusive.then_some(&owners), &mut diagnostics);
     client_auth.alias(&aliases);
     let changed_routes = rebuilt
         .iter()

@@ -1231,6 +1231,10 @@ pub struct HostRoutes {
     /// Regex mode (ingress-nginx's `enforceRegexModifier`): the router is empty and `routes`
     /// are tried in order, each by its [`Route::regex`], the first match wins.
     regex: bool,
+    /// The route of the paths no rule of the host takes: the `spec.defaultBackend` of the
+    /// host's oldest Ingress, as ingress-nginx's server root location (`createServers`: the
+    /// Ingress that creates a server gives its default backend to it). `None`: 404.
+    default_route: Option<Box<Route>>,
 }
 
 impl PartialEq for HostRoutes {
@@ -1240,6 +1244,7 @@ impl PartialEq for HostRoutes {
             && self.slots == other.slots
             && self.fallback == other.fallback
             && self.regex == other.regex
+            && self.default_route == other.default_route
     }
 }
 
@@ -1348,16 +1353,21 @@ impl RouteTable {
     /// The route for a request's Host (or `:authority`) and path; None means the built-in 404.
     ///
     /// Exact host, then `*.` wildcard (one label), then host-less rules. A host that matched
-    /// but whose paths did not goes to the default backend, never to other rules.
+    /// but whose paths did not goes to its own default route (the `spec.defaultBackend` of its
+    /// oldest Ingress), never to other rules nor to another Ingress's default backend; a host
+    /// no rule names goes to the host-less rules, then to the catch-all default backend.
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         let mut buf = [0u8; MAX_HOST];
         let rules = host::normalize(host, &mut buf).and_then(|h| self.host_rules(h));
-        let found = match rules {
-            Some(rules) => rules.lookup(path),
-            None => self.catch_all.as_ref().and_then(|c| c.lookup(path)),
-        };
-        found.or(self.default_backend.as_ref())
+        match rules {
+            Some(rules) => rules.lookup(path).or(rules.default_route.as_deref()),
+            None => self
+                .catch_all
+                .as_ref()
+                .and_then(|c| c.lookup(path))
+                .or(self.default_backend.as_ref()),
+        }
     }
 
     /// The router installed under an exact host name (a rule's host or an alias).
@@ -1375,7 +1385,8 @@ impl RouteTable {
             .map(|r| &**r)
     }
 
-    /// The default backend, if any of our Ingresses declares one.
+    /// The catch-all default backend: that of our oldest Ingress with a `spec.defaultBackend`
+    /// and no rules (ingress-nginx's catch-all server), if any.
     pub fn default_backend(&self) -> Option<&Route> {
         self.default_backend.as_ref()
     }
@@ -1426,6 +1437,9 @@ pub struct Candidate {
     /// The Ingress's `server-snippet` operations (the host's oldest Ingress with one sets
     /// them for every route of the host).
     pub server_snippet: Option<Arc<HeaderOps>>,
+    /// The Ingress's `spec.defaultBackend`: the host's oldest Ingress gives it to the paths
+    /// no rule of the host takes.
+    pub default_backend: Option<Arc<Route>>,
     /// Precedence among equal claims: lower is older (creationTimestamp, namespace/name,
     /// then position in the Ingress).
     pub age: (usize, usize, usize),
@@ -1450,6 +1464,21 @@ impl Candidate {
 /// goes to the longest declared path, Exact before Prefix on equal length. Only the order of
 /// the candidates' ages matters, not their values.
 pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
+    // The host's oldest (non-canary) Ingress gives the paths no rule takes its default
+    // backend, as the Ingress that creates an ingress-nginx server gives it its root location;
+    // never another Ingress's (another namespace's backend would get this host's requests).
+    let default_route = candidates
+        .iter()
+        .filter(|c| c.canary.is_none())
+        .min_by_key(|c| c.age)
+        .and_then(|c| c.default_backend.as_deref().cloned())
+        .map(Box::new);
+    let mut routes = host_routes(candidates, diagnostics);
+    routes.default_route = default_route;
+    routes
+}
+
+fn host_routes(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
     // The namespace that owns the host: that of its oldest claim.
     let owner = candidates
         .iter()
@@ -1761,6 +1790,7 @@ fn regex_host(kept: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRo
         slots: Vec::new(),
         fallback: None,
         regex: true,
+        default_route: None,
     }
 }
 
@@ -1859,6 +1889,7 @@ fn finish_host(
         routes,
         slots: table,
         regex: false,
+        default_route: None,
     }
 }
 

@@ -47,8 +47,12 @@ pub(super) struct Compiled {
     pub paths: Vec<(HostPattern, Candidate)>,
     /// The distinct host patterns of `paths`, sorted.
     pub hosts: Vec<HostPattern>,
-    /// `spec.defaultBackend`, resolved.
-    pub default_backend: Option<Route>,
+    /// `spec.defaultBackend`, resolved: the default route of the hosts this Ingress is the
+    /// oldest of, and the catch-all when it has no rules.
+    pub default_backend: Option<Arc<Route>>,
+    /// `spec.rules` is empty: a `spec.defaultBackend` then serves the hosts no rule names
+    /// (ingress-nginx's catch-all server).
+    pub no_rules: bool,
     /// Whether its TLS hosts redirect plain HTTP (`ssl-redirect`).
     redirect: bool,
     /// Whether every host redirects plain HTTP (`force-ssl-redirect`).
@@ -95,6 +99,7 @@ impl Compiled {
             paths: Vec::new(),
             hosts: Vec::new(),
             default_backend: None,
+            no_rules: false,
             redirect: true,
             force_redirect: false,
             allow_external_names: cx.allow_external_names,
@@ -272,7 +277,7 @@ impl Compiled {
                 (backend.tls, backend.http2) =
                     self.backend_tls(cx, protocol, tls, &backend, "spec.defaultBackend");
             }
-            self.default_backend = Some(Route {
+            self.default_backend = Some(Arc::new(Route {
                 host: None,
                 path: None,
                 path_type: None,
@@ -283,8 +288,9 @@ impl Compiled {
                 policy: policy.clone(),
                 regex: None,
                 canary: None,
-            });
+            }));
         }
+        self.no_rules = spec.rules.as_ref().is_none_or(|r| r.is_empty());
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.as_deref();
             let Some(pattern) = host_pattern(&self.key, ri, host, &mut self.diagnostics) else {
@@ -349,6 +355,7 @@ impl Compiled {
                     canary: parsed_canary.clone(),
                     secondary: false,
                     server_snippet: parsed_server_snippet.clone(),
+                    default_backend: self.default_backend.clone(),
                     age: (0, ri, pi),
                     object: self.key.clone(),
                     field,
@@ -415,6 +422,7 @@ impl Compiled {
         c.route.canary = None;
         c.secondary = true;
         c.server_snippet = None;
+        c.default_backend = None;
         c.field = format!(
             "metadata.annotations[{}from-to-www-redirect]",
             annotations::NGINX
@@ -1141,15 +1149,15 @@ fn app_protocol(cx: &Context<'_>, upstream: &Upstream) -> Option<Box<str>> {
     }
 }
 
-/// The default backend: that of the first Ingress (in precedence order) declaring one; the
-/// others get a warning.
+/// The catch-all default backend: that of the first Ingress (in precedence order) declaring
+/// one with no rules (ingress-nginx's catch-all server); the others get a warning.
 pub(super) fn default_backend<'a>(
     by_precedence: impl IntoIterator<Item = &'a Compiled>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Route> {
     let mut chosen: Option<&Route> = None;
     for c in by_precedence {
-        let Some(route) = &c.default_backend else {
+        let Some(route) = c.default_backend.as_deref() else {
             continue;
         };
         match chosen {
