@@ -195,7 +195,7 @@ async fn server_level() {
             "{N}/server-snippet: {:?}",
             "more_set_headers 'X-Server: a';\nadd_header X-Server-Added yes;\nproxy_set_header X-From-Server a;"
         ),
-        None,
+        Some(("web", 80)),
     );
     let newer = ingress_full(
         "shop",
@@ -237,7 +237,9 @@ async fn server_level() {
         "",
         "another namespace's server-snippet"
     );
-    for path in ["/a", "/plain"] {
+    // "/elsewhere" is no rule's: the host's default backend (its oldest Ingress's) answers it,
+    // in the server, so the server's snippet reaches it too.
+    for path in ["/a", "/plain", "/elsewhere"] {
         let reply = h1(env.http(), get("s.example", path)).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
         assert_eq!(reply.header("x-server"), "a", "{path}");

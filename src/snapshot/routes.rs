@@ -1464,26 +1464,45 @@ impl Candidate {
 /// goes to the longest declared path, Exact before Prefix on equal length. Only the order of
 /// the candidates' ages matters, not their values.
 pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
-    // The host's oldest (non-canary) Ingress gives the paths no rule takes its default
-    // backend, as the Ingress that creates an ingress-nginx server gives it its root location;
-    // never another Ingress's (another namespace's backend would get this host's requests).
-    let default_route = candidates
-        .iter()
-        .filter(|c| c.canary.is_none())
-        .min_by_key(|c| c.age)
-        .and_then(|c| c.default_backend.as_deref().cloned())
-        .map(Box::new);
-    let mut routes = host_routes(candidates, diagnostics);
-    routes.default_route = default_route;
-    routes
-}
-
-fn host_routes(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
     // The namespace that owns the host: that of its oldest claim.
     let owner = candidates
         .iter()
         .min_by_key(|c| c.age)
         .map(|c| c.object.namespace.clone());
+    let primaries = || candidates.iter().filter(|c| c.canary.is_none());
+    // The host's oldest (non-canary) Ingress gives the paths no rule takes its default
+    // backend, as the Ingress that creates an ingress-nginx server gives it its root location;
+    // never another Ingress's (another namespace's backend would get this host's requests).
+    let default_route = primaries()
+        .min_by_key(|c| c.age)
+        .and_then(|c| c.default_backend.as_deref().cloned());
+    let server = host_server_snippet(primaries(), owner.as_deref(), diagnostics);
+    let mut routes = host_routes(candidates, server.as_deref(), diagnostics);
+    // The server's snippet reaches its root location too.
+    routes.default_route = default_route.map(|mut route| {
+        if let Some(server) = &server {
+            under_server(&mut route, server);
+        }
+        Box::new(route)
+    });
+    routes
+}
+
+/// A route's header operations under its server's (`server-snippet`).
+fn under_server(route: &mut Route, server: &HeaderOps) {
+    let mut policy = route.policy.as_deref().cloned().unwrap_or_default();
+    policy.headers = Some(Arc::new(match policy.headers.as_deref() {
+        Some(own) => own.under_server(server),
+        None => HeaderOps::default().under_server(server),
+    }));
+    route.policy = Some(Arc::new(policy));
+}
+
+fn host_routes(
+    candidates: Vec<Candidate>,
+    server: Option<&HeaderOps>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HostRoutes {
     let (canaries, mut candidates): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| c.canary.is_some());
     // An alias (or www twin) gives way to any rule that names the host, as in ingress-nginx.
@@ -1500,7 +1519,6 @@ fn host_routes(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) ->
             !c.secondary
         });
     }
-    let server = host_server_snippet(&candidates, owner.as_deref(), diagnostics);
     candidates
         .sort_by(|a, b| (a.path(), a.path_type(), a.age).cmp(&(b.path(), b.path_type(), b.age)));
     let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());
@@ -1520,12 +1538,7 @@ fn host_routes(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) ->
     attach_canaries(&mut kept, canaries, diagnostics);
     if let Some(server) = server {
         for c in kept.iter_mut() {
-            let mut policy = c.route.policy.as_deref().cloned().unwrap_or_default();
-            policy.headers = Some(Arc::new(match policy.headers.as_deref() {
-                Some(own) => own.under_server(&server),
-                None => HeaderOps::default().under_server(&server),
-            }));
-            c.route.policy = Some(Arc::new(policy));
+            under_server(&mut c.route, server);
         }
     }
     let Some(root) = host_app_root(&mut kept) else {
@@ -1624,16 +1637,13 @@ fn host_app_root(kept: &mut [Candidate]) -> Option<Box<str>> {
 /// warning each. Only an Ingress of the namespace that owns the host (that of its oldest
 /// claim) may set it: a tenant's snippet never changes another namespace's paths (ingress-nginx
 /// would apply it to the whole host).
-fn host_server_snippet(
-    candidates: &[Candidate],
+fn host_server_snippet<'a>(
+    candidates: impl Iterator<Item = &'a Candidate>,
     owner: Option<&str>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Arc<HeaderOps>> {
     let field = "metadata.annotations[nginx.ingress.kubernetes.io/server-snippet]";
-    let with: Vec<&Candidate> = candidates
-        .iter()
-        .filter(|c| c.server_snippet.is_some())
-        .collect();
+    let with: Vec<&Candidate> = candidates.filter(|c| c.server_snippet.is_some()).collect();
     let chosen = with
         .iter()
         .filter(|c| Some(c.object.namespace.as_str()) == owner)

@@ -338,7 +338,7 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (
         "server-snippet",
         Support::Differs(
-            "the same directives as configuration-snippet, at server level as nginx: the host's oldest Ingress with one sets it (the others' are ignored, a warning) for every path of the host, from every Ingress; its more_set_headers and more_clear_headers run before a location's own, its add_header only on a path whose configuration-snippet has none, its proxy_set_header never (every ingress-nginx location sets proxy_set_header; a warning). Differs: only an Ingress of the namespace that owns the host (that of its oldest rule) sets it, another namespace's is ignored (a warning); not on answers for paths no rule takes (404)",
+            "the same directives as configuration-snippet, at server level as nginx: the host's oldest Ingress with one sets it (the others' are ignored, a warning) for every path of the host, from every Ingress; its more_set_headers and more_clear_headers run before a location's own, its add_header only on a path whose configuration-snippet has none, its proxy_set_header never (every ingress-nginx location sets proxy_set_header; a warning). Differs: only an Ingress of the namespace that owns the host (that of its oldest rule) sets it, another namespace's is ignored (a warning); on the host's default backend too, not on Portico's own 404 for a path no rule takes",
         ),
     ),
     (
