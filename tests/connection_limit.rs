@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use http::StatusCode;
+use support::child::Child;
 use support::client::{self, get};
 use support::manifests::{class, endpoints, ingress, prefix, service};
 use support::{Backend, Env};
@@ -166,16 +166,6 @@ async fn an_upgraded_connection_keeps_counting() {
     env.shutdown().await;
 }
 
-/// Kills the child process when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What the child logged that the test needs: the limits and the bound addresses.
 #[derive(Default, Debug)]
 struct Logged {
@@ -187,52 +177,31 @@ struct Logged {
 
 /// Starts the built binary with `ulimit -n 64` (soft and hard), and reads its JSON log
 /// until it listens.
-fn start_with_64_fds(dir: &std::path::Path) -> (Killed, Logged) {
-    let mut child = Command::new("sh")
+fn start_with_64_fds(dir: &std::path::Path) -> (Child, Logged) {
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
         .arg(env!("CARGO_BIN_EXE_portico"))
         .args(["--manifests", dir.to_str().unwrap()])
         .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
         .args(["--admin-addr", "127.0.0.1:0", "--access-log", "false"])
-        .args(["--log-format", "json", "--threads", "2"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn portico");
-    let stderr = child.stderr.take().unwrap();
-    let child = Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Reads the log to its end (the child's), so the pipe never fills nor breaks.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+        .args(["--threads", "2"])
+        .env("RUST_LOG", "info");
+    let mut child = Child::spawn_command(command);
+    let limit = child.wait_for("the file descriptor limit", PATIENCE, |v| {
+        v["message"] == "file descriptor limit"
     });
-    let mut logged = Logged::default();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while logged.admin.is_none() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no 'listening' line; so far {logged:?}"));
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        match v["message"].as_str() {
-            Some("file descriptor limit") => logged.fd_limit = Some(v),
-            Some("listening") => {
-                let http = v["http"].as_str().unwrap_or("");
-                let http = http.trim_matches(|c| c == '[' || c == ']');
-                logged.http = http.parse().ok();
-                logged.admin = v["admin"].as_str().and_then(|a| a.parse().ok());
-                logged.max_connections = v["max_connections"].as_u64();
-            }
-            _ => {}
-        }
-    }
+    let listening = child.wait_for("the 'listening' line", PATIENCE, |v| {
+        v["message"] == "listening"
+    });
+    let http = listening["http"].as_str().unwrap_or("");
+    let logged = Logged {
+        fd_limit: Some(limit),
+        http: http.trim_matches(|c| c == '[' || c == ']').parse().ok(),
+        admin: listening["admin"].as_str().and_then(|a| a.parse().ok()),
+        max_connections: listening["max_connections"].as_u64(),
+    };
     (child, logged)
 }
 

@@ -21,10 +21,24 @@ pub struct Child {
 impl Child {
     /// Starts the binary with `args` (plus `--log-format json`) and `RUST_LOG=rust_log`.
     pub fn spawn(args: &[&str], rust_log: &str) -> Child {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+        command.args(args).env("RUST_LOG", rust_log);
+        Child::spawn_command(command)
+    }
+
+    /// Starts the binary with `args` (plus `--log-format json`) at its default log level
+    /// (no `RUST_LOG`).
+    pub fn spawn_default_log(args: &[&str]) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+        command.args(args).env_remove("RUST_LOG");
+        Child::spawn_command(command)
+    }
+
+    /// Starts `command` (the binary, or a shell that execs it with its arguments), with
+    /// `--log-format json` added to its arguments.
+    pub fn spawn_command(mut command: Command) -> Child {
+        let mut child = command
             .args(["--log-format", "json"])
-            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
