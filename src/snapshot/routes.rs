@@ -1473,7 +1473,9 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
     // The host's oldest (non-canary) Ingress gives the paths no rule takes its default
     // backend, as the Ingress that creates an ingress-nginx server gives it its root location;
     // never another Ingress's (another namespace's backend would get this host's requests).
+    // (A from-to-www twin's redirect is not a rule of the host: it names no default.)
     let default_route = primaries()
+        .filter(|c| !c.secondary)
         .min_by_key(|c| c.age)
         .and_then(|c| c.default_backend.as_deref().cloned());
     let server = host_server_snippet(primaries(), owner.as_deref(), diagnostics);

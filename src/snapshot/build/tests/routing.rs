@@ -456,3 +456,54 @@ fn an_auth_secret_without_auth_type_is_a_warning() {
     assert_eq!(found.len(), 1, "{:?}", built.diagnostics);
     assert_eq!(found[0].severity, Severity::Warning);
 }
+
+/// `spec.defaultBackend` as ingress-nginx's `createServers`: the paths no rule of a host takes
+/// get the default backend of the host's oldest Ingress (not a newer one's, not a www twin's
+/// redirect, never another host's); an Ingress with rules is no catch-all; hosts no rule names
+/// get the default backend of an Ingress without rules.
+#[test]
+fn default_backends_belong_to_their_hosts_oldest_ingress() {
+    let meta = |name: &str, spec: Value, more: Value| with_meta(ing(name, spec), more);
+    let built = build_of(vec![
+        our_class(),
+        svc("a"),
+        svc("b"),
+        svc("all"),
+        meta(
+            "old",
+            json!({"rules": [rule("w.com", &[("/x", "Prefix", "a", 80)])]}),
+            json!({"creationTimestamp": "2020-01-01T00:00:00Z",
+                   "annotations": {"nginx.ingress.kubernetes.io/from-to-www-redirect": "true"}}),
+        ),
+        meta(
+            "newer",
+            json!({"defaultBackend": {"service": {"name": "b", "port": {"number": 80}}},
+                   "rules": [rule("www.w.com", &[("/y", "Prefix", "b", 80)]),
+                             rule("w.com", &[("/z", "Prefix", "b", 80)])]}),
+            json!({"creationTimestamp": "2021-01-01T00:00:00Z"}),
+        ),
+    ]);
+    // www.w.com names a rule of `newer` (the twin's redirect gives way): newer's default.
+    assert_eq!(served(&built, "www.w.com", "/other"), "default:b:80");
+    // w.com's oldest Ingress has none: 404, never the newer one's.
+    assert_eq!(served(&built, "w.com", "/other"), "404");
+    // An Ingress with rules is no catch-all.
+    assert_eq!(served(&built, "unknown.com", "/"), "404");
+    let mut objects = vec![
+        our_class(),
+        svc("a"),
+        svc("all"),
+        ing(
+            "site",
+            json!({"rules": [rule("s.com", &[("/x", "Prefix", "a", 80)])]}),
+        ),
+    ];
+    objects.push(ing(
+        "catch",
+        json!({"defaultBackend": {"service": {"name": "all", "port": {"number": 80}}}}),
+    ));
+    let built = build_of(objects);
+    assert_eq!(served(&built, "unknown.com", "/"), "default:all:80");
+    // A host with rules keeps its 404 for what they do not take.
+    assert_eq!(served(&built, "s.com", "/other"), "404");
+}
