@@ -86,6 +86,16 @@ impl BuildConfig {
     }
 }
 
+/// The hosts of a build, by pattern.
+type Hosts = HashMap<HostPattern, Arc<cache::HostEntry>>;
+
+/// Whether an Ingress's host-wide setting counts for `host`: always, unless hosts belong to
+/// namespaces (`--host-ownership=namespace`, `exclusive`), where only the owner's does (the
+/// others' rules for the host are refused, and their host-wide settings with them).
+fn admitted(hosts: &Hosts, exclusive: bool, host: &HostPattern, c: &ingress::Compiled) -> bool {
+    !exclusive || hosts.get(host).and_then(|e| e.owner()) == Some(c.key.namespace.as_str())
+}
+
 /// The hosts whose Ingresses set `auth-tls-secret`: nginx's `ssl_verify_client` is a server
 /// setting, so it applies to every path of the host, whichever Ingress set it; when two
 /// Ingresses of a host set it, the oldest wins and the other gets a warning.
@@ -95,7 +105,8 @@ impl BuildConfig {
 /// setting (it would make the owner's site ask every client for a certificate).
 fn client_auth_table(
     compiled: &[Arc<ingress::Compiled>],
-    owners: Option<&HashMap<String, &str>>,
+    hosts: &Hosts,
+    exclusive: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> crate::snapshot::client_auth::ClientAuthTable {
     let mut with: Vec<&ingress::Compiled> = compiled
@@ -113,13 +124,13 @@ fn client_auth_table(
         let Some(auth) = &c.client_auth else { continue };
         let (ns, name) = c.name();
         for host in &c.hosts {
+            if !admitted(hosts, exclusive, host, c) {
+                continue;
+            }
             let key: Box<str> = match host {
                 HostPattern::Any => continue,
                 other => other.to_string().into(),
             };
-            if owners.is_some_and(|o| o.get(&*key).copied() != Some(c.key.namespace.as_str())) {
-                continue;
-            }
             match table.get(&key) {
                 Some((kept, by)) if **kept != **auth => {
                     let reason = format!(
@@ -152,7 +163,7 @@ fn client_auth_table(
 /// under a name of its choosing).
 fn alias_table(
     compiled: &[Arc<ingress::Compiled>],
-    hosts: &HashMap<HostPattern, Arc<cache::HostEntry>>,
+    hosts: &Hosts,
     exclusive: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> BTreeMap<Arc<str>, HostPattern> {
@@ -171,8 +182,7 @@ fn alias_table(
     for c in with {
         let mut warned_hosts = Vec::new();
         for (host, alias) in &c.aliases {
-            let owner = hosts.get(host).and_then(|e| e.owner());
-            if exclusive && owner != Some(c.key.namespace.as_str()) {
+            if !admitted(hosts, exclusive, host, c) {
                 continue;
             }
             match set_by.get(host) {
@@ -294,8 +304,7 @@ pub fn build_after(
             certs.insert(alias, entry);
         }
     }
-    let mut client_auth =
-        client_auth_table(&compiled, exclusive.then_some(&owners), &mut diagnostics);
+    let mut client_auth = client_auth_table(&compiled, &hosts, exclusive, &mut diagnostics);
     client_auth.alias(&aliases);
     let changed_routes = rebuilt
         .iter()

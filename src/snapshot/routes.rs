@@ -1463,12 +1463,14 @@ impl Candidate {
 /// others unless they name the same backend), then every matchit key
 /// goes to the longest declared path, Exact before Prefix on equal length. Only the order of
 /// the candidates' ages matters, not their values.
-pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>) -> HostRoutes {
-    // The namespace that owns the host: that of its oldest claim.
-    let owner = candidates
-        .iter()
-        .min_by_key(|c| c.age)
-        .map(|c| c.object.namespace.clone());
+///
+/// `owner` is the namespace that owns the host (that of its oldest claimant,
+/// `HostEntry::owner`): only its `server-snippet` counts.
+pub fn build_host(
+    candidates: Vec<Candidate>,
+    owner: Option<&str>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HostRoutes {
     let primaries = || candidates.iter().filter(|c| c.canary.is_none());
     // The host's oldest (non-canary) Ingress gives the paths no rule takes its default
     // backend, as the Ingress that creates an ingress-nginx server gives it its root location;
@@ -1478,7 +1480,7 @@ pub fn build_host(candidates: Vec<Candidate>, diagnostics: &mut Vec<Diagnostic>)
         .filter(|c| !c.secondary)
         .min_by_key(|c| c.age)
         .and_then(|c| c.default_backend.as_deref().cloned());
-    let server = host_server_snippet(primaries(), owner.as_deref(), diagnostics);
+    let server = host_server_snippet(primaries(), owner, diagnostics);
     let mut routes = host_routes(candidates, server.as_deref(), diagnostics);
     // The server's snippet reaches its root location too.
     routes.default_route = default_route.map(|mut route| {

@@ -102,7 +102,7 @@ impl HostEntry {
                     })
             })
             .collect();
-        let routes = Arc::new(build_host(candidates, &mut diagnostics));
+        let routes = Arc::new(build_host(candidates, owner.as_deref(), &mut diagnostics));
         HostEntry {
             claimants,
             routes,
